@@ -1,0 +1,39 @@
+"""Config keys that resnext_det adds to detectron2's.
+
+Everything detectron2 already names is read from its own keys (MODEL.RESNETS.DEPTH,
+NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, NORM, RES5_DILATION, OUT_FEATURES,
+STEM_OUT_CHANNELS, RES2_OUT_CHANNELS; MODEL.BACKBONE.FREEZE_AT). Only what is new lives
+under MODEL.RESNEXT.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def resnext_defaults():
+    """The MODEL.RESNEXT node with its default values, each key commented."""
+    node = CN()
+    # Named template "R50", "X50_32x4d", "X101_64x4d", ... = (depth, cardinality C,
+    # bottleneck width d of res2). "" -> use MODEL.RESNETS.DEPTH / NUM_GROUPS /
+    # WIDTH_PER_GROUP. A template that disagrees with a RESNETS key the user changed
+    # from detectron2's default is an error.
+    node.TEMPLATE = ""
+    # The paper's Figure 3 forms of the aggregated block, all computing the same function:
+    # "a" -> C branches of 1x1(d), 3x3(d), 1x1, summed (slow; for teaching and checks);
+    # "b" -> C branches of 1x1(d), 3x3(d), concatenated, one 1x1 (slow; likewise);
+    # "c" -> 1x1, grouped 3x3 (groups=C), 1x1: the fast form, and detectron2's layout.
+    node.BLOCK_FORM = "c"
+    # True -> the last norm of each residual block starts with scale 0, so every block
+    # starts as the identity (Goyal et al. 2017, Sec 5.1); for training from scratch.
+    # Needs a trainable norm (BN, SyncBN, GN).
+    node.ZERO_INIT_RESIDUAL = False
+    return node
+
+
+def add_resnext_config(cfg):
+    """Add MODEL.RESNEXT to a detectron2 config. Changes no existing key; idempotent."""
+    if "RESNEXT" not in cfg.MODEL:
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.RESNEXT = resnext_defaults()
+        if was_frozen:
+            cfg.freeze()
+    return cfg

@@ -1,0 +1,115 @@
+"""Read and check the config keys that shape a ResNeXt, for the registered builders.
+
+This is the only place that reads MODEL.RESNETS / MODEL.RESNEXT; modules take keyword
+arguments. Every bad value raises a ConfigError naming the key and what would work.
+"""
+from ..config.defaults import resnext_defaults
+from ..config.errors import ConfigError
+from .templates import Template, parse_template
+
+# detectron2's defaults for the keys a template also sets (config/defaults.py there).
+_D2_DEFAULTS = {"DEPTH": 50, "NUM_GROUPS": 1, "WIDTH_PER_GROUP": 64}
+_TEMPLATE_KEYS = {"DEPTH": "depth", "NUM_GROUPS": "cardinality", "WIDTH_PER_GROUP": "bottleneck_width"}
+# get_norm names whose statistics are per channel, which forms (a) and (b) need.
+PER_CHANNEL_NORMS = ("FrozenBN", "BN", "SyncBN", "nnSyncBN", "naiveSyncBN")
+NORMS = PER_CHANNEL_NORMS + ("GN",)
+GN_GROUPS = 32  # detectron2's get_norm("GN", c) is GroupNorm(32, c)
+FEATURES = ("stem", "res2", "res3", "res4", "res5")
+
+
+def resnext_node(cfg):
+    """MODEL.RESNEXT, or its defaults when the config never called add_resnext_config."""
+    return cfg.MODEL.RESNEXT if "RESNEXT" in cfg.MODEL else resnext_defaults()
+
+
+def resolve_template(cfg):
+    """The Template a config asks for: MODEL.RESNEXT.TEMPLATE, else the RESNETS keys."""
+    r = cfg.MODEL.RESNETS
+    name = resnext_node(cfg).TEMPLATE
+    if not name:
+        return Template(r.DEPTH, r.NUM_GROUPS, r.WIDTH_PER_GROUP)
+    template = parse_template(name)
+    for key, field in _TEMPLATE_KEYS.items():
+        value, wanted = r[key], getattr(template, field)
+        if value not in (wanted, _D2_DEFAULTS[key]):
+            raise ConfigError(
+                f"MODEL.RESNETS.{key}", value, f"{wanted} (from MODEL.RESNEXT.TEMPLATE={name!r})",
+                "Set either the template or MODEL.RESNETS.DEPTH/NUM_GROUPS/WIDTH_PER_GROUP.")
+    return template
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise ConfigError(key, value, f"one of {list(choices)}")
+
+
+def _check_gn_widths(template, stem_out, res2_out, norm):
+    if norm != "GN":
+        return
+    widths = {"MODEL.RESNETS.STEM_OUT_CHANNELS": stem_out}
+    for k in range(4):
+        widths[f"res{k + 2} bottleneck width C*d*2^{k}"] = (
+            template.cardinality * template.bottleneck_width * 2**k)
+        widths[f"res{k + 2} output width RES2_OUT_CHANNELS*2^{k}"] = res2_out * 2**k
+    for what, width in widths.items():
+        if width % GN_GROUPS:
+            raise ConfigError("MODEL.RESNETS.NORM", norm,
+                              f"a norm that fits width {width} ({what})",
+                              f"GN uses {GN_GROUPS} groups, so every width must be divisible "
+                              f"by {GN_GROUPS}; use BN/SyncBN or another template.")
+
+
+def _check_norm(norm, form, zero_init, template, stem_out, res2_out):
+    _check_choice("MODEL.RESNETS.NORM", norm, NORMS)
+    if form != "c" and norm not in PER_CHANNEL_NORMS:
+        raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", form, "'c' when MODEL.RESNETS.NORM='GN'",
+                          "Forms (a)/(b) split the norm per path, which is exact only for "
+                          f"per-channel norms {list(PER_CHANNEL_NORMS)}.")
+    if zero_init and norm == "FrozenBN":
+        raise ConfigError("MODEL.RESNEXT.ZERO_INIT_RESIDUAL", True,
+                          "False when MODEL.RESNETS.NORM='FrozenBN'",
+                          "A frozen zero scale would switch every residual path off for "
+                          "good; use BN, SyncBN or GN to train from scratch.")
+    _check_gn_widths(template, stem_out, res2_out, norm)
+
+
+def resnext_block_args(cfg):
+    """Keyword arguments of `make_resnext_stage` shared by backbone and ROI head."""
+    r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
+    template = resolve_template(cfg)
+    _check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, ("a", "b", "c"))
+    _check_norm(r.NORM, x.BLOCK_FORM, x.ZERO_INIT_RESIDUAL, template, r.STEM_OUT_CHANNELS,
+                r.RES2_OUT_CHANNELS)
+    if any(r.DEFORM_ON_PER_STAGE):
+        raise ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE", list(r.DEFORM_ON_PER_STAGE),
+                          "all False", "resnext_det has no deformable block; detectron2's "
+                          "build_resnet_backbone has one (it needs detectron2's compiled _C).")
+    return template, dict(res2_out_channels=r.RES2_OUT_CHANNELS, block_form=x.BLOCK_FORM,
+                          norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1,
+                          zero_init_last=x.ZERO_INIT_RESIDUAL)
+
+
+def resnext_backbone_args(cfg):
+    """Everything `build_resnext` needs from a config, checked."""
+    r = cfg.MODEL.RESNETS
+    template, block_args = resnext_block_args(cfg)
+    out_features = list(r.OUT_FEATURES)
+    if not out_features or any(f not in FEATURES for f in out_features):
+        raise ConfigError("MODEL.RESNETS.OUT_FEATURES", out_features,
+                          f"a non-empty subset of {list(FEATURES)}")
+    _check_choice("MODEL.RESNETS.RES5_DILATION", r.RES5_DILATION, (1, 2))
+    freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
+    if not 0 <= freeze_at <= 5:
+        raise ConfigError("MODEL.BACKBONE.FREEZE_AT", freeze_at,
+                          "0..5 (0: train all; 1: freeze the stem; k: stem and res2..res{k})")
+    return template, dict(out_features=out_features, freeze_at=freeze_at,
+                          stem_out_channels=r.STEM_OUT_CHANNELS, res5_dilation=r.RES5_DILATION,
+                          **block_args)
+
+
+def check_features_produced(key, wanted, produced, producer):
+    """Raise when `wanted` names a feature the backbone does not output."""
+    missing = [f for f in wanted if f not in produced]
+    if missing:
+        raise ConfigError(key, list(wanted), f"features that {producer} produces: {list(produced)}",
+                          f"{missing} not produced; add them to the producer's OUT_FEATURES.")

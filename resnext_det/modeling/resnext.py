@@ -1,0 +1,73 @@
+"""ResNeXt networks assembled from a Template, on detectron2's ResNet and BasicStem.
+
+detectron2's `ResNet` already does what a backbone needs around the stages (out
+features, strides, freezing, the optional classifier head); we give it our stages.
+"""
+from detectron2.modeling.backbone.resnet import BasicStem, ResNet
+
+from .blocks import BLOCK_FORMS
+
+STAGE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+def make_resnext_stage(template, stage, *, in_channels, res2_out_channels=256, block_form="c",
+                       first_stride=None, dilation=1, norm="BN", stride_in_1x1=False,
+                       zero_init_last=False):
+    """The blocks of one stage ("res2".."res5") of a template.
+
+    Width doubles at each stage (the paper's second template rule): res{k} has paths of
+    width d * 2**(k-2) and output 256 * 2**(k-2) channels. The first block of res3..res5
+    halves the resolution unless `first_stride` says otherwise (a dilated res5 uses 1).
+    """
+    k = STAGE_NAMES.index(stage)
+    num_blocks = template.stage_blocks[k]
+    if first_stride is None:
+        first_stride = 1 if k == 0 else 2
+    return ResNet.make_stage(
+        BLOCK_FORMS[block_form],
+        num_blocks,
+        in_channels=in_channels,
+        out_channels=res2_out_channels * 2**k,
+        stride_per_block=[first_stride] + [1] * (num_blocks - 1),
+        cardinality=template.cardinality,
+        bottleneck_width=template.bottleneck_width * 2**k,
+        norm=norm,
+        stride_in_1x1=stride_in_1x1,
+        dilation=dilation,
+        zero_init_last=zero_init_last,
+    )
+
+
+def make_resnext_stages(template, *, num_stages=4, stem_out_channels=64, res2_out_channels=256,
+                        res5_dilation=1, **block_kwargs):
+    """Stages res2.. of a template, as `ResNet(stem, stages)` takes them.
+
+    `res5_dilation=2` keeps res5 at stride 16 with dilated 3x3s (the R-FCN / DC5 setting).
+    """
+    stages, in_channels = [], stem_out_channels
+    for k, stage in enumerate(STAGE_NAMES[:num_stages]):
+        dilated = stage == "res5" and res5_dilation > 1
+        stages.append(make_resnext_stage(
+            template, stage, in_channels=in_channels, res2_out_channels=res2_out_channels,
+            first_stride=1 if dilated else None, dilation=res5_dilation if dilated else 1,
+            **block_kwargs))
+        in_channels = res2_out_channels * 2**k
+    return stages
+
+
+def build_resnext(template, *, in_channels=3, out_features=None, freeze_at=0, num_classes=None,
+                  stem_out_channels=64, norm="BN", net_class=ResNet, **stage_kwargs):
+    """A detectron2 `ResNet` (or `net_class`) with ResNeXt stages.
+
+    See `make_resnext_stages` for the stage options.
+
+    Only the stages that `out_features` needs are built (detectron2's rule), so a C4
+    backbone with out_features=["res4"] has no res5.
+    """
+    stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
+    stages = make_resnext_stages(template, stem_out_channels=stem_out_channels, norm=norm,
+                                 **stage_kwargs)
+    net = net_class(stem, stages, num_classes=num_classes, out_features=out_features,
+                    freeze_at=freeze_at)
+    net.template = template
+    return net

@@ -1,0 +1,31 @@
+"""The C4 ROI head of the paper's Faster R-CNN: res5 of the same ResNeXt, run per region.
+
+In the ResNet-C4 setup (He et al. 2016; the ResNeXt paper's COCO experiment) res2..res4
+are the shared feature map and res5, with its stride-2 first block, is the per-region
+head after ROI pooling. detectron2's Res5ROIHeads does exactly this; we replace only the
+res5 it builds with our block of the configured form and template.
+"""
+from detectron2.modeling import ROI_HEADS_REGISTRY
+from detectron2.modeling.roi_heads import Res5ROIHeads
+from torch import nn
+
+from .config_args import check_features_produced, resnext_block_args
+from .resnext import make_resnext_stage
+
+
+@ROI_HEADS_REGISTRY.register()
+class ResNeXtRes5ROIHeads(Res5ROIHeads):
+    """Res5ROIHeads whose res5 is a ResNeXt stage (MODEL.RESNEXT.BLOCK_FORM, TEMPLATE)."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        check_features_produced("MODEL.ROI_HEADS.IN_FEATURES", cfg.MODEL.ROI_HEADS.IN_FEATURES,
+                                list(input_shape), "the backbone (MODEL.RESNETS.OUT_FEATURES)")
+        return super().from_config(cfg, input_shape)
+
+    @classmethod
+    def _build_res5_block(cls, cfg):
+        template, kwargs = resnext_block_args(cfg)
+        res5_out = kwargs["res2_out_channels"] * 8  # res5 is 8x res2 (three doublings)
+        blocks = make_resnext_stage(template, "res5", in_channels=res5_out // 2, **kwargs)
+        return nn.Sequential(*blocks), res5_out

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Print parameters and multiply-adds of ResNeXt classifiers next to the paper's figures.
+
+    python tools/analyze_complexity.py                       # Tables 3 and 4 of the paper
+    python tools/analyze_complexity.py --templates X50_16x8d X152_32x4d
+    python tools/analyze_complexity.py --cardinalities 1 2 3 16 64   # width solver only
+
+Counts come from fvcore's FlopCountAnalysis (one multiply-add = one FLOP, the paper's
+convention) for one 224x224 image and 1000 classes, stride in the 3x3 as in the paper.
+Exits 1 when a template with a paper figure falls outside that figure's tolerance.
+"""
+import argparse
+import sys
+
+from tabulate import tabulate
+
+from resnext_det.analysis import complexity_table
+from resnext_det.modeling.templates import (
+    TABLE3,
+    TABLE4,
+    bottleneck_params,
+    complexity_preserving_width,
+    parse_template,
+)
+
+
+def _fmt_dev(row, key):
+    return "" if key not in row else f"{row[key]:+.1%}"
+
+
+def complexity_rows(rows):
+    out, ok = [], True
+    for row in rows:
+        paper = row["paper"]
+        within = paper is None or (
+            abs(row["gflops_dev"]) <= paper.tolerance
+            and abs(row.get("params_dev", 0.0)) <= paper.tolerance)
+        ok &= within
+        out.append([
+            row["template"], row["C"], row["d"], f"{row['params_m']:.2f}",
+            "" if paper is None or paper.params_m is None else paper.params_m, _fmt_dev(row, "params_dev"),
+            f"{row['gflops']:.2f}", "" if paper is None else paper.gflops, _fmt_dev(row, "gflops_dev"),
+            "" if paper is None else f"{paper.tolerance:.0%}", "" if paper is None else paper.source,
+            "" if paper is None else ("yes" if within else "NO"),
+        ])
+    return out, ok
+
+
+def solver_rows(cardinalities):
+    reference = bottleneck_params(1, 64)
+    rows = []
+    for c in cardinalities:
+        d = complexity_preserving_width(c)
+        params = bottleneck_params(c, d)
+        rows.append([c, d, f"{c}x{d}d", params, f"{params / reference - 1:+.1%}"])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--templates", nargs="*", help="template names (default: Tables 3 and 4)")
+    parser.add_argument("--size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--stride-in-1x1", action="store_true", help="MSRA/Caffe2 stride placement")
+    parser.add_argument("--cardinalities", nargs="*", type=int, default=[1, 2, 4, 8, 16, 32, 64],
+                        help="C values for the complexity-preserving width solver")
+    parser.add_argument("--solver-only", action="store_true", help="skip the fvcore counts")
+    args = parser.parse_args(argv)
+
+    print("Complexity-preserving bottleneck width (paper Table 2: res2 block of ResNet-50 = "
+          f"{bottleneck_params(1, 64):,} weights)")
+    print(tabulate(solver_rows(args.cardinalities),
+                   headers=["C", "d", "template", "res2 block weights", "vs ResNet"]))
+    if args.solver_only:
+        return 0
+    templates = [parse_template(n) for n in args.templates] if args.templates else TABLE3 + TABLE4
+    rows, ok = complexity_rows(complexity_table(templates, size=args.size,
+                                                stride_in_1x1=args.stride_in_1x1))
+    print(f"\nClassifier at {args.size}x{args.size}, 1000 classes, stride in the "
+          f"{'1x1' if args.stride_in_1x1 else '3x3'} (fvcore counts; FLOPs = multiply-adds)")
+    print(tabulate(rows, headers=["template", "C", "d", "params M", "paper", "dev", "GFLOPs",
+                                  "paper", "dev", "tol", "source", "within"]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
