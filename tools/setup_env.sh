@@ -40,7 +40,7 @@ fi
 log "installing requirements into $venv (torch is a large download on a fresh machine)"
 "$py" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$py" -m pip install --quiet --disable-pip-version-check -r "$root/requirements.txt" \
-  -r "$root/requirements-test.txt" installer setuptools wheel
+  -r "$root/requirements-test.txt" installer wheel
 
 if "$py" -c "import detectron2" 2>/dev/null; then
   log "using the detectron2 already installed: $("$py" -c 'import detectron2; print(detectron2.__file__)')"

@@ -14,7 +14,7 @@ from ..config.errors import ConfigError
 # Blocks per stage res2..res5 (He et al. 2016, Table 1; the paper's Table 1 for 50).
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
-_NAME = re.compile(r"^[RX](\d+)(?:_(\d+)x(\d+)d)?$")
+_NAME = re.compile(r"^(?:R(\d+)|[RX](\d+)_(\d+)x(\d+)d)$")
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def parse_template(name):
     if match is None:
         raise ConfigError("MODEL.RESNEXT.TEMPLATE", name,
                           "'R<depth>' or 'X<depth>_<C>x<d>d', e.g. 'R50', 'X101_32x8d'")
-    depth, cardinality, width = match.groups()
-    if cardinality is None:
-        return Template(int(depth), 1, 64)
+    resnet_depth, depth, cardinality, width = match.groups()
+    if resnet_depth is not None:
+        return Template(int(resnet_depth), 1, 64)
     return Template(int(depth), int(cardinality), int(width))
 
 

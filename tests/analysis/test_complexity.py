@@ -1,0 +1,45 @@
+"""fvcore's counts of our classifiers against the paper's complexity figures."""
+import pytest
+import torchvision
+from fvcore.nn import FlopCountAnalysis
+import torch
+
+from resnext_det.analysis import PAPER_FIGURES, count_complexity
+from resnext_det.modeling import TABLE3, parse_template
+from tests.helpers import load_tool
+
+FIFTY = [t for t in TABLE3 if t.depth == 50]
+
+
+@pytest.mark.parametrize("template", FIFTY, ids=[t.name for t in FIFTY])
+def test_50_layer_settings_match_the_paper(template):
+    params, macs = count_complexity(template)
+    paper = PAPER_FIGURES[template.name]
+    assert abs(macs / 1e9 / paper.gflops - 1) <= paper.tolerance
+    if paper.params_m is not None:
+        assert abs(params / 1e6 / paper.params_m - 1) <= paper.tolerance
+
+
+def test_exact_figures_use_the_tight_tolerance():
+    assert PAPER_FIGURES["R50"].tolerance == PAPER_FIGURES["X50_32x4d"].tolerance == 0.02
+
+
+def test_counts_equal_torchvision_counts():
+    """Our classifier and torchvision's ResNeXt-50 are the same network: same counts."""
+    ours = count_complexity(parse_template("X50_32x4d"), size=64)
+    tv = torchvision.models.resnext50_32x4d().eval()
+    tv_macs = FlopCountAnalysis(tv, torch.zeros(1, 3, 64, 64))
+    tv_macs.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    assert ours == (sum(p.numel() for p in tv.parameters()), tv_macs.total())
+
+
+def test_stride_in_1x1_counts_fewer_multiply_adds():
+    assert count_complexity("X50_32x4d", size=64, stride_in_1x1=True)[1] < \
+        count_complexity("X50_32x4d", size=64)[1]
+
+
+def test_tool_prints_table_and_passes(capsys):
+    main = load_tool("analyze_complexity").main
+    assert main(["--templates", "R50", "X50_32x4d", "--cardinalities", "3", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "X50_32x4d" in out and "32x4d" in out and "Table 1" in out

@@ -1,0 +1,71 @@
+"""Bad configurations raise ConfigError naming the key and the values that work."""
+import pytest
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model
+
+import resnext_det
+from resnext_det import ConfigError
+from tests.helpers import make_cfg
+
+FPN_FEATURES = ["res2", "res3", "res4", "res5"]
+
+
+@pytest.mark.parametrize("overrides,backbone,pattern", [
+    (["MODEL.RESNETS.DEPTH", 34], None, r"MODEL.RESNETS.DEPTH=34 .*\[50, 101, 152\]"),
+    (["MODEL.RESNETS.NUM_GROUPS", 0], None, r"MODEL.RESNETS.NUM_GROUPS=0 .*>= 1"),
+    (["MODEL.RESNETS.WIDTH_PER_GROUP", 0], None, r"MODEL.RESNETS.WIDTH_PER_GROUP=0"),
+    (["MODEL.RESNETS.NORM", "LayerNorm"], None, r"MODEL.RESNETS.NORM='LayerNorm' .*'FrozenBN'"),
+    # 2x40d: the res2 bottleneck is 80 channels, which GroupNorm(32) cannot split.
+    (["MODEL.RESNEXT.TEMPLATE", "X50_2x40d", "MODEL.RESNETS.NORM", "GN"], None,
+     r"NORM='GN' .*width 80 .*divisible by 32"),
+    (["MODEL.RESNETS.NORM", "GN", "MODEL.RESNEXT.BLOCK_FORM", "a"], None,
+     r"MODEL.RESNEXT.BLOCK_FORM='a' .*per-channel"),
+    (["MODEL.RESNEXT.BLOCK_FORM", "d"], None, r"MODEL.RESNEXT.BLOCK_FORM='d' .*'a', 'b', 'c'"),
+    (["MODEL.RESNEXT.ZERO_INIT_RESIDUAL", True], None, r"ZERO_INIT_RESIDUAL=True .*FrozenBN"),
+    (["MODEL.BACKBONE.FREEZE_AT", 7], None, r"MODEL.BACKBONE.FREEZE_AT=7 .*0..5"),
+    (["MODEL.RESNETS.RES5_DILATION", 4], None, r"MODEL.RESNETS.RES5_DILATION=4 .*\[1, 2\]"),
+    (["MODEL.RESNETS.OUT_FEATURES", ["res6"]], None, r"MODEL.RESNETS.OUT_FEATURES=\['res6'\]"),
+    (["MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4"], "MODEL.FPN.IN_FEATURES", FPN_FEATURES],
+     "build_resnext_fpn_backbone", r"MODEL.FPN.IN_FEATURES=.*\['res5'\] not produced"),
+    (["MODEL.RESNETS.OUT_FEATURES", ["res3", "res4"], "MODEL.FPN.IN_FEATURES", ["res3", "res4"]],
+     "build_retinanet_resnext_fpn_backbone", r"OUT_FEATURES=\['res3', 'res4'\] .*'res5'"),
+    (["MODEL.RESNEXT.TEMPLATE", "X50_32x4d", "MODEL.RESNETS.DEPTH", 101], None,
+     r"MODEL.RESNETS.DEPTH=101 .*50 \(from MODEL.RESNEXT.TEMPLATE='X50_32x4d'\)"),
+    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, False, False]], None,
+     r"DEFORM_ON_PER_STAGE"),
+])
+def test_bad_backbone_config(overrides, backbone, pattern):
+    cfg = make_cfg(*overrides, backbone=backbone or "build_resnext_backbone")
+    with pytest.raises(ConfigError, match=pattern):
+        build_backbone(cfg, ShapeSpec(channels=3))
+
+
+def test_roi_head_feature_not_produced():
+    cfg = make_cfg("MODEL.ROI_HEADS.NAME", "ResNeXtRes5ROIHeads",
+                   "MODEL.ROI_HEADS.IN_FEATURES", ["res3"], "MODEL.RPN.IN_FEATURES", ["res4"],
+                   "MODEL.RESNEXT.TEMPLATE", "X50_2x4d")
+    with pytest.raises(ConfigError, match=r"MODEL.ROI_HEADS.IN_FEATURES=\['res3'\].*not produced"):
+        build_model(cfg)
+
+
+def test_add_resnext_config_changes_no_detectron2_default():
+    plain = get_cfg()
+    extended = resnext_det.add_resnext_config(get_cfg())
+    resnext = extended.MODEL.pop("RESNEXT")
+    assert extended.dump() == plain.dump()
+    assert resnext.BLOCK_FORM == "c" and resnext.TEMPLATE == ""
+
+
+def test_add_resnext_config_is_idempotent():
+    cfg = resnext_det.add_resnext_config(get_cfg())
+    cfg.MODEL.RESNEXT.BLOCK_FORM = "a"
+    assert resnext_det.add_resnext_config(cfg).MODEL.RESNEXT.BLOCK_FORM == "a"
+
+
+def test_builder_works_without_add_resnext_config():
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_resnext_backbone"
+    cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 2, 4
+    backbone = build_backbone(cfg, ShapeSpec(channels=3))
+    assert backbone.res2[0].conv2.groups == 2

@@ -1,0 +1,67 @@
+"""The paper's Figure 3: forms (a), (b), (c) compute the same function from mapped weights."""
+import pytest
+import torch
+
+from resnext_det.checkpoint import convert_block_form
+from resnext_det.modeling import build_resnext, parse_template
+from resnext_det.modeling.blocks import (
+    ConcatPathsBottleneck,
+    GroupedBottleneck,
+    SummedPathsBottleneck,
+)
+
+from tests.helpers import randomize_
+
+FEATURES = ["res2", "res3", "res4", "res5"]
+
+
+def _net(form, dtype, **kwargs):
+    net = build_resnext(parse_template("X50_4x3d"), block_form=form, norm="BN",
+                        out_features=FEATURES, **kwargs)
+    return net.to(dtype).eval()
+
+
+def _max_rel_error(out, ref):
+    return max(((out[k] - ref[k]).abs().max() / ref[k].abs().max()).item() for k in ref)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("kwargs", [{}, {"stride_in_1x1": True}, {"res5_dilation": 2}])
+def test_forms_compute_the_same_function(dtype, tol, kwargs):
+    grouped = randomize_(_net("c", dtype, **kwargs))
+    x = torch.rand(2, 3, 64, 64, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = grouped(x)
+        for form in "ab":
+            other = _net(form, dtype, **kwargs)
+            other.load_state_dict(convert_block_form(grouped.state_dict(), form), strict=True)
+            assert _max_rel_error(other(x), ref) < tol, form
+
+
+def test_form_mapping_round_trips_exactly():
+    sd = randomize_(_net("c", torch.float32)).state_dict()
+    for form in "ab":
+        back = convert_block_form(convert_block_form(sd, form), "c")
+        assert back.keys() == sd.keys()
+        assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_forms_have_the_structure_of_figure_3():
+    kwargs = dict(cardinality=4, bottleneck_width=3, norm="BN")
+    a = SummedPathsBottleneck(16, 32, **kwargs)
+    b = ConcatPathsBottleneck(16, 32, **kwargs)
+    c = GroupedBottleneck(16, 32, **kwargs)
+    assert len(a.paths) == len(b.paths) == 4
+    assert a.paths[0].conv3.out_channels == 32 and b.paths[0].conv3 is None
+    assert b.conv3.in_channels == 12 and c.conv2.groups == 4
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(a) == count(b) == count(c)
+
+
+@pytest.mark.parametrize("form", ["a", "b", "c"])
+def test_zero_init_last_norm_makes_blocks_identity(form):
+    net = build_resnext(parse_template("X50_2x4d"), block_form=form, norm="BN",
+                        out_features=["res2"], zero_init_last=True).eval()
+    block = net.res2[1]  # no projection: y = relu(x + 0)
+    x = torch.rand(1, 256, 8, 8)
+    assert torch.equal(block(x), x)
