@@ -1,0 +1,5 @@
+"""Training and evaluation on detectron2's engine."""
+from .checks import check_datasets, check_weights
+from .setup import device_fallback, setup_cfg
+from .train import evaluate, main
+from .trainer import Trainer

@@ -1,0 +1,52 @@
+"""detectron2's DefaultTrainer, with COCO metrics as JSON and distributed training on CPUs."""
+import os
+import weakref
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.utils import comm
+
+from ..evaluation import COCOMetricsEvaluator
+from .checks import check_datasets, check_weights
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with two changes.
+
+    - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
+      DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
+      module, so __init__ below is DefaultTrainer's with device_ids=None on the CPU.
+    - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        check_datasets(cfg)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = cfg.MODEL.DEVICE == "cpu"
+        model = create_ddp_model(model, broadcast_buffers=False,
+                                 **({"device_ids": None} if on_cpu else {}))
+        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
+        self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_checkpointer(cls, cfg, model, **checkpointables):
+        return DetectionCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+
+    def resume_or_load(self, resume=True):
+        if not (resume and self.checkpointer.has_checkpoint()):
+            check_weights(self.cfg)
+        super().resume_or_load(resume=resume)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOMetricsEvaluator(dataset_name, output_dir=output_folder)

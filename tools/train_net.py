@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Train or evaluate a ResNeXt detector with detectron2.
+
+    python tools/train_net.py --config-file configs/faster_rcnn_X50_32x4d.yaml
+    python tools/train_net.py --config-file configs/faster_rcnn_X50_32x4d.yaml --num-gpus 8
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file ... --resume          # continue from the last checkpoint
+
+detectron2's arguments (--num-gpus, --num-machines, --machine-rank, --dist-url) and
+`KEY VALUE` overrides. Without a GPU it runs on the CPU; --num-gpus N then starts N CPU
+processes (gloo).
+"""
+import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
+from detectron2.engine import default_argument_parser, launch
+from resnext_det.engine import main
+
+
+def run(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    run()
