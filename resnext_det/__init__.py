@@ -4,9 +4,11 @@
   BACKBONE_REGISTRY: build_resnext_backbone, build_resnext_fpn_backbone,
                      build_retinanet_resnext_fpn_backbone
   ROI_HEADS_REGISTRY: ResNeXtRes5ROIHeads
+DatasetCatalog: digits_train, digits_val (the demo set under $DETECTRON2_DATASETS/digits)
 and `add_resnext_config(cfg)` adds the MODEL.RESNEXT keys.
 """
-from . import modeling  # only registration
+from . import data  # registers the digits demo datasets
+from . import modeling  # registers backbones and the C4 ROI head
 from .config import ConfigError, add_resnext_config
 from .modeling import Template, parse_template, resnext_classifier
 
