@@ -1,0 +1,143 @@
+"""Convert a weights file of any supported format into resnext_det's detectron2 .pkl.
+
+Pipeline: read by content (readers) -> unwrap and detect the naming (detect) -> rename
+to our classifier naming (sources/*) -> infer the template (template_infer) -> check
+every key and shape against that template (validate) -> attach the metadata -> write
+{"model": {key: ndarray}, "__author__": "resnext_det", "matching_heuristics": True,
+"resnext_det": metadata}. detectron2's DetectionCheckpointer matches the bare names
+(stem.*, res2.*, ...) by suffix, so one file loads into C4 (backbone.res2..4 and
+roi_heads.res5), FPN and RetinaNet (backbone.bottom_up.*) models.
+"""
+import pickle
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import torch
+
+from .block_forms import convert_block_form
+from .detect import detect_source, unwrap
+from .errors import ConversionError
+from .metadata import WeightsMetadata
+from .readers import read_weights_file
+from .sources import DROP
+from .sources.base import as_tensor
+from .template_infer import infer_template
+from .validate import expected_shapes, key_problems, keep_matching
+
+AUTHOR = "resnext_det"
+METADATA_KEYS = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1", "norm")
+
+
+@dataclass
+class ConversionReport:
+    """Every rename (source -> ours), every dropped key with its reason, every skip."""
+
+    renames: List[Tuple[str, str]] = field(default_factory=list)
+    dropped: List[Tuple[str, str]] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+
+    def lines(self, verbose=False):
+        """The report as text: a compact summary, or every rename when `verbose`."""
+        out = [f"renamed {len(self.renames)} keys"]
+        shown = self.renames if verbose else self.renames[:3] + self.renames[-2:]
+        out += [f"  {src} -> {dst}" for src, dst in shown]
+        if not verbose and len(self.renames) > 5:
+            out.insert(4, f"  ... ({len(self.renames) - 5} more; --verbose lists all)")
+        by_reason = {}
+        for src, why in self.dropped:
+            by_reason.setdefault(why, []).append(src)
+        out += [f"dropped {len(keys)} ({why}): {', '.join(keys)}" for why, keys in by_reason.items()]
+        out += [f"SKIPPED {problem}" for problem in self.skipped]
+        return out
+
+
+@dataclass
+class ConversionResult:
+    state_dict: Dict[str, torch.Tensor]
+    metadata: WeightsMetadata
+    report: ConversionReport
+
+
+def _rename(source, state, report):
+    """Our-named tensors, plus the problems of unknown or clashing source keys."""
+    out, problems = {}, []
+    for key, new in source.rename(state).items():
+        if new == DROP:
+            report.dropped.append((key, f"no weight of ours, by a {source.name} rule"))
+        elif new is None:
+            problems.append(f"unmatched source key {key!r} (shape {tuple(as_tensor(state[key]).shape)}):"
+                            f" no rule of the {source.name} naming")
+        elif new in out:
+            problems.append(f"two source keys map to {new!r}; the second is {key!r}")
+        else:
+            value = as_tensor(state[key])
+            out[new] = value.float() if value.is_floating_point() else value
+            report.renames.append((key, new))
+    return out, problems
+
+
+def _drop_fc(state, keep_fc, report):
+    if keep_fc:
+        return state
+    for key in [k for k in state if k.startswith("linear.")]:
+        state.pop(key)
+        report.dropped.append((key, "classifier layer, dropped for detection (keep_fc keeps it)"))
+    return state
+
+
+def _metadata(source, wrapper, template, state, block_form, overrides, preset):
+    extra = {"preset": preset} if preset else {}
+    if preset and source.name != "caffe2":
+        raise ConversionError(f"a Caffe2 preset was given but the file is {source.name}")
+    values = source.defaults(wrapper, template, **extra)
+    unknown = set(overrides or {}) - set(METADATA_KEYS)
+    if unknown:
+        raise ConversionError(f"unknown metadata overrides {sorted(unknown)}; known: {METADATA_KEYS}")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    linear = state.get("linear.weight")
+    return WeightsMetadata(template=template.name, source_format=source.name, block_form=block_form,
+                           num_classes=None if linear is None else int(linear.shape[0]), **values)
+
+
+def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c", overrides=None,
+                    caffe2_preset=None):
+    """Read `path` (any supported format) and return our weights with their metadata.
+
+    Args:
+        keep_fc (bool): keep the classifier (`linear.*`); dropped by default for detection.
+        allow_partial (bool): skip unmatched / missing / mis-shaped keys (listed in the
+            report) instead of raising KeyMismatchError.
+        block_form (str): "a", "b" or "c": the block form of the written keys.
+        overrides (dict): metadata values that win over the source's defaults, among
+            input_format, pixel_mean, pixel_std, stride_in_1x1, norm.
+        caffe2_preset (str): "msra" or "fair" for Caffe2 pickles (see sources/caffe2.py).
+    """
+    container, obj = read_weights_file(path)
+    state, wrapper = unwrap(obj, container)
+    source = detect_source(state, wrapper)
+    report = ConversionReport()
+    ours, problems = _rename(source, state, report)
+    ours = source.finish(ours)
+    template = infer_template(ours)
+    ours = _drop_fc(ours, keep_fc, report)
+    num_classes = ours["linear.weight"].shape[0] if "linear.weight" in ours else None
+    expected = expected_shapes(template, num_classes if keep_fc else None)
+    problems += key_problems(ours, expected)
+    ours = keep_matching(ours, expected, problems, allow_partial)
+    report.skipped.extend(problems)
+    meta = _metadata(source, wrapper, template, ours, block_form, overrides, caffe2_preset)
+    return ConversionResult(convert_block_form(ours, block_form), meta, report)
+
+
+def detectron2_checkpoint(result):
+    """The dict written to disk: numpy weights, author, heuristics flag, metadata."""
+    model = {k: v.numpy() for k, v in result.state_dict.items()}
+    return {"model": model, "__author__": AUTHOR, "matching_heuristics": True,
+            AUTHOR: result.metadata.to_dict()}
+
+
+def save_converted(result, out_path):
+    """Write `result` as a detectron2-loadable .pkl."""
+    with open(out_path, "wb") as f:
+        pickle.dump(detectron2_checkpoint(result), f)
+    return out_path

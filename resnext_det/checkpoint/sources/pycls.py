@@ -1,0 +1,67 @@
+"""pycls ResNet / ResNeXt checkpoints (.pyth: torch.save({"model_state": ..., "cfg": ...})).
+
+  stem.conv, stem.bn                        -> stem.conv1, stem.conv1.norm
+  s{i}.b{j}.f.{a,b,c}, .f.{a,b,c}_bn        -> res{i+1}.{j-1}.conv{1,2,3}, .conv{k}.norm
+  s{i}.b{j}.proj, s{i}.b{j}.bn              -> res{i+1}.{j-1}.shortcut, .shortcut.norm
+  head.fc                                   -> linear
+(pycls/models/anynet.py and resnet.py, facebookresearch/pycls at 5719de6.)
+
+Stride placement differs between pycls's two ResNeXt builders:
+  MODEL.TYPE "anynet" (the model zoo's R-/X- "dds_baselines"): stride in the 3x3, always;
+  MODEL.TYPE "resnet": RESNET.STRIDE_1X1, default True (MSRA, stride in the 1x1).
+Newer checkpoints carry the YAML config under "cfg", which decides; without it we
+assume the model zoo's anynet (stride in the 3x3) and say so in the metadata notes.
+pycls reads images with cv2 (BGR), normalizes in RGB with the ImageNet mean/std and
+feeds BGR (pycls/datasets/imagenet.py, _prepare_im).
+"""
+import re
+
+from .base import DROP, IMAGENET_BGR, Source, rename_each, same_state
+
+_BLOCK = re.compile(r"^s(\d)\.b(\d+)\.(f\.a|f\.b|f\.c|f\.a_bn|f\.b_bn|f\.c_bn|proj|bn)\.(\w+)$")
+_PART = {"f.a": "conv1", "f.b": "conv2", "f.c": "conv3", "f.a_bn": "conv1.norm",
+         "f.b_bn": "conv2.norm", "f.c_bn": "conv3.norm", "proj": "shortcut",
+         "bn": "shortcut.norm"}
+_STEM = {"stem.conv": "stem.conv1", "stem.bn": "stem.conv1.norm", "head.fc": "linear"}
+
+
+def rename_key(key):
+    """A pycls key -> ours (DROP for num_batches_tracked, None if unknown)."""
+    if key.endswith("num_batches_tracked"):
+        return DROP
+    if m := _BLOCK.match(key):
+        return f"res{int(m[1]) + 1}.{int(m[2]) - 1}.{_PART[m[3]]}.{m[4]}"
+    module, _, param = key.rpartition(".")
+    return f"{_STEM[module]}.{param}" if module in _STEM else None
+
+
+def matches(state, wrapper):
+    return "stem.conv.weight" in state and "s1.b1.f.a.weight" in state
+
+
+def _cfg_value(cfg_text, section, key):
+    """A value of the YAML dump in a pycls checkpoint's "cfg", or None."""
+    import yaml
+
+    node = yaml.safe_load(cfg_text) if isinstance(cfg_text, str) else cfg_text
+    return (node or {}).get(section, {}).get(key) if isinstance(node, dict) else None
+
+
+def stride_in_1x1_from_cfg(cfg_text):
+    """(stride_in_1x1, how it was decided) from a pycls checkpoint's "cfg", if any."""
+    if not cfg_text:
+        return False, "no cfg in checkpoint: assumed the model zoo's anynet (stride in 3x3)"
+    model_type = _cfg_value(cfg_text, "MODEL", "TYPE")
+    if model_type == "resnet":
+        value = _cfg_value(cfg_text, "RESNET", "STRIDE_1X1")
+        value = True if value is None else bool(value)
+        return value, f"cfg MODEL.TYPE=resnet, RESNET.STRIDE_1X1={value}"
+    return False, f"cfg MODEL.TYPE={model_type}: anynet puts the stride in the 3x3"
+
+
+def defaults(wrapper, template):
+    stride, how = stride_in_1x1_from_cfg(wrapper.get("cfg") if isinstance(wrapper, dict) else None)
+    return dict(IMAGENET_BGR, stride_in_1x1=stride, norm="BN", notes=f"pycls: {how}")
+
+
+SOURCE = Source("pycls", matches, rename_each(rename_key), same_state, defaults)

@@ -1,0 +1,55 @@
+"""Our own naming: classifier checkpoints and detectron2 checkpoints of our models.
+
+  classifier      stem.*, res2.* .. res5.*, linear.*
+  C4 detector     backbone.stem.*, backbone.res2.* .. res4.*, roi_heads.res5.*
+  FPN/RetinaNet   backbone.bottom_up.stem.*, backbone.bottom_up.res2.* .. res5.*
+The detector prefixes are removed; the detector's own layers (FPN, RPN, heads) are
+dropped, since a converted file holds the ResNeXt only. Forms (a)/(b) are regrouped into
+form (c). A file converted earlier carries its metadata under "resnext_det"; files
+without it (detectron2's own R-50.pkl, say) have unknown stride/pixel conventions.
+"""
+import re
+
+from ..block_forms import to_grouped
+from .base import DROP, Source
+
+_OURS = re.compile(r"^(stem|res[2-5])\.|^linear\.(weight|bias)$")
+_PREFIXES = ("module.", "backbone.bottom_up.", "backbone.", "roi_heads.")
+
+
+def _strip(key):
+    for prefix in _PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def rename_key(key):
+    """Our key under any detector prefix -> ours; other detector layers DROP."""
+    if key.endswith("num_batches_tracked"):
+        return DROP
+    stripped = _strip(key)
+    if _OURS.match(stripped):
+        return stripped
+    return DROP if stripped != key or key.startswith("proposal_generator.") else None
+
+
+def rename(state):
+    return {key: rename_key(key) for key in state}
+
+
+def matches(state, wrapper):
+    return any(_strip(key).startswith("stem.conv1.") for key in state)
+
+
+def defaults(wrapper, template):
+    meta = wrapper.get("resnext_det") if isinstance(wrapper, dict) else None
+    if meta:
+        keys = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1", "norm")
+        return dict({k: meta[k] for k in keys if k in meta},
+                    notes=f"metadata of an earlier conversion from {meta.get('source_format')}")
+    return dict(input_format=None, pixel_mean=None, pixel_std=None, stride_in_1x1=None,
+                norm=None, notes="our naming without metadata: conventions unknown")
+
+
+SOURCE = Source("resnext_det", matches, rename, to_grouped, defaults)

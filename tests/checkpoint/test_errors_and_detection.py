@@ -1,0 +1,141 @@
+"""Conversion never guesses: errors name keys; content decides the format; C4/FPN/RetinaNet load."""
+import pickle
+import shutil
+
+import pytest
+import torch
+import torchvision
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from ckpt_helpers import TINY, to_caffe2_blobs
+from resnext_det import add_resnext_config
+from resnext_det.checkpoint import (ConversionError, KeyMismatchError, ResNeXtCheckpointer,
+                                    convert_weights, save_converted, sniff_container)
+
+
+@pytest.fixture(scope="module")
+def tv_state():
+    torch.manual_seed(0)
+    return torchvision.models.resnext50_32x4d().state_dict()
+
+
+def _save(state, path):
+    torch.save(state, path)
+    return path
+
+
+def test_missing_key_is_named(tv_state, tmp_path):
+    state = {k: v for k, v in tv_state.items() if k != "layer3.2.bn2.running_var"}
+    with pytest.raises(KeyMismatchError, match=r"missing key 'res4\.2\.conv2\.norm\.running_var'"):
+        convert_weights(_save(state, tmp_path / "m.pth"))
+
+
+def test_unmatched_key_is_named(tv_state, tmp_path):
+    state = dict(tv_state, **{"layer2.0.se.fc1.weight": torch.zeros(8, 512)})
+    with pytest.raises(KeyMismatchError, match=r"unmatched source key 'layer2\.0\.se\.fc1\.weight'"):
+        convert_weights(_save(state, tmp_path / "u.pth"))
+
+
+def test_shape_mismatch_names_both_shapes(tv_state, tmp_path):
+    state = dict(tv_state, **{"layer1.1.conv1.weight": torch.zeros(128, 256, 3, 3)})
+    with pytest.raises(KeyMismatchError) as err:
+        convert_weights(_save(state, tmp_path / "s.pth"))
+    assert "'res2.1.conv1.weight': checkpoint (128, 256, 3, 3), model (128, 256, 1, 1)" in str(err.value)
+
+
+def test_allow_partial_lists_every_skipped_key(tv_state, tmp_path):
+    state = {k: v for k, v in tv_state.items() if not k.startswith("layer4.2.downsample")}
+    state["extra.weight"] = torch.zeros(1)
+    result = convert_weights(_save(state, tmp_path / "p.pth"), allow_partial=True)
+    skipped = "\n".join(result.report.skipped)
+    assert "extra.weight" in skipped and "res5.2" not in skipped  # res5.2 has no shortcut
+    assert "res5.2.conv1.weight" in result.state_dict
+
+
+def test_unknown_format_is_an_error(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not weights at all")
+    with pytest.raises(ConversionError, match="unknown weights container"):
+        convert_weights(tmp_path / "junk.pth")
+
+
+def test_format_is_read_from_content(tv_state, tiny_state, tmp_path):
+    """A torch zip named .pkl and a Caffe2 pickle named .pth still convert."""
+    tv = _save(tv_state, tmp_path / "really_torchvision.pkl")
+    assert sniff_container(tv) == "torch-zip"
+    assert convert_weights(tv).metadata.source_format == "torchvision"
+    c2 = tmp_path / "really_caffe2.pth"
+    c2.write_bytes(pickle.dumps(to_caffe2_blobs(tiny_state)))
+    assert sniff_container(c2) == "pickle"
+    assert convert_weights(c2).metadata.source_format == "caffe2"
+
+
+DETECTORS = {
+    "C4": dict(BACKBONE="build_resnext_backbone", ROI="ResNeXtRes5ROIHeads", OUT=["res4"]),
+    "FPN": dict(BACKBONE="build_resnext_fpn_backbone", ROI="StandardROIHeads",
+                OUT=["res2", "res3", "res4", "res5"]),
+    "RetinaNet": dict(BACKBONE="build_retinanet_resnext_fpn_backbone", ROI=None,
+                      OUT=["res3", "res4", "res5"]),
+}
+BACKBONE_PREFIXES = ("backbone.stem", "backbone.res", "backbone.bottom_up.", "roi_heads.res5.")
+
+
+def _detector(kind, template):
+    spec, cfg = DETECTORS[kind], add_resnext_config(get_cfg())
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNEXT.TEMPLATE = template
+    cfg.MODEL.BACKBONE.NAME = spec["BACKBONE"]
+    cfg.MODEL.RESNETS.OUT_FEATURES = spec["OUT"]
+    if kind == "C4":
+        cfg.MODEL.ROI_HEADS.NAME, cfg.MODEL.ROI_HEADS.IN_FEATURES = spec["ROI"], ["res4"]
+        cfg.MODEL.RPN.IN_FEATURES = ["res4"]
+    elif kind == "FPN":
+        cfg.MODEL.ROI_HEADS.NAME = spec["ROI"]
+        cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+        cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+        cfg.MODEL.ROI_BOX_HEAD.NAME, cfg.MODEL.ROI_BOX_HEAD.NUM_FC = "FastRCNNConvFCHead", 2
+        cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+        cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+    else:
+        cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    return cfg, build_model(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_pkl(tmp_path_factory, tiny_state):
+    path = tmp_path_factory.mktemp("w") / "tiny.pth"
+    torch.save(tiny_state, path)
+    return save_converted(convert_weights(path), path.with_suffix(".pkl"))
+
+
+@pytest.mark.parametrize("kind", list(DETECTORS))
+def test_converted_pkl_loads_into_detectors(kind, tiny_pkl):
+    cfg, model = _detector(kind, TINY)
+    checkpointer = ResNeXtCheckpointer(model, cfg=cfg)
+    checkpointer.load(str(tiny_pkl))
+    bad = checkpointer.last_incompatible
+    assert not bad.unexpected_keys and not bad.incorrect_shapes
+    assert not [k for k in bad.missing_keys if k.startswith(BACKBONE_PREFIXES)]
+    stem = dict(model.named_parameters()).get("backbone.stem.conv1.weight",
+                dict(model.named_parameters()).get("backbone.bottom_up.stem.conv1.weight"))
+    assert stem is not None and torch.equal(stem, torch.as_tensor(
+        pickle.load(open(tiny_pkl, "rb"))["model"]["stem.conv1.weight"]))
+
+
+def test_weights_pointing_at_a_foreign_file_are_converted_once(tiny_state, tmp_path, monkeypatch):
+    src = tmp_path / "X-50-2x4d.pkl"
+    src.write_bytes(pickle.dumps({"blobs": to_caffe2_blobs(tiny_state)}))
+    cfg, model = _detector("FPN", TINY)
+    ResNeXtCheckpointer(model, str(tmp_path / "out")).load(str(src))
+    cached = list((tmp_path / "out" / "converted_weights").glob("X-50-2x4d-*.pkl"))
+    assert len(cached) == 1
+    import resnext_det.checkpoint.checkpointer as module
+
+    monkeypatch.setattr(module, "convert_weights", lambda *a, **k: pytest.fail("re-converted"))
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path / "out"))
+    checkpointer.load(str(src))
+    assert not [k for k in checkpointer.last_incompatible.missing_keys
+                if k.startswith(BACKBONE_PREFIXES)]
+    shutil.rmtree(tmp_path / "out")
