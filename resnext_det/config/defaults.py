@@ -25,6 +25,11 @@ def resnext_defaults():
     # starts as the identity (Goyal et al. 2017, Sec 5.1); for training from scratch.
     # Needs a trainable norm (BN, SyncBN, GN).
     node.ZERO_INIT_RESIDUAL = False
+    # True -> before the model is built, tools/train_net.py sets the template, stride
+    # placement, INPUT.FORMAT and PIXEL_MEAN/STD from the metadata that travels with
+    # MODEL.WEIGHTS (converting a foreign file first), logging each change. False -> the
+    # config is kept and each disagreement with the weights is logged as a warning.
+    node.CONFIG_FROM_WEIGHTS = False
     return node
 
 

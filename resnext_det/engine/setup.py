@@ -6,6 +6,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 
 from ..config.defaults import add_resnext_config
+from .weights import config_from_weights
 
 
 def device_fallback(cfg):
@@ -17,14 +18,18 @@ def device_fallback(cfg):
 
 
 def setup_cfg(args):
-    """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup."""
+    """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
+
+    Between merge and freeze: the CPU fallback and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS,
+    whose changes are logged once default_setup has set up logging.
+    """
     cfg = get_cfg()
     add_resnext_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    note = device_fallback(cfg)
+    notes = [device_fallback(cfg)] + config_from_weights(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
-    if note:
+    default_setup(cfg, args)  # sets up logging and writes the final config.yaml
+    for note in filter(None, notes):
         logging.getLogger("detectron2").warning(note)
     return cfg

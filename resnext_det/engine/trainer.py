@@ -2,22 +2,24 @@
 import os
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 
 from ..evaluation import COCOMetricsEvaluator
 from .checks import check_datasets, check_weights
+from .weights import build_checkpointer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with two changes.
+    """DefaultTrainer with two changes to its behaviour.
 
     - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
       DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
       module, so __init__ below is DefaultTrainer's with device_ids=None on the CPU.
     - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json.
+    And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
+    warns where the config disagrees with the weights' metadata.
     """
 
     def __init__(self, cfg):
@@ -39,7 +41,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_checkpointer(cls, cfg, model, **checkpointables):
-        return DetectionCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+        return build_checkpointer(cfg, model, **checkpointables)
 
     def resume_or_load(self, resume=True):
         if not (resume and self.checkpointer.has_checkpoint()):
