@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the digits demo set (detection COCO json + images, classification folders).
 
-    python tools/build_digits_dataset.py --output datasets/digits \
+    python tools/build_digits_dataset.py [--output datasets/digits] \
         --num-train 2000 --num-val 300 --image-size 128 --seed 0
 
 Skips the build when the output's manifest already records the same spec (--force
@@ -11,13 +11,14 @@ a spec field that cannot work exits 2 with a message naming the option.
 import argparse
 import time
 
-from resnext_det.data import DigitsSpec, build_digits_dataset, is_current, read_manifest
+from resnext_det.data import DigitsSpec, build_digits_dataset, digits_root, is_current, read_manifest
 
 
 def parse_args(argv=None):
     defaults = DigitsSpec()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default="datasets/digits", help="root of the set")
+    parser.add_argument("--output", default=digits_root(),
+                        help="root of the set (default: $DETECTRON2_DATASETS/digits)")
     parser.add_argument("--num-train", type=int, default=defaults.num_train)
     parser.add_argument("--num-val", type=int, default=defaults.num_val)
     parser.add_argument("--image-size", type=int, default=defaults.image_size)

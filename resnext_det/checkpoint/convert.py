@@ -46,7 +46,9 @@ class ConversionReport:
         by_reason = {}
         for src, why in self.dropped:
             by_reason.setdefault(why, []).append(src)
-        out += [f"dropped {len(keys)} ({why}): {', '.join(keys)}" for why, keys in by_reason.items()]
+        for why, keys in by_reason.items():
+            shown = keys if verbose or len(keys) <= 4 else keys[:3] + [f"... ({len(keys) - 3} more)"]
+            out.append(f"dropped {len(keys)} ({why}): {', '.join(shown)}")
         out += [f"SKIPPED {problem}" for problem in self.skipped]
         return out
 

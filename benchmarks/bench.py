@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Speed of our ResNeXt against torchvision's and detectron2's built-in, in one run.
+
+    python benchmarks/bench.py                     # everything, CPU threads = all cores
+    python benchmarks/bench.py --only classifier --repeats 10
+    python benchmarks/bench.py --device cuda --amp  # on a GPU, bf16 autocast too
+
+Every comparison runs on the same inputs with the same weights: outputs are checked to
+agree (max relative error < 1e-4) before a speed is reported. Times are medians over
+--repeats runs after --warmup runs, with the thread count fixed. Ratios > 1 mean ours is
+faster. Random weights: speed does not depend on their values.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+from tabulate import tabulate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import (  # noqa: E402
+    build_detectors,
+    classifier_pair,
+    coco_eval_pair,
+    detector_inputs,
+    max_rel_error,
+    outputs_agree,
+)
+
+from resnext_det.modeling.inference import optimize_for_inference  # noqa: E402
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn, warmup, repeats, device):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_classifier(args, rows):
+    ours, theirs = classifier_pair(args.device)
+    fast = optimize_for_inference(ours)
+    for batch in (1, 8):
+        x = torch.randn(batch, 3, 224, 224, device=args.device)
+        with torch.no_grad():
+            err = max_rel_error(fast(x), theirs(x))
+            assert err < 1e-4, f"classifier outputs differ: {err:.2e}"
+            t_theirs = median_time(lambda: theirs(x), args.warmup, args.repeats, args.device)
+            t_eager = median_time(lambda: ours(x), args.warmup, args.repeats, args.device)
+            t_fast = median_time(lambda: fast(x), args.warmup, args.repeats, args.device)
+        name = f"classifier X50_32x4d 224 batch {batch}"
+        rows.append([name, "torchvision eager", t_theirs, batch / t_theirs, 1.0, ""])
+        rows.append([name, "ours eager", t_eager, batch / t_eager, t_theirs / t_eager, f"{err:.1e}"])
+        rows.append([name, "ours folded+NHWC", t_fast, batch / t_fast, t_theirs / t_fast, f"{err:.1e}"])
+
+
+def bench_detectors(args, rows):
+    for kind in ("C4", "FPN"):
+        ours, theirs = build_detectors(kind, args.device)
+        fast = optimize_for_inference(ours)
+        inputs = detector_inputs(args.device, batch=1)
+        with torch.no_grad():
+            err = outputs_agree(fast(inputs), theirs(inputs))
+            t_theirs = median_time(lambda: theirs(inputs), 1, args.det_repeats, args.device)
+            t_fast = median_time(lambda: fast(inputs), 1, args.det_repeats, args.device)
+        name = f"Faster R-CNN X50_32x4d {kind} 800x1333"
+        rows.append([name, "detectron2 built-in", t_theirs, 1 / t_theirs, 1.0, ""])
+        rows.append([name, "ours folded+NHWC", t_fast, 1 / t_fast, t_theirs / t_fast, f"{err:.1e}"])
+        if kind == "FPN":
+            bench_training(args, rows, ours, theirs)
+
+
+def bench_training(args, rows, ours, theirs):
+    inputs = detector_inputs(args.device, batch=2, with_targets=True)
+
+    def step(model):
+        model.train()
+        losses = model(inputs)
+        sum(losses.values()).backward()
+        model.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    t_theirs = median_time(lambda: step(theirs), 1, args.det_repeats, args.device)
+    t_ours = median_time(lambda: step(ours), 1, args.det_repeats, args.device)
+    name = "train iteration FPN X50_32x4d batch 2"
+    rows.append([name, "detectron2 built-in", t_theirs, 2 / t_theirs, 1.0, ""])
+    rows.append([name, "ours", t_ours, 2 / t_ours, t_theirs / t_ours, "same module tree"])
+
+
+def bench_coco_eval(args, rows):
+    ours, theirs, count = coco_eval_pair()
+    t_theirs = median_time(theirs, 0, 3, "cpu")
+    t_ours = median_time(ours, 0, 3, "cpu")
+    name = f"COCO eval, {count} detections"
+    rows.append([name, "pycocotools COCOeval", t_theirs, None, 1.0, ""])
+    rows.append([name, "ours (COCOMetricsEvaluator)", t_ours, None, t_theirs / t_ours, "equal AP"])
+
+
+BENCHES = {"classifier": bench_classifier, "detector": bench_detectors, "coco": bench_coco_eval}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--det-repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=sorted(BENCHES))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for name in ("classifier", "detector", "coco"):
+        if name in args.only:
+            BENCHES[name](args, rows)
+    print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}")
+    print(tabulate([[r[0], r[1], f"{r[2] * 1000:.1f}", "" if r[3] is None else f"{r[3]:.2f}",
+                     f"{r[4]:.2f}x", r[5]] for r in rows],
+                   headers=["benchmark", "implementation", "median ms", "images/s",
+                            "speed vs peer", "max rel err / note"]))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
