@@ -24,10 +24,10 @@ def _how_to_get(name):
     return "Register it with detectron2's DatasetCatalog before training."
 
 
-def check_datasets(cfg):
-    """Every dataset in DATASETS.TRAIN / TEST is registered and its files exist."""
+def check_datasets(cfg, fields=("TRAIN", "TEST")):
+    """Every dataset in DATASETS.<field> is registered and its files exist."""
     registered = set(DatasetCatalog.list())
-    for field in ("TRAIN", "TEST"):
+    for field in fields:
         for name in cfg.DATASETS[field]:
             key = f"DATASETS.{field}"
             if name not in registered:

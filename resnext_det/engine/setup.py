@@ -4,6 +4,8 @@ import logging
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config.defaults import add_resnext_config
 from .weights import config_from_weights
@@ -30,6 +32,8 @@ def setup_cfg(args):
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
     cfg.freeze()
     default_setup(cfg, args)  # sets up logging and writes the final config.yaml
+    # our modules log under "resnext_det" (e.g. weights vs config warnings): same files
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")
     for note in filter(None, notes):
         logging.getLogger("detectron2").warning(note)
     return cfg

@@ -8,7 +8,7 @@ from .trainer import Trainer
 
 def evaluate(cfg, resume=False):
     """Load MODEL.WEIGHTS (or the last checkpoint with resume) and run COCO evaluation."""
-    check_datasets(cfg)
+    check_datasets(cfg, fields=("TEST",))
     model = Trainer.build_model(cfg)
     checkpointer = Trainer.build_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):
@@ -17,14 +17,16 @@ def evaluate(cfg, resume=False):
     return Trainer.test(cfg, model)
 
 
+def train(cfg, resume=False):
+    """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    return trainer.train()
+
+
 def main(args):
     """Per-process entry point that detectron2's `launch` calls."""
     cfg = setup_cfg(args)
-    if args.eval_only:
-        results = evaluate(cfg, resume=args.resume)
-    else:
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
+    results = (evaluate if args.eval_only else train)(cfg, resume=args.resume)
     comm.synchronize()
     return results

@@ -88,3 +88,11 @@ def test_missing_weights_file_is_a_clear_error(datasets_root, tmp_path):
     with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS='missing/x.pth' .*existing"):
         main.run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "missing/x.pth",
                   "OUTPUT_DIR", str(tmp_path), *map(str, TINY)])
+
+
+def test_missing_coco_file_names_the_file(tmp_path):
+    main = load_tool("train_net")
+    with pytest.raises(FileNotFoundError, match=r"coco_2014_minival.*instances_minival2014.json"
+                       r".*DETECTRON2_DATASETS"):
+        main.run(["--config-file", str(ROOT / "configs/faster_rcnn_X50_32x4d.yaml"),
+                  "--eval-only", "OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", ""])

@@ -103,6 +103,8 @@ def test_freeze_at_and_norms():
     gn = build_backbone(make_cfg(*SMALL, "MODEL.RESNETS.NORM", "GN", "MODEL.RESNEXT.TEMPLATE",
                                  "X50_32x4d"), ShapeSpec(channels=3))
     assert isinstance(gn.res2[0].conv2.norm, torch.nn.GroupNorm)
+    sync = build_backbone(make_cfg(*SMALL, "MODEL.RESNETS.NORM", "SyncBN"), ShapeSpec(channels=3))
+    assert isinstance(sync.res3[0].conv2.norm, torch.nn.SyncBatchNorm)
 
 
 def test_zero_init_residual_from_config():

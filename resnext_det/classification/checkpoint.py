@@ -1,0 +1,169 @@
+"""Resumable checkpoints written atomically, and the weights file a detector starts from.
+
+Every file is written to a temporary name in the same folder, flushed to disk and then
+renamed over its target (os.replace is atomic on POSIX and Windows), and the
+`last_checkpoint` pointer (fvcore's name, holding the file's basename) is replaced the
+same way after the checkpoint is complete; a crash during any write leaves the previous
+latest checkpoint and pointer intact.
+
+A checkpoint is a dict that torch.load(weights_only=True) reads:
+  model            classifier state dict: stem.*, res2.* .., linear.* (our naming)
+  optimizer, scheduler, iteration, epoch, iters_per_epoch, rng, classes, config
+  matching_heuristics, resnext_det   (ImageNet-style models) what MODEL.WEIGHTS of a
+                   detector needs: detectron2 matches stem.*/res*.* to the backbone by
+                   suffix, and ResNeXtCheckpointer checks the config against the metadata.
+At the end of training, model_final.pkl holds the weights alone in detectron2's .pkl
+format (the converter's: numpy arrays, "__author__": "resnext_det", metadata), the file
+to pass as MODEL.WEIGHTS.
+"""
+import glob
+import logging
+import os
+import pickle
+import random
+
+import numpy as np
+import torch
+
+from ..checkpoint.convert import AUTHOR
+from ..checkpoint.detect import detect_source, unwrap
+from ..checkpoint.readers import read_weights_file
+from ..checkpoint import convert_weights
+
+logger = logging.getLogger(__name__)
+LAST = "last_checkpoint"
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported everywhere (Windows): the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Call write(file) on a temporary file next to `path`, sync it, rename it to `path`."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return path
+
+
+def rng_state():
+    """torch / numpy / python RNG states, in types torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def weights_pkl(state_dict, metadata):
+    """detectron2's .pkl dict of the converter: numpy weights, author, heuristics, metadata."""
+    model = {k: v.detach().cpu().numpy() for k, v in state_dict.items()
+             if not k.endswith("num_batches_tracked")}
+    return {"model": model, "__author__": AUTHOR, "matching_heuristics": True, AUTHOR: metadata}
+
+
+class CheckpointFiles:
+    """The checkpoints of one OUTPUT_DIR: save (atomically), find the last one, load."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def save(self, name, checkpoint):
+        os.makedirs(self.folder, exist_ok=True)
+        atomic_write(self.path(name), lambda f: torch.save(checkpoint, f))
+        atomic_write(self.path(LAST), lambda f: f.write(name.encode()))
+        logger.info(f"Saved checkpoint {self.path(name)} (iteration {checkpoint['iteration']})")
+        return self.path(name)
+
+    def save_weights(self, name, state_dict, metadata):
+        """model_final.pkl: the weights to pass as MODEL.WEIGHTS of a detector."""
+        data = weights_pkl(state_dict, metadata)
+        return atomic_write(self.path(name), lambda f: pickle.dump(data, f))
+
+    def last(self):
+        """Path of the latest complete checkpoint, or None when there is none."""
+        pointer = self.path(LAST)
+        if not os.path.isfile(pointer):
+            return None
+        with open(pointer) as f:
+            name = f.read().strip()
+        path = self.path(name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{pointer} names {name!r}, which is not in {self.folder}; "
+                                    "remove the pointer to start over.")
+        return path
+
+    def remove_stale_temporaries(self):
+        """Delete temporaries a killed write left behind (never a complete checkpoint)."""
+        for tmp in glob.glob(self.path("*.tmp-*")):
+            logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
+            os.remove(tmp)
+
+
+def load_checkpoint(path):
+    """A checkpoint of ours; an error naming the file if it cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from e
+
+
+def initial_state_dict(path, block_form="c"):
+    """Classifier weights from MODEL.WEIGHTS: our checkpoints as they are, others converted."""
+    container, obj = read_weights_file(path)
+    state, wrapper = unwrap(obj, container)
+    if detect_source(state, wrapper).name == "resnext_det":
+        return {k: torch.as_tensor(v) for k, v in state.items()}
+    return convert_weights(path, keep_fc=True, block_form=block_form).state_dict
+
+
+def load_initial_weights(model, path, block_form="c"):
+    """Load MODEL.WEIGHTS into a classifier; a classifier layer of another shape is skipped."""
+    state = initial_state_dict(path, block_form)
+    own = model.state_dict()
+    for key in [k for k in state if k.startswith("linear.") and k in own
+                and own[k].shape != state[k].shape]:
+        logger.info(f"{path}: {key} has shape {tuple(state[key].shape)}, the model "
+                    f"{tuple(own[key].shape)}: kept the model's initialization")
+        state.pop(key)
+    incompatible = model.load_state_dict(state, strict=False)
+    missing = [k for k in incompatible.missing_keys if not k.startswith("linear.")
+               and not k.endswith("num_batches_tracked")]
+    if missing or incompatible.unexpected_keys:
+        raise RuntimeError(f"{path} does not fit the model: missing {missing[:5]}, unexpected "
+                           f"{incompatible.unexpected_keys[:5]}")
+    return incompatible

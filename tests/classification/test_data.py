@@ -1,0 +1,108 @@
+"""Folder and CIFAR datasets: bad images named by path, empty folders named by path."""
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from resnext_det.classification import (BadImageError, CifarDataset, DatasetError,
+                                        FolderDataset, main)
+
+from .helpers import cls_args, tiny_opts, write_folder
+
+
+def _with_bad_images(root):
+    folder = write_folder(root)
+    good = folder / "train" / "red" / "0.png"
+    truncated = folder / "train" / "red" / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    garbage = folder / "train" / "green" / "garbage.JPEG"
+    garbage.write_bytes(b"not an image at all")
+    return folder, truncated, garbage
+
+
+def test_bad_images_skipped_with_their_paths(tmp_path, caplog):
+    folder, truncated, garbage = _with_bad_images(tmp_path)
+    dataset = FolderDataset(str(folder / "train"), on_bad_image="skip")
+    assert len(dataset) == 20
+    with caplog.at_level(logging.WARNING):
+        images = [dataset[i] for i in range(len(dataset))]
+    assert all(image.size == (16, 16) for image, _ in images)
+    assert str(truncated) in caplog.text and str(garbage) in caplog.text
+
+
+def test_bad_image_error_names_the_path(tmp_path):
+    folder, truncated, _ = _with_bad_images(tmp_path)
+    dataset = FolderDataset(str(folder / "train"), on_bad_image="error")
+    index = [path for path, _ in dataset.samples].index(str(truncated))
+    with pytest.raises(BadImageError, match=str(truncated)):
+        dataset[index]
+
+
+def test_training_with_bad_images(tmp_path):
+    """The whole run: 'skip' trains through them, 'error' stops naming the file."""
+    folder, _, garbage = _with_bad_images(tmp_path / "data")
+    opts = tiny_opts(folder, tmp_path / "skip", "SOLVER.MAX_ITER", 5)
+    assert main(cls_args(opts))["images"] == 6
+    opts = tiny_opts(folder, tmp_path / "error", "DATA.ON_BAD_IMAGE", "error", "SOLVER.MAX_EPOCHS", 1)
+    with pytest.raises(BadImageError, match=str(garbage)):
+        main(cls_args(opts))
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    with pytest.raises(DatasetError, match=f"{tmp_path}/missing: no such folder"):
+        FolderDataset(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=f"{tmp_path}/empty: no class folders found"):
+        FolderDataset(str(tmp_path / "empty"))
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    (tmp_path / "one" / "cat" / "notes.txt").write_text("no image")
+    with pytest.raises(DatasetError, match=r"class folders with no image .*\['cat'\]"):
+        FolderDataset(str(tmp_path / "one"))
+
+
+def test_empty_training_folder_through_main(tmp_path):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no class folders found"):
+        main(cls_args(tiny_opts(tmp_path / "data", tmp_path / "out")))
+
+
+def _write_cifar10(root, per_batch=4):
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, per_batch))}
+        (base / name).write_bytes(pickle.dumps(batch))
+    names = [f"class{k}".encode() for k in range(10)]
+    (base / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    return base
+
+
+def test_cifar_pickles(tmp_path):
+    base = _write_cifar10(tmp_path)
+    train = CifarDataset(str(tmp_path), "cifar10", train=True)
+    test = CifarDataset(str(base), "cifar10", train=False)  # ROOT may be the folder itself
+    assert (len(train), len(test), len(train.classes)) == (20, 4, 10)
+    image, label = train[5]
+    raw = pickle.loads((base / "data_batch_2").read_bytes())
+    assert np.array_equal(np.asarray(image), raw[b"data"][1].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert label == raw[b"labels"][1]
+    with pytest.raises(DatasetError, match="cifar-100-python/train: missing"):
+        CifarDataset(str(tmp_path), "cifar100")
+
+
+def test_cifar_training_runs(tmp_path):
+    _write_cifar10(tmp_path / "cifar")
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.ARCH", "cifar", "MODEL.RESNEXT.TEMPLATE", "X29_2x4d",
+            "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "DATA.NAME", "cifar10",
+            "DATA.ROOT", str(tmp_path / "cifar"), "DATA.NUM_WORKERS", "0",
+            "INPUT.TRAIN_CROP", "pad_crop", "INPUT.TRAIN_SIZE", "32", "INPUT.TEST_RESIZE", "32",
+            "INPUT.TEST_CROP", "32", "SOLVER.IMS_PER_BATCH", "10", "SOLVER.MAX_ITER", "2",
+            "TEST.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(tmp_path / "out")]
+    result = main(cls_args(opts))
+    assert result["images"] == 4 and np.isfinite(result["loss"])
+    final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)
+    assert "resnext_det" not in final  # not a detection backbone: no detector metadata
