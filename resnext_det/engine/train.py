@@ -21,7 +21,10 @@ def train(cfg, resume=False):
     """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
-    return trainer.train()
+    trainer.train()
+    # DefaultTrainer.train returns results only when TEST.EXPECTED_RESULTS is set; the
+    # final evaluation (its EvalHook) keeps them here in any case.
+    return getattr(trainer, "_last_eval_results", None)
 
 
 def main(args):
