@@ -17,6 +17,7 @@ import sys
 import time
 
 import torch
+from detectron2.utils.events import EventStorage
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,21 +51,36 @@ def median_time(fn, warmup, repeats, device):
     return statistics.median(times)
 
 
+# ResNeXt-50 32x4d at 224x224: 4.26 G multiply-adds (tools/analyze_complexity.py) = 8.5 GFLOP.
+CLASSIFIER_GFLOP = 2 * 4.26
+
+
+def matmul_gflops(device, n=4096, repeats=5):
+    """Dense float32 matmul throughput: the ceiling that convolutions can approach."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = median_time(lambda: a @ b, 2, repeats, device)
+    return 2 * n**3 / seconds / 1e9
+
+
 def bench_classifier(args, rows):
     ours, theirs = classifier_pair(args.device)
-    fast = optimize_for_inference(ours)
+    variants = {"ours eager": ours,
+                "ours folded": optimize_for_inference(ours, channels_last=False),
+                "ours folded+NHWC": optimize_for_inference(ours)}
     for batch in (1, 8):
         x = torch.randn(batch, 3, 224, 224, device=args.device)
-        with torch.no_grad():
-            err = max_rel_error(fast(x), theirs(x))
-            assert err < 1e-4, f"classifier outputs differ: {err:.2e}"
-            t_theirs = median_time(lambda: theirs(x), args.warmup, args.repeats, args.device)
-            t_eager = median_time(lambda: ours(x), args.warmup, args.repeats, args.device)
-            t_fast = median_time(lambda: fast(x), args.warmup, args.repeats, args.device)
         name = f"classifier X50_32x4d 224 batch {batch}"
-        rows.append([name, "torchvision eager", t_theirs, batch / t_theirs, 1.0, ""])
-        rows.append([name, "ours eager", t_eager, batch / t_eager, t_theirs / t_eager, f"{err:.1e}"])
-        rows.append([name, "ours folded+NHWC", t_fast, batch / t_fast, t_theirs / t_fast, f"{err:.1e}"])
+        with torch.no_grad():
+            reference = theirs(x)
+            t_theirs = median_time(lambda: theirs(x), args.warmup, args.repeats, args.device)
+            rows.append([name, "torchvision eager", t_theirs, batch / t_theirs, 1.0, ""])
+            for label, model in variants.items():
+                err = max_rel_error(model(x), reference)
+                assert err < 1e-4, f"{label} differs from torchvision: {err:.2e}"
+                t = median_time(lambda: model(x), args.warmup, args.repeats, args.device)
+                gflops = batch * CLASSIFIER_GFLOP / t
+                rows.append([name, label, t, batch / t, t_theirs / t,
+                             f"{err:.1e}; {gflops:.0f} GFLOP/s"])
 
 
 def bench_detectors(args, rows):
@@ -88,7 +104,8 @@ def bench_training(args, rows, ours, theirs):
 
     def step(model):
         model.train()
-        losses = model(inputs)
+        with EventStorage():  # detectron2's losses log into the current storage
+            losses = model(inputs)
         sum(losses.values()).backward()
         model.zero_grad(set_to_none=True)
 
@@ -109,6 +126,21 @@ def bench_coco_eval(args, rows):
     rows.append([name, "ours (COCOMetricsEvaluator)", t_ours, None, t_theirs / t_ours, "equal AP"])
 
 
+def profile_classifier(args):
+    """Where the time of our fast classifier goes: top ops by self time, batch 8."""
+    ours, _ = classifier_pair(args.device)
+    fast = optimize_for_inference(ours)
+    x = torch.randn(8, 3, 224, 224, device=args.device)
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            fast(x)
+        with torch.profiler.profile() as prof:
+            for _ in range(3):
+                fast(x)
+    print("\nProfile of ours folded+NHWC, batch 8, 3 runs (self time per op):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
 BENCHES = {"classifier": bench_classifier, "detector": bench_detectors, "coco": bench_coco_eval}
 
 
@@ -120,18 +152,23 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--det-repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=sorted(BENCHES))
+    parser.add_argument("--profile", action="store_true", help="also profile our classifier")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
+    ceiling = matmul_gflops(args.device)
     for name in ("classifier", "detector", "coco"):
         if name in args.only:
             BENCHES[name](args, rows)
-    print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}")
+    print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, "
+          f"4096x4096 float32 matmul {ceiling:.0f} GFLOP/s")
     print(tabulate([[r[0], r[1], f"{r[2] * 1000:.1f}", "" if r[3] is None else f"{r[3]:.2f}",
                      f"{r[4]:.2f}x", r[5]] for r in rows],
                    headers=["benchmark", "implementation", "median ms", "images/s",
                             "speed vs peer", "max rel err / note"]))
+    if args.profile:
+        profile_classifier(args)
     return rows
 
 
