@@ -5,10 +5,27 @@ import weakref
 from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
+from torch.nn.parallel import DistributedDataParallel
 
+from ..config.errors import ConfigError
 from ..evaluation import COCOMetricsEvaluator
+from ..modeling.config_args import resnext_node
+from ..modeling.inference import optimize_for_inference
 from .checks import check_datasets, check_weights
 from .weights import build_checkpointer
+
+FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
+
+
+def inference_model(cfg, model):
+    """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE)."""
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    mode = resnext_node(cfg).FAST_INFERENCE
+    if mode not in FAST_INFERENCE_MODES:
+        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", mode, f"one of {FAST_INFERENCE_MODES}")
+    if not mode:
+        return model
+    return optimize_for_inference(model, channels_last=mode == "fold+nhwc")
 
 
 class Trainer(DefaultTrainer):
@@ -17,7 +34,8 @@ class Trainer(DefaultTrainer):
     - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
       DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
       module, so __init__ below is DefaultTrainer's with device_ids=None on the CPU.
-    - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json.
+    - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json, and runs on
+      the folded / channels_last copy that MODEL.RESNEXT.FAST_INFERENCE selects.
     And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
     warns where the config disagrees with the weights' metadata.
     """
@@ -47,6 +65,11 @@ class Trainer(DefaultTrainer):
         if not (resume and self.checkpointer.has_checkpoint()):
             check_weights(self.cfg)
         super().resume_or_load(resume=resume)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test on the copy that MODEL.RESNEXT.FAST_INFERENCE asks for."""
+        return super().test(cfg, inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

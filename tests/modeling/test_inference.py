@@ -50,3 +50,21 @@ def test_faster_rcnn_detections_unchanged():
     assert len(a) == len(b) > 0
     assert torch.allclose(a.scores, b.scores, rtol=1e-4, atol=1e-5)
     assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=1e-4, atol=1e-2)
+
+
+def test_fast_inference_config_modes():
+    from resnext_det.config import ConfigError
+    from resnext_det.engine.trainer import inference_model
+
+    cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_2x2d")
+    model = build_model(cfg)
+    assert inference_model(cfg, model) is not model  # default: "fold+nhwc"
+    cfg.MODEL.RESNEXT.FAST_INFERENCE = ""
+    assert inference_model(cfg, model) is model
+    cfg.MODEL.RESNEXT.FAST_INFERENCE = "fold"
+    folded = inference_model(cfg, model)
+    assert folded.folded_norms > 0
+    assert folded.backbone.res2[0].conv1.weight.is_contiguous()  # NCHW kept
+    cfg.MODEL.RESNEXT.FAST_INFERENCE = "turbo"
+    with pytest.raises(ConfigError, match=r"FAST_INFERENCE='turbo' .*'fold\+nhwc'"):
+        inference_model(cfg, model)
