@@ -96,8 +96,8 @@ def weights_pkl(state_dict, metadata):
 class CheckpointFiles:
     """The checkpoints of one OUTPUT_DIR: save (atomically), find the last one, load."""
 
-    def __init__(self, folder):
-        self.folder = folder
+    def __init__(self, folder, max_to_keep=0):
+        self.folder, self.max_to_keep = folder, max_to_keep
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -107,7 +107,14 @@ class CheckpointFiles:
         atomic_write(self.path(name), lambda f: torch.save(checkpoint, f))
         atomic_write(self.path(LAST), lambda f: f.write(name.encode()))
         logger.info(f"Saved checkpoint {self.path(name)} (iteration {checkpoint['iteration']})")
+        self._remove_old()
         return self.path(name)
+
+    def _remove_old(self):
+        """Delete periodic checkpoints beyond the newest max_to_keep (0: keep all)."""
+        periodic = sorted(glob.glob(self.path("model_[0-9]*.pth")))
+        for path in periodic[:-self.max_to_keep] if self.max_to_keep else []:
+            os.remove(path)
 
     def save_weights(self, name, state_dict, metadata):
         """model_final.pkl: the weights to pass as MODEL.WEIGHTS of a detector."""

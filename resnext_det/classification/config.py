@@ -109,6 +109,9 @@ def _solver():
     # Write a resumable checkpoint every this many iterations (and at the end); 0 -> at
     # the end of each epoch only.
     s.CHECKPOINT_PERIOD = 5000
+    # Periodic checkpoints kept on disk, newest first (older ones are deleted after a
+    # newer one is complete); 0 -> keep all. model_final.* is always kept.
+    s.MAX_TO_KEEP = 5
     return s
 
 

@@ -131,7 +131,8 @@ class FolderDataset(_Samples):
 def cifar_dir(root, name):
     """The folder holding the pickles of `name`: ROOT/<release folder>, or ROOT itself."""
     folder = CIFAR[name][0]
-    return root if os.path.basename(os.path.normpath(root)) == folder else os.path.join(root, folder)
+    inside = os.path.basename(os.path.normpath(root)) == folder
+    return root if inside else os.path.join(root, folder)
 
 
 def _unpickle(path):

@@ -18,7 +18,7 @@ from .trainer import ClsTrainer, evaluate_only
 
 
 def setup_cls_cfg(args):
-    """get_cls_cfg -> merge_from_file -> merge_from_list -> CPU fallback -> freeze -> default_setup."""
+    """get_cls_cfg -> merge_from_file -> merge_from_list -> CPU fallback -> freeze -> setup."""
     cfg = get_cls_cfg()
     if args.config_file:
         cfg.merge_from_file(args.config_file)

@@ -32,7 +32,8 @@ def cifar_template(cfg):
 def _cifar_model(cfg, num_classes):
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
     if r.NORM not in NORMS or r.NORM == "FrozenBN":
-        raise ConfigError("MODEL.RESNETS.NORM", r.NORM, "one of ['BN', 'SyncBN', 'naiveSyncBN', 'GN']")
+        raise ConfigError("MODEL.RESNETS.NORM", r.NORM,
+                          "one of ['BN', 'SyncBN', 'naiveSyncBN', 'GN']")
     if x.BLOCK_FORM not in ("a", "b", "c"):
         raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, "one of ['a', 'b', 'c']")
     return build_cifar_resnext(cifar_template(cfg), num_classes=num_classes,
@@ -45,7 +46,7 @@ def _imagenet_model(cfg, num_classes):
     template, block_args = resnext_block_args(cfg)
     if block_args["norm"] == "FrozenBN":
         raise ConfigError("MODEL.RESNETS.NORM", "FrozenBN", "'BN', 'SyncBN', 'naiveSyncBN' or 'GN'",
-                          "FrozenBN has no statistics to learn; pretraining needs a trainable norm.")
+                          "FrozenBN learns nothing; pretraining needs a trainable norm.")
     return build_resnext(template, num_classes=num_classes,
                          stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
                          net_class=ResNeXtClassifier, **block_args)

@@ -104,7 +104,7 @@ class ClsTrainer:
         self.max_iter = min(full, cfg.SOLVER.MAX_ITER) if cfg.SOLVER.MAX_ITER > 0 else full
         self.train_loader = make_loader(cfg, self.train_set, self.sampler, self.device)
         self.val_loader = val_loader(cfg, self.val_set, self.device)
-        self.files = CheckpointFiles(cfg.OUTPUT_DIR)
+        self.files = CheckpointFiles(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_TO_KEEP)
         self.writer = MetricsWriter(cfg.OUTPUT_DIR, comm.is_main_process())
         self.iteration, self.last_eval = 0, None
         self.ddp = self.model
@@ -182,7 +182,8 @@ class ClsTrainer:
         c, s = self.cfg, self.cfg.SOLVER
         logger.info(f"Training {template_name(c)} ({c.MODEL.ARCH}) on {len(self.train_set)} images "
                     f"of {self.num_classes} classes: {self.iters_per_epoch} iterations/epoch of "
-                    f"{s.IMS_PER_BATCH} images, {self.max_iter} iterations, lr {self.schedule.lr:g}")
+                    f"{s.IMS_PER_BATCH} images, {self.max_iter} iterations, "
+                    f"lr {self.schedule.lr:g}")
         while self.iteration < self.max_iter:
             epoch, start = divmod(self.iteration, self.iters_per_epoch)
             self._end_epoch(epoch, self._run_epoch(epoch, start))
@@ -250,10 +251,11 @@ class ClsTrainer:
                   "train_loss": train["loss"], "train_top1_err": train["top1_err"],
                   "epoch_seconds": seconds, "images_per_s": count / max(seconds, 1e-9),
                   **{f"val_{k}": v for k, v in val.items() if k != "iteration"}}
-        logger.info(f"epoch {progress:g} done in {format_eta(seconds)} ({record['images_per_s']:.1f} "
-                    f"images/s): train loss {train['loss']:.4f}, train top-1 err "
-                    f"{train['top1_err']:.2f}%" + (f"; val top-1 err {val['top1_err']:.2f}%, "
-                                                    f"top-5 err {val['top5_err']:.2f}%" if val else ""))
+        val_text = (f"; val top-1 err {val['top1_err']:.2f}%, top-5 err {val['top5_err']:.2f}%"
+                    if val else "")
+        logger.info(f"epoch {progress:g} done in {format_eta(seconds)} "
+                    f"({record['images_per_s']:.1f} images/s): train loss {train['loss']:.4f}, "
+                    f"train top-1 err {train['top1_err']:.2f}%{val_text}")
         self.writer.write("epoch", self.iteration, record)
         if not self.cfg.SOLVER.CHECKPOINT_PERIOD and not done:
             self.save(f"model_{self.iteration:07d}.pth")

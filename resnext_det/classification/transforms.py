@@ -55,6 +55,7 @@ def build_test_transform(cfg):
     """Shorter side to INPUT.TEST_RESIZE, center INPUT.TEST_CROP crop, normalize."""
     inp = cfg.INPUT
     if inp.TEST_CROP > inp.TEST_RESIZE:
-        raise ConfigError("INPUT.TEST_CROP", inp.TEST_CROP, f"<= INPUT.TEST_RESIZE={inp.TEST_RESIZE}")
+        raise ConfigError("INPUT.TEST_CROP", inp.TEST_CROP,
+                          f"<= INPUT.TEST_RESIZE={inp.TEST_RESIZE}")
     return T.Compose([T.Resize(inp.TEST_RESIZE), T.CenterCrop(inp.TEST_CROP),
                       ToModelInput(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, inp.FORMAT)])

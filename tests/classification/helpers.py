@@ -30,7 +30,7 @@ def tiny_opts(data_root, output_dir, *extra):
     """KEY VALUE overrides: the tiny model on the tiny folder, 4 images per batch."""
     return [str(x) for x in TINY_MODEL + [
         "DATA.ROOT", data_root, "DATA.NUM_WORKERS", 0, "INPUT.TRAIN_SIZE", 16,
-        "INPUT.SCALE", "(0.5, 1.0)", "INPUT.TEST_RESIZE", 16, "INPUT.TEST_CROP", 16,
+        "INPUT.SCALE", "(0.5,1.0)", "INPUT.TEST_RESIZE", 16, "INPUT.TEST_CROP", 16,
         "SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_EPOCHS", 2, "SOLVER.STEPS", "(1,)",
         "SOLVER.CHECKPOINT_PERIOD", 3, "TEST.IMS_PER_BATCH", 4, "LOG_PERIOD", 1,
         "OUTPUT_DIR", output_dir, *extra]]

@@ -36,8 +36,9 @@ def _backbone(model):
 @pytest.mark.parametrize("name", ["model_final.pkl", "model_final.pth"])
 def test_checkpoint_starts_the_demo_detector(pretrained, tmp_path, name):
     path = str(pretrained / name)
-    cfg = setup_cfg(demo_args(DEMO, TINY_DETECTOR + ["MODEL.WEIGHTS", path,
-                                                     "OUTPUT_DIR", str(tmp_path)]))
+    cfg = setup_cfg(demo_args(DEMO, TINY_DETECTOR + [
+        "MODEL.WEIGHTS", path, "OUTPUT_DIR", str(tmp_path),
+        "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", "True"]))  # reads the .pkl's metadata: no change
     model = build_model(cfg)
     checkpointer = build_checkpointer(cfg, model)
     checkpointer.load(cfg.MODEL.WEIGHTS)
@@ -51,6 +52,7 @@ def test_checkpoint_starts_the_demo_detector(pretrained, tmp_path, name):
         if "num_batches_tracked" not in key:
             assert torch.equal(value, weights["model"][key]), key
     assert config_mismatches(cfg, weights["resnext_det"]) == []  # no warning on load
+    assert cfg.MODEL.RESNEXT.TEMPLATE == "X50_2x2d"
 
 
 def test_digits_pretraining_has_the_demo_backbone_shapes():

@@ -22,17 +22,20 @@ def folder(tmp_path_factory):
 def test_train_few_iterations(folder, tmp_path):
     result = load_tool("pretrain_cls").run(["--num-gpus", "1"] + tiny_opts(folder, tmp_path))
     epochs = read_metrics(tmp_path, "epoch")
-    assert [r["iteration"] for r in epochs] == [4, 8]  # 18 images / 4 -> 4 iterations per epoch
+    assert [r["iteration"] for r in epochs] == [4, 8]  # 18 images / 4: 4 iterations per epoch
     assert all(math.isfinite(r["train_loss"]) for r in epochs)
-    assert 0 <= epochs[-1]["val_top1_err"] <= 100 and epochs[-1]["val_top5_err"] == 0  # 3 classes
+    assert 0 <= epochs[-1]["val_top1_err"] <= 100
+    assert epochs[-1]["val_top5_err"] == 0  # 3 classes: the top 5 hold them all
     assert epochs[-1]["val_images"] == 6
     iters = read_metrics(tmp_path, "iter")
     assert len(iters) == 8 and all(r["images_per_s"] > 0 and r["eta_s"] >= 0 for r in iters)
     assert (tmp_path / "tensorboard").is_dir() and (tmp_path / "model_0000003.pth").is_file()
     assert CheckpointFiles(tmp_path).last() == str(tmp_path / "model_final.pth")
     final = load_checkpoint(tmp_path / "model_final.pth")
-    assert final["iteration"] == 8 and final["classes"] == ["blue", "green", "red"]  # sorted folders
-    assert final["resnext_det"]["template"] == "X50_2x2d" and (tmp_path / "model_final.pkl").is_file()
+    assert final["iteration"] == 8
+    assert final["classes"] == ["blue", "green", "red"]  # sorted folder names
+    assert final["resnext_det"]["template"] == "X50_2x2d"
+    assert (tmp_path / "model_final.pkl").is_file()
     assert result is None  # launch() returns nothing; main() returns the evaluation
 
     evaluation = main(cls_args(tiny_opts(folder, tmp_path), resume=True, eval_only=True))
@@ -91,3 +94,12 @@ def test_crash_during_checkpoint_write_keeps_last(folder, tmp_path, monkeypatch)
     assert files.last() == str(tmp_path / "model_0000001.pth")
     assert load_checkpoint(files.last())["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
+
+
+def test_max_to_keep(tmp_path):
+    files = CheckpointFiles(tmp_path, max_to_keep=2)
+    for it in (1, 2, 3):
+        files.save(f"model_{it:07d}.pth", {"iteration": it})
+    files.save("model_final.pth", {"iteration": 4})
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
+        "model_0000002.pth", "model_0000003.pth", "model_final.pth"]
