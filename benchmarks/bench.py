@@ -81,6 +81,19 @@ def bench_classifier(args, rows):
                 gflops = batch * CLASSIFIER_GFLOP / t
                 rows.append([name, label, t, batch / t, t_theirs / t,
                              f"{err:.1e}; {gflops:.0f} GFLOP/s"])
+            if args.amp:
+                bench_bf16(args, rows, name, variants["ours folded+NHWC"], x, reference, t_theirs)
+
+
+def bench_bf16(args, rows, name, model, x, reference, t_theirs):
+    """bf16 autocast of our fast model: reported with its error, not held to 1e-4."""
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        err = max_rel_error(model(x), reference)
+        assert err < 5e-2, f"bf16 output too far from float32: {err:.2e}"
+        t = median_time(lambda: model(x), args.warmup, args.repeats, args.device)
+    rows.append([name, "ours folded+NHWC bf16 autocast", t, x.shape[0] / t, t_theirs / t,
+                 f"{err:.1e} (bf16)"])
 
 
 def bench_detectors(args, rows):
@@ -153,6 +166,7 @@ def main(argv=None):
     parser.add_argument("--det-repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), default=sorted(BENCHES))
     parser.add_argument("--profile", action="store_true", help="also profile our classifier")
+    parser.add_argument("--amp", action="store_true", help="also time bf16 autocast (classifier)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
