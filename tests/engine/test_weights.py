@@ -46,3 +46,17 @@ def test_config_from_weights_and_cached_conversion(tmp_path):
     tv = torch.load(weights)["conv1.weight"]
     assert torch.equal(stem, tv)
     assert list((tmp_path / "out" / "converted_weights").glob("*.pkl")) == cached  # reused
+
+
+def test_config_disagreeing_with_weights_is_one_log_line(tmp_path):
+    weights = _torchvision_file(tmp_path)
+    out = tmp_path / "out"
+    cfg = setup_cfg(_args(tmp_path, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out,
+                          "MODEL.RESNEXT.TEMPLATE", "X50_2x2d",
+                          "MODEL.RESNETS.STRIDE_IN_1X1", True,
+                          "MODEL.RESNETS.STEM_OUT_CHANNELS", 64,
+                          "MODEL.RESNETS.RES2_OUT_CHANNELS", 256))
+    build_checkpointer(cfg, build_model(cfg)).load(str(weights))
+    lines = [line for line in (out / "log.txt").read_text().splitlines()
+             if "MODEL.RESNETS.STRIDE_IN_1X1=True but the torchvision weights" in line]
+    assert len(lines) == 1 and "trained with False" in lines[0]
