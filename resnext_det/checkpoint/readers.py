@@ -57,14 +57,19 @@ def _load_pickle(path):
         return pickle.load(f, encoding="latin1")
 
 
-def _load_torch(path):
-    try:  # weights_only: a weights file has no business running code on load
-        return torch.load(path, map_location="cpu", weights_only=True)
+def _load_torch(path, container="torch-zip"):
+    # weights_only: a weights file has no business running code on load. mmap (zip
+    # archives only): tensors are read when used, so sniffing a large checkpoint's keys
+    # before DetectionCheckpointer loads it does not read the file twice.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True,
+                          mmap=container == "torch-zip")
     except pickle.UnpicklingError as e:
         raise ConversionError(f"{path}: torch.load(weights_only=True) refused it: {e}") from e
 
 
-_LOADERS = {"torch-zip": _load_torch, "torch-legacy": _load_torch, "pickle": _load_pickle,
+_LOADERS = {"torch-zip": _load_torch,
+            "torch-legacy": lambda path: _load_torch(path, "torch-legacy"), "pickle": _load_pickle,
             "safetensors": _load_safetensors, "torch7": _load_torch7}
 
 

@@ -6,22 +6,15 @@ import numpy as np
 import torch
 
 from resnext_det.modeling import build_resnext, resnext_classifier
+from tests.helpers import randomize_
 
 FEATURES = ["res2", "res3", "res4", "res5"]
 TINY = "X50_2x4d"  # the smallest template that is still a real ResNeXt-50 layout
 
 
 def randomize_norms(model, seed=0):
-    """Give every BN non-trivial statistics and affine, so a wrong mapping shows."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.1)
-    return model.eval()
+    """Non-trivial norm statistics and affines (tests.helpers.randomize_), in eval mode."""
+    return randomize_(model, seed).eval()
 
 
 def rel_err(a, b):
