@@ -110,7 +110,7 @@ def coco_eval_pair(num_images=500, per_image=8, seed=0):
     """(ours, pycocotools) callables evaluating the same detections; and their count."""
     rng = np.random.default_rng(seed)
     tmp = tempfile.mkdtemp()
-    images, anns, dets, preds = [], [], [], []
+    images, anns, preds = [], [], []
     for i in range(1, num_images + 1):
         images.append({"id": i, "file_name": f"{i}.jpg", "height": 480, "width": 640})
         boxes = rng.uniform(0, 300, (per_image, 2))

@@ -9,10 +9,12 @@ config is checked against the weights' metadata and each mismatch logged on one 
 """
 import hashlib
 import os
+import pickle
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .convert import AUTHOR, convert_weights, save_converted
+from ..utils.io import atomic_write
+from .convert import AUTHOR, convert_weights, detectron2_checkpoint
 from .detect import detect_source, unwrap
 from .metadata import check_config
 from .readers import read_weights_file
@@ -48,9 +50,8 @@ def convert_cached(path, cache_dir, **convert_kwargs):
     out = cached_path(path, cache_dir)
     if not os.path.exists(out):
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{out}.tmp{os.getpid()}"
-        save_converted(convert_weights(path, **convert_kwargs), tmp)
-        os.replace(tmp, out)  # atomic: a concurrent reader never sees half a file
+        data = detectron2_checkpoint(convert_weights(path, **convert_kwargs))
+        atomic_write(out, lambda f: pickle.dump(data, f))  # readers never see half a file
     return out
 
 

@@ -131,11 +131,16 @@ def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c",
     return ConversionResult(convert_block_form(ours, block_form), meta, report)
 
 
+def detectron2_weights(state_dict, metadata):
+    """The .pkl dict: numpy weights (no num_batches_tracked), author, heuristics flag, metadata."""
+    model = {k: v.detach().cpu().numpy() for k, v in state_dict.items()
+             if not k.endswith("num_batches_tracked")}
+    return {"model": model, "__author__": AUTHOR, "matching_heuristics": True, AUTHOR: metadata}
+
+
 def detectron2_checkpoint(result):
-    """The dict written to disk: numpy weights, author, heuristics flag, metadata."""
-    model = {k: v.numpy() for k, v in result.state_dict.items()}
-    return {"model": model, "__author__": AUTHOR, "matching_heuristics": True,
-            AUTHOR: result.metadata.to_dict()}
+    """The dict written to disk for a ConversionResult."""
+    return detectron2_weights(result.state_dict, result.metadata.to_dict())
 
 
 def save_converted(result, out_path):

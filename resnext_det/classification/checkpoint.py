@@ -25,42 +25,14 @@ import random
 import numpy as np
 import torch
 
-from ..checkpoint.convert import AUTHOR
+from ..checkpoint.convert import detectron2_weights
 from ..checkpoint.detect import detect_source, unwrap
 from ..checkpoint.readers import read_weights_file
 from ..checkpoint import convert_weights
+from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 LAST = "last_checkpoint"
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported everywhere (Windows): the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write):
-    """Call write(file) on a temporary file next to `path`, sync it, rename it to `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-    return path
 
 
 def rng_state():
@@ -84,13 +56,6 @@ def set_rng_state(state):
 
 def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def weights_pkl(state_dict, metadata):
-    """detectron2's .pkl dict of the converter: numpy weights, author, heuristics, metadata."""
-    model = {k: v.detach().cpu().numpy() for k, v in state_dict.items()
-             if not k.endswith("num_batches_tracked")}
-    return {"model": model, "__author__": AUTHOR, "matching_heuristics": True, AUTHOR: metadata}
 
 
 class CheckpointFiles:
@@ -118,7 +83,7 @@ class CheckpointFiles:
 
     def save_weights(self, name, state_dict, metadata):
         """model_final.pkl: the weights to pass as MODEL.WEIGHTS of a detector."""
-        data = weights_pkl(state_dict, metadata)
+        data = detectron2_weights(state_dict, metadata)
         return atomic_write(self.path(name), lambda f: pickle.dump(data, f))
 
     def last(self):

@@ -11,7 +11,8 @@ from detectron2.modeling import build_model
 
 from ..data import digits_root, ensure_digits_dataset
 from ..evaluation import METRICS_FILE
-from ..utils import draw_predictions, plot_training_curves
+from ..utils.plots import plot_training_curves
+from ..utils.visualize import draw_predictions
 from .setup import setup_cfg
 from .train import train
 from .weights import build_checkpointer

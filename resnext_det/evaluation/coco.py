@@ -10,6 +10,8 @@ import os
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
+from ..utils.io import atomic_write
+
 METRICS_FILE = "coco_metrics.json"
 
 
@@ -28,9 +30,7 @@ class COCOMetricsEvaluator(COCOEvaluator):
         results = super().evaluate(img_ids)
         if comm.is_main_process() and self._output_dir and results:
             path = os.path.join(self._output_dir, METRICS_FILE)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"dataset": self._dataset_name, **results}, f, indent=2)
-            os.replace(tmp, path)  # never leave a half-written metrics file
+            text = json.dumps({"dataset": self._dataset_name, **results}, indent=2)
+            atomic_write(path, lambda f: f.write(text.encode()))
             self._logger.info(f"COCO metrics written to {path}")
         return results

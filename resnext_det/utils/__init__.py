@@ -1,5 +1,3 @@
-"""Pictures of predictions and training curves."""
-from .plots import plot_training_curves, read_metrics
-from .visualize import draw_predictions
-
-__all__ = ["draw_predictions", "plot_training_curves", "read_metrics"]
+"""Helpers without a room of their own: atomic writes (io), prediction pictures
+(visualize) and loss/AP curves (plots). Import the submodule you need: plots and
+visualize pull in matplotlib, which the rest of the package does not need."""
