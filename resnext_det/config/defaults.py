@@ -36,15 +36,47 @@ def resnext_defaults():
     # "fold+nhwc" -> folded and channels_last (fastest on CPUs from batch ~2 and on GPUs).
     # Outputs are equal up to float rounding (tests/modeling/test_inference.py).
     node.FAST_INFERENCE = "fold+nhwc"
+    # Loading MODEL.WEIGHTS. False -> every ResNeXt key the model has must come from the
+    # file with its shape, and every ResNeXt key of the file must fit the model; anything
+    # else is an error naming the keys. True -> such keys are skipped and listed in the log
+    # (detection heads, FPN and RPN may always differ: they are logged, as detectron2 does).
+    node.WEIGHTS_ALLOW_PARTIAL = False
+    # False -> pickled weights (.pkl, legacy .pth) are read with a restricted unpickler that
+    # admits only what weights hold (dicts, lists, numbers, strings, numpy arrays), and
+    # torch files with torch.load(weights_only=True): a file that needs more is an error.
+    # True -> such files are unpickled in full, which runs any code they carry; only for
+    # files you trust (a warning is logged).
+    node.WEIGHTS_TRUST_PICKLE = False
     return node
 
 
+def data_defaults(cfg):
+    """Keys resnext_det adds to detectron2's DATALOADER node (how bad data is handled)."""
+    # Annotations whose box has no positive width / height, or lies wholly outside its
+    # image: "skip" -> leave them out, logging how many and the first few; "error" -> stop
+    # before training, naming them. Boxes partly outside are clipped (detectron2's way).
+    cfg.DATALOADER.ON_BAD_BOX = "skip"
+    # A training image that cannot be decoded (truncated, not an image): "error" -> stop,
+    # naming the file; "skip" -> log its path and train on another image.
+    cfg.DATALOADER.ON_BAD_IMAGE = "error"
+
+
 def add_resnext_config(cfg):
-    """Add MODEL.RESNEXT to a detectron2 config. Changes no existing key; idempotent."""
+    """Add MODEL.RESNEXT and DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE to a detectron2 config.
+
+    Changes no existing key; idempotent.
+
+    Args:
+        cfg (CfgNode): a detectron2 config (detectron2.config.get_cfg()).
+    Returns:
+        CfgNode: the same `cfg`, frozen again if it was frozen.
+    """
     if "RESNEXT" not in cfg.MODEL:
         was_frozen = cfg.is_frozen()
         cfg.defrost()
         cfg.MODEL.RESNEXT = resnext_defaults()
+        if "DATALOADER" in cfg:
+            data_defaults(cfg)
         if was_frozen:
             cfg.freeze()
     return cfg

@@ -37,6 +37,9 @@ class Source:
         finish: our-named state dict -> state dict (e.g. add BN statistics).
         defaults: (wrapper, template) -> metadata defaults (input format, pixel stats,
             stride_in_1x1, norm, notes).
+        layout: one line describing the key layout this source expects, e.g.
+            "layer{i}.{j}.conv{k}.weight, layer{i}.{j}.downsample.0.weight, fc.weight";
+            quoted in the error when a file's keys do not fit.
     """
 
     name: str
@@ -44,6 +47,7 @@ class Source:
     rename: Callable
     finish: Callable
     defaults: Callable
+    layout: str = ""
 
 
 def rename_each(rename_key):
