@@ -1,7 +1,8 @@
 """The errors a weight conversion raises: it never drops or guesses a tensor silently."""
+from ..errors import UserError
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A source file that cannot be turned into resnext_det weights as asked."""
 
 

@@ -1,7 +1,8 @@
 """The one error type a bad configuration raises."""
+from ..errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value that cannot build a model.
 
     The message names the key, the value found and the values that work, so that the

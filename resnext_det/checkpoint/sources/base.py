@@ -40,6 +40,8 @@ class Source:
         layout: one line describing the key layout this source expects, e.g.
             "layer{i}.{j}.conv{k}.weight, layer{i}.{j}.downsample.0.weight, fc.weight";
             quoted in the error when a file's keys do not fit.
+        variant: (state dict, wrapper) -> the name of the layout variant within this
+            format that decides metadata (e.g. Caffe2 "detectron" vs "detectron2"), or None.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Source:
     finish: Callable
     defaults: Callable
     layout: str = ""
+    variant: Callable = lambda state, wrapper: None
 
 
 def rename_each(rename_key):
