@@ -1,9 +1,13 @@
-"""Checks that turn a missing dataset or weights file into one clear error before training."""
+"""Checks that turn a missing dataset or weights file, or bad training data, into one clear
+error (or a logged skip) before training."""
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
+from detectron2.data.build import filter_images_with_only_crowd_annotations
 
 from ..config.errors import ConfigError
+from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
+                           check_category_ids, check_image_files, check_policy)
 
 _COCO_HELP = (
     "Put COCO under $DETECTRON2_DATASETS/coco (DETECTRON2_DATASETS={root}), laid out as in "
@@ -37,7 +41,7 @@ def check_datasets(cfg, fields=("TRAIN", "TEST")):
             for attr in ("json_file", "image_root"):
                 path = meta.get(attr, None)
                 if path and not os.path.exists(path):
-                    raise FileNotFoundError(
+                    raise DatasetError(
                         f"{key}: dataset {name!r} needs its {attr} {path!r}, which does not "
                         f"exist. {_how_to_get(name)}")
 
@@ -51,3 +55,76 @@ def check_weights(cfg):
                       "Download the weights the config names in its first lines (see the "
                       "README's weights table), point MODEL.WEIGHTS at them, or pass "
                       "MODEL.WEIGHTS '' to train from scratch.")
+
+
+# detectron2 builds these samplers from a load of its own of DATASETS.TRAIN, one weight per
+# image: with them, an image whose boxes were all skipped is kept, so that the weights line up.
+WEIGHTED_SAMPLERS = ("WeightedTrainingSampler", "WeightedCategoryTrainingSampler")
+
+
+def bad_data_policies(cfg):
+    """(DATALOADER.ON_BAD_BOX, DATALOADER.ON_BAD_IMAGE), checked; defaults if cfg lacks them."""
+    on_bad_box = cfg.DATALOADER.get("ON_BAD_BOX", "skip")
+    on_bad_image = cfg.DATALOADER.get("ON_BAD_IMAGE", "error")
+    check_policy("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
+    check_policy("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
+    return on_bad_box, on_bad_image
+
+
+def num_classes_key(cfg):
+    """(key, value) of the number of classes the model predicts; None for proposals only."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "RetinaNet":
+        return "MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET.NUM_CLASSES
+    if arch == "ProposalNetwork":
+        return None
+    return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+def check_num_classes(cfg, dataset_dicts):
+    """The model predicts as many classes as each train dataset's thing_classes names.
+
+    Datasets without thing_classes: every category_id must lie in [0, NUM_CLASSES).
+    """
+    found = num_classes_key(cfg)
+    if found is None:
+        return
+    key, num_classes = found
+    for name in cfg.DATASETS.TRAIN:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != num_classes:
+            raise DatasetError(
+                f"{key}={num_classes} does not match DATASETS.TRAIN: dataset {name!r} has "
+                f"{len(classes)} classes (thing_classes {list(classes)}). Set {key} "
+                f"{len(classes)}, or train on a dataset of {num_classes} classes (with fewer, "
+                "the classes beyond it would be trained as background).")
+    check_category_ids(dataset_dicts, num_classes, key=key,
+                       source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
+
+
+def checked_train_dicts(cfg):
+    """DATASETS.TRAIN's dataset dicts, loaded once as detectron2 loads them, and checked.
+
+    Before the first iteration: the class count against NUM_CLASSES, every box
+    (DATALOADER.ON_BAD_BOX) and that every image file exists. Images left without a usable
+    box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, as detectron2 does.
+    """
+    on_bad_box, _ = bad_data_policies(cfg)
+    dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                       if cfg.MODEL.KEYPOINT_ON else 0),
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+    if not isinstance(dicts, list):  # a torch Dataset: nothing to check before reading it
+        return dicts
+    source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
+    check_num_classes(cfg, dicts)
+    checked = check_boxes(dicts, on_bad_box=on_bad_box, source=source)
+    if (checked is not dicts and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            and cfg.DATALOADER.SAMPLER_TRAIN not in WEIGHTED_SAMPLERS):
+        checked = filter_images_with_only_crowd_annotations(checked)
+        if not checked:
+            raise DatasetError(f"{source}: no image has a usable box left. Fix the boxes "
+                               "listed above.")
+    check_image_files(checked, source=source)
+    return checked

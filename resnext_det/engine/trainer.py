@@ -2,16 +2,18 @@
 import os
 import weakref
 
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config.errors import ConfigError
+from ..data.checks import BadImageGuard
 from ..evaluation import COCOMetricsEvaluator
 from ..modeling.config_args import resnext_node
 from ..modeling.inference import optimize_for_inference
-from .checks import check_datasets, check_weights
+from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
 from .weights import build_checkpointer
 
 FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
@@ -29,13 +31,16 @@ def inference_model(cfg, model):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with two changes to its behaviour.
+    """DefaultTrainer with three changes to its behaviour.
 
     - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
       DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
       module, so __init__ below is DefaultTrainer's with device_ids=None on the CPU.
     - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json, and runs on
       the folded / channels_last copy that MODEL.RESNEXT.FAST_INFERENCE selects.
+    - Training data is checked before the first iteration (engine.checks.checked_train_dicts:
+      class count, boxes per DATALOADER.ON_BAD_BOX, image files), and an image that cannot
+      be decoded is named or skipped per DATALOADER.ON_BAD_IMAGE.
     And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
     warns where the config disagrees with the weights' metadata.
     """
@@ -65,6 +70,13 @@ class Trainer(DefaultTrainer):
         if not (resume and self.checkpointer.has_checkpoint()):
             check_weights(self.cfg)
         super().resume_or_load(resume=resume)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """detectron2's train loader (and sampler) over the checked dicts, loaded once."""
+        _, on_bad_image = bad_data_policies(cfg)
+        mapper = BadImageGuard(DatasetMapper(cfg, is_train=True), on_bad_image=on_bad_image)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=checked_train_dicts(cfg))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

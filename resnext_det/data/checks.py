@@ -1,0 +1,216 @@
+"""Checks of detection training data, before the first iteration and while images are read.
+
+detectron2 trains on whatever the dataset dicts hold: a box of negative width becomes
+another box (its corners are sorted when transformed), a box wholly outside its image is
+dropped without a word, and an image that cannot be decoded stops the run mid-training with
+no path. The functions here take the dicts of `get_detection_dataset_dicts` and say so
+before training; `BadImageGuard` wraps the train mapper so that a bad image is named.
+Only absolute boxes (XYXY_ABS, XYWH_ABS) are checked; crowd annotations are left as they
+are (detectron2's mapper drops them from training).
+"""
+import logging
+import math
+import os
+
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from ..config.errors import ConfigError
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+
+BAD_BOX_POLICIES = ("skip", "error")
+BAD_IMAGE_POLICIES = ("error", "skip")
+NUM_EXAMPLES = 5  # bad boxes / missing files quoted in a message
+# What PIL raises for a file it cannot decode: OSError (truncated, not an image, missing),
+# SyntaxError (broken PNG chunks), DecompressionBombError (absurd sizes).
+DECODE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+
+
+class DatasetError(UserError, ValueError):
+    """Training data that cannot be trained on as it is; the message names files and a fix."""
+
+
+def _number(value):
+    return f"{float(value):g}"
+
+
+def format_box(bbox, mode):
+    """'[30, 21, -10, 12] (XYWH_ABS)'."""
+    return f"[{', '.join(_number(v) for v in bbox)}] ({BoxMode(mode).name})"
+
+
+_IS_XYWH = {BoxMode.XYXY_ABS: False, BoxMode.XYWH_ABS: True}  # the modes that are checked
+
+
+def box_problem(bbox, mode, image_size=None):
+    """Why a box cannot be trained on, or None (also for relative / rotated boxes).
+
+    Args:
+        bbox: 4 numbers in `mode`.
+        mode (BoxMode or int): XYXY_ABS or XYWH_ABS are checked; others are not.
+        image_size (tuple or None): (height, width) of the image, when the dict has them.
+    Returns:
+        str or None: e.g. "width -10 is not positive", "lies wholly outside the 64x64 image".
+    """
+    is_xywh = _IS_XYWH.get(mode)
+    if is_xywh is None:
+        return None
+    if len(bbox) != 4:
+        return f"has {len(bbox)} numbers, not 4"
+    x0, y0, a, b = (float(v) for v in bbox)
+    width, height = (a, b) if is_xywh else (a - x0, b - y0)
+    if not math.isfinite(x0 + y0 + width + height):
+        return "is not finite"
+    if width <= 0 or height <= 0:
+        which, value = ("width", width) if width <= 0 else ("height", height)
+        return f"{which} {_number(value)} is not positive"
+    if image_size is not None:
+        img_h, img_w = image_size
+        if x0 + width <= 0 or y0 + height <= 0 or x0 >= img_w or y0 >= img_h:
+            return f"lies wholly outside the {img_w}x{img_h} image"
+    return None
+
+
+def is_partly_outside(bbox, mode, image_size):
+    """True if a checked (absolute) box reaches beyond its (height, width) image."""
+    x0, y0, a, b = (float(v) for v in bbox)
+    x1, y1 = (x0 + a, y0 + b) if _IS_XYWH[mode] else (a, b)
+    return x0 < 0 or y0 < 0 or x1 > image_size[1] or y1 > image_size[0]
+
+
+def _image_size(record):
+    if "height" in record and "width" in record:
+        return record["height"], record["width"]
+    return None
+
+
+def _checked(ann):
+    """The annotations whose box is checked: not crowd (detectron2 does not train on those)."""
+    return not ann.get("iscrowd", 0) and "bbox" in ann
+
+
+def find_bad_boxes(dataset_dicts):
+    """([(file_name, box, problem)], number of boxes checked, number partly outside)."""
+    bad, checked, partly_outside = [], 0, 0
+    for record in dataset_dicts:
+        size = _image_size(record)
+        for ann in record.get("annotations", ()):
+            if not _checked(ann):
+                continue
+            mode = ann.get("bbox_mode", BoxMode.XYWH_ABS)
+            checked += 1
+            problem = box_problem(ann["bbox"], mode, size)
+            if problem:
+                bad.append((record.get("file_name"), format_box(ann["bbox"], mode), problem))
+            elif size is not None and mode in _IS_XYWH:
+                partly_outside += is_partly_outside(ann["bbox"], mode, size)
+    return bad, checked, partly_outside
+
+
+def _examples(bad):
+    shown = "; ".join(f"{name}: bbox {box} {problem}" for name, box, problem in bad[:NUM_EXAMPLES])
+    return shown + ("; ..." if len(bad) > NUM_EXAMPLES else "")
+
+
+def without_bad_boxes(dataset_dicts):
+    """The dicts with every annotation whose box_problem is not None left out (copies)."""
+    kept = []
+    for record in dataset_dicts:
+        size = _image_size(record)
+        anns = [ann for ann in record.get("annotations", ()) if not _checked(ann)
+                or box_problem(ann["bbox"], ann.get("bbox_mode", BoxMode.XYWH_ABS), size) is None]
+        kept.append(dict(record, annotations=anns) if "annotations" in record else record)
+    return kept
+
+
+def check_boxes(dataset_dicts, *, on_bad_box="skip", source="the training set"):
+    """Boxes with no positive width / height, or wholly outside their image, per `on_bad_box`.
+
+    Args:
+        dataset_dicts (list[dict]): detectron2's dataset dicts.
+        on_bad_box (str): "skip" -> leave such annotations out, logging how many and the
+            first few; "error" -> raise DatasetError naming them.
+        source (str): what the dicts are, for messages (e.g. "DATASETS.TRAIN=('x',)").
+    Returns:
+        list[dict]: the dicts (new dicts where an annotation was left out).
+    """
+    check_policy("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
+    bad, checked, partly_outside = find_bad_boxes(dataset_dicts)
+    if partly_outside:
+        logger.info(f"{source}: {partly_outside} of {checked} boxes reach beyond their image; "
+                    "they are clipped to it.")
+    if not bad:
+        logger.info(f"{source}: all {checked} boxes have a positive width and height inside "
+                    "their image.")
+        return dataset_dicts
+    what = (f"{len(bad)} of {checked} boxes of {source} have no positive width / height or "
+            "lie wholly outside their image")
+    if on_bad_box == "error":
+        raise DatasetError(f"{what}: {_examples(bad)}. Fix these annotations, or set "
+                           "DATALOADER.ON_BAD_BOX skip to train without them.")
+    logger.warning(f"{what}; they are left out (DATALOADER.ON_BAD_BOX='skip'): {_examples(bad)}")
+    return without_bad_boxes(dataset_dicts)
+
+
+def check_category_ids(dataset_dicts, num_classes, *, key, source="the training set"):
+    """Every non-crowd category_id lies in [0, num_classes); else DatasetError naming `key`."""
+    bad = [(record.get("file_name"), ann["category_id"]) for record in dataset_dicts
+           for ann in record.get("annotations", ())
+           if not ann.get("iscrowd", 0) and "category_id" in ann
+           and not 0 <= ann["category_id"] < num_classes]
+    if bad:
+        shown = "; ".join(f"{name}: category_id {cid}" for name, cid in bad[:NUM_EXAMPLES])
+        raise DatasetError(
+            f"{len(bad)} annotations of {source} have a category_id outside [0, {num_classes}) "
+            f"that {key}={num_classes} allows: {shown}. Set {key} to the number of classes, "
+            "or register the dataset with contiguous category ids 0..K-1.")
+
+
+def check_image_files(dataset_dicts, *, source="the training set"):
+    """Every file_name exists; else one DatasetError with how many are missing and the first few."""
+    paths = [r["file_name"] for r in dataset_dicts if "file_name" in r]
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        shown = ", ".join(repr(path) for path in missing[:NUM_EXAMPLES])
+        raise DatasetError(
+            f"{len(missing)} of {len(paths)} images of {source} do not exist: {shown}"
+            f"{', ...' if len(missing) > NUM_EXAMPLES else ''}. Check the image root the "
+            "dataset was registered with, or remove these images from its annotations.")
+
+
+def check_policy(key, value, allowed):
+    """ConfigError naming `key` unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ConfigError(key, value, f"one of {list(allowed)}")
+
+
+class BadImageGuard:
+    """A train mapper whose image decode failures name the file (DATALOADER.ON_BAD_IMAGE).
+
+    "error" -> DatasetError naming the file; "skip" -> log the path (once per file and
+    process) and return None, which detectron2's MapDataset answers by mapping another,
+    random image of the set.
+    """
+
+    def __init__(self, mapper, on_bad_image="error"):
+        check_policy("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
+        self.mapper, self.on_bad_image = mapper, on_bad_image
+        self._reported = set()
+
+    def __call__(self, dataset_dict):
+        try:
+            return self.mapper(dataset_dict)
+        except DECODE_ERRORS as e:
+            path = dataset_dict.get("file_name")
+            reason = f"{type(e).__name__}: {e}"
+            if self.on_bad_image == "error":
+                raise DatasetError(
+                    f"Training image {path!r} cannot be read ({reason}). Replace or remove "
+                    "the file, or set DATALOADER.ON_BAD_IMAGE skip to train on the others.") from e
+            if path not in self._reported:
+                self._reported.add(path)
+                logger.warning(f"Skipping training image {path!r} that cannot be read ({reason}) "
+                               "(DATALOADER.ON_BAD_IMAGE='skip').")
+            return None

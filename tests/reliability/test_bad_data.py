@@ -1,0 +1,231 @@
+"""Bad detection training data: named before the first iteration, or skipped as configured."""
+import json
+import logging
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets import register_coco_instances
+from PIL import Image
+
+import resnext_det
+from resnext_det.config.errors import ConfigError
+from resnext_det.data import ensure_digits_dataset
+from resnext_det.data.checks import DatasetError
+from resnext_det.engine import Trainer
+from resnext_det.engine.checks import checked_train_dicts
+from resnext_det.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
+SIZE = 64  # every image is SIZE x SIZE
+TINY = [
+    "MODEL.DEVICE", "cpu", "MODEL.RESNEXT.TEMPLATE", "X50_2x2d",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS", 8, "MODEL.RESNETS.RES2_OUT_CHANNELS", 16,
+    "MODEL.FPN.OUT_CHANNELS", 16, "MODEL.ROI_BOX_HEAD.FC_DIM", 32, "MODEL.ROI_HEADS.NUM_CLASSES", 2,
+    "SOLVER.IMS_PER_BATCH", 1, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", "()",
+    "SOLVER.CHECKPOINT_PERIOD", 100, "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", "()",
+    "INPUT.MIN_SIZE_TRAIN", f"({SIZE},)", "INPUT.MAX_SIZE_TRAIN", SIZE,
+    "DATALOADER.NUM_WORKERS", 0,
+]
+GOOD = [10, 10, 20, 20]  # XYWH inside a 64x64 image
+
+
+def write_coco(folder, images, classes=("a", "b")):
+    """A COCO json + JPEGs under `folder`, registered under a fresh name; returns the name.
+
+    `images`: {file name: [XYWH box, ...]}, each box of class 0.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+    for image_id, (file_name, boxes) in enumerate(images.items(), start=1):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / file_name, quality=90)
+        coco["images"].append({"id": image_id, "file_name": file_name, "width": SIZE,
+                               "height": SIZE})
+        for box in boxes:
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                        "bbox": box, "area": abs(box[2] * box[3]),
+                                        "category_id": 1, "iscrowd": 0})
+    json_file = folder / "train.json"
+    json_file.write_text(json.dumps(coco))
+    name = f"bad_data_{uuid.uuid4().hex[:8]}"
+    register_coco_instances(name, {}, str(json_file), str(folder))
+    return name
+
+
+def truncate(path):
+    """Cut a JPEG to half its bytes: PIL opens it, then fails to decode its pixels."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def make_cfg(name, *overrides, output_dir="output"):
+    cfg = get_cfg()
+    resnext_det.add_resnext_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list([*map(str, TINY), "DATASETS.TRAIN", f"('{name}',)", "OUTPUT_DIR",
+                         str(output_dir), *map(str, overrides)])
+    return cfg
+
+
+@contextmanager
+def captured(name="resnext_det.data.checks"):
+    """The messages logged to `name` (INFO and up), whatever handlers earlier tests set up."""
+    records, handler = [], logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger(name)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def test_negative_width_is_an_error_naming_file_and_box(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
+    with pytest.raises(DatasetError) as info:
+        checked_train_dicts(make_cfg(name, "DATALOADER.ON_BAD_BOX", "error"))
+    msg = str(info.value)
+    assert isinstance(info.value, UserError)
+    assert "1 of 3 boxes" in msg and "img0.jpg" in msg
+    assert "[30, 21, -10, 12] (XYWH_ABS) width -10 is not positive" in msg
+    assert "DATALOADER.ON_BAD_BOX skip" in msg
+
+
+def test_negative_width_is_skipped_and_counted(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
+    with captured() as log:
+        dicts = checked_train_dicts(make_cfg(name))  # ON_BAD_BOX defaults to "skip"
+    assert [len(d["annotations"]) for d in dicts] == [1, 1]
+    assert [a["bbox"] for d in dicts for a in d["annotations"]] == [GOOD, GOOD]
+    warning = next(m for m in log if "left out" in m)
+    assert "1 of 3 boxes" in warning and "img0.jpg: bbox [30, 21, -10, 12]" in warning
+
+
+def test_box_wholly_outside_is_named_and_partly_outside_is_clipped(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD, [70, 10, 8, 8]],
+                                 "img1.jpg": [[50, 50, 30, 30], [-4, 20, 10, 10]]})
+    with pytest.raises(DatasetError, match=r"img0.jpg: bbox \[70, 10, 8, 8\] \(XYWH_ABS\) lies "
+                       r"wholly outside the 64x64 image"):
+        checked_train_dicts(make_cfg(name, "DATALOADER.ON_BAD_BOX", "error"))
+    with captured() as log:
+        dicts = checked_train_dicts(make_cfg(name))
+    assert [len(d["annotations"]) for d in dicts] == [1, 2]
+    assert any("2 of 4 boxes reach beyond their image; they are clipped" in m for m in log)
+
+
+def test_image_left_without_boxes_is_dropped(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [[5, 5, 0, 9]], "img1.jpg": [GOOD]})
+    dicts = checked_train_dicts(make_cfg(name))
+    assert [Path(d["file_name"]).name for d in dicts] == ["img1.jpg"]
+
+
+@pytest.mark.parametrize("arch, key", [("GeneralizedRCNN", "MODEL.ROI_HEADS.NUM_CLASSES"),
+                                       ("RetinaNet", "MODEL.RETINANET.NUM_CLASSES")])
+def test_num_classes_mismatch_names_both_keys(tmp_path, arch, key):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]}, classes=("a", "b", "c"))
+    cfg = make_cfg(name, "MODEL.META_ARCHITECTURE", arch, key, 2)
+    with pytest.raises(DatasetError) as info:
+        checked_train_dicts(cfg)
+    msg = str(info.value)
+    assert f"{key}=2 does not match DATASETS.TRAIN" in msg
+    assert f"{name!r} has 3 classes (thing_classes ['a', 'b', 'c'])" in msg
+    assert f"Set {key} 3" in msg
+
+
+def test_missing_images_are_listed_before_training(tmp_path):
+    name = write_coco(tmp_path, {f"img{i}.jpg": [GOOD] for i in range(8)})
+    for i in range(1, 8):
+        (tmp_path / f"img{i}.jpg").unlink()
+    with pytest.raises(DatasetError) as info:
+        checked_train_dicts(make_cfg(name))
+    msg = str(info.value)
+    assert f"7 of 8 images of DATASETS.TRAIN=('{name}',) do not exist" in msg
+    assert str(tmp_path / "img1.jpg") in msg and "img6.jpg" not in msg and ", ..." in msg
+
+
+@pytest.mark.parametrize("key, value", [("DATALOADER.ON_BAD_BOX", "drop"),
+                                        ("DATALOADER.ON_BAD_IMAGE", "ignore")])
+def test_bad_policy_value_names_key_and_choices(tmp_path, key, value):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
+    with pytest.raises(ConfigError, match=rf"{key}='{value}' is not valid: expected one of \["):
+        Trainer.build_train_loader(make_cfg(name, key, value))
+
+
+def test_truncated_image_is_an_error_naming_the_file(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
+    truncate(tmp_path / "img0.jpg")
+    loader = Trainer.build_train_loader(make_cfg(name))  # ON_BAD_IMAGE defaults to "error"
+    with pytest.raises(DatasetError) as info:
+        next(iter(loader))
+    # a DataLoader worker's error reaches the main process as type(error)(its message)
+    assert str(type(info.value)(str(info.value))) == str(info.value)
+    msg = str(info.value)
+    assert f"Training image '{tmp_path / 'img0.jpg'}' cannot be read (OSError: image file " \
+           "is truncated" in msg
+    assert "DATALOADER.ON_BAD_IMAGE skip" in msg
+
+
+def test_truncated_image_is_skipped_and_logged(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD]})
+    truncate(tmp_path / "img0.jpg")
+    loader = Trainer.build_train_loader(make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip"))
+    with captured() as log:
+        batches = [batch for _, batch in zip(range(6), loader)]
+    assert {Path(b[0]["file_name"]).name for b in batches} == {"img1.jpg"}
+    skipped = [m for m in log if "Skipping training image" in m]
+    assert len(skipped) == 1 and str(tmp_path / "img0.jpg") in skipped[0]
+
+
+def test_annotations_are_loaded_once(tmp_path):
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
+    calls = []
+    load = DatasetCatalog.get(name)  # the dicts, loaded here once
+
+    def counting_load():
+        calls.append(1)
+        return load
+
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, counting_load)
+    Trainer.build_train_loader(make_cfg(name, "DATALOADER.SAMPLER_TRAIN",
+                                        "RepeatFactorTrainingSampler"))
+    assert len(calls) == 1
+
+
+def test_training_finishes_with_a_skipped_box_and_a_skipped_image(tmp_path):
+    name = write_coco(tmp_path / "data", {"img0.jpg": [GOOD, [30, 21, -10, 12]],
+                                          "img1.jpg": [GOOD, [8, 30, 16, 12]], "img2.jpg": [GOOD]})
+    truncate(tmp_path / "data/img2.jpg")
+    cfg = make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip", "SOLVER.MAX_ITER", 3,
+                   output_dir=tmp_path / "out")
+    with captured() as log:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    assert trainer.iter == 3 and (tmp_path / "out/model_final.pth").is_file()
+    assert any("1 of 5 boxes" in m and "left out" in m for m in log)
+    assert any("Skipping training image" in m and "img2.jpg" in m for m in log)
+
+
+def test_digits_set_passes_unchanged(tmp_path):
+    """The demo set's boxes (its sizes, 100 images) are all valid: none skipped or clipped."""
+    names = ("bad_data_digits_train", "bad_data_digits_val")
+    ensure_digits_dataset(tmp_path / "digits", names=names, num_train=100, num_val=1, cls_copies=0, progress_every=0)
+    cfg = make_cfg(names[0], "MODEL.ROI_HEADS.NUM_CLASSES", 10,
+                   "DATALOADER.ON_BAD_BOX", "error")
+    with captured() as log:
+        dicts = checked_train_dicts(cfg)
+    assert len(dicts) == 100
+    assert any("boxes have a positive width and height inside their image" in m for m in log)
+    assert not any("clipped" in m or "left out" in m for m in log)
