@@ -1,89 +1,196 @@
-"""A DetectionCheckpointer whose MODEL.WEIGHTS may be a file of any supported format.
+"""detectron2's DetectionCheckpointer with one way in for weights and writes that survive kills.
 
-Files in a foreign naming (torchvision, timm, pycls, Caffe2, Torch7) are converted on
-load and cached as <cache_dir>/<basename>-<sha256 of the file, 12 hex>.pkl, by default
-<save_dir>/converted_weights/ (save_dir is the trainer's OUTPUT_DIR); a cached file is
-reused, never re-converted. Files in our naming (our .pkl, detectron2 training
-checkpoints to resume from) load as DetectionCheckpointer loads them. With `cfg`, the
-config is checked against the weights' metadata and each mismatch logged on one line.
+Loading: every file goes through `load_weights` (loading.py): read once, restricted
+unpickling, foreign formats converted and cached, unknown layouts rejected. After the
+load, the ResNeXt keys (stem.*, res2..res5.*, wherever they sit in the model) must have
+come from the file with their shapes and the file's ResNeXt keys must all have found a
+place: else a WeightsMismatchError names them (allow_partial: logged instead). Heads,
+FPN and RPN keys may differ, as when fine-tuning on other classes (logged by detectron2).
+
+Saving: each checkpoint is written to a temporary file and renamed over its name, then
+the `last_checkpoint` pointer the same way, so a kill leaves the previous pair intact.
+Resuming: when the newest checkpoint cannot be read, the newest readable one is used,
+with a warning naming the bad file.
 """
-import hashlib
+import glob
 import os
-import pickle
+import re
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..errors import UserError
 from ..utils.io import atomic_write
-from .convert import AUTHOR, convert_weights, detectron2_checkpoint
-from .detect import detect_source, unwrap
-from .metadata import check_config
-from .readers import read_weights_file
+from .convert import AUTHOR
+from .loading import cache_dir_for, load_weights
+from .readers import UnreadableFileError
+
+LAST = "last_checkpoint"  # fvcore's pointer file
+_TRUNK = re.compile(r"(^|\.)(stem|res[2-5])\.")
 
 
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+class WeightsMismatchError(UserError, ValueError):
+    """ResNeXt keys of a weights file and a model that do not fit each other."""
 
 
-def cached_path(path, cache_dir):
-    """Where the conversion of `path` is cached: <cache_dir>/<basename>-<hash>.pkl."""
-    base = os.path.splitext(os.path.basename(path))[0]
-    return os.path.join(cache_dir, f"{base}-{file_sha256(path)[:12]}.pkl")
+def trunk_keys(keys):
+    """The keys of ResNeXt layers (stem.*, res2..res5.*), but not num_batches_tracked."""
+    return [k for k in keys if _TRUNK.search(k) and not k.endswith("num_batches_tracked")]
 
 
-def needs_conversion(path):
-    """True for a foreign-format file; False for ours, detectron2's and anything else."""
-    try:
-        container, obj = read_weights_file(path)
-        if isinstance(obj, dict) and obj.get("__author__") == AUTHOR:
-            return False
-        return detect_source(*unwrap(obj, container)).name != "resnext_det"
-    except Exception:  # unreadable or unknown here: DetectionCheckpointer decides (and raises)
-        return False
+_BLOCK = re.compile(r"(stem|res[2-5](?:\.\d+)?)\.")
 
 
-def convert_cached(path, cache_dir, **convert_kwargs):
-    """The path of `path` converted to our .pkl, converting only on a cache miss."""
-    out = cached_path(path, cache_dir)
-    if not os.path.exists(out):
-        os.makedirs(cache_dir, exist_ok=True)
-        data = detectron2_checkpoint(convert_weights(path, **convert_kwargs))
-        atomic_write(out, lambda f: pickle.dump(data, f))  # readers never see half a file
-    return out
+def _blocks(keys):
+    """'res4.6, res4.7, ... (N keys)': the blocks that keys belong to, in network order."""
+    def order(name):
+        return [int(p) if p.isdigit() else p for p in re.split(r"[.]", name)]
+    names = sorted({_BLOCK.search(k)[1] for k in keys}, key=order)
+    shown = names if len(names) <= 8 else names[:4] + ["..."] + names[-3:]
+    return f"{', '.join(shown)} ({len(keys)} keys, e.g. {sorted(keys)[0]!r})"
+
+
+def _suffix_pairs(unexpected, file_shapes, model_shapes):
+    """(file key, file shape, model shape, model key) for keys that detectron2's suffix
+    matching paired but left out for their shapes: they come back as unexpected keys."""
+    pairs = []
+    for key in unexpected:
+        model_key = next((m for m in model_shapes if m == key or m.endswith("." + key)), None)
+        if model_key is not None and file_shapes.get(key) != model_shapes[model_key]:
+            pairs.append((key, file_shapes.get(key), model_shapes[model_key], model_key))
+    return pairs
+
+
+def _mismatch_lines(incompatible, file_shapes, model_shapes):
+    """One line per kind of misfit of ResNeXt keys: mis-shaped, missing, unplaced (by block)."""
+    missing, unexpected = trunk_keys(incompatible.missing_keys), trunk_keys(incompatible.unexpected_keys)
+    shaped = [(k, a, b) for k, a, b in incompatible.incorrect_shapes if trunk_keys([k])]
+    for key, a, b, model_key in _suffix_pairs(unexpected, file_shapes, model_shapes):
+        shaped.append((key, a, b))
+        unexpected.remove(key)
+        if model_key in missing:
+            missing.remove(model_key)
+    shaped.sort(key=lambda item: len(item[1] or ()) < 4)  # convolutions first: they tell most
+    lines = [f"{len(shaped)} key(s) of another shape, e.g. {k!r}: file shape {tuple(a)}, "
+             f"model shape {tuple(b)}" for k, a, b in shaped[:1]]
+    lines += [f"{k!r}: file {tuple(a)}, model {tuple(b)}" for k, a, b in shaped[1:4]]
+    if missing:
+        lines.append(f"model blocks the file does not have: {_blocks(missing)}")
+    if unexpected:
+        lines.append(f"file blocks with no place in the model: {_blocks(unexpected)}")
+    return lines
 
 
 class ResNeXtCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer + on-load conversion, caching and the metadata check.
+    """DetectionCheckpointer + the one way in for weights, strict ResNeXt keys, atomic saves.
 
-    `last_incompatible` holds the missing / unexpected / mis-shaped keys of the last load.
+    Attributes:
+        last_metadata: the "resnext_det" metadata of the last file loaded, or None.
+        last_incompatible: missing / unexpected / mis-shaped keys of the last load.
     """
 
-    def __init__(self, model, save_dir="", *, cfg=None, cache_dir=None, convert_kwargs=None,
-                 **checkpointables):
+    def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
+                 allow_partial=False, trust_pickle=False, on_metadata=None, **checkpointables):
         """
         Args:
-            cfg: a detectron2 config; when given, loaded metadata is checked against it.
-            cache_dir: where conversions are cached (default <save_dir>/converted_weights).
+            model, save_dir, checkpointables: as detectron2's DetectionCheckpointer.
+            cache_dir: where foreign files are converted to (default
+                <save_dir>/converted_weights).
             convert_kwargs: arguments of `convert_weights` (keep_fc, caffe2_preset, ...).
+            allow_partial: log ResNeXt keys that do not fit instead of raising.
+            trust_pickle: unpickle weights in full (runs code they carry).
+            on_metadata: called with the metadata dict of each loaded file that has one
+                (the engine checks the config against it there).
         """
         super().__init__(model, save_dir, **checkpointables)
-        self.cfg, self.convert_kwargs = cfg, dict(convert_kwargs or {})
-        self.cache_dir = cache_dir or os.path.join(save_dir or ".", "converted_weights")
-        self.last_incompatible = None
+        self.cache_dir = cache_dir or cache_dir_for(save_dir)
+        self.convert_kwargs = dict(convert_kwargs or {})
+        self.allow_partial, self.trust_pickle, self.on_metadata = allow_partial, trust_pickle, on_metadata
+        self.last_metadata = self.last_incompatible = None
+        self._loading = None
 
+    # ------------------------------------------------------------------ loading
     def _load_file(self, filename):
-        if needs_conversion(filename):
-            converted = convert_cached(filename, self.cache_dir, **self.convert_kwargs)
-            self.logger.info(f"Converted {filename} -> {converted}")
-            filename = converted
-        loaded = super()._load_file(filename)
-        if self.cfg is not None and AUTHOR in loaded:
-            check_config(self.cfg, loaded[AUTHOR])
-        return loaded
+        self._loading = filename
+        loaded = load_weights(filename, cache_dir=self.cache_dir, trust_pickle=self.trust_pickle,
+                              **self.convert_kwargs)
+        if loaded.converted_to:
+            self.logger.info(f"Converted {loaded.source_format} weights {filename} -> "
+                             f"{loaded.converted_to}")
+        self.last_metadata = loaded.metadata
+        if loaded.metadata and self.on_metadata:
+            self.on_metadata(loaded.metadata)
+        return loaded.checkpoint
 
     def _load_model(self, checkpoint):
-        self.last_incompatible = super()._load_model(checkpoint)
-        return self.last_incompatible
+        file_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["model"].items()}
+        model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        incompatible = super()._load_model(checkpoint)
+        self.last_incompatible = incompatible
+        lines = _mismatch_lines(incompatible, file_shapes, model_shapes)
+        if lines and not self.allow_partial:
+            shown = "\n  ".join(lines)
+            raise WeightsMismatchError(
+                f"{self._loading}: its ResNeXt weights do not fit the model:\n  {shown}\n"
+                "The weights are of another depth / cardinality / width than the config builds "
+                "(MODEL.RESNEXT.TEMPLATE or MODEL.RESNETS.*; MODEL.RESNEXT.CONFIG_FROM_WEIGHTS "
+                "True takes them from the file). MODEL.RESNEXT.WEIGHTS_ALLOW_PARTIAL True loads "
+                "what fits and logs the rest.")
+        for line in lines:
+            self.logger.warning(f"WEIGHTS_ALLOW_PARTIAL: not loaded: {line}")
+        return incompatible
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name, **kwargs):
+        """fvcore's Checkpointer.save, written atomically (temporary file, then rename)."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(), "__author__": AUTHOR}  # ours: loads as it is
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {path}")
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        atomic_write(os.path.join(self.save_dir, LAST), lambda f: f.write(last_filename_basename.encode()))
+
+    # ------------------------------------------------------------------ resuming
+    def _resume_candidates(self):
+        """The pointer's checkpoint first, then every other .pth here, newest first (a kill
+        between a checkpoint and its pointer leaves a newer .pth than the pointer names)."""
+        found = sorted(glob.glob(os.path.join(self.save_dir, "*.pth")), key=os.path.getmtime,
+                       reverse=True)
+        named = self.get_checkpoint_file()  # "" without a pointer
+        return ([named] if named in found else []) + [p for p in found if p != named]
+
+    def has_checkpoint(self):
+        """A `last_checkpoint` pointer, or (after a kill before the pointer) any .pth here."""
+        return super().has_checkpoint() or bool(glob.glob(os.path.join(self.save_dir, "*.pth")))
+
+    def remove_stale_temporaries(self):
+        """Delete what a killed atomic write left (never a complete checkpoint)."""
+        for tmp in glob.glob(os.path.join(self.save_dir, "*.tmp-*")):
+            self.logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
+            os.remove(tmp)
+
+    def resume_or_load(self, path, *, resume=True):
+        """fvcore's resume_or_load; an unreadable newest checkpoint falls back to an older one."""
+        candidates = self._resume_candidates() if resume and self.save_dir else []
+        if not candidates:
+            return self.load(path, checkpointables=[])
+        if self.save_to_disk:
+            self.remove_stale_temporaries()
+        bad = []
+        for candidate in candidates:
+            try:
+                return self.load(candidate)
+            except UnreadableFileError as e:
+                self._parsed_url_during_load = None  # detectron2's load leaves it set on errors
+                self.logger.warning(f"Cannot resume from {candidate} ({e}); trying an older checkpoint")
+                bad.append(candidate)
+        raise UnreadableFileError(self.save_dir, f"no readable checkpoint to resume from (tried "
+                                  f"{', '.join(bad) or 'none'})", "Start without --resume, or "
+                                  "remove the damaged files")

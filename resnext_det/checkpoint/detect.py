@@ -1,6 +1,7 @@
 """Which source format a loaded weights object is, decided by its keys."""
 from .errors import ConversionError
 from .sources import SOURCES
+from .sources.pycls import best_state_key
 from .sources.torch7 import flatten
 
 # Dict keys under which checkpoints nest their state dict: Caffe2 ("blobs"), detectron2
@@ -8,24 +9,47 @@ from .sources.torch7 import flatten
 _NESTED = ("model_state", "blobs", "model", "state_dict")
 
 
-def unwrap(obj, container):
+def unwrap(obj, container, path="the weights file"):
     """{key: array} of a loaded object, and the wrapper dict it came in (or {})."""
     if container == "torch7":
         return flatten(obj), {}
     if not isinstance(obj, dict):
-        raise ConversionError(f"expected a dict of tensors, found {type(obj).__name__}")
+        raise ConversionError(f"{path}: expected a dict of tensors, found a "
+                              f"{type(obj).__name__}. Save weights with "
+                              "torch.save(model.state_dict(), path).")
     for key in _NESTED:
         if isinstance(obj.get(key), dict):
-            return obj[key], obj
-    return obj, {}
+            key = best_state_key(obj) if key == "model_state" else key  # pycls: as it loads
+            obj, wrapper = obj[key], obj
+            break
+    else:
+        wrapper = {}
+    _check_arrays(obj, path)
+    return obj, wrapper
 
 
-def detect_source(state, wrapper):
-    """The Source whose naming the keys of `state` use."""
+def _check_arrays(state, path):
+    """Every value of a state dict is an array (a tensor, ndarray or number)."""
+    bad = [(k, type(v).__name__) for k, v in state.items()
+           if not (hasattr(v, "shape") or isinstance(v, (int, float)))]
+    if bad:
+        shown = ", ".join(f"{k!r} ({t})" for k, t in bad[:5])
+        raise ConversionError(f"{path}: {len(bad)} of its {len(state)} entries are not arrays "
+                              f"({shown}): not a state dict of weights.")
+
+
+def _shape(value):
+    return tuple(getattr(value, "shape", ()))
+
+
+def detect_source(state, wrapper, path="the weights file"):
+    """The Source whose naming the keys of `state` use; a ConversionError names the misfit."""
     for source in SOURCES:
         if source.matches(state, wrapper):
             return source
-    sample = ", ".join(sorted(map(str, state))[:6])
+    sample = "\n  ".join(f"{k} {_shape(state[k])}" for k in sorted(map(str, state))[:8]
+                         if k in state)
+    layouts = "\n  ".join(f"{s.name}: {s.layout}" for s in SOURCES)
     raise ConversionError(
-        f"unknown weights format: none of {[s.name for s in SOURCES]} matches the keys "
-        f"(first keys: {sample})")
+        f"{path}: not a ResNet/ResNeXt layout this converter knows. First keys "
+        f"(shape):\n  {sample}\nKnown layouts:\n  {layouts}")

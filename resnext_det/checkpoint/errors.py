@@ -14,9 +14,11 @@ class KeyMismatchError(ConversionError):
     instead and lists them in the report.
     """
 
-    def __init__(self, problems):
+    def __init__(self, problems, header=None):
         self.problems = list(problems)
-        lines = "\n  ".join(self.problems)
+        lines = "\n  ".join(self.problems[:40])
+        more = f"\n  ... ({len(self.problems) - 40} more)" if len(self.problems) > 40 else ""
+        header = header or f"{len(self.problems)} key problem(s) in the converted weights"
         super().__init__(
-            f"{len(self.problems)} key problem(s) in the converted weights:\n  {lines}\n"
+            f"{header}:\n  {lines}{more}\n"
             "Pass allow_partial=True (--allow-partial) to skip them and continue.")

@@ -1,79 +1,224 @@
-"""Open a weights file by its CONTENT (magic bytes), never by its file name.
+"""Read a weights file once, decide its container by CONTENT (never by name), load it safely.
 
   b"PK\\x03\\x04"           torch.save zip archive (torch >= 1.6): .pth, .pyth, .bin
-  b"\\x80"                  a pickle: Caffe2 Detectron .pkl, detectron2 .pkl, or
-                            torch.save's legacy (pre-1.6) format, which starts with a
-                            pickled magic number
+  b"\\x80\\x02\\x8a\\x0a" + magic  torch.save's legacy (pre-1.6) format: a pickled magic number
+  b"\\x80"                  any other pickle: Caffe2 Detectron .pkl, detectron2 / our .pkl
   8-byte length + b"{"     safetensors (timm, Hugging Face)
   int 4, index, "V 1"      Torch7 binary .t7 (a serialized torch class, e.g. nn.Sequential)
+
+The bytes are read once; the SHA-256 (for the conversion cache and the catalog's hash
+check) and the parse share them. Nothing a file holds is executed: torch files load with
+torch.load(weights_only=True), plain pickles with `WeightsUnpickler`, which admits only
+what weights hold. `trust_pickle=True` lifts both restrictions (with a warning).
 """
+import hashlib
+import io
+import logging
+import os
 import pickle
 import struct
+import tempfile
+from dataclasses import dataclass, field
 
 import torch
 
 from .errors import ConversionError
 
+logger = logging.getLogger(__name__)
+
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
-CONTAINERS = ("torch-zip", "pickle", "torch-legacy", "safetensors", "torch7")
+CONTAINERS = ("torch-zip", "torch-legacy", "pickle", "safetensors", "torch7")
+TRUST_HINT = ("If you made this file or trust its origin, allow it with "
+              "MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE True (tools: --trust-pickle); that runs "
+              "whatever code the file carries.")
 
 
-def sniff_container(path):
-    """The container of a file, from its first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(16)
+class WeightsFileError(ConversionError):
+    """A weights file that cannot be read: missing, empty, truncated, unknown, unsafe."""
+
+    def __init__(self, path, problem, fix):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}. {fix}")
+
+
+class UnreadableFileError(WeightsFileError):
+    """Missing, empty, truncated or damaged: another copy of the file may be readable."""
+
+
+def _numpy_globals():
+    import collections
+
+    import numpy as np
+
+    if int(np.__version__.split(".")[0]) >= 2:  # numpy 2 renamed numpy.core to numpy._core
+        from numpy._core import multiarray
+    else:
+        from numpy.core import multiarray
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): _latin1_encode,
+               ("collections", "OrderedDict"): collections.OrderedDict}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    return allowed
+
+
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    """`_codecs.encode`, which Python 3 pickles of bytes call; only text encodings."""
+    return str(text).encode(encoding, errors)
+
+
+class WeightsUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, strings, numbers and numpy arrays, nothing else.
+
+    That is everything a Caffe2 Detectron pickle (Python 2, read as latin1), detectron2's
+    model-zoo .pkl and our converted .pkl hold. Any other global (os.system, a class of
+    some library) is refused before it is looked up, so a crafted file runs no code.
+    """
+
+    _allowed = None
+
+    def find_class(self, module, name):
+        if WeightsUnpickler._allowed is None:
+            WeightsUnpickler._allowed = _numpy_globals()
+        try:
+            return WeightsUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
+
+
+def sniff_container(head, path="<bytes>"):
+    """The container of a file from its first 16+ bytes (a path is read for its head)."""
+    if isinstance(head, (str, os.PathLike)):
+        path = head
+        with open(path, "rb") as f:
+            head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
         return "torch-zip"
     if head[:4] == struct.pack("<i", 4) and head[8:15] == struct.pack("<i", 3) + b"V 1":
         return "torch7"
     if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
         return "safetensors"
+    if head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == _TORCH_LEGACY_MAGIC:
+        return "torch-legacy"
     if head.startswith(b"\x80"):
-        return _pickle_kind(path)
-    raise ConversionError(f"{path}: unknown weights container (first bytes {head[:8]!r}); "
-                          f"known: {', '.join(CONTAINERS)}")
+        return "pickle"
+    looks = " (it looks like an HTML page: a failed download?)" if head.lstrip()[:1] == b"<" else ""
+    raise UnreadableFileError(
+        path, f"not a weights file{looks}: its first bytes {head[:8]!r} match none of "
+        f"{', '.join(CONTAINERS)}", "Check the path, or download the file again")
 
 
-def _pickle_kind(path):
-    with open(path, "rb") as f:
-        first = pickle.load(f, encoding="latin1")
-    return "torch-legacy" if first == _TORCH_LEGACY_MAGIC else "pickle"
+def _load_torch(data, path, trust):
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        # torch's own message ends with advice to pass weights_only=False; ours names the
+        # global and the explicit opt-in instead.
+        refused = next((line.strip() for line in str(e).splitlines()
+                        if "GLOBAL" in line or "global" in line), str(e).splitlines()[0])
+        raise WeightsFileError(path, f"holds Python objects a weights file does not need "
+                               f"({refused})", TRUST_HINT) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise UnreadableFileError(path, f"a truncated or damaged torch file ({_first_line(e)})",
+                                  "Copy or download it again") from None
 
 
-def _load_torch7(path):
+def _load_pickle(data, path, trust):
+    unpickler = (pickle.Unpickler if trust else WeightsUnpickler)(io.BytesIO(data), encoding="latin1")
+    try:
+        return unpickler.load()
+    except pickle.UnpicklingError as e:
+        if "is not allowed" in str(e):
+            raise WeightsFileError(path, f"a pickle that holds more than weights ({e})",
+                                   TRUST_HINT) from None
+        raise UnreadableFileError(path, f"a truncated or damaged pickle ({e})",
+                                  "Copy or download it again") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise UnreadableFileError(path, f"a truncated or damaged pickle ({_first_line(e)})",
+                                  "Copy or download it again") from None
+
+
+def _load_safetensors(data, path, trust):
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own SafetensorError (not exported)
+        raise UnreadableFileError(path, f"a truncated or damaged safetensors file ({_first_line(e)})",
+                                  "Copy or download it again") from None
+
+
+def _load_torch7(data, path, trust):
     import torchfile  # optional: only the Torch7 reader needs it
 
-    return torchfile.load(path)
-
-
-def _load_safetensors(path):
-    from safetensors.torch import load_file
-
-    return load_file(path)
-
-
-def _load_pickle(path):
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
-
-
-def _load_torch(path, container="torch-zip"):
-    # weights_only: a weights file has no business running code on load. mmap (zip
-    # archives only): tensors are read when used, so sniffing a large checkpoint's keys
-    # before DetectionCheckpointer loads it does not read the file twice.
+    # torchfile reads storages with numpy.fromfile, which needs an OS file: the bytes
+    # already read go to an in-memory file (memfd on Linux), not back to the disk file.
+    memfd = getattr(os, "memfd_create", None)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True,
-                          mmap=container == "torch-zip")
-    except pickle.UnpicklingError as e:
-        raise ConversionError(f"{path}: torch.load(weights_only=True) refused it: {e}") from e
+        with (os.fdopen(memfd("t7"), "w+b") if memfd else tempfile.TemporaryFile()) as f:
+            f.write(data)
+            f.seek(0)
+            return torchfile.T7Reader(f).read_obj()
+    except (torchfile.T7ReaderException, struct.error, ValueError, EOFError) as e:
+        raise UnreadableFileError(path, f"a truncated or damaged Torch7 file ({_first_line(e)})",
+                                  "Copy or download it again") from None
 
 
-_LOADERS = {"torch-zip": _load_torch,
-            "torch-legacy": lambda path: _load_torch(path, "torch-legacy"), "pickle": _load_pickle,
+def _first_line(error):
+    """'Type: first sentence' of an error from a library, for our one-line messages."""
+    text = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(error).__name__}: {text}"
+
+
+_LOADERS = {"torch-zip": _load_torch, "torch-legacy": _load_torch, "pickle": _load_pickle,
             "safetensors": _load_safetensors, "torch7": _load_torch7}
 
 
-def read_weights_file(path):
+@dataclass
+class WeightsFile:
+    """One read of a weights file: its bytes, their SHA-256, its container, its content.
+
+    `obj` is parsed from the bytes on first use, so a caller that only needs the hash (a
+    conversion-cache hit) parses nothing.
+    """
+
+    path: str
+    data: bytes = field(repr=False)
+    sha256: str
+    container: str
+    trust_pickle: bool = False
+    _obj: object = field(default=None, repr=False)
+
+    @property
+    def obj(self):
+        if self._obj is None:
+            if self.trust_pickle and self.container in ("pickle", "torch-zip", "torch-legacy"):
+                logger.warning(f"{self.path}: unpickled with WEIGHTS_TRUST_PICKLE: any code it "
+                               "carries runs now")
+            self._obj = _LOADERS[self.container](self.data, self.path, self.trust_pickle)
+        return self._obj
+
+
+def read_weights(path, *, trust_pickle=False):
+    """Read `path` once; a WeightsFileError names the file and what to do when it can't be."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UnreadableFileError(path, "no such file", "Check the path (MODEL.WEIGHTS or the "
+                                  "command's argument)")
+    if os.path.isdir(path):
+        raise WeightsFileError(path, "is a folder, not a weights file",
+                               "Point at the file inside it (.pth, .pkl, .pyth, .safetensors, .t7)")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise UnreadableFileError(path, "is empty (0 bytes): an interrupted copy, download or "
+                                  "save", "Copy or download it again")
+    container = sniff_container(data[:16], path)
+    return WeightsFile(path, data, hashlib.sha256(data).hexdigest(), container, trust_pickle)
+
+
+def read_weights_file(path, *, trust_pickle=False):
     """(container, loaded object) of a weights file of any supported container."""
-    container = sniff_container(path)
-    return container, _LOADERS[container](path)
+    weights = read_weights(path, trust_pickle=trust_pickle)
+    return weights.container, weights.obj

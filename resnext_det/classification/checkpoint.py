@@ -25,10 +25,9 @@ import random
 import numpy as np
 import torch
 
+from ..checkpoint import WeightsMismatchError, load_weights
 from ..checkpoint.convert import detectron2_weights
-from ..checkpoint.detect import detect_source, unwrap
-from ..checkpoint.readers import read_weights_file
-from ..checkpoint import convert_weights
+from ..checkpoint.readers import UnreadableFileError, read_weights
 from ..utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -87,17 +86,32 @@ class CheckpointFiles:
         return atomic_write(self.path(name), lambda f: pickle.dump(data, f))
 
     def last(self):
-        """Path of the latest complete checkpoint, or None when there is none."""
+        """Path of the checkpoint the pointer names, or None when there is none."""
         pointer = self.path(LAST)
         if not os.path.isfile(pointer):
             return None
         with open(pointer) as f:
-            name = f.read().strip()
-        path = self.path(name)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{pointer} names {name!r}, which is not in {self.folder}; "
-                                    "remove the pointer to start over.")
-        return path
+            return self.path(f.read().strip())
+
+    def last_readable(self):
+        """(path, checkpoint) of the newest checkpoint that reads, or (None, None).
+
+        The pointer's file first, then every other model_*.pth, newest first (a kill between
+        a checkpoint and its pointer leaves a newer file than the pointer names); each one
+        that cannot be read is skipped with a warning naming it.
+        """
+        named = self.last()
+        found = sorted(glob.glob(self.path("model_*.pth")), key=os.path.getmtime, reverse=True)
+        candidates = ([named] if named in found else []) + [p for p in found if p != named]
+        if not candidates:
+            return None, None
+        for path in candidates:
+            try:
+                return path, load_checkpoint(path)
+            except UnreadableFileError as e:
+                logger.warning(f"Cannot resume from {path} ({e}); trying an older checkpoint")
+        raise UnreadableFileError(self.folder, "no readable checkpoint to resume from",
+                                  "Start without --resume, or remove the damaged files")
 
     def remove_stale_temporaries(self):
         """Delete temporaries a killed write left behind (never a complete checkpoint)."""
@@ -107,25 +121,19 @@ class CheckpointFiles:
 
 
 def load_checkpoint(path):
-    """A checkpoint of ours; an error naming the file if it cannot be read."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from e
+    """A checkpoint of ours (torch.load weights_only); an UnreadableFileError names a bad file."""
+    return read_weights(path).obj
 
 
-def initial_state_dict(path, block_form="c"):
+def initial_state_dict(path, block_form="c", trust_pickle=False):
     """Classifier weights from MODEL.WEIGHTS: our checkpoints as they are, others converted."""
-    container, obj = read_weights_file(path)
-    state, wrapper = unwrap(obj, container)
-    if detect_source(state, wrapper).name == "resnext_det":
-        return {k: torch.as_tensor(v) for k, v in state.items()}
-    return convert_weights(path, keep_fc=True, block_form=block_form).state_dict
+    loaded = load_weights(path, keep_fc=True, block_form=block_form, trust_pickle=trust_pickle)
+    return {k: torch.as_tensor(v) for k, v in loaded.checkpoint["model"].items()}
 
 
-def load_initial_weights(model, path, block_form="c"):
+def load_initial_weights(model, path, block_form="c", trust_pickle=False):
     """Load MODEL.WEIGHTS into a classifier; a classifier layer of another shape is skipped."""
-    state = initial_state_dict(path, block_form)
+    state = initial_state_dict(path, block_form, trust_pickle)
     own = model.state_dict()
     for key in [k for k in state if k.startswith("linear.") and k in own
                 and own[k].shape != state[k].shape]:
@@ -136,6 +144,7 @@ def load_initial_weights(model, path, block_form="c"):
     missing = [k for k in incompatible.missing_keys if not k.startswith("linear.")
                and not k.endswith("num_batches_tracked")]
     if missing or incompatible.unexpected_keys:
-        raise RuntimeError(f"{path} does not fit the model: missing {missing[:5]}, unexpected "
-                           f"{incompatible.unexpected_keys[:5]}")
+        raise WeightsMismatchError(
+            f"{path} does not fit the model: missing {missing[:5]}, unexpected "
+            f"{incompatible.unexpected_keys[:5]}. Check MODEL.RESNEXT.TEMPLATE against the file.")
     return incompatible

@@ -17,6 +17,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..checkpoint.readers import WeightsUnpickler
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("skip", "error")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -29,11 +32,11 @@ CIFAR = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder or file that cannot be used as it is; the message says why and where."""
 
 
-class BadImageError(OSError):
+class BadImageError(UserError, OSError):
     """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
@@ -139,8 +142,11 @@ def _unpickle(path):
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: missing. Expected the python release of CIFAR ({CIFAR_URL}) "
                            "extracted under DATA.ROOT.")
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    with open(path, "rb") as f:  # data, not code: the restricted unpickler of weights files
+        try:
+            return WeightsUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as e:
+            raise DatasetError(f"{path}: not the CIFAR python release ({e}).") from None
 
 
 def load_cifar(root, name, train):

@@ -156,13 +156,13 @@ class ClsTrainer:
         """Continue from the last checkpoint (resume) or start from MODEL.WEIGHTS."""
         if comm.is_main_process():
             self.files.remove_stale_temporaries()
-        path = self.files.last() if resume else None
+        path, ckpt = self.files.last_readable() if resume else (None, None)
         if path is None:
             if self.cfg.MODEL.WEIGHTS:
                 load_initial_weights(self.model, self.cfg.MODEL.WEIGHTS,
-                                     self.cfg.MODEL.RESNEXT.BLOCK_FORM)
+                                     self.cfg.MODEL.RESNEXT.BLOCK_FORM,
+                                     self.cfg.MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE)
             return None
-        ckpt = load_checkpoint(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
@@ -274,11 +274,12 @@ def evaluate_only(cfg, resume=False):
     device = cls_device(cfg)
     dataset = build_dataset(cfg, False, build_test_transform(cfg))
     model = build_cls_model(cfg, resolve_num_classes(cfg, dataset)).to(device)
-    path = CheckpointFiles(cfg.OUTPUT_DIR).last() if resume else None
+    path, ckpt = CheckpointFiles(cfg.OUTPUT_DIR).last_readable() if resume else (None, None)
     if path:
-        model.load_state_dict(load_checkpoint(path)["model"])
+        model.load_state_dict(ckpt["model"])
     elif cfg.MODEL.WEIGHTS:
-        load_initial_weights(model, cfg.MODEL.WEIGHTS, cfg.MODEL.RESNEXT.BLOCK_FORM)
+        load_initial_weights(model, cfg.MODEL.WEIGHTS, cfg.MODEL.RESNEXT.BLOCK_FORM,
+                             cfg.MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE)
     else:
         raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate",
                           "or --resume with a checkpoint in OUTPUT_DIR.")

@@ -1,29 +1,23 @@
-"""MODEL.WEIGHTS of any supported format, and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS."""
-import os
-import pickle
+"""MODEL.WEIGHTS of any supported format, and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS.
 
-from ..checkpoint import ResNeXtCheckpointer, apply_metadata, convert_cached
-from ..checkpoint.checkpointer import needs_conversion
-from ..checkpoint.convert import AUTHOR
+Both go through resnext_det.checkpoint.load_weights, which reads the file once: the
+config step asks it to remember its result, and the checkpointer's load reuses it.
+"""
+from ..checkpoint import ResNeXtCheckpointer, cache_dir_for, load_weights
+from ..config.weights import apply_metadata, check_config
+
+
+def checkpointer_options(cfg):
+    """The ResNeXtCheckpointer arguments that MODEL.RESNEXT.WEIGHTS_* select."""
+    node = cfg.MODEL.RESNEXT
+    return dict(cache_dir=cache_dir_for(cfg.OUTPUT_DIR), allow_partial=node.WEIGHTS_ALLOW_PARTIAL,
+                trust_pickle=node.WEIGHTS_TRUST_PICKLE)
 
 
 def build_checkpointer(cfg, model, **checkpointables):
     """The checkpointer of our tools: converts foreign weights on load, checks the config."""
-    return ResNeXtCheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg, **checkpointables)
-
-
-def weights_metadata(cfg):
-    """The metadata of MODEL.WEIGHTS (converted and cached if foreign), or None."""
-    path = cfg.MODEL.WEIGHTS
-    if not path or not os.path.isfile(path):
-        return None
-    if needs_conversion(path):
-        path = convert_cached(path, os.path.join(cfg.OUTPUT_DIR, "converted_weights"))
-    if not path.endswith(".pkl"):
-        return None
-    with open(path, "rb") as f:
-        loaded = pickle.load(f, encoding="latin1")
-    return loaded.get(AUTHOR) if isinstance(loaded, dict) else None
+    return ResNeXtCheckpointer(model, cfg.OUTPUT_DIR, on_metadata=lambda meta: check_config(cfg, meta),
+                               **checkpointer_options(cfg), **checkpointables)
 
 
 def config_from_weights(cfg):
@@ -31,9 +25,11 @@ def config_from_weights(cfg):
 
     Returns one line per change (or why nothing changed), for the caller to log.
     """
-    if not cfg.MODEL.RESNEXT.CONFIG_FROM_WEIGHTS:
+    if not cfg.MODEL.RESNEXT.CONFIG_FROM_WEIGHTS or not cfg.MODEL.WEIGHTS:
         return []
-    meta = weights_metadata(cfg)
+    options = checkpointer_options(cfg)
+    options.pop("allow_partial")
+    meta = load_weights(cfg.MODEL.WEIGHTS, remember=True, **options).metadata
     if meta is None:
         return [f"MODEL.RESNEXT.CONFIG_FROM_WEIGHTS: {cfg.MODEL.WEIGHTS!r} carries no "
                 "resnext_det metadata; the config is kept as it is."]

@@ -55,7 +55,7 @@ def test_allow_partial_lists_every_skipped_key(tv_state, tmp_path):
 
 def test_unknown_format_is_an_error(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not weights at all")
-    with pytest.raises(ConversionError, match="unknown weights container"):
+    with pytest.raises(ConversionError, match="junk.pth: not a weights file"):
         convert_weights(tmp_path / "junk.pth")
 
 
@@ -113,7 +113,7 @@ def tiny_pkl(tmp_path_factory, tiny_state):
 @pytest.mark.parametrize("kind", list(DETECTORS))
 def test_converted_pkl_loads_into_detectors(kind, tiny_pkl):
     cfg, model = _detector(kind, TINY)
-    checkpointer = ResNeXtCheckpointer(model, cfg=cfg)
+    checkpointer = ResNeXtCheckpointer(model)
     checkpointer.load(str(tiny_pkl))
     bad = checkpointer.last_incompatible
     assert not bad.unexpected_keys and not bad.incorrect_shapes
@@ -131,7 +131,7 @@ def test_weights_pointing_at_a_foreign_file_are_converted_once(tiny_state, tmp_p
     ResNeXtCheckpointer(model, str(tmp_path / "out")).load(str(src))
     cached = list((tmp_path / "out" / "converted_weights").glob("X-50-2x4d-*.pkl"))
     assert len(cached) == 1
-    import resnext_det.checkpoint.checkpointer as module
+    import resnext_det.checkpoint.loading as module
 
     monkeypatch.setattr(module, "convert_weights", lambda *a, **k: pytest.fail("re-converted"))
     checkpointer = ResNeXtCheckpointer(model, str(tmp_path / "out"))

@@ -4,7 +4,8 @@ from detectron2.config import get_cfg
 
 from ckpt_helpers import TINY, ours_classifier, rel_err, to_pycls
 from resnext_det import add_resnext_config
-from resnext_det.checkpoint import apply_metadata, check_config, convert_weights
+from resnext_det.checkpoint import convert_weights
+from resnext_det.config.weights import apply_metadata, check_config
 
 PYCLS_RESNET_CFG = "MODEL:\n  TYPE: resnet\n  DEPTH: 50\nRESNET:\n  NUM_GROUPS: 2\n"
 

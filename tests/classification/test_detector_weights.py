@@ -5,7 +5,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from resnext_det.checkpoint import config_mismatches
+from resnext_det.config.weights import config_mismatches
 from resnext_det.classification import build_cls_model, get_cls_cfg, main
 from resnext_det.classification.checkpoint import load_checkpoint
 from resnext_det.engine import build_checkpointer, setup_cfg

@@ -1,0 +1,139 @@
+"""Kills and damaged checkpoints: nothing written is lost, --resume goes on.
+
+A real SIGKILL lands inside a checkpoint write (the loop starts the run again until one
+does: the temporary file of the write is still there after the kill); then every
+checkpoint on disk must load and --resume must continue from the newest. A truncated
+newest checkpoint makes --resume fall back to the newest readable one, naming the bad file.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnext_det.checkpoint import ResNeXtCheckpointer, read_weights
+from resnext_det.classification.checkpoint import CheckpointFiles
+from resnext_det.data import ensure_digits_dataset
+from tests.classification.helpers import tiny_opts, write_folder
+from tests.engine.test_train_net import CONFIG, TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+ATTEMPTS = 6
+
+
+def _temporaries(folder):
+    return [n for n in os.listdir(folder) if ".tmp-" in n] if os.path.isdir(folder) else []
+
+
+def _checkpoints(folder):
+    return [n for n in os.listdir(folder) if n.endswith(".pth")] if os.path.isdir(folder) else []
+
+
+def _kill_inside_a_write(cmd, env, out, timeout=300):
+    """Start `cmd` until a SIGKILL lands while it writes a checkpoint (not the first one,
+    so that one complete checkpoint exists); the attempts made."""
+    for attempt in range(1, ATTEMPTS + 1):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _temporaries(out) and _checkpoints(out):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                if _temporaries(out):  # the write was cut short: the kill landed inside it
+                    return attempt
+                break
+        proc.kill()
+        proc.wait()
+    pytest.fail(f"no SIGKILL landed inside a checkpoint write in {ATTEMPTS} runs")
+
+
+def _all_checkpoints_load(out):
+    """Every .pth loads; the iteration of the newest (what --resume must continue from)."""
+    names = sorted(_checkpoints(out), key=lambda n: os.path.getmtime(out / n))
+    assert names, "the killed run wrote no checkpoint"
+    loaded = {n: read_weights(out / n).obj for n in names}  # raises on a damaged file
+    if (out / "last_checkpoint").exists():  # the kill may have come before the pointer
+        assert (out / "last_checkpoint").read_text().strip() in loaded
+    return loaded[names[-1]]["iteration"]
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    ensure_digits_dataset(root / "digits", num_train=12, num_val=4, image_size=64,
+                          digit_sizes=(12, 24), progress_every=0)
+    return root
+
+
+def test_train_net_killed_while_saving_then_resumed(digits_root, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(digits_root), OMP_NUM_THREADS="1")
+    cmd = lambda *args: [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",  # noqa
+                         CONFIG, *args, *map(str, TINY), "SOLVER.CHECKPOINT_PERIOD", "1",
+                         "OUTPUT_DIR", str(out)]
+    _kill_inside_a_write(cmd("SOLVER.MAX_ITER", "400"), env, out)
+    iteration = _all_checkpoints_load(out)
+    proc = subprocess.run(cmd("--resume", "SOLVER.MAX_ITER", str(iteration + 3)), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Starting training from iteration {iteration + 1}" in proc.stderr + proc.stdout
+    assert not _temporaries(out)  # the interrupted write's leftover is gone
+
+
+def test_pretraining_killed_while_saving_then_resumed(tmp_path):
+    data, out = write_folder(tmp_path / "folder"), tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "tools/pretrain_cls.py"), "--num-gpus", "1"]
+    opts = lambda *extra: tiny_opts(data, out, "SOLVER.CHECKPOINT_PERIOD", 1, *extra)  # noqa: E731
+    _kill_inside_a_write(cmd + opts("SOLVER.MAX_EPOCHS", 500), env, out)
+    iteration = _all_checkpoints_load(out)
+    proc = subprocess.run(cmd + ["--resume"] + opts("SOLVER.MAX_EPOCHS", 500, "SOLVER.MAX_ITER",
+                                                    iteration + 2),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_weights(out / "model_final.pth").obj["iteration"] == iteration + 2
+
+
+class _Counter:
+    """A checkpointable with a state: which save it came from."""
+
+    def __init__(self):
+        self.value = 0
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_detection_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
+    model, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path), counter=counter)
+    for value, name in ((1, "model_0000001"), (2, "model_0000002")):
+        counter.value = value
+        checkpointer.save(name)
+        time.sleep(0.01)  # distinct modification times
+    newest = tmp_path / "model_0000002.pth"
+    newest.write_bytes(newest.read_bytes()[:100])
+    counter.value = 0
+    with caplog.at_level("WARNING"):
+        checkpointer.resume_or_load("", resume=True)
+    assert counter.value == 1
+    assert f"Cannot resume from {newest}" in caplog.text and "truncated" in caplog.text
+
+
+def test_pretraining_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
+    files = CheckpointFiles(str(tmp_path))
+    files.save("model_0000001.pth", {"iteration": 1})
+    time.sleep(0.01)
+    files.save("model_0000002.pth", {"iteration": 2})
+    (tmp_path / "model_0000002.pth").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        path, checkpoint = files.last_readable()
+    assert path.endswith("model_0000001.pth") and checkpoint["iteration"] == 1
+    assert "model_0000002.pth" in caplog.text and "empty" in caplog.text
