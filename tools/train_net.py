@@ -8,17 +8,20 @@
 
 detectron2's arguments (--num-gpus, --num-machines, --machine-rank, --dist-url) and
 `KEY VALUE` overrides. Without a GPU it runs on the CPU; --num-gpus N then starts N CPU
-processes (gloo).
+processes (gloo). Bad input (a config value, a weights file, a dataset) ends with one
+`error: ...` line naming it and exit status 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from detectron2.engine import default_argument_parser, launch
 from resnext_det.engine import main
+from resnext_det.utils.cli import ExitOnUserError, run_tool
 
 
 def run(argv=None):
     args = default_argument_parser().parse_args(argv)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    return run_tool(lambda: launch(ExitOnUserError(main), args.num_gpus,
+                                   num_machines=args.num_machines, machine_rank=args.machine_rank,
+                                   dist_url=args.dist_url, args=(args,)))
 
 
 if __name__ == "__main__":

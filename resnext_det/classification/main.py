@@ -12,7 +12,9 @@ from detectron2.engine import default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config.checks import check_output_dir, check_resnext_keys
 from ..engine.setup import device_fallback
+from ..utils.cli import ExitOnUserError, quiet_user_errors, run_tool
 from .config import get_cls_cfg
 from .trainer import ClsTrainer, evaluate_only
 
@@ -23,9 +25,12 @@ def setup_cls_cfg(args):
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))
+    check_resnext_keys(cfg)
     note = device_fallback(cfg)
     cfg.freeze()
+    check_output_dir(cfg)
     default_setup(cfg, args)  # logging, seeds, OUTPUT_DIR/config.yaml
+    quiet_user_errors()
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")
     if note:
         logging.getLogger("detectron2").warning(note)
@@ -61,9 +66,11 @@ def init_from_torchrun():
 
 def launch_cls(args):
     """Run `main` in this process (torchrun, or one process) or spawn --num-gpus of them."""
+    guarded = ExitOnUserError(main)  # bad input: one message, exit status 2
     if under_torchrun():
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             init_from_torchrun()
-        return main(args)
-    return launch(main, args.num_gpus, num_machines=args.num_machines,
-                  machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+        return guarded(args)
+    return run_tool(lambda: launch(guarded, args.num_gpus, num_machines=args.num_machines,
+                                   machine_rank=args.machine_rank, dist_url=args.dist_url,
+                                   args=(args,)))

@@ -7,7 +7,9 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config.checks import check_output_dir, check_resnext_keys
 from ..config.defaults import add_resnext_config
+from ..utils.cli import quiet_user_errors
 from .weights import config_from_weights
 
 
@@ -22,16 +24,20 @@ def device_fallback(cfg):
 def setup_cfg(args):
     """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
 
-    Between merge and freeze: the CPU fallback and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS,
-    whose changes are logged once default_setup has set up logging.
+    Between merge and freeze: every MODEL.RESNEXT key is checked, then the CPU fallback
+    and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS, whose changes are logged once default_setup has
+    set up logging; OUTPUT_DIR is checked before default_setup writes into it.
     """
     cfg = get_cfg()
     add_resnext_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    check_resnext_keys(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
     cfg.freeze()
+    check_output_dir(cfg)
     default_setup(cfg, args)  # sets up logging and writes the final config.yaml
+    quiet_user_errors()
     # our modules log under "resnext_det" (e.g. weights vs config warnings): same files
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")
     for note in filter(None, notes):

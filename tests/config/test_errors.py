@@ -53,6 +53,8 @@ def test_add_resnext_config_changes_no_detectron2_default():
     plain = get_cfg()
     extended = resnext_det.add_resnext_config(get_cfg())
     resnext = extended.MODEL.pop("RESNEXT")
+    added = {key: extended.DATALOADER.pop(key) for key in ("ON_BAD_BOX", "ON_BAD_IMAGE")}
+    assert added == {"ON_BAD_BOX": "skip", "ON_BAD_IMAGE": "error"}
     assert extended.dump() == plain.dump()
     assert resnext.BLOCK_FORM == "c" and resnext.TEMPLATE == ""
 

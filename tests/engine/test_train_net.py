@@ -1,13 +1,13 @@
 """tools/train_net.py end to end on a tiny digits set: train, evaluate, resume, 2 CPU processes."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from resnext_det.config.errors import ConfigError
 from resnext_det.data import ensure_digits_dataset, register_digits
 from tests.helpers import load_tool
 
@@ -75,24 +75,46 @@ def test_two_cpu_processes(datasets_root, tmp_path):
     assert 0.0 <= _metrics(out)["bbox"]["AP"] <= 100.0
 
 
-def test_unregistered_dataset_is_a_clear_error(tmp_path):
-    main = load_tool("train_net")
-    with pytest.raises(ConfigError, match=r"DATASETS.TRAIN='no_such_set' .*registered"):
-        main.run(["--config-file", CONFIG, "DATASETS.TRAIN", "('no_such_set',)",
-                  "OUTPUT_DIR", str(tmp_path)])
+def _user_error(capsys, argv):
+    """tools/train_net.py on bad input: exit status 2 and one `error:` line; that line."""
+    with pytest.raises(SystemExit) as exit_:
+        load_tool("train_net").run(argv)
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in errors[0]
+    return errors[0]
 
 
-def test_missing_weights_file_is_a_clear_error(datasets_root, tmp_path):
+def test_unregistered_dataset_is_a_clear_error(tmp_path, capsys):
+    error = _user_error(capsys, ["--config-file", CONFIG, "DATASETS.TRAIN", "('no_such_set',)",
+                                 "OUTPUT_DIR", str(tmp_path)])
+    assert re.search(r"DATASETS.TRAIN='no_such_set' .*registered", error)
+
+
+def test_missing_weights_file_is_a_clear_error(datasets_root, tmp_path, capsys):
     register_digits(datasets_root / "digits")
-    main = load_tool("train_net")
-    with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS='missing/x.pth' .*existing"):
-        main.run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "missing/x.pth",
-                  "OUTPUT_DIR", str(tmp_path), *map(str, TINY)])
+    error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS",
+                                 "missing/x.pth", "OUTPUT_DIR", str(tmp_path), *map(str, TINY)])
+    assert re.search(r"MODEL.WEIGHTS='missing/x.pth' .*existing", error)
 
 
-def test_missing_coco_file_names_the_file(tmp_path):
-    main = load_tool("train_net")
-    with pytest.raises(FileNotFoundError, match=r"coco_2014_minival.*instances_minival2014.json"
-                       r".*DETECTRON2_DATASETS"):
-        main.run(["--config-file", str(ROOT / "configs/faster_rcnn_X50_32x4d.yaml"),
-                  "--eval-only", "OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", ""])
+def test_missing_coco_file_names_the_file(tmp_path, capsys):
+    error = _user_error(capsys, ["--config-file", str(ROOT / "configs/faster_rcnn_X50_32x4d.yaml"),
+                                 "--eval-only", "OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", ""])
+    assert re.search(r"coco_2014_minival.*instances_minival2014.json.*DETECTRON2_DATASETS", error)
+
+
+def test_a_bad_resnext_key_stops_the_run_before_training(datasets_root, tmp_path, capsys):
+    """FAST_INFERENCE is used only at the first evaluation: it is checked at start."""
+    error = _user_error(capsys, ["--config-file", CONFIG, "MODEL.RESNEXT.FAST_INFERENCE", "bogus",
+                                 "OUTPUT_DIR", str(tmp_path / "run"), *map(str, TINY)])
+    assert error.startswith("error: MODEL.RESNEXT.FAST_INFERENCE='bogus' is not valid")
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_output_dir_that_is_a_file(datasets_root, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    error = _user_error(capsys, ["--config-file", CONFIG, "OUTPUT_DIR", str(tmp_path / "taken"),
+                                 *map(str, TINY)])
+    assert "OUTPUT_DIR=" in error and "expected a folder" in error
+    assert (tmp_path / "taken").read_text() == "a file"

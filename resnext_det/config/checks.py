@@ -1,0 +1,44 @@
+"""Checks run when a tool starts, before anything is built or trained.
+
+Every MODEL.RESNEXT key is checked here, so that a typo stops the run in its first second
+rather than at the first evaluation after hours of training; the builders check the
+keys again where they read them. OUTPUT_DIR must be a folder we can write.
+"""
+import os
+
+from ..modeling.config_args import resnext_block_args, resnext_node
+from .errors import ConfigError
+
+FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
+_BOOLEANS = ("ZERO_INIT_RESIDUAL", "CONFIG_FROM_WEIGHTS", "WEIGHTS_ALLOW_PARTIAL",
+             "WEIGHTS_TRUST_PICKLE")
+
+
+def check_resnext_keys(cfg):
+    """Every MODEL.RESNEXT value (and the RESNETS keys it combines with) is valid."""
+    node = resnext_node(cfg)
+    for key in _BOOLEANS:
+        if not isinstance(node[key], bool):
+            raise ConfigError(f"MODEL.RESNEXT.{key}", node[key], "True or False")
+    if node.FAST_INFERENCE not in FAST_INFERENCE_MODES:
+        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", node.FAST_INFERENCE,
+                          f"one of {list(FAST_INFERENCE_MODES)}")
+    backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
+    if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
+        resnext_block_args(cfg)  # template, block form, norm and their combinations
+
+
+def check_output_dir(cfg):
+    """OUTPUT_DIR is a folder that exists or can be made, and we can write in it."""
+    path = cfg.OUTPUT_DIR
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError("OUTPUT_DIR", path, "a folder", "A file has that name; choose another "
+                          "OUTPUT_DIR or move the file.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("OUTPUT_DIR", path, "a folder that can be created",
+                          f"Creating it failed: {e.strerror}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError("OUTPUT_DIR", path, "a folder you can write in",
+                          "Choose another OUTPUT_DIR or fix its permissions.")

@@ -1,0 +1,81 @@
+"""How the command-line tools end on bad input: one message, exit status 2.
+
+A UserError (resnext_det.errors) raised anywhere in a tool, in this process or in one
+that detectron2's `launch` spawned, is printed as `error: <message>` and the tool exits
+with 2; `RESNEXT_DET_DEBUG=1` adds the traceback. detectron2's training loop logs any
+exception with its traceback before re-raising it; `quiet_user_errors` keeps that log
+record to the message for a UserError.
+"""
+import logging
+import os
+import sys
+import traceback
+
+from ..errors import UserError
+
+EXIT_USER_ERROR = 2
+_DEBUG = "RESNEXT_DET_DEBUG"
+
+
+def debugging():
+    return os.environ.get(_DEBUG, "") not in ("", "0")
+
+
+def user_message(error):
+    """The message of a UserError; the last line when a DataLoader worker wrapped it."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # torch's DataLoader re-raises with the worker's traceback
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def report(error):
+    """Print a UserError for a person: the message, and the traceback only when debugging."""
+    if debugging():
+        traceback.print_exception(error)
+    print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
+
+
+class _UserErrorFilter(logging.Filter):
+    def filter(self, record):
+        if record.exc_info and isinstance(record.exc_info[1], UserError) and not debugging():
+            record.msg = f"{record.msg} {user_message(record.exc_info[1])}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def quiet_user_errors(logger_name="detectron2.engine.train_loop"):
+    """detectron2's 'Exception during training:' log record without a UserError's traceback."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _UserErrorFilter) for f in logger.filters):
+        logger.addFilter(_UserErrorFilter())
+
+
+class ExitOnUserError:
+    """A per-process `main` whose UserError is reported, then the process exits with 2.
+
+    A class, not a closure, so that detectron2's `launch` can pickle it for spawned
+    processes.
+    """
+
+    def __init__(self, main):
+        self.main = main
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.main(*args, **kwargs)
+        except UserError as e:
+            report(e)
+            sys.exit(EXIT_USER_ERROR)
+
+
+def run_tool(launch_fn):
+    """Call `launch_fn()`; a spawned process that exited with 2 makes this one exit with 2."""
+    import torch.multiprocessing as mp
+
+    try:
+        return launch_fn()
+    except mp.ProcessExitedException as e:
+        if e.exit_code == EXIT_USER_ERROR:
+            sys.exit(EXIT_USER_ERROR)
+        raise
