@@ -1,4 +1,11 @@
-"""pycls ResNet / ResNeXt checkpoints (.pyth: torch.save({"model_state": ..., "cfg": ...})).
+"""pycls ResNet / ResNeXt checkpoints (.pyth).
+
+pycls.core.checkpoint.save_checkpoint writes {"epoch", "model_state", "optimizer_state",
+"cfg" (the YAML dump of its config)}; since 2021 also "ema_state" (the weights' moving
+average) with "test_err" and "ema_err" (top-1 errors of the two). Loading a model alone,
+pycls's load_checkpoint takes "model_state" if test_err <= ema_err, else "ema_state"
+(a missing error counts as 100, a missing ema_state as model_state); `best_state_key`
+makes the same choice, and the metadata notes say which. Keys of either state:
 
   stem.conv, stem.bn                        -> stem.conv1, stem.conv1.norm
   s{i}.b{j}.f.{a,b,c}, .f.{a,b,c}_bn        -> res{i+1}.{j-1}.conv{1,2,3}, .conv{k}.norm
@@ -39,6 +46,23 @@ def matches(state, wrapper):
     return "stem.conv.weight" in state and "s1.b1.f.a.weight" in state
 
 
+def best_state_key(checkpoint):
+    """"model_state" or "ema_state": the one pycls's load_checkpoint loads into a model."""
+    test_err = checkpoint.get("test_err", 100)
+    ema_err = checkpoint.get("ema_err", 100)
+    ema_state = "ema_state" if "ema_state" in checkpoint else "model_state"
+    return "model_state" if test_err <= ema_err else ema_state
+
+
+def state_choice(checkpoint):
+    """Which state was converted, and why, for the metadata notes."""
+    key = best_state_key(checkpoint)
+    if "ema_state" not in checkpoint:
+        return f"{key} (no ema_state)"
+    errors = f"test_err {checkpoint.get('test_err')}, ema_err {checkpoint.get('ema_err')}"
+    return f"{key} ({errors}), as pycls loads it: ema_state only if ema_err < test_err"
+
+
 def _cfg_value(cfg_text, section, key):
     """A value of the YAML dump in a pycls checkpoint's "cfg", or None."""
     import yaml
@@ -60,8 +84,12 @@ def stride_in_1x1_from_cfg(cfg_text):
 
 
 def defaults(wrapper, template):
-    stride, how = stride_in_1x1_from_cfg(wrapper.get("cfg") if isinstance(wrapper, dict) else None)
-    return dict(IMAGENET_BGR, stride_in_1x1=stride, norm="BN", notes=f"pycls: {how}")
+    wrapper = wrapper if isinstance(wrapper, dict) else {}
+    stride, how = stride_in_1x1_from_cfg(wrapper.get("cfg"))
+    state = f"; converted {state_choice(wrapper)}" if "model_state" in wrapper else ""
+    return dict(IMAGENET_BGR, stride_in_1x1=stride, norm="BN", notes=f"pycls: {how}{state}")
 
 
-SOURCE = Source("pycls", matches, rename_each(rename_key), same_state, defaults)
+LAYOUT = ("stem.conv, stem.bn, s{1-4}.b{j}.f.{a,b,c}[_bn], s{i}.b{j}.proj / .bn, head.fc "
+          "(under model_state or ema_state)")
+SOURCE = Source("pycls", matches, rename_each(rename_key), same_state, defaults, layout=LAYOUT)

@@ -52,4 +52,6 @@ def defaults(wrapper, template):
                 norm=None, notes="our naming without metadata: conventions unknown")
 
 
-SOURCE = Source("resnext_det", matches, rename, to_grouped, defaults)
+SOURCE = Source("resnext_det", matches, rename, to_grouped, defaults,
+                layout="[backbone.[bottom_up.]|roi_heads.]stem.conv1, res{2-5}.{j}.conv{1-3}[.norm] "
+                       "/ shortcut[.norm], linear; detector heads dropped")

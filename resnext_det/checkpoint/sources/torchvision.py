@@ -43,4 +43,5 @@ def defaults(wrapper, template):
                 notes="torchvision/timm naming: stride in the 3x3, RGB, ImageNet mean/std")
 
 
-SOURCE = Source("torchvision", matches, rename_each(rename_key), same_state, defaults)
+SOURCE = Source("torchvision", matches, rename_each(rename_key), same_state, defaults,
+                layout="conv1, bn1, layer{1-4}.{j}.conv{1-3} / bn{1-3} / downsample.{0,1}, fc")

@@ -1,0 +1,131 @@
+"""Torch7 .t7 files: the ResNeXt release's nested blocks, fb.resnet.torch's flat ones, form (b).
+
+Each .t7 is written from a torch module tree one module to one Lua module
+(t7_writer.to_t7), so its structure is that tree's:
+  nested  pretrainedmodels' resnext101_32x4d, generated from the released .t7;
+  flat    fb.resnet.torch's ResNet-50 layout around torchvision's resnet50 modules;
+  form b  resnext.lua's 'resnext_B' (C paths, JoinTable), built as torch modules.
+The expected outputs are each tree's own forward (pretrainedmodels', torchvision's, the
+form-(b) tree's), never our converter's belief.
+"""
+import pytest
+import torch
+import torchvision
+
+from reference_models import (fb_resnet_tree, form_b_resnext50, max_rel_err, ours_outputs,
+                              pretrainedmodels_resnext, release_tree, torchvision_resnet50)
+from resnext_det.checkpoint import ConversionError, convert_weights, sniff_container
+from resnext_det.checkpoint.detect import unwrap
+from resnext_det.checkpoint.readers import read_weights_file
+from resnext_det.checkpoint.sources import SOURCES, pretrainedmodels, torch7
+from t7_writer import to_t7, write_t7
+
+TOL = 1e-5
+
+
+def _trees():
+    """{case: (torch tree in the Lua layout, image, expected outputs, template, classes)}."""
+    pm, pm_image, pm_expected = pretrainedmodels_resnext("resnext101_32x4d")
+    tv, tv_image, tv_expected = torchvision_resnet50()
+    form_b, b_image, b_expected = form_b_resnext50()
+    return {"nested": (release_tree(pm), pm_image, pm_expected, "X101_32x4d", 1000),
+            "flat": (fb_resnet_tree(tv), tv_image, tv_expected, "R50", 1000),
+            "form_b": (form_b, b_image, b_expected, "X50_2x4d", 10)}
+
+
+# One source key per case that the fixed-index reading of the past got wrong or that
+# pins the layout: the nested release's grouped 3x3 sits one level deeper.
+FIRST_3X3 = {"nested": ("4.0.0.0.0.3.weight", "res2.0.conv2.weight"),
+             "flat": ("4.0.0.0.3.weight", "res2.0.conv2.weight"),
+             "form_b": ("4.0.0.0.0.1.3.weight", "res2.0.paths.1.conv2.weight")}
+CONV3 = {"nested": ("4.0.0.0.1.weight", "res2.0.conv3.weight"),
+         "flat": ("4.0.0.0.6.weight", "res2.0.conv3.weight"),
+         "form_b": ("4.0.0.0.2.weight", "res2.0.conv3.weight")}
+
+
+@pytest.fixture(scope="module", params=["nested", "flat", "form_b"])
+def converted(request, tmp_path_factory):
+    """(case, ConversionResult, image, expected, template, classes) of a written .t7."""
+    tree, image, expected, template, classes = _trees()[request.param]
+    path = write_t7(tmp_path_factory.mktemp("t7") / f"{request.param}.t7", to_t7(tree))
+    assert sniff_container(path) == "torch7"
+    result = convert_weights(path, keep_fc=True)
+    path.unlink()
+    return request.param, result, image, expected, template, classes
+
+
+def test_layout_and_metadata(converted):
+    case, result, _, _, template, classes = converted
+    meta = result.metadata
+    assert (meta.source_format, meta.template, meta.num_classes) == ("torch7", template, classes)
+    assert (meta.input_format, meta.stride_in_1x1) == ("RGB", False)
+    assert {FIRST_3X3[case], CONV3[case]} <= set(result.report.renames)
+
+
+def test_outputs_match_the_tree(converted):
+    case, result, image, expected, template, classes = converted
+    got = ours_outputs(template, result.state_dict, image, num_classes=classes,
+                       stride_in_1x1=result.metadata.stride_in_1x1)
+    assert max_rel_err(got, expected) < TOL
+
+
+def test_wrong_stride_placement_is_caught(converted):
+    case, result, image, expected, template, classes = converted
+    got = ours_outputs(template, result.state_dict, image, num_classes=classes,
+                       stride_in_1x1=not result.metadata.stride_in_1x1)
+    assert max_rel_err(got, expected) > 1e3 * TOL
+
+
+# ---------------------------------------------------------------- detection and messages
+@pytest.fixture(scope="module")
+def t7_state(tmp_path_factory):
+    """The flattened {index path: array} of the form-(b) .t7, as the converter reads it."""
+    path = write_t7(tmp_path_factory.mktemp("t7") / "form_b.t7", to_t7(form_b_resnext50()[0]))
+    container, obj = read_weights_file(path)
+    return unwrap(obj, container)[0]
+
+
+@pytest.fixture(scope="module")
+def foreign_states():
+    """pretrainedmodels' and torchvision's state dicts (keys only matter here)."""
+    return {"pretrainedmodels": pretrainedmodels_resnext("resnext101_32x4d")[0].state_dict(),
+            "torchvision": torchvision.models.resnext50_32x4d().state_dict()}
+
+
+def test_each_naming_is_claimed_by_one_source(t7_state, foreign_states):
+    states = dict(foreign_states, torch7=t7_state)
+    for name, state in states.items():
+        assert [s.name for s in SOURCES if s.matches(state, {})] == [name]
+
+
+@pytest.mark.parametrize("name, first_key", [("pretrainedmodels", "features.0.weight"),
+                                             ("torchvision", "conv1.weight")])
+def test_foreign_state_dict_to_torch7_rename(foreign_states, name, first_key):
+    with pytest.raises(ConversionError) as err:
+        torch7.SOURCE.rename(foreign_states[name])
+    message = str(err.value)
+    assert f"key {first_key!r} is not a Torch7 module index path" in message
+    assert "blocks per stage" not in message
+
+
+def test_torch7_tree_to_pretrainedmodels_rename(t7_state):
+    """Not its naming: every key unknown (None), which the converter lists as unmatched."""
+    assert set(pretrainedmodels.SOURCE.rename(t7_state).values()) == {None}
+
+
+def test_block_that_fits_no_layout_is_named(t7_state, tmp_path):
+    """res2.1 without the 1x1 after its JoinTable: the block, what is there, what was expected."""
+    state = {k: torch.as_tensor(v) for k, v in t7_state.items() if k != "4.1.0.0.2.weight"}
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ConversionError) as err:
+        convert_weights(tmp_path / "broken.pth")
+    message = str(err.value)
+    assert "Torch7 block 4.1 (res2.1): the main branch has conv at 4.1.0.0.0.0.0" in message
+    assert "expected 3 (conv, BN) pairs" in message and "blocks per stage" not in message
+
+
+def test_missing_stage_is_named(t7_state):
+    state = {k: v for k, v in t7_state.items() if not k.startswith("7.")}
+    with pytest.raises(ConversionError, match=r"found 3 stages of blocks at top-level indices "
+                                              r"\['4', '5', '6'\]; expected 4"):
+        torch7.SOURCE.rename(state)
