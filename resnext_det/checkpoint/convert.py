@@ -14,11 +14,13 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ..utils.io import atomic_write
+from . import catalog
 from .block_forms import convert_block_form
 from .detect import detect_source, unwrap
-from .errors import ConversionError
+from .errors import ConversionError, KeyMismatchError
 from .metadata import WeightsMetadata
-from .readers import read_weights_file
+from .readers import WeightsFile, read_weights
 from .sources import DROP
 from .sources.base import as_tensor
 from .template_infer import infer_template
@@ -65,7 +67,8 @@ def _rename(source, state, report):
     out, problems = {}, []
     for key, new in source.rename(state).items():
         if new == DROP:
-            report.dropped.append((key, f"no weight of ours, by a {source.name} rule"))
+            why = getattr(new, "reason", f"no weight of ours, by a {source.name} rule")
+            report.dropped.append((key, why))
         elif new is None:
             problems.append(f"unmatched source key {key!r} (shape {tuple(as_tensor(state[key]).shape)}):"
                             f" no rule of the {source.name} naming")
@@ -87,8 +90,10 @@ def _drop_fc(state, keep_fc, report):
     return state
 
 
-def _metadata(source, wrapper, template, state, block_form, overrides, preset):
+def _metadata(source, wrapper, template, state, block_form, overrides, preset, variant=None):
     extra = {"preset": preset} if preset else {}
+    if variant is not None:  # the layout within the format (Source.variant), e.g. Caffe2's
+        extra["variant"] = variant
     if preset and source.name != "caffe2":
         raise ConversionError(f"a Caffe2 preset was given but the file is {source.name}")
     values = source.defaults(wrapper, template, **extra)
@@ -101,11 +106,44 @@ def _metadata(source, wrapper, template, state, block_form, overrides, preset):
                            num_classes=None if linear is None else int(linear.shape[0]), **values)
 
 
+def _check_fits(source, problems, state, weights):
+    """Source keys that no rule of the detected format knows: one error, before the template.
+
+    Reading a template off keys of another layout gives misleading errors (no block found
+    in any stage), so the layout the file was taken for is named with the first misfits.
+    """
+    unknown = [p for p in problems if p.startswith("unmatched source key")]
+    if not unknown:
+        return
+    raise KeyMismatchError(unknown[:8], header=(
+        f"{weights.path}: read as {source.name} weights ({weights.container} container), but "
+        f"{len(unknown)} of its {len(state)} keys do not fit that layout ({source.layout}); "
+        f"the first ones"))
+
+
+def _catalog(weights, source, template, variant, overrides, caffe2_preset):
+    """(catalog entry, metadata overrides): a file under a published name must be that file.
+
+    Its sha256 prefix (where the name has one), format and template are checked against
+    the catalog, whose input format, pixel statistics and stride then apply; values the
+    user gave (overrides, an explicit Caffe2 preset) win.
+    """
+    entry = catalog.lookup(weights.path, source.name, variant)
+    if entry is None:
+        return None, overrides
+    catalog.verify(entry, weights.path, weights.sha256, source.name, template.name, variant)
+    if caffe2_preset is not None:
+        return entry, overrides
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return entry, {**catalog.metadata(entry), **given}
+
+
 def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c", overrides=None,
-                    caffe2_preset=None):
+                    caffe2_preset=None, trust_pickle=False):
     """Read `path` (any supported format) and return our weights with their metadata.
 
     Args:
+        path (str or WeightsFile): the file, or a WeightsFile already read (readers.py).
         keep_fc (bool): keep the classifier (`linear.*`); dropped by default for detection.
         allow_partial (bool): skip unmatched / missing / mis-shaped keys (listed in the
             report) instead of raising KeyMismatchError.
@@ -113,21 +151,31 @@ def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c",
         overrides (dict): metadata values that win over the source's defaults, among
             input_format, pixel_mean, pixel_std, stride_in_1x1, norm.
         caffe2_preset (str): "msra" or "fair" for Caffe2 pickles (see sources/caffe2.py).
+        trust_pickle (bool): unpickle in full (runs code the file carries); see readers.py.
+    Returns:
+        ConversionResult: form-`block_form` state dict in our classifier naming, its
+        WeightsMetadata and the ConversionReport (every rename, drop and skip).
     """
-    container, obj = read_weights_file(path)
-    state, wrapper = unwrap(obj, container)
-    source = detect_source(state, wrapper)
+    weights = path if isinstance(path, WeightsFile) else read_weights(path, trust_pickle=trust_pickle)
+    state, wrapper = unwrap(weights.obj, weights.container, weights.path)
+    source = detect_source(state, wrapper, weights.path)
     report = ConversionReport()
     ours, problems = _rename(source, state, report)
+    if not allow_partial:
+        _check_fits(source, problems, state, weights)
     ours = source.finish(ours)
     template = infer_template(ours)
+    variant = source.variant(state, wrapper)
+    entry, overrides = _catalog(weights, source, template, variant, overrides, caffe2_preset)
     ours = _drop_fc(ours, keep_fc, report)
     num_classes = ours["linear.weight"].shape[0] if "linear.weight" in ours else None
     expected = expected_shapes(template, num_classes if keep_fc else None)
     problems += key_problems(ours, expected)
     ours = keep_matching(ours, expected, problems, allow_partial)
     report.skipped.extend(problems)
-    meta = _metadata(source, wrapper, template, ours, block_form, overrides, caffe2_preset)
+    meta = _metadata(source, wrapper, template, ours, block_form, overrides, caffe2_preset, variant)
+    if entry is not None:
+        meta.notes += f"; catalog: {entry.name}"
     return ConversionResult(convert_block_form(ours, block_form), meta, report)
 
 
@@ -144,7 +192,6 @@ def detectron2_checkpoint(result):
 
 
 def save_converted(result, out_path):
-    """Write `result` as a detectron2-loadable .pkl."""
-    with open(out_path, "wb") as f:
-        pickle.dump(detectron2_checkpoint(result), f)
-    return out_path
+    """Write `result` as a detectron2-loadable .pkl (atomically: never half a file)."""
+    data = detectron2_checkpoint(result)
+    return atomic_write(out_path, lambda f: pickle.dump(data, f))

@@ -34,6 +34,6 @@ def test_tool_writes_pkl_with_metadata(tiny_state, tmp_path, capsys):
 def test_tool_names_the_bad_key(tiny_state, tmp_path, capsys):
     state = {k: v for k, v in tiny_state.items() if k != "res3.1.conv3.weight"}
     torch.save(state, tmp_path / "bad.pth")
-    assert _tool().main([str(tmp_path / "bad.pth"), str(tmp_path / "bad.pkl")]) == 1
+    assert _tool().main([str(tmp_path / "bad.pth"), str(tmp_path / "bad.pkl")]) == 2
     assert "missing key 'res3.1.conv3.weight'" in capsys.readouterr().err
     assert not (tmp_path / "bad.pkl").exists()

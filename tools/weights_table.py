@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Print the weights catalog as the Markdown table that README.md carries.
+
+    python tools/weights_table.py                  # the table, to paste into README.md
+    python tools/weights_table.py --check README.md
+
+README.md holds the table between the lines `<!-- weights-table:begin -->` and
+`<!-- weights-table:end -->`; --check exits 1 when that block differs from the catalog
+(resnext_det/checkpoint/catalog.py), 2 when the file has no such block.
+"""
+import argparse
+import sys
+
+from resnext_det.checkpoint import catalog
+
+BEGIN, END = "<!-- weights-table:begin -->", "<!-- weights-table:end -->"
+
+
+def readme_block(text):
+    """The text between the markers (stripped), or None if the markers are absent."""
+    if BEGIN not in text or END not in text:
+        return None
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--check", metavar="README", help="compare the README's block with the catalog")
+    args = p.parse_args(argv)
+    table = catalog.table(markdown=True)
+    if args.check is None:
+        print(table)
+        return 0
+    with open(args.check, encoding="utf-8") as f:
+        block = readme_block(f.read())
+    if block is None:
+        print(f"{args.check}: no {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    if block != table:
+        print(f"{args.check}: the weights table differs from the catalog; "
+              "paste the output of tools/weights_table.py between the markers", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
