@@ -14,6 +14,7 @@ import sys
 
 import resnext_det  # noqa: F401  (registration)
 from resnext_det.engine.demo import DEMO_CONFIG, run_demo
+from resnext_det.utils.cli import ExitOnUserError
 
 
 def run(argv=None):
@@ -21,7 +22,7 @@ def run(argv=None):
     if opts and opts[0] in ("-h", "--help"):
         print(__doc__)
         return None
-    return run_demo(DEMO_CONFIG, opts)
+    return ExitOnUserError(run_demo)(DEMO_CONFIG, opts)  # bad input: one error line, exit 2
 
 
 if __name__ == "__main__":
