@@ -7,3 +7,14 @@ import torch
 def image():
     """Two random 64x64 RGB images, fixed seed."""
     return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def datasets_root(tmp_path_factory):
+    """A tiny digits set (12 train / 4 val images of 64 px) under DETECTRON2_DATASETS layout."""
+    from resnext_det.data import ensure_digits_dataset
+
+    root = tmp_path_factory.mktemp("datasets")
+    ensure_digits_dataset(root / "digits", num_train=12, num_val=4, image_size=64,
+                          digit_sizes=(12, 24), progress_every=0)
+    return root

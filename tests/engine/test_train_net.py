@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resnext_det.data import ensure_digits_dataset, register_digits
+from resnext_det.data import register_digits
 from tests.helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,15 +22,6 @@ TINY = [
     "INPUT.MAX_SIZE_TEST", 64, "DATALOADER.NUM_WORKERS", 0,
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,  # an untrained model still outputs boxes
 ]
-
-
-@pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory):
-    """A tiny digits set where `import resnext_det` registers digits_train / digits_val."""
-    root = tmp_path_factory.mktemp("datasets")
-    ensure_digits_dataset(root / "digits", num_train=12, num_val=4, image_size=64,
-                          digit_sizes=(12, 24), progress_every=0)
-    return root
 
 
 def _train(datasets_root, output_dir, *extra, num_gpus=1):

@@ -17,7 +17,6 @@ import torch
 
 from resnext_det.checkpoint import ResNeXtCheckpointer, read_weights
 from resnext_det.classification.checkpoint import CheckpointFiles
-from resnext_det.data import ensure_digits_dataset
 from tests.classification.helpers import tiny_opts, write_folder
 from tests.engine.test_train_net import CONFIG, TINY
 
@@ -61,17 +60,9 @@ def _all_checkpoints_load(out):
     return loaded[names[-1]]["iteration"]
 
 
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    ensure_digits_dataset(root / "digits", num_train=12, num_val=4, image_size=64,
-                          digit_sizes=(12, 24), progress_every=0)
-    return root
-
-
-def test_train_net_killed_while_saving_then_resumed(digits_root, tmp_path):
+def test_train_net_killed_while_saving_then_resumed(datasets_root, tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(digits_root), OMP_NUM_THREADS="1")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
     cmd = lambda *args: [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",  # noqa
                          CONFIG, *args, *map(str, TINY), "SOLVER.CHECKPOINT_PERIOD", "1",
                          "OUTPUT_DIR", str(out)]
