@@ -6,6 +6,7 @@ keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
 import os
 
+from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.config_args import resnext_block_args, resnext_node
 from .errors import ConfigError
 
@@ -15,7 +16,8 @@ _BOOLEANS = ("ZERO_INIT_RESIDUAL", "CONFIG_FROM_WEIGHTS", "WEIGHTS_ALLOW_PARTIAL
 
 
 def check_resnext_keys(cfg):
-    """Every MODEL.RESNEXT value (and the RESNETS keys it combines with) is valid."""
+    """Every MODEL.RESNEXT value (and the RESNETS keys it combines with) and
+    TEST.COCO_EVAL_BACKEND are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
         if not isinstance(node[key], bool):
@@ -23,6 +25,9 @@ def check_resnext_keys(cfg):
     if node.FAST_INFERENCE not in FAST_INFERENCE_MODES:
         raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", node.FAST_INFERENCE,
                           f"one of {list(FAST_INFERENCE_MODES)}")
+    backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")
+    if backend is not None and backend not in COCO_EVAL_BACKENDS:
+        raise ConfigError("TEST.COCO_EVAL_BACKEND", backend, f"one of {list(COCO_EVAL_BACKENDS)}")
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations

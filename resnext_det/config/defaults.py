@@ -50,8 +50,8 @@ def resnext_defaults():
     return node
 
 
-def data_defaults(cfg):
-    """Keys resnext_det adds to detectron2's DATALOADER node (how bad data is handled)."""
+def detectron2_node_defaults(cfg):
+    """Keys resnext_det adds to detectron2's DATALOADER and TEST nodes."""
     # Annotations whose box has no positive width / height, or lies wholly outside its
     # image: "skip" -> leave them out, logging how many and the first few; "error" -> stop
     # before training, naming them. Boxes partly outside are clipped (detectron2's way).
@@ -59,10 +59,14 @@ def data_defaults(cfg):
     # A training image that cannot be decoded (truncated, not an image): "error" -> stop,
     # naming the file; "skip" -> log its path and train on another image.
     cfg.DATALOADER.ON_BAD_IMAGE = "error"
+    # The COCOeval that scores detections: "faster-coco-eval" -> a C++ COCOeval (PyPI
+    # faster-coco-eval; pycocotools' numbers within 1e-4, ~10x faster on 100k detections);
+    # "pycocotools" -> pycocotools' Python COCOeval, as detectron2 runs it without its _C.
+    cfg.TEST.COCO_EVAL_BACKEND = "faster-coco-eval"
 
 
 def add_resnext_config(cfg):
-    """Add MODEL.RESNEXT and DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE to a detectron2 config.
+    """Add MODEL.RESNEXT, DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE, TEST.COCO_EVAL_BACKEND.
 
     Changes no existing key; idempotent.
 
@@ -75,8 +79,8 @@ def add_resnext_config(cfg):
         was_frozen = cfg.is_frozen()
         cfg.defrost()
         cfg.MODEL.RESNEXT = resnext_defaults()
-        if "DATALOADER" in cfg:
-            data_defaults(cfg)
+        if "DATALOADER" in cfg and "TEST" in cfg:
+            detectron2_node_defaults(cfg)
         if was_frozen:
             cfg.freeze()
     return cfg

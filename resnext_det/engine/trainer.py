@@ -86,4 +86,5 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOMetricsEvaluator(dataset_name, output_dir=output_folder)
+        return COCOMetricsEvaluator(dataset_name, output_dir=output_folder,
+                                    backend=cfg.TEST.get("COCO_EVAL_BACKEND", "faster-coco-eval"))
