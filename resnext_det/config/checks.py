@@ -6,9 +6,47 @@ keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
 import os
 
+import yaml
+
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.config_args import resnext_block_args, resnext_node
+from ..errors import UserError
 from .errors import ConfigError
+
+# What yacs / detectron2 raise for a bad YAML file or override: an unknown key and an odd
+# override list are AssertionErrors, a wrong type a ValueError, a missing _BASE_ a KeyError.
+_MERGE_ERRORS = (yaml.YAMLError, AssertionError, ValueError, KeyError, TypeError)
+
+
+class ConfigFileError(UserError, ValueError):
+    """A config file or command-line override that detectron2's config cannot merge."""
+
+
+def merge_config(cfg, config_file, opts):
+    """cfg.merge_from_file(config_file) then merge_from_list(opts), with errors that say which.
+
+    Args:
+        cfg (CfgNode): the config to merge into (unfrozen).
+        config_file (str): a YAML file ("" or None: none).
+        opts (list[str]): KEY VALUE pairs from the command line.
+    """
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigFileError(f"--config-file {config_file!r}: no such file. The configs "
+                                  "are under configs/ (e.g. configs/faster_rcnn_X50_32x4d.yaml).")
+        try:
+            cfg.merge_from_file(config_file)
+        except _MERGE_ERRORS as e:
+            raise ConfigFileError(f"--config-file {config_file!r}: {_one_line(e)}") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except _MERGE_ERRORS as e:
+        raise ConfigFileError(f"command-line overrides: {_one_line(e)}. They are KEY VALUE "
+                              "pairs of existing keys, e.g. SOLVER.MAX_ITER 1000.") from None
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
 _BOOLEANS = ("ZERO_INIT_RESIDUAL", "CONFIG_FROM_WEIGHTS", "WEIGHTS_ALLOW_PARTIAL",

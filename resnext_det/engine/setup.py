@@ -7,7 +7,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config.checks import check_output_dir, check_resnext_keys
+from ..config.checks import check_output_dir, check_resnext_keys, merge_config
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
 from .weights import config_from_weights
@@ -30,8 +30,7 @@ def setup_cfg(args):
     """
     cfg = get_cfg()
     add_resnext_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config(cfg, args.config_file, args.opts)
     check_resnext_keys(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
     cfg.freeze()
