@@ -4,10 +4,10 @@
   BACKBONE_REGISTRY: build_resnext_backbone, build_resnext_fpn_backbone,
                      build_retinanet_resnext_fpn_backbone
   ROI_HEADS_REGISTRY: ResNeXtRes5ROIHeads
-DatasetCatalog: digits_train, digits_val (the demo set under $DETECTRON2_DATASETS/digits)
-and `add_resnext_config(cfg)` adds the MODEL.RESNEXT keys.
+and nothing else (no dataset); `add_resnext_config(cfg)` adds the MODEL.RESNEXT keys.
+The digits demo set is registered where it is used: `resnext_det.data.register_digits()`,
+as tools/demo.py, tools/pretrain_then_detect.py and tools/train_net.py do.
 """
-from . import data  # registers the digits demo datasets
 from . import modeling  # registers backbones and the C4 ROI head
 from .config import ConfigError, add_resnext_config
 from .modeling import Template, parse_template, resnext_classifier

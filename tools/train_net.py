@@ -8,13 +8,33 @@
 
 detectron2's arguments (--num-gpus, --num-machines, --machine-rank, --dist-url) and
 `KEY VALUE` overrides. Without a GPU it runs on the CPU; --num-gpus N then starts N CPU
-processes (gloo). Bad input (a config value, a weights file, a dataset) ends with one
-`error: ...` line naming it and exit status 2; RESNEXT_DET_DEBUG=1 adds the traceback.
+processes (gloo). A config whose DATASETS name digits_train / digits_val (the demo set,
+configs/demo/) gets them registered at $DETECTRON2_DATASETS/digits unless they already
+are. Bad input (a config value, a weights file, a dataset) ends with one `error: ...` line
+naming it and exit status 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
-import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
+from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, launch
-from resnext_det.engine import main
+
+import resnext_det  # registers the backbones and the C4 ROI head
+from resnext_det.config.checks import merge_config
+from resnext_det.data import register_digits_named_in
+from resnext_det.engine import main as train_or_evaluate
 from resnext_det.utils.cli import ExitOnUserError, run_tool
+
+
+def merged_config(args):
+    """The config of `args`, merged as setup_cfg merges it but not checked: for its DATASETS."""
+    cfg = get_cfg()
+    resnext_det.add_resnext_config(cfg)
+    merge_config(cfg, args.config_file, args.opts)  # a bad file or override: one error line
+    return cfg
+
+
+def main(args):
+    """Per-process entry point: the demo datasets the config names, then train or evaluate."""
+    register_digits_named_in(merged_config(args))
+    return train_or_evaluate(args)
 
 
 def run(argv=None):

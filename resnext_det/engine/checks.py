@@ -16,7 +16,9 @@ _COCO_HELP = (
     "valminusminival json files are Detectron's splits (instances_minival2014.json, "
     "instances_valminusminival2014.json).")
 _DIGITS_HELP = ("Build it with: python tools/build_digits_dataset.py (or `make demo`), "
-                "which writes $DETECTRON2_DATASETS/digits.")
+                "which writes $DETECTRON2_DATASETS/digits, and register it with "
+                "resnext_det.data.register_digits() (tools/train_net.py does when the config "
+                "names it).")
 
 
 def _how_to_get(name):

@@ -9,9 +9,11 @@ from resnext_det.config.weights import config_mismatches
 from resnext_det.classification import build_cls_model, get_cls_cfg, main
 from resnext_det.classification.checkpoint import load_checkpoint
 from resnext_det.engine import build_checkpointer, setup_cfg
-from resnext_det.engine.demo import demo_args
+from tests.helpers import load_tool
 
 from .helpers import cls_args, tiny_opts, write_folder
+
+demo_args = load_tool("demo").demo_args  # tools/demo.py: the one-process train_net arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")

@@ -1,14 +1,16 @@
 """tools/demo.py's pipeline on a tiny budget: set, training, COCO AP, pictures."""
 import cv2
+from detectron2.data import MetadataCatalog
 
-from resnext_det.engine.demo import DEMO_CONFIG, run_demo
 from tests.engine.test_train_net import TINY
+from tests.helpers import load_tool
 
 
 def test_demo_writes_metrics_and_pictures(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    demo = load_tool("demo")
     opts = [*map(str, TINY), "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path / "demo")]
-    summary = run_demo(DEMO_CONFIG, opts, dataset=dict(
+    summary = demo.run_demo(demo.DEMO_CONFIG, opts, dataset=dict(
         num_train=8, num_val=4, image_size=64, digit_sizes=(12, 24), cls_copies=1))
     assert 0.0 <= summary["AP"] <= 100.0 and 0.0 <= summary["AP50"] <= 100.0
     for key in ("predictions", "curves"):
@@ -16,3 +18,6 @@ def test_demo_writes_metrics_and_pictures(tmp_path, monkeypatch, capsys):
         assert image is not None and image.shape[0] > 100, key
     assert (tmp_path / "datasets" / "digits" / "manifest.json").is_file()
     assert "Demo: box AP" in capsys.readouterr().out
+    # the tool registered the set it built (import resnext_det registers none)
+    assert MetadataCatalog.get("digits_val").image_root == str(
+        (tmp_path / "datasets" / "digits" / "images" / "val").resolve())
