@@ -26,11 +26,11 @@ from peers import (  # noqa: E402
     classifier_pair,
     coco_eval_pair,
     detector_inputs,
-    max_rel_error,
     outputs_agree,
 )
 
 from resnext_det.modeling.inference import optimize_for_inference  # noqa: E402
+from resnext_det.utils.testing import max_rel_error  # noqa: E402
 
 
 def sync(device):

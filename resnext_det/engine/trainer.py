@@ -46,6 +46,12 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        """
+        Args:
+            cfg (CfgNode): a config with add_resnext_config's keys, as setup_cfg returns
+                it. DATASETS.TRAIN and DATASETS.TEST must be registered (checked first,
+                before the model is built); MODEL.WEIGHTS is loaded by resume_or_load.
+        """
         TrainerBase.__init__(self)
         check_datasets(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
@@ -80,11 +86,32 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test on the copy that MODEL.RESNEXT.FAST_INFERENCE asks for."""
+        """DefaultTrainer.test on the copy that MODEL.RESNEXT.FAST_INFERENCE asks for.
+
+        Args:
+            cfg (CfgNode): DATASETS.TEST names the datasets; MODEL.RESNEXT.FAST_INFERENCE
+                ("", "fold", "fold+nhwc") the copy evaluated.
+            model (nn.Module): the model (DistributedDataParallel is unwrapped); not changed.
+            evaluators (list or None): one per test dataset; None: build_evaluator's.
+
+        Returns:
+            dict: {"bbox": {"AP": ..., "AP-<class>": ...}} (percent) for one test dataset;
+            {dataset name: that dict} for several.
+        """
         return super().test(cfg, inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """
+        Args:
+            cfg (CfgNode): OUTPUT_DIR and TEST.COCO_EVAL_BACKEND are read.
+            dataset_name (str): a registered COCO-format dataset.
+            output_folder (str or None): default OUTPUT_DIR/inference/<dataset_name>.
+
+        Returns:
+            COCOMetricsEvaluator: writes coco_instances_results.json and coco_metrics.json
+            into `output_folder`.
+        """
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOMetricsEvaluator(dataset_name, output_dir=output_folder,
                                     backend=cfg.TEST.get("COCO_EVAL_BACKEND", "faster-coco-eval"))

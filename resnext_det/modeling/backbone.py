@@ -19,7 +19,23 @@ from .resnext import build_resnext
 
 @BACKBONE_REGISTRY.register()
 def build_resnext_backbone(cfg, input_shape):
-    """A ResNeXt `ResNet` backbone from MODEL.RESNETS / MODEL.RESNEXT."""
+    """A ResNeXt backbone: stem and res2..res5, of which OUT_FEATURES are returned.
+
+    C4 with MODEL.RESNETS.OUT_FEATURES ["res4"] (res5 then lives in the ROI head), DC5 with
+    RES5_DILATION 2. Every key read is checked first (resnext_backbone_args): a bad value
+    is a ConfigError naming the key.
+
+    Args:
+        cfg: a detectron2 config with add_resnext_config's keys. Read: MODEL.RESNETS.{DEPTH,
+            NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, NORM, RES5_DILATION, OUT_FEATURES,
+            STEM_OUT_CHANNELS, RES2_OUT_CHANNELS}, MODEL.BACKBONE.FREEZE_AT and
+            MODEL.RESNEXT.{TEMPLATE, BLOCK_FORM, ZERO_INIT_RESIDUAL}.
+        input_shape (ShapeSpec): the input; its `channels` (3 for images) is used.
+
+    Returns:
+        ResNet: detectron2's ResNet with ResNeXt stages; forward returns {name: feature}
+        for OUT_FEATURES, and `template` holds the resolved Template.
+    """
     template, kwargs = resnext_backbone_args(cfg)
     return build_resnext(template, in_channels=input_shape.channels, **kwargs)
 
@@ -35,14 +51,32 @@ def _fpn(cfg, bottom_up, top_block):
 
 @BACKBONE_REGISTRY.register()
 def build_resnext_fpn_backbone(cfg, input_shape):
-    """FPN (Lin et al. 2017) over a ResNeXt, with P6 = max pool of P5."""
+    """FPN (Lin et al. 2017) over a ResNeXt, with P6 = max pool of P5 (Faster R-CNN).
+
+    Args:
+        cfg: as build_resnext_backbone, plus MODEL.FPN.{IN_FEATURES, OUT_CHANNELS, NORM,
+            FUSE_TYPE}; IN_FEATURES must be among MODEL.RESNETS.OUT_FEATURES.
+        input_shape (ShapeSpec): the input.
+
+    Returns:
+        FPN: detectron2's FPN, outputs p2..p6 for IN_FEATURES res2..res5; the ResNeXt is
+        its `bottom_up`.
+    """
     bottom_up = build_resnext_backbone(cfg, input_shape)
     return _fpn(cfg, bottom_up, LastLevelMaxPool())
 
 
 @BACKBONE_REGISTRY.register()
 def build_retinanet_resnext_fpn_backbone(cfg, input_shape):
-    """RetinaNet's FPN over a ResNeXt: P6 = 3x3/2 conv of res5, P7 = 3x3/2 conv of ReLU(P6)."""
+    """RetinaNet's FPN over a ResNeXt: P6 = 3x3/2 conv of res5, P7 = 3x3/2 conv of ReLU(P6).
+
+    Args:
+        cfg: as build_resnext_fpn_backbone; MODEL.RESNETS.OUT_FEATURES must include "res5".
+        input_shape (ShapeSpec): the input.
+
+    Returns:
+        FPN: detectron2's FPN with LastLevelP6P7, outputs p3..p7 for IN_FEATURES res3..res5.
+    """
     bottom_up = build_resnext_backbone(cfg, input_shape)
     shapes = bottom_up.output_shape()
     if "res5" not in shapes:

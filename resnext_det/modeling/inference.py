@@ -17,35 +17,50 @@ import copy
 import torch
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .blocks import SummedPathsBottleneck
 
 _FOLDABLE = (FrozenBatchNorm2d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
-def _norm_scale_shift(norm):
-    """(scale, shift) of a per-channel norm with fixed statistics, in float64."""
-    var = norm.running_var.double()
-    mean = norm.running_mean.double()
-    gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
-    beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(var)
-    scale = gamma / torch.sqrt(var + norm.eps)
-    return scale, beta - mean * scale
+def _foldable(norm):
+    """A per-channel norm with fixed statistics: FrozenBN, or BN / SyncBN in eval mode
+    that keeps running statistics."""
+    if not isinstance(norm, _FOLDABLE) or (isinstance(norm, nn.BatchNorm2d) and norm.training):
+        return False
+    return getattr(norm, "running_var", None) is not None
+
+
+def _fused(conv, norm, *, with_shift=True):
+    """(weight, bias) of `conv` followed by `norm`, by torch's fuse_conv_bn_weights in float64.
+
+    FrozenBatchNorm2d has BN's running_mean, running_var, eps, weight and bias, so the one
+    function serves both. with_shift=False: the scale only (the norm's mean and beta left
+    out), for all paths but one in form (a).
+    """
+    as64 = lambda t: None if t is None else t.double()  # noqa: E731
+    mean, beta = as64(norm.running_mean), as64(norm.bias)
+    if not with_shift:
+        mean, beta = torch.zeros_like(mean), None
+    return fuse_conv_bn_weights(conv.weight.double(), as64(conv.bias), mean,
+                                norm.running_var.double(), norm.eps, as64(norm.weight), beta)
+
+
+def _set_weights(conv, weight, bias):
+    """Store float64 `weight` / `bias` (None: no bias) in `conv`'s dtype, frozen."""
+    dtype = conv.weight.dtype
+    conv.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+    conv.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
 
 
 @torch.no_grad()
 def fold_norm(conv):
     """Fold `conv.norm` into `conv`'s weight and bias (in place); returns True if folded."""
     norm = conv.norm
-    if not isinstance(norm, _FOLDABLE) or (isinstance(norm, nn.BatchNorm2d) and norm.training):
+    if not _foldable(norm):
         return False
-    if getattr(norm, "running_var", None) is None:  # BatchNorm without running stats
-        return False
-    scale, shift = _norm_scale_shift(norm)
-    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    bias = shift if conv.bias is None else shift + conv.bias.double() * scale
-    conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
-    conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    _set_weights(conv, *_fused(conv, norm))
     conv.norm = None
     return True
 
@@ -58,15 +73,12 @@ def fold_summed_paths_norm(block):
     carries the shift as its bias.
     """
     norm = block.conv3_norm
-    if not isinstance(norm, _FOLDABLE) or (isinstance(norm, nn.BatchNorm2d) and norm.training):
+    if not _foldable(norm):
         return False
-    scale, shift = _norm_scale_shift(norm)
     for i, path in enumerate(block.paths):
-        conv = path.conv3
-        conv.weight = nn.Parameter((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(
-            conv.weight.dtype), requires_grad=False)
-        if i == 0:
-            conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+        has_bias = i == 0 or path.conv3.bias is not None
+        weight, bias = _fused(path.conv3, norm, with_shift=i == 0)
+        _set_weights(path.conv3, weight, bias if has_bias else None)
     block.conv3_norm = nn.Identity()
     return True
 
@@ -84,8 +96,18 @@ def fold_norms(module):
 def optimize_for_inference(model, *, channels_last=True):
     """An eval-mode copy of `model` with norms folded and NHWC weights; `model` is untouched.
 
+    The copy computes the same function up to float rounding (max relative error < 1e-5
+    on res2..res5: tests/modeling/test_inference.py); use it for inference only.
+
     Args:
-        channels_last: store 4-d weights as NHWC, so convolutions run (and return) NHWC.
+        model (nn.Module): any module: a backbone, a detectron2 meta-architecture, a
+            classifier. Its FrozenBN norms and BN / SyncBN norms in eval mode are folded.
+        channels_last (bool): store 4-d weights as NHWC, so convolutions run (and return)
+            NHWC; faster at batch 8 on CPUs and on GPUs, ~10% slower at batch 1 on CPUs.
+
+    Returns:
+        nn.Module: the copy, in eval mode, with `folded_norms` (int) set to the number
+        of norms folded.
     """
     fast = copy.deepcopy(model).eval()
     fast.folded_norms = fold_norms(fast)

@@ -57,12 +57,27 @@ def make_resnext_stages(template, *, num_stages=4, stem_out_channels=64, res2_ou
 
 def build_resnext(template, *, in_channels=3, out_features=None, freeze_at=0, num_classes=None,
                   stem_out_channels=64, norm="BN", net_class=ResNet, **stage_kwargs):
-    """A detectron2 `ResNet` (or `net_class`) with ResNeXt stages.
-
-    See `make_resnext_stages` for the stage options.
+    """A detectron2 `ResNet` (or `net_class`) with ResNeXt stages, without a config.
 
     Only the stages that `out_features` needs are built (detectron2's rule), so a C4
     backbone with out_features=["res4"] has no res5.
+
+    Args:
+        template (Template): depth, cardinality C and bottleneck width d
+            (parse_template("X101_32x8d")).
+        in_channels (int): input channels (3 for images).
+        out_features (list[str] or None): of "stem", "res2".."res5", "linear"; None: the
+            last one built ("linear" with num_classes, else "res5").
+        freeze_at (int): 0 trains all; 1 freezes the stem; k freezes stem and res2..res{k}.
+        num_classes (int or None): add the global pool and `linear` classifier.
+        stem_out_channels (int): channels of the 7x7 stem (64 in the paper).
+        norm (str): a detectron2 norm name ("BN", "FrozenBN", "SyncBN", "GN").
+        net_class (type): ResNet or a subclass (the classifier's).
+        stage_kwargs: make_resnext_stages' and make_resnext_stage's options:
+            res2_out_channels, res5_dilation, block_form, stride_in_1x1, zero_init_last.
+
+    Returns:
+        `net_class`: the network; `template` holds the Template it was built from.
     """
     stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
     stages = make_resnext_stages(template, stem_out_channels=stem_out_channels, norm=norm,

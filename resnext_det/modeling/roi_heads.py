@@ -15,16 +15,34 @@ from .resnext import make_resnext_stage
 
 @ROI_HEADS_REGISTRY.register()
 class ResNeXtRes5ROIHeads(Res5ROIHeads):
-    """Res5ROIHeads whose res5 is a ResNeXt stage (MODEL.RESNEXT.BLOCK_FORM, TEMPLATE)."""
+    """Res5ROIHeads whose res5 is a ResNeXt stage (MODEL.RESNEXT.BLOCK_FORM, TEMPLATE).
+
+    Built by detectron2's `build_roi_heads` when MODEL.ROI_HEADS.NAME is
+    "ResNeXtRes5ROIHeads"; pair it with build_resnext_backbone and OUT_FEATURES ["res4"].
+    Its res5 takes the same keys as the backbone's stages (template, block form, norm,
+    stride placement, zero-init), so checkpoint names are detectron2's `roi_heads.res5.*`.
+    """
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        """
+        Args:
+            cfg: a detectron2 config with add_resnext_config's keys; MODEL.ROI_HEADS.*,
+                MODEL.ROI_BOX_HEAD.* as for Res5ROIHeads, res5 from MODEL.RESNETS /
+                MODEL.RESNEXT.
+            input_shape (dict[str, ShapeSpec]): the backbone's output shapes; every
+                MODEL.ROI_HEADS.IN_FEATURES must be among them (else a ConfigError).
+
+        Returns:
+            dict: Res5ROIHeads' constructor arguments, res5 built by _build_res5_block.
+        """
         check_features_produced("MODEL.ROI_HEADS.IN_FEATURES", cfg.MODEL.ROI_HEADS.IN_FEATURES,
                                 list(input_shape), "the backbone (MODEL.RESNETS.OUT_FEATURES)")
         return super().from_config(cfg, input_shape)
 
     @classmethod
     def _build_res5_block(cls, cfg):
+        """(res5 as an nn.Sequential of blocks, its output channels = 8 x RES2_OUT_CHANNELS)."""
         template, kwargs = resnext_block_args(cfg)
         res5_out = kwargs["res2_out_channels"] * 8  # res5 is 8x res2 (three doublings)
         blocks = make_resnext_stage(template, "res5", in_channels=res5_out // 2, **kwargs)

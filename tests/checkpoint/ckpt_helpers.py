@@ -1,24 +1,15 @@
-"""Helpers of the checkpoint tests: models, BN statistics, fixture writers, comparisons."""
+"""Helpers of the checkpoint tests: our models loaded with converted weights, fixture writers.
+
+Random BN statistics and relative errors: resnext_det.utils.testing."""
 import pickle
 
 import numpy as np
 import torch
 
 from resnext_det.modeling import build_resnext, resnext_classifier
-from tests.helpers import randomize_
 
 FEATURES = ["res2", "res3", "res4", "res5"]
 TINY = "X50_2x4d"  # the smallest template that is still a real ResNeXt-50 layout
-
-
-def randomize_norms(model, seed=0):
-    """Non-trivial norm statistics and affines (tests.helpers.randomize_), in eval mode."""
-    return randomize_(model, seed).eval()
-
-
-def rel_err(a, b):
-    a, b = a.detach(), b.detach()
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def load_pkl(path):

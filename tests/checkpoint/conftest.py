@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from ckpt_helpers import TINY, randomize_norms
+from ckpt_helpers import TINY
 from resnext_det import resnext_classifier
+from resnext_det.utils.testing import randomize_norms_
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +16,7 @@ def images():
 def _tiny_model(stride_in_1x1):
     torch.manual_seed(0)
     model = resnext_classifier(TINY, num_classes=10, stride_in_1x1=stride_in_1x1)
-    return randomize_norms(model)
+    return randomize_norms_(model).eval()
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,10 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from ckpt_helpers import FEATURES, load_ours, randomize_norms, rel_err
+from ckpt_helpers import FEATURES, load_ours
 from resnext_det import parse_template
 from resnext_det.modeling import build_resnext
+from resnext_det.utils.testing import randomize_norms_
 from t7_writer import CAddTable, ConcatTable, JoinTable
 
 PM_TEMPLATES = {"resnext101_32x4d": "X101_32x4d", "resnext101_64x4d": "X101_64x4d"}
@@ -33,7 +34,7 @@ def _reinitialized(module, seed=0):
     for m in module.modules():
         if hasattr(m, "reset_parameters") and not list(m.children()):
             m.reset_parameters()
-    return randomize_norms(module, seed)
+    return randomize_norms_(module, seed).eval()
 
 
 def sequential_outputs(sequential, x):
@@ -133,7 +134,7 @@ def form_b_resnext50(cardinality=2, base_width=4, num_classes=10):
         c_in = n * 4
     tree = nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1), *stages,
                          nn.AvgPool2d(2, 1), nn.Flatten(), nn.Linear(2048, num_classes))
-    tree = randomize_norms(tree)
+    tree = randomize_norms_(tree).eval()
     image = _image(64)  # res5 is 2x2: the 2x2 average pool is the global one
     with torch.no_grad():
         outputs, logits = sequential_outputs(tree, image)
@@ -147,8 +148,3 @@ def ours_outputs(template, weights, image, *, stride_in_1x1, num_classes):
                         out_features=FEATURES + ["linear"], stride_in_1x1=stride_in_1x1)
     with torch.no_grad():
         return load_ours(net, weights)(image)
-
-
-def max_rel_err(got, expected):
-    """The largest relative error over res2..res5 and the logits."""
-    return max(rel_err(got[k], expected[k]) for k in expected)

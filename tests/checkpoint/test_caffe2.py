@@ -27,11 +27,11 @@ from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import build_resnet_backbone
 
-from ckpt_helpers import FEATURES, ours_backbone, rel_err
+from ckpt_helpers import FEATURES, ours_backbone
 from resnext_det import parse_template
 from resnext_det.checkpoint import ConversionError, convert_weights
 from resnext_det.checkpoint.sources import caffe2
-from tests.helpers import randomize_
+from resnext_det.utils.testing import max_rel_error, randomize_norms_
 
 EPS = 1e-5
 MSRA_STD = [1.0, 1.0, 1.0]
@@ -145,10 +145,6 @@ def features(model, images):
         return model(images)
 
 
-def max_rel_err(got, expected):
-    return max(rel_err(got[f], expected[f]) for f in FEATURES)
-
-
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -172,7 +168,7 @@ def case(request, tmp_path_factory):
     """(case name, the pickle, detectron2's loading of it) for one layout and template."""
     template, layout, stride, _ = CASES[request.param]
     torch.manual_seed(0)
-    source = randomize_(d2_backbone(template, stride), seed=1)
+    source = randomize_norms_(d2_backbone(template, stride), seed=1)
     blobs = c2_blobs(source.state_dict(), layout, conv1_bias=template == "X50_1x8d")
     path = write_py2_pickle(blobs, tmp_path_factory.mktemp("c2") / f"{request.param}.pkl")
     return request.param, path, d2_loaded(path, template, stride)
@@ -195,10 +191,10 @@ def test_same_features_as_detectron2(case, images):
     as_shipped = features(oracle, images)
     expected = features(exact_affine(oracle) if layout == "detectron" else oracle, images)
     ours = ours_backbone(template, result.state_dict, norm="FrozenBN", stride_in_1x1=stride)
-    assert max_rel_err(features(ours, images), expected) < 1e-5
-    assert max_rel_err(features(ours, images), as_shipped) < 1e-4  # detectron2's eps only
+    assert max_rel_error(features(ours, images), expected) < 1e-5
+    assert max_rel_error(features(ours, images), as_shipped) < 1e-4  # detectron2's eps only
     wrong = ours_backbone(template, result.state_dict, norm="FrozenBN", stride_in_1x1=not stride)
-    assert max_rel_err(features(wrong, images), expected) > 1e-2  # the stride is visible
+    assert max_rel_error(features(wrong, images), expected) > 1e-2  # the stride is visible
 
 
 def test_dropped_blobs_name_their_rule(case):
@@ -226,7 +222,7 @@ def test_blobs_wrapper_pred_and_momentum(case, tmp_path):
 
 
 def test_non_zero_conv_bias_is_an_error(tmp_path):
-    blobs = c2_blobs(randomize_(d2_backbone("X50_2x4d", False)).state_dict(), "detectron")
+    blobs = c2_blobs(randomize_norms_(d2_backbone("X50_2x4d", False)).state_dict(), "detectron")
     blobs["res3_0_branch2b_b"] = np.full_like(blobs["res3_0_branch2b_b"], 0.5)
     with pytest.raises(ConversionError, match="'res3_0_branch2b_b' is a non-zero convolution bias"):
         convert_weights(write_py2_pickle(blobs, tmp_path / "bad.pkl"))

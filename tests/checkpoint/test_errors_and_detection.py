@@ -45,12 +45,24 @@ def test_shape_mismatch_names_both_shapes(tv_state, tmp_path):
 
 
 def test_allow_partial_lists_every_skipped_key(tv_state, tmp_path):
-    state = {k: v for k, v in tv_state.items() if not k.startswith("layer4.2.downsample")}
+    """A missing projection, a missing statistic and an unknown key: each listed once with
+    its reason (missing keys by our name, the unknown one by the file's), none loaded,
+    everything else kept."""
+    removed = [k for k in tv_state if k.startswith("layer4.0.downsample.")
+               and not k.endswith("num_batches_tracked")] + ["layer3.2.bn2.running_var"]
+    assert len(removed) == 6  # the 1x1 projection's weight and its BN's four tensors; one var
+    state = {k: v for k, v in tv_state.items() if k not in removed}
     state["extra.weight"] = torch.zeros(1)
     result = convert_weights(_save(state, tmp_path / "p.pth"), allow_partial=True)
-    skipped = "\n".join(result.report.skipped)
-    assert "extra.weight" in skipped and "res5.2" not in skipped  # res5.2 has no shortcut
-    assert "res5.2.conv1.weight" in result.state_dict
+    ours = [f"res5.0.shortcut.{p}" for p in ("weight", "norm.weight", "norm.bias",
+                                             "norm.running_mean", "norm.running_var")]
+    ours.append("res4.2.conv2.norm.running_var")
+    expected = [f"missing key {k!r}" for k in ours] + ["unmatched source key 'extra.weight'"]
+    for line in expected:
+        assert sum(s.startswith(line) for s in result.report.skipped) == 1, line
+    assert len(result.report.skipped) == len(expected)  # nothing else skipped
+    assert not set(ours) & set(result.state_dict) and "extra.weight" not in result.state_dict
+    assert {"res5.2.conv1.weight", "res4.2.conv2.norm.weight"} <= set(result.state_dict)
 
 
 def test_unknown_format_is_an_error(tmp_path):

@@ -8,9 +8,10 @@ the metadata states.
 import pytest
 import torch
 
-from reference_models import PM_TEMPLATES, max_rel_err, ours_outputs, pretrainedmodels_resnext
+from reference_models import PM_TEMPLATES, ours_outputs, pretrainedmodels_resnext
 from resnext_det.checkpoint import convert_weights
 from resnext_det.checkpoint.sources.base import IMAGENET_RGB
+from resnext_det.utils.testing import max_rel_error
 
 TOL = 1e-5
 
@@ -51,7 +52,7 @@ def test_outputs_match_the_package(converted):
     name, result, image, expected = converted
     got = ours_outputs(PM_TEMPLATES[name], result.state_dict, image, num_classes=1000,
                        stride_in_1x1=result.metadata.stride_in_1x1)
-    assert max_rel_err(got, expected) < TOL
+    assert max_rel_error(got, expected) < TOL
 
 
 def test_wrong_stride_placement_is_caught(converted):
@@ -59,4 +60,4 @@ def test_wrong_stride_placement_is_caught(converted):
     name, result, image, expected = converted
     got = ours_outputs(PM_TEMPLATES[name], result.state_dict, image, num_classes=1000,
                        stride_in_1x1=not result.metadata.stride_in_1x1)
-    assert max_rel_err(got, expected) > 1e3 * TOL
+    assert max_rel_error(got, expected) > 1e3 * TOL

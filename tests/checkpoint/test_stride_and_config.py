@@ -2,10 +2,11 @@
 import torch
 from detectron2.config import get_cfg
 
-from ckpt_helpers import TINY, ours_classifier, rel_err, to_pycls
+from ckpt_helpers import TINY, ours_classifier, to_pycls
 from resnext_det import add_resnext_config
 from resnext_det.checkpoint import convert_weights
 from resnext_det.config.weights import apply_metadata, check_config
+from resnext_det.utils.testing import max_rel_error
 
 PYCLS_RESNET_CFG = "MODEL:\n  TYPE: resnet\n  DEPTH: 50\nRESNET:\n  NUM_GROUPS: 2\n"
 
@@ -33,8 +34,8 @@ def test_pycls_resnet_type_means_stride_in_1x1(tiny_model_stride_1x1, images, tm
         expected = tiny_model_stride_1x1(images)
         right = ours_classifier(TINY, result.state_dict, num_classes=10, stride_in_1x1=True)(images)
         wrong = ours_classifier(TINY, result.state_dict, num_classes=10, stride_in_1x1=False)(images)
-    assert rel_err(right, expected) < 1e-5
-    assert rel_err(wrong, expected) > 1e-2  # same keys and shapes, different function
+    assert max_rel_error(right, expected) < 1e-5
+    assert max_rel_error(wrong, expected) > 1e-2  # same keys and shapes, different function
 
 
 def test_wrong_stride_config_is_reported(tiny_model_stride_1x1, tmp_path):

@@ -12,12 +12,13 @@ import pytest
 import torch
 import torchvision
 
-from reference_models import (fb_resnet_tree, form_b_resnext50, max_rel_err, ours_outputs,
+from reference_models import (fb_resnet_tree, form_b_resnext50, ours_outputs,
                               pretrainedmodels_resnext, release_tree, torchvision_resnet50)
 from resnext_det.checkpoint import ConversionError, convert_weights, sniff_container
 from resnext_det.checkpoint.detect import unwrap
 from resnext_det.checkpoint.readers import read_weights_file
 from resnext_det.checkpoint.sources import SOURCES, pretrainedmodels, torch7
+from resnext_det.utils.testing import max_rel_error
 from t7_writer import to_t7, write_t7
 
 TOL = 1e-5
@@ -66,14 +67,14 @@ def test_outputs_match_the_tree(converted):
     case, result, image, expected, template, classes = converted
     got = ours_outputs(template, result.state_dict, image, num_classes=classes,
                        stride_in_1x1=result.metadata.stride_in_1x1)
-    assert max_rel_err(got, expected) < TOL
+    assert max_rel_error(got, expected) < TOL
 
 
 def test_wrong_stride_placement_is_caught(converted):
     case, result, image, expected, template, classes = converted
     got = ours_outputs(template, result.state_dict, image, num_classes=classes,
                        stride_in_1x1=not result.metadata.stride_in_1x1)
-    assert max_rel_err(got, expected) > 1e3 * TOL
+    assert max_rel_error(got, expected) > 1e3 * TOL
 
 
 # ---------------------------------------------------------------- detection and messages

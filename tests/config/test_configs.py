@@ -3,11 +3,15 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from torchvision.models import get_model, get_model_weights
 
 import resnext_det
+from resnext_det.checkpoint import catalog
 from resnext_det.config.paper import COCO_C4_AP
+from resnext_det.modeling import parse_template
 from resnext_det.modeling.config_args import resolve_template
 
 CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs").glob("*.yaml")
@@ -21,18 +25,72 @@ def _load(path):
     return cfg
 
 
+def _catalog_entry(path):
+    """The weights entry the config's MODEL.WEIGHTS comment names ("# catalog: NAME = FILE")."""
+    match = re.search(r"# catalog: (\S+) = (\S+)", path.read_text())
+    assert match, f"{path.name}: no '# catalog: NAME = FILE' comment above MODEL.WEIGHTS"
+    entry = catalog.get(match.group(1))
+    assert entry.file_name == match.group(2)
+    return entry
+
+
+def _torchvision_facts(entry):
+    """(input format, mean, std, stride in the 1x1) from torchvision itself, for a file
+    torchvision publishes: its weights enum's transforms (x 255) and its Bottleneck."""
+    arch = entry.name.split("/")[1].split(".")[0]
+    weights = [w for w in get_model_weights(arch) if w.url.endswith("/" + entry.file_name)]
+    assert len(weights) == 1, entry.file_name
+    transforms = weights[0].transforms()
+    with torch.device("meta"):
+        block = get_model(arch).layer2[0]  # res3's first block: it downsamples
+    assert {block.conv1.stride, block.conv2.stride} == {(1, 1), (2, 2)}
+    return ("RGB", [v * 255 for v in transforms.mean], [v * 255 for v in transforms.std],
+            block.conv1.stride == (2, 2))
+
+
+def _same_conventions(got, expected):
+    """(format, mean, std, stride_in_1x1) tuples equal, statistics to float rounding."""
+    (fmt, mean, std, stride), (fmt2, mean2, std2, stride2) = got, expected
+    return (fmt, stride) == (fmt2, stride2) and list(mean) == pytest.approx(mean2) \
+        and list(std) == pytest.approx(std2)
+
+
+def _downsampling_blocks(model):
+    """The first block of res3, res4 and res5 (C4: res5 is the ROI head's)."""
+    backbone = getattr(model.backbone, "bottom_up", model.backbone)
+    res5 = getattr(model.roi_heads, "res5", None) if hasattr(model, "roi_heads") else None
+    stages = [backbone.res3, backbone.res4, res5 if res5 is not None else backbone.res5]
+    return [stage[0] for stage in stages]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_with_paper_conventions(path):
+    """What the weights a config names were trained with, from their publisher: the config
+    and the model built from it agree (channel order, pixel statistics, stride placement,
+    template). For torchvision's files, torchvision itself says it; for the others, the
+    catalog, which cites the publisher's code."""
     cfg = _load(path)
-    model = build_model(cfg)
-    backbone = getattr(model.backbone, "bottom_up", model.backbone)
-    template = resolve_template(cfg)
-    assert backbone.template == template
-    assert template.name in path.stem
-    # the paper's stride placement and the torchvision-style input of the weights it expects
-    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
-    assert cfg.INPUT.FORMAT == "RGB" and cfg.MODEL.PIXEL_STD[0] == pytest.approx(58.395)
+    entry = _catalog_entry(path)
+    expected = (entry.input_format, list(entry.pixel_mean), list(entry.pixel_std),
+                entry.stride_in_1x1)
+    if entry.source_format == "torchvision":
+        assert _same_conventions(_torchvision_facts(entry), expected)
+    assert _same_conventions((cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
+                              cfg.MODEL.RESNETS.STRIDE_IN_1X1), expected)
+    assert resolve_template(cfg).name == entry.template and entry.template in path.stem
     assert cfg.MODEL.WEIGHTS.startswith("pretrained/")
+
+    model = build_model(cfg)
+    assert model.pixel_mean.flatten().tolist() == pytest.approx(expected[1])
+    assert model.pixel_std.flatten().tolist() == pytest.approx(expected[2])
+    stride = (2, 2)
+    for block in _downsampling_blocks(model):
+        in_1x1, in_3x3 = block.conv1.stride == stride, block.conv2.stride == stride
+        assert (in_1x1, in_3x3) == (entry.stride_in_1x1, not entry.stride_in_1x1)
+    template = parse_template(entry.template)  # the paper's C and d, e.g. 32x4d: 32 groups of 4
+    res2 = getattr(model.backbone, "bottom_up", model.backbone).res2[0]
+    assert res2.conv2.groups == template.cardinality
+    assert res2.conv2.out_channels == template.cardinality * template.bottleneck_width
 
 
 def test_paper_configs_state_the_paper_numbers():

@@ -5,6 +5,7 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, build_backbone, build_model
 
 import resnext_det  # noqa: F401  (registration)
+from resnext_det.modeling.blocks import BLOCK_FORMS
 from tests.helpers import make_cfg
 
 SMALL = ("MODEL.RESNEXT.TEMPLATE", "X50_4x4d")
@@ -65,7 +66,7 @@ def test_retinanet_fpn_backbone():
         "p3": (256, 8), "p4": (256, 16), "p5": (256, 32), "p6": (256, 64), "p7": (256, 128)}
 
 
-@pytest.mark.parametrize("form", ["a", "b", "c"])
+@pytest.mark.parametrize("form", list(BLOCK_FORMS))
 def test_c4_faster_rcnn_builds_res5_head_of_the_same_form(form):
     cfg = make_cfg(*SMALL, "MODEL.RESNEXT.BLOCK_FORM", form,
                    "MODEL.ROI_HEADS.NAME", "ResNeXtRes5ROIHeads")

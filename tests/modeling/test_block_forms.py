@@ -5,12 +5,12 @@ import torch
 from resnext_det.checkpoint import convert_block_form
 from resnext_det.modeling import build_resnext, parse_template
 from resnext_det.modeling.blocks import (
+    BLOCK_FORMS,
     ConcatPathsBottleneck,
     GroupedBottleneck,
     SummedPathsBottleneck,
 )
-
-from tests.helpers import randomize_
+from resnext_det.utils.testing import max_rel_error, randomize_norms_
 
 FEATURES = ["res2", "res3", "res4", "res5"]
 
@@ -21,26 +21,25 @@ def _net(form, dtype, **kwargs):
     return net.to(dtype).eval()
 
 
-def _max_rel_error(out, ref):
-    return max(((out[k] - ref[k]).abs().max() / ref[k].abs().max()).item() for k in ref)
+OTHER_FORMS = [f for f in BLOCK_FORMS if f != "c"]  # c: the grouped form the others map from
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("kwargs", [{}, {"stride_in_1x1": True}, {"res5_dilation": 2}])
 def test_forms_compute_the_same_function(dtype, tol, kwargs):
-    grouped = randomize_(_net("c", dtype, **kwargs))
+    grouped = randomize_norms_(_net("c", dtype, **kwargs))
     x = torch.rand(2, 3, 64, 64, dtype=dtype, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = grouped(x)
-        for form in "ab":
+        for form in OTHER_FORMS:
             other = _net(form, dtype, **kwargs)
             other.load_state_dict(convert_block_form(grouped.state_dict(), form), strict=True)
-            assert _max_rel_error(other(x), ref) < tol, form
+            assert max_rel_error(other(x), ref) < tol, form
 
 
 def test_form_mapping_round_trips_exactly():
-    sd = randomize_(_net("c", torch.float32)).state_dict()
-    for form in "ab":
+    sd = randomize_norms_(_net("c", torch.float32)).state_dict()
+    for form in OTHER_FORMS:
         back = convert_block_form(convert_block_form(sd, form), "c")
         assert back.keys() == sd.keys()
         assert all(torch.equal(back[k], sd[k]) for k in sd)
@@ -58,7 +57,7 @@ def test_forms_have_the_structure_of_figure_3():
     assert count(a) == count(b) == count(c)
 
 
-@pytest.mark.parametrize("form", ["a", "b", "c"])
+@pytest.mark.parametrize("form", list(BLOCK_FORMS))
 def test_zero_init_last_norm_makes_blocks_identity(form):
     net = build_resnext(parse_template("X50_2x4d"), block_form=form, norm="BN",
                         out_features=["res2"], zero_init_last=True).eval()

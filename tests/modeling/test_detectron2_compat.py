@@ -7,7 +7,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import resnext_det
-from tests.helpers import randomize_
+from resnext_det.utils.testing import randomize_norms_
 
 # (model zoo config, our backbone, our ROI head or None to keep detectron2's)
 CASES = [
@@ -46,7 +46,7 @@ def test_detectron2_checkpoint_loads_and_matches(config_file, backbone, roi_head
     ours_cfg = theirs_cfg.clone()
     ours_cfg.merge_from_list(ours_overrides)  # no add_resnext_config: a plain detectron2 cfg
 
-    theirs = randomize_(build_model(theirs_cfg)).eval()
+    theirs = randomize_norms_(build_model(theirs_cfg)).eval()
     ours = build_model(ours_cfg).eval()
     assert type(ours.backbone) is type(theirs.backbone)
     incompatible = ours.load_state_dict(theirs.state_dict(), strict=True)

@@ -4,22 +4,20 @@ import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 
+from resnext_det.modeling.blocks import BLOCK_FORMS
 from resnext_det.modeling.inference import fold_norms, optimize_for_inference
-from tests.helpers import make_cfg, randomize_
+from resnext_det.utils.testing import detection_error, max_rel_error, randomize_norms_
+from tests.helpers import make_cfg
 
 FEATURES = ["res2", "res3", "res4", "res5"]
 
 
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 @pytest.mark.parametrize("norm", ["FrozenBN", "BN"])
-@pytest.mark.parametrize("form", ["a", "c"])
+@pytest.mark.parametrize("form", list(BLOCK_FORMS))
 def test_backbone_outputs_unchanged(norm, form, image):
     cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_4x4d", "MODEL.RESNETS.NORM", norm,
                    "MODEL.RESNEXT.BLOCK_FORM", form, "MODEL.RESNETS.OUT_FEATURES", FEATURES)
-    model = randomize_(build_backbone(cfg, ShapeSpec(channels=3))).eval()
+    model = randomize_norms_(build_backbone(cfg, ShapeSpec(channels=3))).eval()
     norms = sum(isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)) for m in model.modules())
     fast = optimize_for_inference(model)
     assert fast.folded_norms == norms  # every norm folded
@@ -27,7 +25,7 @@ def test_backbone_outputs_unchanged(norm, form, image):
     assert fast.res2[0].shortcut.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ref, out = model(image), fast(image)
-    assert all(_rel(out[k], ref[k]) < 1e-5 for k in FEATURES)
+    assert max_rel_error(out, ref) < 1e-5
     assert model.res2[0].shortcut.norm is not None  # the original keeps its norms
 
 
@@ -42,14 +40,14 @@ def test_faster_rcnn_detections_unchanged():
     cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_4x4d", "MODEL.ROI_HEADS.NAME",
                    "ResNeXtRes5ROIHeads", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
                    "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128)
-    model = randomize_(build_model(cfg)).eval()
+    torch.manual_seed(0)
+    model = randomize_norms_(build_model(cfg)).eval()
     fast = optimize_for_inference(model)
     inputs = [{"image": torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(0)) * 255}]
     with torch.no_grad():
         a, b = model(inputs)[0]["instances"], fast(inputs)[0]["instances"]
     assert len(a) == len(b) > 0
-    assert torch.allclose(a.scores, b.scores, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=1e-4, atol=1e-2)
+    assert detection_error(b, a) < 1e-3  # float32 through an untrained head: ~1e-4
 
 
 def test_fast_inference_config_modes():
