@@ -23,6 +23,7 @@ import sys
 
 from resnext_det.checkpoint import catalog, convert_weights, save_converted
 from resnext_det.errors import UserError
+from resnext_det.modeling.blocks import BLOCK_FORMS
 from resnext_det.utils.cli import EXIT_USER_ERROR, report
 
 
@@ -41,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--keep-fc", action="store_true", help="keep the classifier (linear.*)")
     p.add_argument("--allow-partial", action="store_true",
                    help="skip unmatched/missing/mis-shaped keys (listed) instead of failing")
-    p.add_argument("--block-form", choices=("a", "b", "c"), default="c",
+    p.add_argument("--block-form", choices=tuple(BLOCK_FORMS), default="c",
                    help="block form of the written keys (the paper's Figure 3)")
     p.add_argument("--verbose", action="store_true", help="print every rename")
     p.add_argument("--caffe2-preset", choices=("msra", "fair"),

@@ -13,7 +13,9 @@ import re
 
 import torch
 
-FORMS = ("a", "b", "c")
+from ..modeling.blocks import BLOCK_FORMS
+
+FORMS = tuple(BLOCK_FORMS)  # the paper's Figure 3 forms, as the model builds them
 _PATH_KEY = re.compile(r"^(.*)\.paths\.(\d+)\.(conv[123])\.(.+)$")
 _GROUPED_CONV2 = re.compile(r"^(.*)\.conv2\.weight$")
 

@@ -5,6 +5,7 @@ arguments. Every bad value raises a ConfigError naming the key and what would wo
 """
 from ..config.defaults import resnext_defaults
 from ..config.errors import ConfigError
+from .blocks import BLOCK_FORMS
 from .templates import Template, parse_template
 
 # detectron2's defaults for the keys a template also sets (config/defaults.py there).
@@ -77,7 +78,7 @@ def resnext_block_args(cfg):
     """Keyword arguments of `make_resnext_stage` shared by backbone and ROI head."""
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
     template = resolve_template(cfg)
-    _check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, ("a", "b", "c"))
+    _check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, tuple(BLOCK_FORMS))
     _check_norm(r.NORM, x.BLOCK_FORM, x.ZERO_INIT_RESIDUAL, template, r.STEM_OUT_CHANNELS,
                 r.RES2_OUT_CHANNELS)
     if any(r.DEFORM_ON_PER_STAGE):
