@@ -14,24 +14,20 @@ from ..config.defaults import resnext_defaults
 
 def _model():
     model = CN()
-    # "imagenet" -> stem (7x7/2 conv, 3x3/2 max pool) and res2..res5 of
-    # MODEL.RESNEXT.TEMPLATE, exactly the detection backbone; "cifar" -> ResNeXt-29
-    # (3x3 stem, three stages of three blocks), TEMPLATE "X29_<C>x<d>d".
+    # "imagenet" -> stem (7x7/2 conv, 3x3/2 max pool) and res2..res5 of TEMPLATE, exactly
+    # the detection backbone; "cifar" -> ResNeXt-29 (3x3 stem, 3 stages of 3 blocks),
+    # MODEL.RESNEXT.TEMPLATE "X29_<C>x<d>d".
     model.ARCH = "imagenet"
-    # Classifier outputs. 0 -> the number of classes the training data has.
-    model.NUM_CLASSES = 0
-    # "cuda" or "cpu"; "cuda" on a machine without CUDA falls back to "cpu" with a note.
-    model.DEVICE = "cuda"
-    # Weights to start from: "" -> random init; a checkpoint of ours, or any file that
+    model.NUM_CLASSES = 0  # classifier outputs; 0 -> the number of classes of the data
+    model.DEVICE = "cuda"  # "cuda" or "cpu"; "cuda" without CUDA falls back to "cpu" (noted)
+    # Weights to start from: "" -> random init; a checkpoint of ours or any file that
     # resnext_det.checkpoint.convert_weights reads (torchvision, timm, pycls, ...).
     model.WEIGHTS = ""
-    # Pixel statistics in detectron2's convention: 0-255 pixels in INPUT.FORMAT order,
-    # x' = (x - mean) / std. torchvision's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
-    # times 255, as configs/Base-ResNeXt.yaml, so features transfer to the detector.
+    # detectron2's convention: 0-255 pixels in INPUT.FORMAT order, x' = (x - mean) / std.
+    # torchvision's statistics times 255, as configs/Base-ResNeXt.yaml: features transfer.
     model.PIXEL_MEAN = [123.675, 116.280, 103.530]
     model.PIXEL_STD = [58.395, 57.120, 57.375]
-    r = model.RESNETS = CN()
-    # detectron2's keys, same meaning as in detection. Used only when TEMPLATE is "":
+    r = model.RESNETS = CN()  # detectron2's keys, as in detection; read when TEMPLATE is ""
     r.DEPTH = 50  # 50, 101, 152 ("imagenet"); ignored for "cifar" (always 29)
     r.NUM_GROUPS = 1  # cardinality C: 1 -> ResNet; > 1 -> ResNeXt
     r.WIDTH_PER_GROUP = 64  # bottleneck width d of the first stage
@@ -43,8 +39,7 @@ def _model():
     r.NORM = "BN"
     r.STEM_OUT_CHANNELS = 64  # stem conv outputs (64 in ResNet/ResNeXt)
     r.RES2_OUT_CHANNELS = 256  # res2 outputs, doubled per stage ("imagenet" only)
-    # Deformable convs per stage: resnext_det has none; must stay all False.
-    r.DEFORM_ON_PER_STAGE = [False, False, False, False]
+    r.DEFORM_ON_PER_STAGE = [False, False, False, False]  # resnext_det has none: keep False
     model.RESNEXT = resnext_defaults()
     # Goyal et al. 2017: each block starts as the identity; part of our default recipe.
     model.RESNEXT.ZERO_INIT_RESIDUAL = True
@@ -53,9 +48,9 @@ def _model():
 
 def _data():
     data = CN()
-    # "folder" -> ImageNet layout ROOT/<split>/<class>/<image>, classes = sorted folder
-    # names; "cifar10" / "cifar100" -> the python-pickle release under ROOT
-    # (cifar-10-batches-py/ or cifar-100-python/, or ROOT is that folder itself).
+    # "folder" -> ROOT/<split>/<class>/<image>, classes = sorted folder names (ImageNet's
+    # layout); "cifar10" / "cifar100" -> the python release under ROOT (cifar-10-batches-py/
+    # or cifar-100-python/, or ROOT is that folder).
     data.NAME = "folder"
     data.ROOT = "datasets/imagenet"
     data.TRAIN_SPLIT = "train"  # folder under ROOT (folder); CIFAR: always its train set
@@ -81,8 +76,7 @@ def _input():
     inp.RATIO = (3.0 / 4.0, 4.0 / 3.0)  # random_resized: aspect ratio range
     inp.PAD = 4  # pad_crop: zero padding on each side, px
     inp.RANDOM_FLIP = True  # horizontal flip with p = 0.5 (False for digits and text)
-    # Brightness/contrast/saturation jitter strength; 0 -> none (fb.resnet.torch: 0.4).
-    inp.COLOR_JITTER = 0.0
+    inp.COLOR_JITTER = 0.0  # brightness/contrast/saturation strength; 0 -> none (fb: 0.4)
     inp.TEST_RESIZE = 256  # test: shorter side resized to this, then ...
     inp.TEST_CROP = 224  # ... a center crop of this size (the paper's 224 single crop)
     return inp
@@ -98,34 +92,31 @@ def _solver():
     s.MOMENTUM = 0.9
     s.NESTEROV = False
     s.WEIGHT_DECAY = 1e-4  # on every weight, norms included (fb.resnet.torch)
-    s.MAX_EPOCHS = 100  # the paper divides lr by 10 three times, at STEPS: past epoch 90
-    # 0 -> MAX_EPOCHS epochs; N > 0 -> stop after N iterations (schedule still in epochs).
-    s.MAX_ITER = 0
+    # Epochs of training data, round(epochs * images / IMS_PER_BATCH) iterations (ImageNet:
+    # 1281167 / 256 = 5004.6 per epoch). The paper divides lr by 10 three times, at STEPS.
+    s.MAX_EPOCHS = 100
+    s.MAX_ITER = 0  # 0 -> MAX_EPOCHS; N > 0 -> stop after N iterations (schedule unchanged)
     s.LR_SCHEDULER = "step"  # "step": lr * GAMMA at each of STEPS; "cosine": to 0 at the end
-    s.STEPS = (30, 60, 90)  # epochs ("step")
+    s.STEPS = (30, 60, 90)  # epochs ("step"); steps at or past MAX_EPOCHS are dropped
     s.GAMMA = 0.1
     s.WARMUP_EPOCHS = 0.0  # linear warmup from WARMUP_FACTOR * lr (Goyal et al.: 5)
     s.WARMUP_FACTOR = 0.1
-    # Write a resumable checkpoint every this many iterations (and at the end); 0 -> at
-    # the end of each epoch only.
-    s.CHECKPOINT_PERIOD = 5000
-    # Periodic checkpoints kept on disk, newest first (older ones are deleted after a
-    # newer one is complete); 0 -> keep all. model_final.* is always kept.
+    s.CHECKPOINT_PERIOD = 5000  # resumable checkpoint every N iterations; 0 -> every epoch
+    # Periodic checkpoints of this run kept on disk (older ones are deleted after a newer
+    # one is complete); 0 -> keep all. model_final.* is always kept.
     s.MAX_TO_KEEP = 5
+    s.AMP = CN({"ENABLED": False})  # mixed precision (detectron2's AMPTrainer; CUDA only)
     return s
 
 
 def get_cls_cfg():
     """A fresh classification config with the paper's ImageNet recipe."""
     cfg = CN()
-    cfg.MODEL = _model()
-    cfg.DATA = _data()
-    cfg.INPUT = _input()
-    cfg.SOLVER = _solver()
+    cfg.MODEL, cfg.DATA, cfg.INPUT, cfg.SOLVER = _model(), _data(), _input(), _solver()
     cfg.TEST = CN()
     cfg.TEST.IMS_PER_BATCH = 256  # images per evaluation batch over all processes
     cfg.TEST.EVAL_PERIOD = 1  # evaluate every this many epochs (and at the end); 0: end only
-    cfg.LOG_PERIOD = 20  # print progress (loss, lr, images/s, ETA) every this many iterations
+    cfg.LOG_PERIOD = 20  # log progress (loss, lr, images/s, ETA) and metrics every N iterations
     cfg.SEED = 0  # data order and init; each process seeds SEED + rank. < 0 -> random
     cfg.CUDNN_BENCHMARK = True  # fixed input sizes: let cuDNN pick its fastest kernels
     cfg.OUTPUT_DIR = "output/cls"

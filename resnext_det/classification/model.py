@@ -1,9 +1,12 @@
-"""Build the classifier a classification config describes; the one place that reads MODEL.*.
+"""The classifier a classification config describes; the one place that reads MODEL.*.
 
-MODEL.ARCH "imagenet" builds through `resnext_det.modeling.build_resnext` with the keys
-the detection builders read (checked by the same `resnext_block_args`), so its weights
-are a detection backbone's: stem.*, res2.* .. res5.*, plus the classifier `linear.*`.
+MODEL.ARCH "imagenet" builds through `build_resnext` from the keys the detection builders
+read (checked by the same `resnext_block_args`): its weights are a detection backbone's,
+stem.*, res2.* .. res5.*, plus the classifier `linear.*`.
 """
+import torch.nn.functional as F
+from detectron2.utils.events import get_event_storage
+
 from ..config.errors import ConfigError
 from ..modeling.classifier import ResNeXtClassifier
 from ..modeling.config_args import NORMS, resnext_block_args, resnext_node
@@ -13,8 +16,28 @@ from .cifar_resnext import CifarTemplate, build_cifar_resnext, parse_cifar_templ
 ARCHS = ("imagenet", "cifar")
 
 
-def _check_norm_device(cfg):
-    if cfg.MODEL.RESNETS.NORM == "SyncBN" and cfg.MODEL.DEVICE == "cpu":
+class ClsModel(ResNeXtClassifier):
+    """ResNeXtClassifier on (images, labels) batches, in SimpleTrainer's contract: training ->
+    {"loss_cls": cross-entropy} (and "train/top1_err" in the event storage); eval, or images
+    alone -> the logits (N, classes)."""
+
+    def forward(self, batch):
+        images, labels = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        logits = super().forward(images.to(self.linear.weight.device, non_blocking=True))
+        if not self.training or labels is None:
+            return logits
+        labels = labels.to(logits.device, non_blocking=True)
+        hits = (logits.detach().argmax(dim=1) == labels).float().mean()
+        get_event_storage().put_scalar("train/top1_err", 100 * (1 - hits.item()))
+        return {"loss_cls": F.cross_entropy(logits, labels)}
+
+
+def _check_norm(cfg):
+    norm = cfg.MODEL.RESNETS.NORM
+    if norm == "FrozenBN" or norm not in NORMS:
+        raise ConfigError("MODEL.RESNETS.NORM", norm, "one of ['BN', 'SyncBN', 'naiveSyncBN', "
+                          "'GN']", "Pretraining needs a norm that learns.")
+    if norm == "SyncBN" and cfg.MODEL.DEVICE == "cpu":
         raise ConfigError("MODEL.RESNETS.NORM", "SyncBN", "'naiveSyncBN' or 'BN' on the CPU",
                           "torch's SyncBatchNorm runs on CUDA only; detectron2's naiveSyncBN "
                           "all-reduces the batch statistics over gloo as well.")
@@ -22,43 +45,38 @@ def _check_norm_device(cfg):
 
 def cifar_template(cfg):
     """The CifarTemplate of MODEL.RESNEXT.TEMPLATE, else of NUM_GROUPS / WIDTH_PER_GROUP."""
-    name = resnext_node(cfg).TEMPLATE
-    if name:
-        return parse_cifar_template(name)
-    r = cfg.MODEL.RESNETS
-    return CifarTemplate(r.NUM_GROUPS, r.WIDTH_PER_GROUP)
+    name, r = resnext_node(cfg).TEMPLATE, cfg.MODEL.RESNETS
+    return parse_cifar_template(name) if name else CifarTemplate(r.NUM_GROUPS, r.WIDTH_PER_GROUP)
 
 
 def _cifar_model(cfg, num_classes):
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
-    if r.NORM not in NORMS or r.NORM == "FrozenBN":
-        raise ConfigError("MODEL.RESNETS.NORM", r.NORM,
-                          "one of ['BN', 'SyncBN', 'naiveSyncBN', 'GN']")
     if x.BLOCK_FORM not in ("a", "b", "c"):
         raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, "one of ['a', 'b', 'c']")
     return build_cifar_resnext(cifar_template(cfg), num_classes=num_classes,
                                stem_out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM,
                                block_form=x.BLOCK_FORM, stride_in_1x1=r.STRIDE_IN_1X1,
-                               zero_init_last=x.ZERO_INIT_RESIDUAL)
+                               zero_init_last=x.ZERO_INIT_RESIDUAL, net_class=ClsModel)
 
 
 def _imagenet_model(cfg, num_classes):
     template, block_args = resnext_block_args(cfg)
-    if block_args["norm"] == "FrozenBN":
-        raise ConfigError("MODEL.RESNETS.NORM", "FrozenBN", "'BN', 'SyncBN', 'naiveSyncBN' or 'GN'",
-                          "FrozenBN learns nothing; pretraining needs a trainable norm.")
-    return build_resnext(template, num_classes=num_classes,
-                         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
-                         net_class=ResNeXtClassifier, **block_args)
+    return build_resnext(template, num_classes=num_classes, net_class=ClsModel,
+                         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, **block_args)
 
 
 def build_cls_model(cfg, num_classes):
-    """A classifier returning logits (N, num_classes), on the CPU; checked config."""
+    """The ClsModel (on the CPU) that MODEL.* describes, the config checked.
+
+    Args:
+        num_classes (int): classifier outputs.
+    Returns:
+        ClsModel: "imagenet" -> the detection backbone's stem and stages; "cifar" -> ResNeXt-29.
+    """
     if cfg.MODEL.ARCH not in ARCHS:
         raise ConfigError("MODEL.ARCH", cfg.MODEL.ARCH, f"one of {list(ARCHS)}")
-    _check_norm_device(cfg)
-    build = _imagenet_model if cfg.MODEL.ARCH == "imagenet" else _cifar_model
-    return build(cfg, num_classes)
+    _check_norm(cfg)
+    return (_imagenet_model if cfg.MODEL.ARCH == "imagenet" else _cifar_model)(cfg, num_classes)
 
 
 def template_name(cfg):

@@ -1,39 +1,34 @@
-"""The epoch / iteration loop of classification pretraining, one process or many.
-
-Several processes (detectron2's `launch`, or torchrun) train with DistributedDataParallel:
-NCCL on GPUs, gloo on CPUs (device_ids=None). Resuming restores the model, optimizer,
-schedule, iteration and every process's RNG, and continues the interrupted epoch at the
-batch it had reached, in the same data order (EpochBatchSampler).
+"""Classification pretraining on detectron2's engine: SimpleTrainer / AMPTrainer and hooks
+(LRScheduler, PeriodicCheckpointer, EvalHook, PeriodicWriter: detection's metrics.json).
+Several processes (`launch` or torchrun) use DDP: NCCL on GPUs, gloo on CPUs.
 """
 import logging
+import os
 import time
+import weakref
 
 import torch
-import torch.nn.functional as F
-from detectron2.data.build import worker_init_reset_seed
+from detectron2.data import build_detection_test_loader
+from detectron2.data.build import build_batch_data_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 
-from ..checkpoint.metadata import WeightsMetadata
 from ..config.errors import ConfigError
-from .checkpoint import (CheckpointFiles, load_checkpoint, load_initial_weights, rng_state,
-                         set_rng_state)
+from ..engine.checks import check_weights
+from .checkpoint import (ResumableCheckpointer, build_cls_checkpointer, restore_rng,
+                         save_detection_weights, weights_metadata)
 from .data import build_dataset, check_same_classes
-from .evaluate import all_sum, error_rates, evaluate, topk_correct
-from .events import MetricsWriter, Throughput, format_eta
+from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
-from .sampler import EpochBatchSampler, ShardBatchSampler
-from .solver import build_optimizer, build_schedule
+from .sampler import ResumableSampler
+from .solver import build_optimizer, build_param_scheduler
 from .transforms import build_test_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
-
-
-def cls_device(cfg):
-    if cfg.MODEL.DEVICE == "cpu":
-        return torch.device("cpu")
-    return torch.device("cuda", comm.get_local_rank())
 
 
 def per_process(total, key):
@@ -44,246 +39,163 @@ def per_process(total, key):
     return total // world
 
 
-def resolve_num_classes(cfg, dataset):
-    """MODEL.NUM_CLASSES, or the data's class count when it is 0; they must agree."""
-    found = len(dataset.classes)
-    if cfg.MODEL.NUM_CLASSES not in (0, found):
+def build_model_for(cfg, dataset):
+    """build_cls_model with MODEL.NUM_CLASSES (0: the data's class count), on MODEL.DEVICE."""
+    if cfg.MODEL.NUM_CLASSES not in (0, len(dataset.classes)):
         raise ConfigError("MODEL.NUM_CLASSES", cfg.MODEL.NUM_CLASSES,
-                          f"0 or {found}, the number of classes in the data")
-    return found
+                          f"0 or {len(dataset.classes)}, the number of classes in the data")
+    device = "cpu" if cfg.MODEL.DEVICE == "cpu" else f"cuda:{comm.get_local_rank()}"
+    return build_cls_model(cfg, len(dataset.classes)).to(device)
 
 
-def make_loader(cfg, dataset, batch_sampler, device):
-    """Its own generator: making an iterator draws a seed from it, not from the global
-    RNG, so a resumed run's augmentations (num_workers 0) continue the interrupted ones."""
-    workers = cfg.DATA.NUM_WORKERS
-    seed = max(cfg.SEED, 0) * 1000 + comm.get_rank()
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      worker_init_fn=worker_init_reset_seed,
-                      generator=torch.Generator().manual_seed(seed))
+def evaluate(cfg, model, dataset):
+    """Top-1/top-5 error of `model` on `dataset` over all processes, by detectron2's test loader
+    and inference_on_dataset; the global RNG is left as it was (training goes on the same).
 
-
-def val_loader(cfg, dataset, device):
-    batch = per_process(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH")
-    sampler = ShardBatchSampler(len(dataset), batch, rank=comm.get_rank(),
-                                world_size=comm.get_world_size())
-    return make_loader(cfg, dataset, sampler, device)
-
-
-def weights_metadata(cfg, num_classes, iteration):
-    """What a detector loading these weights needs to agree with (None for CIFAR nets)."""
-    if cfg.MODEL.ARCH != "imagenet":
-        return None
-    r = cfg.MODEL.RESNETS
-    return WeightsMetadata(
-        template=template_name(cfg), source_format="resnext_det", input_format=cfg.INPUT.FORMAT,
-        pixel_mean=list(cfg.MODEL.PIXEL_MEAN), pixel_std=list(cfg.MODEL.PIXEL_STD),
-        stride_in_1x1=r.STRIDE_IN_1X1, norm=r.NORM, block_form=cfg.MODEL.RESNEXT.BLOCK_FORM,
-        num_classes=num_classes,
-        notes=(f"tools/pretrain_cls.py on {cfg.DATA.NAME}:{cfg.DATA.ROOT}, iteration {iteration}; "
-               f"STEM_OUT_CHANNELS {r.STEM_OUT_CHANNELS}, RES2_OUT_CHANNELS {r.RES2_OUT_CHANNELS}"),
-    ).to_dict()
-
-
-class ClsTrainer:
-    """Builds data, model, optimizer and schedule from a config; trains, evaluates, saves."""
-
-    def __init__(self, cfg):
-        self.cfg, self.device = cfg, cls_device(cfg)
-        self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
-        self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
-        check_same_classes(self.train_set, self.val_set)
-        self.num_classes = resolve_num_classes(cfg, self.train_set)
-        self.model = build_cls_model(cfg, self.num_classes).to(self.device)
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.sampler = self._train_sampler()
-        self.iters_per_epoch = self.sampler.iters_per_epoch
-        self.schedule = build_schedule(cfg, self.iters_per_epoch)
-        full = cfg.SOLVER.MAX_EPOCHS * self.iters_per_epoch
-        self.max_iter = min(full, cfg.SOLVER.MAX_ITER) if cfg.SOLVER.MAX_ITER > 0 else full
-        self.train_loader = make_loader(cfg, self.train_set, self.sampler, self.device)
-        self.val_loader = val_loader(cfg, self.val_set, self.device)
-        self.files = CheckpointFiles(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_TO_KEEP)
-        self.writer = MetricsWriter(cfg.OUTPUT_DIR, comm.is_main_process())
-        self.iteration, self.last_eval = 0, None
-        self.ddp = self.model
-        if comm.get_world_size() > 1:
-            ids = None if self.device.type == "cpu" else [self.device.index]
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
-
-    def _train_sampler(self):
-        batch = per_process(self.cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
-        seed = self.cfg.SEED if self.cfg.SEED >= 0 else comm.shared_random_seed()
-        sampler = EpochBatchSampler(len(self.train_set), batch, rank=comm.get_rank(),
-                                    world_size=comm.get_world_size(), seed=seed)
-        if sampler.iters_per_epoch == 0:
-            raise ConfigError("SOLVER.IMS_PER_BATCH", self.cfg.SOLVER.IMS_PER_BATCH,
-                              f"at most the {len(self.train_set)} training images",
-                              "No process gets one full batch per epoch.")
-        return sampler
-
-    # ---- checkpoints ----------------------------------------------------------------
-    def checkpoint(self):
-        """The resumable state; every process must call it (RNG states are gathered)."""
-        rng = comm.all_gather(rng_state())
-        ckpt = {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-                "iteration": self.iteration, "epoch": self.iteration // self.iters_per_epoch,
-                "iters_per_epoch": self.iters_per_epoch, "rng": rng,
-                "classes": list(self.train_set.classes), "config": self.cfg.dump()}
-        meta = weights_metadata(self.cfg, self.num_classes, self.iteration)
-        if meta is not None:  # lets a detector's MODEL.WEIGHTS point at this file too
-            ckpt.update({"matching_heuristics": True, "resnext_det": meta})
-        return ckpt
-
-    def save(self, name):
-        ckpt = self.checkpoint()
-        if comm.is_main_process():
-            self.files.save(name, ckpt)
-        comm.synchronize()
-
-    def save_final(self):
-        self.save("model_final.pth")
-        meta = weights_metadata(self.cfg, self.num_classes, self.iteration)
-        if meta is not None and comm.is_main_process():
-            path = self.files.save_weights("model_final.pkl", self.model.state_dict(), meta)
-            logger.info(f"Detection weights: {path} (use as MODEL.WEIGHTS of a detector "
-                        f"with MODEL.RESNEXT.TEMPLATE {meta['template']!r})")
-        comm.synchronize()
-
-    def resume_or_load(self, resume=True):
-        """Continue from the last checkpoint (resume) or start from MODEL.WEIGHTS."""
-        if comm.is_main_process():
-            self.files.remove_stale_temporaries()
-        path, ckpt = self.files.last_readable() if resume else (None, None)
-        if path is None:
-            if self.cfg.MODEL.WEIGHTS:
-                load_initial_weights(self.model, self.cfg.MODEL.WEIGHTS,
-                                     self.cfg.MODEL.RESNEXT.BLOCK_FORM,
-                                     self.cfg.MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE)
-            return None
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["scheduler"])
-        self.iteration = ckpt["iteration"]
-        if ckpt["iters_per_epoch"] != self.iters_per_epoch:
-            logger.warning(f"{path} was written with {ckpt['iters_per_epoch']} iterations per "
-                           f"epoch, this run has {self.iters_per_epoch} (batch size or number "
-                           "of processes changed): epochs are counted anew from the iteration.")
-        if len(ckpt["rng"]) == comm.get_world_size():
-            set_rng_state(ckpt["rng"][comm.get_rank()])
-        logger.info(f"Resumed from {path} at iteration {self.iteration} of {self.max_iter}")
-        return path
-
-    # ---- training --------------------------------------------------------------------
-    def train(self):
-        """Train to max_iter, evaluating per TEST.EVAL_PERIOD; returns the last evaluation."""
-        c, s = self.cfg, self.cfg.SOLVER
-        logger.info(f"Training {template_name(c)} ({c.MODEL.ARCH}) on {len(self.train_set)} images "
-                    f"of {self.num_classes} classes: {self.iters_per_epoch} iterations/epoch of "
-                    f"{s.IMS_PER_BATCH} images, {self.max_iter} iterations, "
-                    f"lr {self.schedule.lr:g}")
-        while self.iteration < self.max_iter:
-            epoch, start = divmod(self.iteration, self.iters_per_epoch)
-            self._end_epoch(epoch, self._run_epoch(epoch, start))
-        if self.last_eval is None or self.last_eval["iteration"] != self.iteration:
-            self._evaluate(self.iteration / self.iters_per_epoch)
-        self.save_final()
-        self.writer.close()
-        return self.last_eval
-
-    def _step(self, images, labels):
-        lr = self.schedule.apply(self.optimizer, self.iteration)
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
-        logits = self.ddp(images)
-        loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at iteration {self.iteration} (lr {lr:g}); lower "
-                "SOLVER.BASE_LR or add SOLVER.WARMUP_EPOCHS")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.iteration += 1
-        return lr, loss.item(), topk_correct(logits.detach(), labels, ks=(1,))[0]
-
-    def _run_epoch(self, epoch, start):
-        """Train epoch `epoch` from its batch `start`; returns summed loss, correct, images."""
-        self.sampler.set_epoch(epoch, start)
-        self.ddp.train()
-        sums, began = [0.0, 0, 0], time.perf_counter()
-        meter = Throughput(self.cfg.SOLVER.IMS_PER_BATCH)
-        for images, labels in self.train_loader:
-            lr, loss, correct = self._step(images, labels)
-            sums = [sums[0] + loss * len(labels), sums[1] + correct, sums[2] + len(labels)]
-            meter.step()
-            if self.iteration % self.cfg.LOG_PERIOD == 0 or self.iteration == self.max_iter:
-                self._log_progress(epoch, lr, loss, meter)
-            period = self.cfg.SOLVER.CHECKPOINT_PERIOD
-            if period and self.iteration % period == 0 and self.iteration < self.max_iter:
-                self.save(f"model_{self.iteration:07d}.pth")
-            if self.iteration >= self.max_iter:
-                break
-        return sums + [time.perf_counter() - began]
-
-    def _log_progress(self, epoch, lr, loss, meter):
-        per_iter, images_per_s = meter.read()
-        eta = per_iter * (self.max_iter - self.iteration)
-        in_epoch = self.iteration - epoch * self.iters_per_epoch
-        logger.info(f"epoch {epoch + 1}/{self.cfg.SOLVER.MAX_EPOCHS}  iter {self.iteration}/"
-                    f"{self.max_iter} ({in_epoch}/{self.iters_per_epoch})  loss {loss:.4f}  "
-                    f"lr {lr:.4g}  {images_per_s:.1f} images/s  {per_iter:.3f} s/iter  "
-                    f"ETA {format_eta(eta)}")
-        self.writer.write("iter", self.iteration, {"epoch": epoch + 1, "loss": loss, "lr": lr,
-                                                   "images_per_s": images_per_s,
-                                                   "eta_s": eta})
-
-    def _end_epoch(self, epoch, sums):
-        loss_sum, correct, count = all_sum(sums[:3], self.device)
-        seconds = sums[3]
-        train = error_rates(loss_sum, correct, correct, count)
-        done = self.iteration >= self.max_iter
-        progress = self.iteration / self.iters_per_epoch
-        period = self.cfg.TEST.EVAL_PERIOD
-        val = self._evaluate(progress) if done or (period and (epoch + 1) % period == 0) else {}
-        record = {"epoch": round(progress, 4), "lr": self.optimizer.param_groups[0]["lr"],
-                  "train_loss": train["loss"], "train_top1_err": train["top1_err"],
-                  "epoch_seconds": seconds, "images_per_s": count / max(seconds, 1e-9),
-                  **{f"val_{k}": v for k, v in val.items() if k != "iteration"}}
-        val_text = (f"; val top-1 err {val['top1_err']:.2f}%, top-5 err {val['top5_err']:.2f}%"
-                    if val else "")
-        logger.info(f"epoch {progress:g} done in {format_eta(seconds)} "
-                    f"({record['images_per_s']:.1f} images/s): train loss {train['loss']:.4f}, "
-                    f"train top-1 err {train['top1_err']:.2f}%{val_text}")
-        self.writer.write("epoch", self.iteration, record)
-        if not self.cfg.SOLVER.CHECKPOINT_PERIOD and not done:
-            self.save(f"model_{self.iteration:07d}.pth")
-
-    def _evaluate(self, epoch):
-        result = evaluate(self.model, self.val_loader, self.device)
-        logger.info(f"Evaluation at epoch {epoch:g} on {result['images']} images: top-1 error "
-                    f"{result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}%, "
-                    f"loss {result['loss']:.4f}")
-        self.last_eval = dict(result, iteration=self.iteration)
-        return self.last_eval
+    Returns:
+        dict: {"top1_err", "top5_err" (percent), "loss", "images"}.
+    """
+    loader = build_detection_test_loader(
+        dataset, mapper=None, batch_size=per_process(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH"),
+        num_workers=cfg.DATA.NUM_WORKERS, collate_fn=default_collate)
+    with torch.random.fork_rng(devices=[]):
+        return inference_on_dataset(model, loader, TopKEvaluator())
 
 
 def evaluate_only(cfg, resume=False):
-    """Evaluate the last checkpoint (resume) or MODEL.WEIGHTS on the validation split."""
-    device = cls_device(cfg)
+    """`evaluate` the last checkpoint (resume) or MODEL.WEIGHTS on the validation split."""
     dataset = build_dataset(cfg, False, build_test_transform(cfg))
-    model = build_cls_model(cfg, resolve_num_classes(cfg, dataset)).to(device)
-    path, ckpt = CheckpointFiles(cfg.OUTPUT_DIR).last_readable() if resume else (None, None)
-    if path:
-        model.load_state_dict(ckpt["model"])
-    elif cfg.MODEL.WEIGHTS:
-        load_initial_weights(model, cfg.MODEL.WEIGHTS, cfg.MODEL.RESNEXT.BLOCK_FORM,
-                             cfg.MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE)
-    else:
-        raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate",
-                          "or --resume with a checkpoint in OUTPUT_DIR.")
-    result = evaluate(model, val_loader(cfg, dataset, device), device)
-    logger.info(f"{path or cfg.MODEL.WEIGHTS}: top-1 error {result['top1_err']:.2f}%, "
-                f"top-5 error {result['top5_err']:.2f}% on {result['images']} images")
-    return result
+    model = build_model_for(cfg, dataset)
+    checkpointer = build_cls_checkpointer(cfg, model)
+    if not (resume and checkpointer.has_checkpoint()):
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate (or --resume "
+                              "with a checkpoint in OUTPUT_DIR)")
+        check_weights(cfg)
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    return evaluate(cfg, model, dataset)
+
+
+class Throughput(hooks.HookBase):
+    """Puts "[metric]images_per_s" of all processes (CommonMetricPrinter prints it beside the
+    losses and ETA) and "epoch" (iterations done / iterations per epoch) in the storage."""
+
+    def __init__(self, images_per_iter, epoch_iters):
+        self.images_per_iter, self.epoch_iters = images_per_iter, epoch_iters
+
+    def before_step(self):
+        self._start = time.perf_counter()
+
+    def after_step(self):
+        storage, seconds = self.trainer.storage, time.perf_counter() - self._start
+        storage.put_scalar("[metric]images_per_s", self.images_per_iter / max(seconds, 1e-9))
+        storage.put_scalar("epoch", (self.trainer.iter + 1) / self.epoch_iters,
+                           smoothing_hint=False)
+
+
+class ClsTrainer(DefaultTrainer):
+    """DefaultTrainer for classification: data, model, schedule (in epochs) and hooks from a
+    classification config; resumes exactly; writes model_final.pkl.
+
+    Args:
+        cfg (CfgNode): a set-up config of `get_cls_cfg()`.
+    Attributes:
+        net: the classifier (not wrapped in DDP); epoch_iters: iterations per epoch (float).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        self.cfg, s = cfg, cfg.SOLVER
+        schedule = build_param_scheduler(s)  # checks SOLVER first
+        self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
+        self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
+        check_same_classes(self.train_set, self.val_set)
+        self.net = build_model_for(cfg, self.train_set)
+        if s.IMS_PER_BATCH > len(self.train_set):
+            raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH,
+                              f"at most the {len(self.train_set)} training images")
+        if s.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+            raise ConfigError("SOLVER.AMP.ENABLED", True, "False on the CPU",
+                              "detectron2's AMPTrainer needs CUDA.")
+        self.epoch_iters = len(self.train_set) / s.IMS_PER_BATCH
+        total = self.epochs_to_iters(s.MAX_EPOCHS)
+        self.start_iter, self.max_iter = 0, min(total, s.MAX_ITER) if s.MAX_ITER > 0 else total
+        optimizer = build_optimizer(cfg, self.net)
+        cpu = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}  # gloo: no device ids
+        model = create_ddp_model(self.net, broadcast_buffers=False, **cpu)
+        self._trainer = (AMPTrainer if s.AMP.ENABLED else SimpleTrainer)(
+            model, self._build_train_loader(), optimizer)
+        self.scheduler = LRMultiplier(optimizer, schedule, total)  # all epochs, even with MAX_ITER
+        self.checkpointer = build_cls_checkpointer(cfg, self.net, trainer=weakref.proxy(self))
+        self.register_hooks(self.build_hooks())
+
+    def epochs_to_iters(self, epochs):
+        return max(1, round(epochs * self.epoch_iters))
+
+    def _build_train_loader(self):
+        """detectron2's batched loader over a ResumableSampler, with its own generator (the
+        global RNG drives the augmentations with DATA.NUM_WORKERS 0)."""
+        c, workers = self.cfg, self.cfg.DATA.NUM_WORKERS
+        self.batch = per_process(c.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        seed = c.SEED if c.SEED >= 0 else comm.shared_random_seed()
+        self.sampler = ResumableSampler(len(self.train_set), seed)
+        return build_batch_data_loader(
+            self.train_set, self.sampler, c.SOLVER.IMS_PER_BATCH, num_workers=workers,
+            collate_fn=default_collate, seed=seed * 1000 + comm.get_rank(),
+            persistent_workers=workers > 0, pin_memory=c.MODEL.DEVICE != "cpu")
+
+    def build_hooks(self):
+        c, s = self.cfg, self.cfg.SOLVER
+        checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
+        ret = [hooks.IterationTimer(), Throughput(s.IMS_PER_BATCH, self.epoch_iters),
+               hooks.LRScheduler(),
+               ResumableCheckpointer(self.checkpointer, checkpoints, self.checkpoint_extra,
+                                     max_to_keep=s.MAX_TO_KEEP or None),
+               hooks.EvalHook(c.TEST.EVAL_PERIOD and self.epochs_to_iters(c.TEST.EVAL_PERIOD),
+                              self.evaluate)]
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=c.LOG_PERIOD))
+        return ret
+
+    def evaluate(self):
+        self._last_eval_results = evaluate(self.cfg, self.net, self.val_set)
+        return {"val": self._last_eval_results}  # val/top1_err, ... in metrics.json
+
+    def metadata(self, iteration):
+        return weights_metadata(self.cfg, template_name(self.cfg), len(self.train_set.classes),
+                                iteration)
+
+    def checkpoint_extra(self, iteration):
+        extra = {"classes": list(self.train_set.classes), "config": self.cfg.dump()}
+        if self.cfg.MODEL.ARCH == "imagenet":  # a detector's MODEL.WEIGHTS may name the file
+            meta = self.metadata(iteration + 1).to_dict()
+            extra.update(matching_heuristics=True, resnext_det=meta)
+        return extra
+
+    def resume_or_load(self, resume=True):
+        """Resume from the newest readable checkpoint (iteration, optimizer, schedule, RNG
+        states, place in the data), or start from MODEL.WEIGHTS of any format."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        if not resuming:
+            check_weights(self.cfg)
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resuming:
+            self.start_iter = self.iter + 1
+            restore_rng(extra)
+        self.sampler.start = self.start_iter * self.batch
+
+    def train(self):
+        """Train to max_iter, then write model_final.pkl (ImageNet-style models).
+
+        Returns:
+            dict: the last evaluation, as `evaluate`.
+        """
+        logger.info(f"Training {template_name(self.cfg)} on {len(self.train_set)} images of "
+                    f"{len(self.train_set.classes)} classes, {self.epoch_iters:.1f} iterations "
+                    f"per epoch, to iteration {self.max_iter}")
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        if self.cfg.MODEL.ARCH == "imagenet" and comm.is_main_process():
+            save_detection_weights(os.path.join(self.cfg.OUTPUT_DIR, "model_final.pkl"), self.net,
+                                   self.metadata(self.max_iter))
+        comm.synchronize()
+        return getattr(self, "_last_eval_results", None)

@@ -1,15 +1,12 @@
-"""Training and test transforms: PIL RGB image -> normalized float tensor (3, H, W).
+"""Training and test transforms: PIL RGB image -> float tensor (3, H, W) as the model takes it.
 
-Normalization follows detectron2's convention so that pretrained features transfer:
-0-255 pixels in INPUT.FORMAT order, x' = (x - PIXEL_MEAN) / PIXEL_STD. With torchvision's
-statistics times 255 it is exactly torchvision's ImageNet normalization.
+detectron2's normalization, so that pretrained features transfer: 0-255 pixels in
+INPUT.FORMAT order, x' = (x - PIXEL_MEAN) / PIXEL_STD (torchvision's, with its statistics).
 """
 import torch
 from torchvision import transforms as T
 
 from ..config.errors import ConfigError
-
-TRAIN_CROPS = ("random_resized", "pad_crop", "none")
 
 
 class ToModelInput:
@@ -19,36 +16,29 @@ class ToModelInput:
         if input_format not in ("RGB", "BGR"):
             raise ConfigError("INPUT.FORMAT", input_format, "'RGB' or 'BGR'")
         self.bgr = input_format == "BGR"
-        self.mean = torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1)
+                               for v in (pixel_mean, pixel_std))
 
     def __call__(self, image):
         x = T.functional.pil_to_tensor(image).float()  # (3, H, W), 0-255, RGB
-        if self.bgr:
-            x = x.flip(0)
-        return (x - self.mean) / self.std
-
-
-def _train_crop(inp):
-    if inp.TRAIN_CROP == "random_resized":
-        return [T.RandomResizedCrop(inp.TRAIN_SIZE, scale=tuple(inp.SCALE), ratio=tuple(inp.RATIO))]
-    if inp.TRAIN_CROP == "pad_crop":
-        return [T.RandomCrop(inp.TRAIN_SIZE, padding=inp.PAD)]
-    if inp.TRAIN_CROP == "none":
-        return [T.Resize((inp.TRAIN_SIZE, inp.TRAIN_SIZE))]
-    raise ConfigError("INPUT.TRAIN_CROP", inp.TRAIN_CROP, f"one of {list(TRAIN_CROPS)}")
+        return ((x.flip(0) if self.bgr else x) - self.mean) / self.std
 
 
 def build_train_transform(cfg):
     """Crop (INPUT.TRAIN_CROP), optional flip and color jitter, normalize."""
     inp = cfg.INPUT
-    ops = _train_crop(inp)
+    crops = {"random_resized": lambda: T.RandomResizedCrop(inp.TRAIN_SIZE, tuple(inp.SCALE),
+                                                           tuple(inp.RATIO)),
+             "pad_crop": lambda: T.RandomCrop(inp.TRAIN_SIZE, padding=inp.PAD),
+             "none": lambda: T.Resize((inp.TRAIN_SIZE, inp.TRAIN_SIZE))}
+    if inp.TRAIN_CROP not in crops:
+        raise ConfigError("INPUT.TRAIN_CROP", inp.TRAIN_CROP, f"one of {list(crops)}")
+    ops = [crops[inp.TRAIN_CROP]()]
     if inp.RANDOM_FLIP:
         ops.append(T.RandomHorizontalFlip())
     if inp.COLOR_JITTER > 0:
         ops.append(T.ColorJitter(*[inp.COLOR_JITTER] * 3))
-    ops.append(ToModelInput(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, inp.FORMAT))
-    return T.Compose(ops)
+    return T.Compose(ops + [ToModelInput(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, inp.FORMAT)])
 
 
 def build_test_transform(cfg):

@@ -21,15 +21,15 @@ def device_fallback(cfg):
     return None
 
 
-def setup_cfg(args):
+def setup_cfg(args, cfg=None):
     """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
 
     Between merge and freeze: every MODEL.RESNEXT key is checked, then the CPU fallback
     and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS, whose changes are logged once default_setup has
-    set up logging; OUTPUT_DIR is checked before default_setup writes into it.
+    set up logging; OUTPUT_DIR is checked before default_setup writes into it. `cfg`: the
+    defaults to merge into instead (classification: get_cls_cfg()).
     """
-    cfg = get_cfg()
-    add_resnext_config(cfg)
+    cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
     merge_config(cfg, args.config_file, args.opts)
     check_resnext_keys(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from resnext_det.checkpoint import read_weights
 from resnext_det.config.weights import config_mismatches
 from resnext_det.classification import build_cls_model, get_cls_cfg, main
-from resnext_det.classification.checkpoint import load_checkpoint
 from resnext_det.engine import build_checkpointer, setup_cfg
 from tests.helpers import load_tool
 
@@ -47,7 +47,7 @@ def test_checkpoint_starts_the_demo_detector(pretrained, tmp_path, name):
     missing = [k for k in checkpointer.last_incompatible.missing_keys
                if k.startswith("backbone.bottom_up.") and "num_batches_tracked" not in k]
     assert missing == []
-    weights = load_checkpoint(pretrained / "model_final.pth")
+    weights = read_weights(pretrained / "model_final.pth").obj
     backbone = _backbone(model)
     assert len(backbone) > 100
     for key, value in backbone.items():

@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from detectron2.solver import LRMultiplier
 
 from resnext_det.classification import build_cifar_resnext, build_cls_model, get_cls_cfg
-from resnext_det.classification.evaluate import topk_correct
-from resnext_det.classification.solver import EpochSchedule, build_schedule, scaled_lr
+from resnext_det.classification.evaluator import topk_correct
+from resnext_det.classification.solver import build_param_scheduler, scaled_lr
 from resnext_det.config.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "cls"
@@ -53,21 +54,47 @@ def test_config_errors_name_the_key():
         build_cls_model(cfg, 10)
 
 
+def _lrs(cfg, iterations, total):
+    """The lr of detectron2's LRMultiplier at each of `iterations` (in increasing order)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=scaled_lr(cfg.SOLVER))
+    scheduler, lrs = LRMultiplier(optimizer, build_param_scheduler(cfg.SOLVER), total), []
+    for it in range(max(iterations) + 1):
+        if it in iterations:
+            lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradient: nothing moves; the order torch expects
+        scheduler.step()
+    return lrs
+
+
 def test_step_schedule_and_linear_scaling():
+    """lr 0.1 x 512/256, / 10 at epochs 30, 60, 90 of 100 (100 iterations per epoch)."""
     cfg = get_cls_cfg()
     cfg.SOLVER.IMS_PER_BATCH = 512
-    schedule = build_schedule(cfg, iters_per_epoch=100)
-    assert scaled_lr(0.1, 512, 256) == schedule.lr == pytest.approx(0.2)
-    lrs = [schedule.lr_at(epoch * 100) for epoch in (0, 29, 30, 60, 89, 90, 99)]
+    lrs = _lrs(cfg, [epoch * 100 for epoch in (0, 29, 30, 60, 89, 90, 99)], total=10000)
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.002, 0.002, 0.0002, 0.0002])
+    cfg.SOLVER.MAX_EPOCHS = 50  # steps at or past the end are dropped
+    assert build_param_scheduler(cfg.SOLVER)(0.99) == pytest.approx(0.1)
 
 
 def test_cosine_and_warmup():
-    schedule = EpochSchedule(0.1, 10, 20, kind="cosine", warmup_epochs=2, warmup_factor=0.1)
-    assert schedule.lr_at(0) == pytest.approx(0.01)
-    assert schedule.lr_at(10) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 20)) * 0.55)
-    assert schedule.lr_at(100) == pytest.approx(0.05)
-    assert schedule.lr_at(200) == pytest.approx(0.0, abs=1e-12)
+    """detectron2's WarmupParamScheduler: linear from 0.1 x lr to the cosine at epoch 2 of 20."""
+    cfg = get_cls_cfg()
+    cfg.SOLVER.merge_from_list(["LR_SCHEDULER", "cosine", "MAX_EPOCHS", 20, "WARMUP_EPOCHS", 2.0,
+                                "IMS_PER_BATCH", 256])
+    at_2 = 0.5 * (1 + math.cos(math.pi * 2 / 20))
+    lrs = _lrs(cfg, [0, 10, 20, 100, 199], total=200)
+    assert lrs == pytest.approx([0.01, 0.1 * (0.1 + at_2) / 2, 0.1 * at_2, 0.05,
+                                 0.05 * (1 + math.cos(math.pi * 199 / 200))])
+
+
+def test_schedule_errors_name_the_key():
+    cfg = get_cls_cfg()
+    cfg.SOLVER.STEPS = (60, 30)
+    with pytest.raises(ConfigError, match="SOLVER.STEPS"):
+        build_param_scheduler(cfg.SOLVER)
+    cfg.SOLVER.STEPS, cfg.SOLVER.LR_SCHEDULER = (30,), "poly"
+    with pytest.raises(ConfigError, match="SOLVER.LR_SCHEDULER"):
+        build_param_scheduler(cfg.SOLVER)
 
 
 def test_topk_correct():

@@ -1,17 +1,27 @@
-"""tools/pretrain_cls.py's main on a tiny folder: train, metrics, checkpoints, resume."""
+"""tools/pretrain_cls.py on a tiny folder: training, metrics.json, checkpoints, exact resume."""
+import json
 import math
 
 import pytest
 import torch
 
-from resnext_det.classification import main
-from resnext_det.classification import checkpoint as ckpt_module
-from resnext_det.classification.checkpoint import CheckpointFiles, load_checkpoint
-from resnext_det.classification.events import read_metrics
-from resnext_det.classification.trainer import ClsTrainer
+from resnext_det.checkpoint import read_weights
+from resnext_det.checkpoint import checkpointer as checkpointer_module
+from resnext_det.classification import ClsTrainer, build_cls_model, main
+from resnext_det.classification.checkpoint import build_cls_checkpointer
+from resnext_det.utils.plots import plot_training_curves, read_metrics, series
 from tests.helpers import load_tool
 
-from .helpers import cls_args, tiny_opts, write_folder
+from .helpers import cls_args, tiny_cfg, tiny_opts, write_folder
+
+# What detectron2's SimpleTrainer, IterationTimer, LRScheduler and CommonMetricPrinter put
+# in every training record of detection's metrics.json once the timer has warmed up.
+DETECTRON2_TRAINING_KEYS = {"iteration", "total_loss", "lr", "time", "data_time",
+                            "rank_data_time", "eta_seconds"}
+
+
+def load(path):
+    return read_weights(path).obj
 
 
 @pytest.fixture(scope="module")
@@ -20,86 +30,104 @@ def folder(tmp_path_factory):
 
 
 def test_train_few_iterations(folder, tmp_path):
-    result = load_tool("pretrain_cls").run(["--num-gpus", "1"] + tiny_opts(folder, tmp_path))
-    epochs = read_metrics(tmp_path, "epoch")
-    assert [r["iteration"] for r in epochs] == [4, 8]  # 18 images / 4: 4 iterations per epoch
-    assert all(math.isfinite(r["train_loss"]) for r in epochs)
-    assert 0 <= epochs[-1]["val_top1_err"] <= 100
-    assert epochs[-1]["val_top5_err"] == 0  # 3 classes: the top 5 hold them all
-    assert epochs[-1]["val_images"] == 6
-    iters = read_metrics(tmp_path, "iter")
-    assert len(iters) == 8 and all(r["images_per_s"] > 0 and r["eta_s"] >= 0 for r in iters)
-    assert (tmp_path / "tensorboard").is_dir() and (tmp_path / "model_0000003.pth").is_file()
-    assert CheckpointFiles(tmp_path).last() == str(tmp_path / "model_final.pth")
-    final = load_checkpoint(tmp_path / "model_final.pth")
-    assert final["iteration"] == 8
+    """18 images / 4 per batch = 4.5 iterations per epoch: 2 epochs are 9 iterations."""
+    tool = load_tool("pretrain_cls")
+    opts = tiny_opts(folder, tmp_path, "SOLVER.MAX_TO_KEEP", 2)
+    assert tool.run(["--num-gpus", "1"] + opts) is None  # launch() returns nothing
+    records = read_metrics(tmp_path / "metrics.json")
+    assert [r["iteration"] for r in records] == list(range(10))  # LOG_PERIOD 1; final eval at 9
+    train = records[:9]
+    assert all(math.isfinite(r["total_loss"]) and r["[metric]images_per_s"] > 0 for r in train)
+    assert [r["epoch"] for r in train] == pytest.approx([(i + 1) / 4.5 for i in range(9)])
+    # val every round(4.5) = 4 iterations and at the end; top-5 of 3 classes holds them all
+    assert [i for i, _ in series(records, "val/top1_err")] == [3, 7, 9]
+    assert records[-1]["val/top5_err"] == 0 and records[-1]["val/images"] == 6
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+    # CHECKPOINT_PERIOD 3 (after iterations 2, 5, 8), MAX_TO_KEEP 2; then model_final
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
+        "model_0000005.pth", "model_0000008.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    final = load(tmp_path / "model_final.pth")
+    assert final["iteration"] == 8 and final["trainer"]["iteration"] == 8
     assert final["classes"] == ["blue", "green", "red"]  # sorted folder names
-    assert final["resnext_det"]["template"] == "X50_2x2d"
-    assert (tmp_path / "model_final.pkl").is_file()
-    assert result is None  # launch() returns nothing; main() returns the evaluation
+    assert final["resnext_det"]["template"] == "X50_2x2d" and len(final["rng"]) == 1
+    assert load(tmp_path / "model_final.pkl")["resnext_det"]["template"] == "X50_2x2d"
+    assert plot_training_curves(tmp_path / "metrics.json", tmp_path / "curves.png")
 
     evaluation = main(cls_args(tiny_opts(folder, tmp_path), resume=True, eval_only=True))
-    assert evaluation["top1_err"] == pytest.approx(epochs[-1]["val_top1_err"])
+    assert evaluation["top1_err"] == pytest.approx(records[-1]["val/top1_err"])
 
 
-def _stop_at(iteration):
-    """A _step that 'kills' the run (KeyboardInterrupt) when it reaches `iteration`."""
-    step = ClsTrainer._step
+def test_metrics_have_detections_record_shape(folder, tmp_path):
+    """detectron2's JSONWriter lines: sorted keys, "iteration", detection's training keys."""
+    main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 5, "TEST.EVAL_PERIOD", 0)))
+    lines = (tmp_path / "metrics.json").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert lines == [json.dumps(r, sort_keys=True) for r in records]
+    assert all(DETECTRON2_TRAINING_KEYS <= set(r) for r in records[2:5])  # timer warm-up: 2
+    assert all(isinstance(v, float) for r in records for k, v in r.items() if k != "iteration")
+    assert set(records[-1]) == {"iteration", "val/top1_err", "val/top5_err", "val/loss",
+                                "val/images"}
 
-    def killed(self, images, labels):
-        if self.iteration == iteration:
+
+def test_a_tiny_run_learns(tmp_path):
+    """3 colour classes (chance: 66.7% top-1 error); a broken loss, lr or labels stay there."""
+    data = write_folder(tmp_path / "data", per_class=(12, 4))
+    result = main(cls_args(tiny_opts(  # lr 0.02: 0% error with seeds 0-3 (0.05 diverges)
+        data, tmp_path / "out", "SOLVER.BASE_LR", 0.02, "SOLVER.REFERENCE_BATCH", 4,
+        "SOLVER.MAX_EPOCHS", 10, "SOLVER.STEPS", "(8,)", "SOLVER.CHECKPOINT_PERIOD", 0,
+        "TEST.EVAL_PERIOD", 0, "LOG_PERIOD", 20)))
+    assert result["images"] == 12 and result["top1_err"] <= 100 / 12 + 1e-6  # at most 1 wrong
+
+
+def _killed_at(iteration):
+    """A run_step that 'kills' the run (KeyboardInterrupt) when it reaches `iteration`."""
+    step = ClsTrainer.run_step
+
+    def killed(self):
+        if self.iter == iteration:
             raise KeyboardInterrupt
-        return step(self, images, labels)
+        return step(self)
     return killed
 
 
-def test_resume_continues_at_saved_iteration(folder, tmp_path, monkeypatch):
-    """Killed after iteration 4 (checkpoint at 3, mid-epoch): resume = the uninterrupted run."""
-    opts = lambda out: tiny_opts(folder, out, "SOLVER.MAX_ITER", 6)  # noqa: E731
+def test_resume_continues_the_epoch_exactly(folder, tmp_path, monkeypatch):
+    """Killed at iteration 4 (checkpoint after 2, mid-epoch): resumed == uninterrupted, bitwise."""
+    opts = lambda out: tiny_opts(folder, out, "SOLVER.MAX_ITER", 7)  # noqa: E731
     main(cls_args(opts(tmp_path / "whole")))
     with monkeypatch.context() as m:
-        m.setattr(ClsTrainer, "_step", _stop_at(4))
+        m.setattr(ClsTrainer, "run_step", _killed_at(4))
         with pytest.raises(KeyboardInterrupt):
             main(cls_args(opts(tmp_path / "killed")))
-    assert CheckpointFiles(tmp_path / "killed").last().endswith("model_0000003.pth")
+    assert (tmp_path / "killed" / "last_checkpoint").read_text() == "model_0000002.pth"
 
-    resumed = {}
+    started = {}
     original = ClsTrainer.resume_or_load
 
     def spy(self, resume=True):
-        path = original(self, resume)
-        resumed["iteration"] = self.iteration
-        return path
+        original(self, resume)
+        started.update(iteration=self.start_iter, index=self.sampler.start)
     monkeypatch.setattr(ClsTrainer, "resume_or_load", spy)
     main(cls_args(opts(tmp_path / "killed"), resume=True))
-    assert resumed["iteration"] == 3
-    whole = load_checkpoint(tmp_path / "whole" / "model_final.pth")
-    again = load_checkpoint(tmp_path / "killed" / "model_final.pth")
+    assert started == {"iteration": 3, "index": 12}  # 3 batches of 4 into the first epoch
+    whole, again = (load(tmp_path / run / "model_final.pth") for run in ("whole", "killed"))
     assert again["iteration"] == 6
     for key, value in whole["model"].items():  # same data order, lr and RNG: same weights
         assert torch.equal(value, again["model"][key]), key
 
 
 def test_crash_during_checkpoint_write_keeps_last(folder, tmp_path, monkeypatch):
-    files = CheckpointFiles(tmp_path)
-    files.save("model_0000001.pth", {"iteration": 1, "model": {"w": torch.ones(2)}})
+    cfg = tiny_cfg(folder, tmp_path)
+    checkpointer = build_cls_checkpointer(cfg, build_cls_model(cfg, 3))
+    checkpointer.save("model_0000001", iteration=1)
 
     def crash(obj, f):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
-    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    monkeypatch.setattr(checkpointer_module.torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        files.save("model_0000002.pth", {"iteration": 2, "model": {"w": torch.zeros(2)}})
+        checkpointer.save("model_0000002", iteration=2)
     monkeypatch.undo()
-    assert files.last() == str(tmp_path / "model_0000001.pth")
-    assert load_checkpoint(files.last())["iteration"] == 1
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000001.pth")
+    assert load(checkpointer.get_checkpoint_file())["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
-
-
-def test_max_to_keep(tmp_path):
-    files = CheckpointFiles(tmp_path, max_to_keep=2)
-    for it in (1, 2, 3):
-        files.save(f"model_{it:07d}.pth", {"iteration": it})
-    files.save("model_final.pth", {"iteration": 4})
-    assert sorted(p.name for p in tmp_path.glob("*.pth")) == [
-        "model_0000002.pth", "model_0000003.pth", "model_final.pth"]

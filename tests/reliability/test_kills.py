@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from resnext_det.checkpoint import ResNeXtCheckpointer, read_weights
-from resnext_det.classification.checkpoint import CheckpointFiles
-from tests.classification.helpers import tiny_opts, write_folder
+from resnext_det.classification import build_cls_model
+from resnext_det.classification.checkpoint import build_cls_checkpointer
+from tests.classification.helpers import tiny_cfg, tiny_opts, write_folder
 from tests.engine.test_train_net import CONFIG, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,8 @@ def test_pretraining_killed_while_saving_then_resumed(tmp_path):
                                                     iteration + 2),
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert read_weights(out / "model_final.pth").obj["iteration"] == iteration + 2
+    # detectron2's "iteration": the last one done (0-based); MAX_ITER k + 2 ends after k + 1
+    assert read_weights(out / "model_final.pth").obj["iteration"] == iteration + 1
 
 
 class _Counter:
@@ -119,12 +121,13 @@ def test_detection_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
 
 
 def test_pretraining_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
-    files = CheckpointFiles(str(tmp_path))
-    files.save("model_0000001.pth", {"iteration": 1})
+    cfg = tiny_cfg(tmp_path, tmp_path)
+    checkpointer = build_cls_checkpointer(cfg, build_cls_model(cfg, 3))
+    checkpointer.save("model_0000001", iteration=1)
     time.sleep(0.01)
-    files.save("model_0000002.pth", {"iteration": 2})
+    checkpointer.save("model_0000002", iteration=2)
     (tmp_path / "model_0000002.pth").write_bytes(b"")
     with caplog.at_level("WARNING"):
-        path, checkpoint = files.last_readable()
-    assert path.endswith("model_0000001.pth") and checkpoint["iteration"] == 1
+        extra = checkpointer.resume_or_load("", resume=True)
+    assert extra["iteration"] == 1
     assert "model_0000002.pth" in caplog.text and "empty" in caplog.text

@@ -18,7 +18,6 @@ from resnext_det import resnext_classifier
 from resnext_det.checkpoint import (ConversionError, ResNeXtCheckpointer, UnreadableFileError,
                                     WeightsFileError, WeightsMismatchError, convert_weights,
                                     load_weights)
-from resnext_det.classification.checkpoint import load_initial_weights
 from tests.helpers import make_cfg
 
 TINY = "X50_2x4d"
@@ -58,7 +57,8 @@ def test_a_crafted_file_runs_no_code(suffix, tmp_path, tiny_state):
         torch.save(payload, path, _use_new_zipfile_serialization=suffix == ".pth")
     for load in (convert_weights, load_weights,
                  lambda p: ResNeXtCheckpointer(_tiny_c4()).load(str(p)),
-                 lambda p: load_initial_weights(resnext_classifier(TINY, num_classes=10), str(p))):
+                 lambda p: ResNeXtCheckpointer(resnext_classifier(TINY, num_classes=10),
+                                               convert_kwargs={"keep_fc": True}).load(str(p))):
         with pytest.raises(WeightsFileError, match=r"evil\.p.*(os\.system|posix\.system|GLOBAL)") as err:
             load(path)
         assert "WEIGHTS_TRUST_PICKLE" in str(err.value)

@@ -1,0 +1,43 @@
+"""Top-1 and top-5 error (the paper's metrics) as a detectron2 DatasetEvaluator."""
+import logging
+
+import torch
+import torch.nn.functional as F
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+
+def topk_correct(logits, labels, ks=(1, 5)):
+    """[number of rows whose label is among the k highest logits, for each k]."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels[:, None]
+    return [int(hits[:, :k].any(dim=1).sum()) for k in ks]
+
+
+class TopKEvaluator(DatasetEvaluator):
+    """Mean loss, top-1 and top-5 error (percent) over the images of every process.
+
+    Inputs are (images, labels) batches, outputs the logits. With fewer than five classes,
+    top-5 counts every class (error 0).
+    """
+
+    def reset(self):
+        self._sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
+
+    def process(self, inputs, outputs):
+        labels = inputs[1].to(outputs.device)
+        loss = F.cross_entropy(outputs.float(), labels, reduction="sum")
+        self._sums += torch.tensor([float(loss), *topk_correct(outputs, labels), len(labels)],
+                                   dtype=torch.float64)
+
+    def evaluate(self):
+        """{"top1_err", "top5_err", "loss", "images"}, on every process."""
+        loss, top1, top5, count = sum(comm.all_gather(self._sums)).tolist()
+        n = max(count, 1)
+        result = {"top1_err": 100 * (1 - top1 / n), "top5_err": 100 * (1 - top5 / n),
+                  "loss": loss / n, "images": int(count)}
+        logger.info(f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}% "
+                    f"(loss {result['loss']:.4f}) on {result['images']} images")
+        return result
