@@ -36,10 +36,9 @@ def test_shipped_configs_build(name):
     cfg = get_cls_cfg()
     cfg.merge_from_file(str(CONFIGS / name))
     cfg.MODEL.DEVICE = "cpu"
-    if "16x64d" in name:  # 68M parameters: the template alone is checked above
-        return
-    model = build_cls_model(cfg, 10).eval()
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    model = build_cls_model(cfg, 10).eval()  # every config, X29_16x64d's 68M parameters too (~3 s)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_config_errors_name_the_key():
