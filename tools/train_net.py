@@ -13,28 +13,20 @@ configs/demo/) gets them registered at $DETECTRON2_DATASETS/digits unless they a
 are. Bad input (a config value, a weights file, a dataset) ends with one `error: ...` line
 naming it and exit status 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, launch
 
-import resnext_det  # registers the backbones and the C4 ROI head
-from resnext_det.config.checks import merge_config
+import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
-from resnext_det.engine import main as train_or_evaluate
+from resnext_det.engine import run as run_config
+from resnext_det.engine import setup_cfg
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 
 
-def merged_config(args):
-    """The config of `args`, merged as setup_cfg merges it but not checked: for its DATASETS."""
-    cfg = get_cfg()
-    resnext_det.add_resnext_config(cfg)
-    merge_config(cfg, args.config_file, args.opts)  # a bad file or override: one error line
-    return cfg
-
-
 def main(args):
-    """Per-process entry point: the demo datasets the config names, then train or evaluate."""
-    register_digits_named_in(merged_config(args))
-    return train_or_evaluate(args)
+    """Per-process entry point: set up the config, register the demo sets it names, run."""
+    cfg = setup_cfg(args)
+    register_digits_named_in(cfg)
+    return run_config(cfg, args)
 
 
 def run(argv=None):

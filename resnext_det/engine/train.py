@@ -27,9 +27,13 @@ def train(cfg, resume=False):
     return getattr(trainer, "_last_eval_results", None)
 
 
-def main(args):
-    """Per-process entry point that detectron2's `launch` calls."""
-    cfg = setup_cfg(args)
+def run(cfg, args):
+    """Train, or evaluate with --eval-only, a set-up config; returns the evaluation."""
     results = (evaluate if args.eval_only else train)(cfg, resume=args.resume)
     comm.synchronize()
     return results
+
+
+def main(args):
+    """Per-process entry point that detectron2's `launch` calls."""
+    return run(setup_cfg(args), args)
