@@ -11,7 +11,7 @@ from ..config.errors import ConfigError
 from ..modeling.classifier import ResNeXtClassifier
 from ..modeling.config_args import NORMS, resnext_block_args, resnext_node
 from ..modeling.resnext import build_resnext
-from .cifar_resnext import CifarTemplate, build_cifar_resnext, parse_cifar_template
+from ..modeling.cifar import CifarTemplate, build_cifar_resnext, parse_cifar_template
 
 ARCHS = ("imagenet", "cifar")
 

@@ -18,13 +18,12 @@ from detectron2.utils import comm
 from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
+from ..data.classification import build_dataset, check_same_classes
 from ..engine.checks import check_weights
-from .checkpoint import (ResumableCheckpointer, build_cls_checkpointer, restore_rng,
-                         save_detection_weights, weights_metadata)
-from .data import build_dataset, check_same_classes
+from ..engine.resume import ResumableCheckpointer, ResumableSampler, restore_rng
+from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
-from .sampler import ResumableSampler
 from .solver import build_optimizer, build_param_scheduler
 from .transforms import build_test_transform, build_train_transform
 

@@ -7,6 +7,7 @@ from .backbone import (
     build_retinanet_resnext_fpn_backbone,
 )
 from .blocks import BLOCK_FORMS, ConcatPathsBottleneck, GroupedBottleneck, SummedPathsBottleneck
+from .cifar import CifarTemplate, build_cifar_resnext, parse_cifar_template
 from .classifier import ResNeXtClassifier, resnext_classifier
 from .resnext import build_resnext, make_resnext_stage, make_resnext_stages
 from .roi_heads import ResNeXtRes5ROIHeads

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnext_det.classification import (BadImageError, CifarDataset, DatasetError,
-                                        FolderDataset, main)
+from resnext_det.classification import main
+from resnext_det.data.classification import (BadImageError, CifarDataset, DatasetError,
+                                             FolderDataset)
 
 from .helpers import cls_args, tiny_opts, write_folder
 

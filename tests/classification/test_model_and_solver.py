@@ -6,7 +6,8 @@ import pytest
 import torch
 from detectron2.solver import LRMultiplier
 
-from resnext_det.classification import build_cifar_resnext, build_cls_model, get_cls_cfg
+from resnext_det.classification import build_cls_model, get_cls_cfg
+from resnext_det.modeling import build_cifar_resnext
 from resnext_det.classification.evaluator import topk_correct
 from resnext_det.classification.solver import build_param_scheduler, scaled_lr
 from resnext_det.config.errors import ConfigError

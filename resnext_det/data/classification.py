@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from ..checkpoint.readers import WeightsUnpickler
-from ..data.checks import DatasetError  # detection's: one error type for unusable data
+from .checks import DatasetError  # detection's: one error type for unusable data
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 
 from ..config.errors import ConfigError
-from ..modeling.classifier import ResNeXtClassifier
-from ..modeling.resnext import make_resnext_stages
+from .classifier import ResNeXtClassifier
+from .resnext import make_resnext_stages
 
 _NAME = re.compile(r"^X29_(\d+)x(\d+)d$")
 
