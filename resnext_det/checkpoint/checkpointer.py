@@ -26,6 +26,7 @@ from .loading import cache_dir_for, load_weights
 from .readers import UnreadableFileError
 
 LAST = "last_checkpoint"  # fvcore's pointer file
+CHECKPOINT_NAME = re.compile(r"model_(\d+|final)\.pth")  # PeriodicCheckpointer's file names
 _TRUNK = re.compile(r"(^|\.)(stem|res[2-5])\.")
 
 
@@ -161,14 +162,19 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
     def _resume_candidates(self):
         """The pointer's checkpoint first, then every other .pth here, newest first (a kill
         between a checkpoint and its pointer leaves a newer .pth than the pointer names)."""
-        found = sorted(glob.glob(os.path.join(self.save_dir, "*.pth")), key=os.path.getmtime,
-                       reverse=True)
+        found = sorted(self._checkpoint_files(), key=os.path.getmtime, reverse=True)
         named = self.get_checkpoint_file()  # "" without a pointer
-        return ([named] if named in found else []) + [p for p in found if p != named]
+        return ([named] if named and os.path.isfile(named) else []) + [p for p in found if p != named]
 
     def has_checkpoint(self):
-        """A `last_checkpoint` pointer, or (after a kill before the pointer) any .pth here."""
-        return super().has_checkpoint() or bool(glob.glob(os.path.join(self.save_dir, "*.pth")))
+        """A `last_checkpoint` pointer, or (after a kill before the pointer) a checkpoint file
+        of ours here: model_<iteration>.pth or model_final.pth, not any .pth a user put here."""
+        return super().has_checkpoint() or bool(self._checkpoint_files())
+
+    def _checkpoint_files(self):
+        """The files detectron2's PeriodicCheckpointer names (model_0004999.pth, model_final.pth)."""
+        found = glob.glob(os.path.join(glob.escape(self.save_dir), "model_*.pth"))
+        return [p for p in found if CHECKPOINT_NAME.fullmatch(os.path.basename(p))]
 
     def remove_stale_temporaries(self):
         """Delete what a killed atomic write left (never a complete checkpoint)."""

@@ -191,24 +191,32 @@ class BadImageGuard:
 
     "error" -> DatasetError naming the file; "skip" -> log the path (once per file and
     process) and return None, which detectron2's MapDataset answers by mapping another,
-    random image of the set.
+    random image of the set; `max_in_a_row` bad images in a row end the run with a
+    DatasetError (no image left to try, or the folder is not the right one).
     """
 
-    def __init__(self, mapper, on_bad_image="error"):
+    def __init__(self, mapper, on_bad_image="error", max_in_a_row=100):
         check_policy("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
-        self.mapper, self.on_bad_image = mapper, on_bad_image
-        self._reported = set()
+        self.mapper, self.on_bad_image, self.max_in_a_row = mapper, on_bad_image, max_in_a_row
+        self._reported, self._in_a_row = set(), 0
 
     def __call__(self, dataset_dict):
         try:
-            return self.mapper(dataset_dict)
+            mapped = self.mapper(dataset_dict)
+            self._in_a_row = 0
+            return mapped
         except DECODE_ERRORS as e:
-            path = dataset_dict.get("file_name")
-            reason = f"{type(e).__name__}: {e}"
+            path, reason = dataset_dict.get("file_name"), f"{type(e).__name__}: {e}"
             if self.on_bad_image == "error":
                 raise DatasetError(
                     f"Training image {path!r} cannot be read ({reason}). Replace or remove "
                     "the file, or set DATALOADER.ON_BAD_IMAGE skip to train on the others.") from e
+            self._in_a_row += 1
+            if self._in_a_row >= self.max_in_a_row:
+                raise DatasetError(
+                    f"{self._in_a_row} training image(s) in a row cannot be read (the last: "
+                    f"{path!r}: {reason}). Is the image folder of DATASETS.TRAIN the right one "
+                    "and readable?") from e
             if path not in self._reported:
                 self._reported.add(path)
                 logger.warning(f"Skipping training image {path!r} that cannot be read ({reason}) "

@@ -81,8 +81,12 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """detectron2's train loader (and sampler) over the checked dicts, loaded once."""
         _, on_bad_image = bad_data_policies(cfg)
-        mapper = BadImageGuard(DatasetMapper(cfg, is_train=True), on_bad_image=on_bad_image)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=checked_train_dicts(cfg))
+        dicts = checked_train_dicts(cfg)
+        # MapDataset retries a skipped image with another it has not tried: after len(dicts)
+        # failures in a row none is left (it raises a bare ValueError), so the guard ends first.
+        mapper = BadImageGuard(DatasetMapper(cfg, is_train=True), on_bad_image=on_bad_image,
+                               max_in_a_row=min(100, len(dicts)))
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

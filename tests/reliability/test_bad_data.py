@@ -187,6 +187,18 @@ def test_truncated_image_is_skipped_and_logged(tmp_path):
     assert len(skipped) == 1 and str(tmp_path / "img0.jpg") in skipped[0]
 
 
+def test_skip_with_no_readable_image_ends_instead_of_looping(tmp_path):
+    """detectron2's MapDataset retries a skipped image with another one until none is left,
+    then fails with a bare "Sample larger than population"; the guard ends the run first."""
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD]})
+    truncate(tmp_path / "img0.jpg")
+    truncate(tmp_path / "img1.jpg")
+    loader = Trainer.build_train_loader(make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip"))
+    with captured(), pytest.raises(DatasetError, match=r"2 training image\(s\) in a row cannot "
+                                                        r"be read \(the last: '.*img[01]\.jpg'"):
+        next(iter(loader))
+
+
 def test_annotations_are_loaded_once(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
     calls = []

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from resnext_det.checkpoint import ResNeXtCheckpointer, read_weights
+from resnext_det.checkpoint.convert import AUTHOR
 from resnext_det.classification import build_cls_model
 from resnext_det.classification.checkpoint import build_cls_checkpointer
 from tests.classification.helpers import tiny_cfg, tiny_opts, write_folder
@@ -131,3 +132,22 @@ def test_pretraining_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog
         extra = checkpointer.resume_or_load("", resume=True)
     assert extra["iteration"] == 1
     assert "model_0000002.pth" in caplog.text and "empty" in caplog.text
+
+
+def test_a_weights_file_in_output_dir_is_not_a_checkpoint(tmp_path):
+    """Only detectron2's checkpoint names (model_<iteration>.pth, model_final.pth) count
+    when no pointer exists; a user's R-50.pth beside them is the MODEL.WEIGHTS to start from."""
+    source, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
+    torch.save({"model": source.state_dict(), "__author__": AUTHOR}, tmp_path / "R-50.pth")
+    model = torch.nn.Conv2d(3, 4, 1)
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path), counter=counter)
+    assert not checkpointer.has_checkpoint()
+    counter.value = 7
+    checkpointer.resume_or_load(str(tmp_path / "R-50.pth"), resume=True)  # loads, not resumes
+    assert counter.value == 7 and torch.equal(model.weight, source.weight)
+    checkpointer.save("model_0000003")  # a checkpoint of ours, then a kill before the pointer
+    os.remove(tmp_path / "last_checkpoint")
+    assert checkpointer.has_checkpoint()
+    counter.value = 0
+    checkpointer.resume_or_load(str(tmp_path / "R-50.pth"), resume=True)
+    assert counter.value == 7
