@@ -28,6 +28,9 @@ from .readers import UnreadableFileError
 LAST = "last_checkpoint"  # fvcore's pointer file
 CHECKPOINT_NAME = re.compile(r"model_(\d+|final)\.pth")  # PeriodicCheckpointer's file names
 _TRUNK = re.compile(r"(^|\.)(stem|res[2-5])\.")
+# A deformable block's offset predictor starts at zero, where the block is the plain one;
+# ImageNet weights have none, so a missing one keeps that start (detectron2 logs it).
+_ZERO_START = re.compile(r"\.conv2_offset\.(weight|bias)$")
 
 
 class WeightsMismatchError(UserError, ValueError):
@@ -64,7 +67,8 @@ def _suffix_pairs(unexpected, file_shapes, model_shapes):
 
 def _mismatch_lines(incompatible, file_shapes, model_shapes):
     """One line per kind of misfit of ResNeXt keys: mis-shaped, missing, unplaced (by block)."""
-    missing, unexpected = trunk_keys(incompatible.missing_keys), trunk_keys(incompatible.unexpected_keys)
+    missing = [k for k in trunk_keys(incompatible.missing_keys) if not _ZERO_START.search(k)]
+    unexpected = trunk_keys(incompatible.unexpected_keys)
     shaped = [(k, a, b) for k, a, b in incompatible.incorrect_shapes if trunk_keys([k])]
     for key, a, b, model_key in _suffix_pairs(unexpected, file_shapes, model_shapes):
         shaped.append((key, a, b))

@@ -39,7 +39,9 @@ def _model():
     r.NORM = "BN"
     r.STEM_OUT_CHANNELS = 64  # stem conv outputs (64 in ResNet/ResNeXt)
     r.RES2_OUT_CHANNELS = 256  # res2 outputs, doubled per stage ("imagenet" only)
-    r.DEFORM_ON_PER_STAGE = [False, False, False, False]  # resnext_det has none: keep False
+    r.DEFORM_ON_PER_STAGE = [False, False, False, False]  # deformable 3x3 per stage res2..res5
+    r.DEFORM_MODULATED = False  # True: v2 (a learned mask per sample)
+    r.DEFORM_NUM_GROUPS = 1  # offset groups of the deformable 3x3
     model.RESNEXT = resnext_defaults()
     # Goyal et al. 2017: each block starts as the identity; part of our default recipe.
     model.RESNEXT.ZERO_INIT_RESIDUAL = True

@@ -9,6 +9,7 @@ from .backbone import (
 from .blocks import BLOCK_FORMS, ConcatPathsBottleneck, GroupedBottleneck, SummedPathsBottleneck
 from .cifar import CifarTemplate, build_cifar_resnext, parse_cifar_template
 from .classifier import ResNeXtClassifier, resnext_classifier
+from .deform import DeformConv2d, DeformGroupedBottleneck
 from .resnext import build_resnext, make_resnext_stage, make_resnext_stages
 from .roi_heads import ResNeXtRes5ROIHeads
 from .templates import (

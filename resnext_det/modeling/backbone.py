@@ -28,7 +28,8 @@ def build_resnext_backbone(cfg, input_shape):
     Args:
         cfg: a detectron2 config with add_resnext_config's keys. Read: MODEL.RESNETS.{DEPTH,
             NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, NORM, RES5_DILATION, OUT_FEATURES,
-            STEM_OUT_CHANNELS, RES2_OUT_CHANNELS}, MODEL.BACKBONE.FREEZE_AT and
+            STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, DEFORM_ON_PER_STAGE, DEFORM_MODULATED,
+            DEFORM_NUM_GROUPS}, MODEL.BACKBONE.FREEZE_AT and
             MODEL.RESNEXT.{TEMPLATE, BLOCK_FORM, ZERO_INIT_RESIDUAL}.
         input_shape (ShapeSpec): the input; its `channels` (3 for images) is used.
 

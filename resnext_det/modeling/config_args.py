@@ -74,6 +74,33 @@ def _check_norm(norm, form, zero_init, template, stem_out, res2_out):
     _check_gn_widths(template, stem_out, res2_out, norm)
 
 
+def _deform_args(r, form, template):
+    """detectron2's MODEL.RESNETS.DEFORM_* keys, checked, as make_resnext_stage's keyword
+    arguments; {} when no stage is deformable."""
+    key = "MODEL.RESNETS.DEFORM_ON_PER_STAGE"
+    on = list(r.DEFORM_ON_PER_STAGE)
+    if len(on) != 4 or not all(isinstance(v, bool) for v in on):
+        raise ConfigError(key, on, "4 booleans, for res2..res5 (e.g. [False, True, True, True])")
+    if not any(on):
+        return {}
+    if form != "c":
+        raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", form, f"'c' when {key}={on}",
+                          "The deformable 3x3 is one grouped convolution (detectron2's "
+                          "DeformBottleneckBlock); forms (a)/(b) split it into C paths.")
+    modulated, groups = r.get("DEFORM_MODULATED", False), r.get("DEFORM_NUM_GROUPS", 1)
+    if not isinstance(modulated, bool):
+        raise ConfigError("MODEL.RESNETS.DEFORM_MODULATED", modulated, "True or False")
+    # torchvision's deform_conv2d splits the 3x3's input channels into equal groups.
+    k = on.index(True)  # the narrowest deformable stage; wider ones are multiples of it
+    width = template.cardinality * template.bottleneck_width * 2**k
+    if type(groups) is not int or groups < 1 or width % groups:
+        raise ConfigError("MODEL.RESNETS.DEFORM_NUM_GROUPS", groups,
+                          f"a divisor of {width} (res{k + 2} bottleneck width C*d*2^{k})",
+                          "Each deformable group is an equal share of the 3x3's input "
+                          "channels, with offsets of its own.")
+    return dict(deform_on_per_stage=on, deform_modulated=modulated, deform_num_groups=groups)
+
+
 def resnext_block_args(cfg):
     """Keyword arguments of `make_resnext_stage` shared by backbone and ROI head."""
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
@@ -81,13 +108,10 @@ def resnext_block_args(cfg):
     _check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, tuple(BLOCK_FORMS))
     _check_norm(r.NORM, x.BLOCK_FORM, x.ZERO_INIT_RESIDUAL, template, r.STEM_OUT_CHANNELS,
                 r.RES2_OUT_CHANNELS)
-    if any(r.DEFORM_ON_PER_STAGE):
-        raise ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE", list(r.DEFORM_ON_PER_STAGE),
-                          "all False", "resnext_det has no deformable block; detectron2's "
-                          "build_resnet_backbone has one (it needs detectron2's compiled _C).")
     return template, dict(res2_out_channels=r.RES2_OUT_CHANNELS, block_form=x.BLOCK_FORM,
                           norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1,
-                          zero_init_last=x.ZERO_INIT_RESIDUAL)
+                          zero_init_last=x.ZERO_INIT_RESIDUAL,
+                          **_deform_args(r, x.BLOCK_FORM, template))
 
 
 def resnext_backbone_args(cfg):

@@ -6,25 +6,36 @@ features, strides, freezing, the optional classifier head); we give it our stage
 from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
 from .blocks import BLOCK_FORMS
+from .deform import DeformGroupedBottleneck
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
 
 def make_resnext_stage(template, stage, *, in_channels, res2_out_channels=256, block_form="c",
                        first_stride=None, dilation=1, norm="BN", stride_in_1x1=False,
-                       zero_init_last=False):
+                       zero_init_last=False, deform_on_per_stage=(False,) * 4,
+                       deform_modulated=False, deform_num_groups=1):
     """The blocks of one stage ("res2".."res5") of a template.
 
     Width doubles at each stage (the paper's second template rule): res{k} has paths of
     width d * 2**(k-2) and output 256 * 2**(k-2) channels. The first block of res3..res5
     halves the resolution unless `first_stride` says otherwise (a dilated res5 uses 1).
+    When `deform_on_per_stage` (res2..res5) marks the stage, every block's 3x3 is
+    deformable (DeformGroupedBottleneck; form "c" only), as in detectron2.
     """
     k = STAGE_NAMES.index(stage)
     num_blocks = template.stage_blocks[k]
     if first_stride is None:
         first_stride = 1 if k == 0 else 2
+    block_class, deform_kwargs = BLOCK_FORMS[block_form], {}
+    if deform_on_per_stage[k]:
+        if block_form != "c":
+            raise ValueError(f"a deformable {stage} needs block_form 'c', got {block_form!r}")
+        block_class = DeformGroupedBottleneck
+        deform_kwargs = dict(deform_modulated=deform_modulated,
+                             deform_num_groups=deform_num_groups)
     return ResNet.make_stage(
-        BLOCK_FORMS[block_form],
+        block_class,
         num_blocks,
         in_channels=in_channels,
         out_channels=res2_out_channels * 2**k,
@@ -35,6 +46,7 @@ def make_resnext_stage(template, stage, *, in_channels, res2_out_channels=256, b
         stride_in_1x1=stride_in_1x1,
         dilation=dilation,
         zero_init_last=zero_init_last,
+        **deform_kwargs,
     )
 
 
@@ -74,7 +86,8 @@ def build_resnext(template, *, in_channels=3, out_features=None, freeze_at=0, nu
         norm (str): a detectron2 norm name ("BN", "FrozenBN", "SyncBN", "GN").
         net_class (type): ResNet or a subclass (the classifier's).
         stage_kwargs: make_resnext_stages' and make_resnext_stage's options:
-            res2_out_channels, res5_dilation, block_form, stride_in_1x1, zero_init_last.
+            res2_out_channels, res5_dilation, block_form, stride_in_1x1, zero_init_last,
+            deform_on_per_stage, deform_modulated, deform_num_groups.
 
     Returns:
         `net_class`: the network; `template` holds the Template it was built from.

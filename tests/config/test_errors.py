@@ -32,8 +32,9 @@ FPN_FEATURES = ["res2", "res3", "res4", "res5"]
      "build_retinanet_resnext_fpn_backbone", r"OUT_FEATURES=\['res3', 'res4'\] .*'res5'"),
     (["MODEL.RESNEXT.TEMPLATE", "X50_32x4d", "MODEL.RESNETS.DEPTH", 101], None,
      r"MODEL.RESNETS.DEPTH=101 .*50 \(from MODEL.RESNEXT.TEMPLATE='X50_32x4d'\)"),
-    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, False, False]], None,
-     r"DEFORM_ON_PER_STAGE"),
+    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, False, False],
+      "MODEL.RESNEXT.BLOCK_FORM", "a"], None,
+     r"MODEL.RESNEXT.BLOCK_FORM='a' .*'c' when MODEL.RESNETS.DEFORM_ON_PER_STAGE"),
 ])
 def test_bad_backbone_config(overrides, backbone, pattern):
     cfg = make_cfg(*overrides, backbone=backbone or "build_resnext_backbone")
