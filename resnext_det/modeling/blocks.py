@@ -121,8 +121,9 @@ class SummedPathsBottleneck(_PathsBottleneck):
 
     def aggregate(self, x):
         out = self.paths[0](x)
-        for path in self.paths[1:]:
-            out = out + path(x)
+        for i, path in enumerate(self.paths):  # not paths[1:]: TorchScript cannot slice a ModuleList
+            if i > 0:
+                out = out + path(x)
         return self.conv3_norm(out)
 
 

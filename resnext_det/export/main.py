@@ -1,0 +1,112 @@
+"""The body of tools/export_model.py: a set-up config -> model, sample image, file, evaluation."""
+import logging
+import os
+
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+
+from ..data.checks import DECODE_ERRORS
+from ..engine.checks import check_datasets, check_weights
+from ..engine.trainer import Trainer, inference_model
+from ..engine.weights import build_checkpointer
+from ..utils.testing import detection_error
+from .export import ExportError, check_options, export_model, require_onnx
+from .runtime import ExportedDetector
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(cfg):
+    """The model to export: MODEL.WEIGHTS (any format our checkpointer reads) loaded, eval
+    mode, and the copy MODEL.RESNEXT.FAST_INFERENCE selects ("": as trained; "fold",
+    "fold+nhwc": norms folded, NHWC weights, which a TorchScript file keeps)."""
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        check_weights(cfg)
+        build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: exporting the randomly initialized model.")
+    return inference_model(cfg, model.eval())
+
+
+def sample_inputs(cfg, sample_image=None):
+    """[{"image", "height", "width"}] for tracing: `sample_image` read and resized as
+    INPUT.{FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST} say, else DATASETS.TEST[0]'s first image
+    (detectron2's export_model takes the same two)."""
+    if sample_image is None:
+        if not cfg.DATASETS.TEST:
+            raise ExportError("tracing needs a sample image: pass --sample-image FILE, or a "
+                              "config whose DATASETS.TEST names a registered dataset.")
+        check_datasets(cfg, fields=("TEST",))
+        record = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]
+        return [DatasetMapper(cfg, is_train=False)(record)]
+    try:
+        picture = read_image(sample_image, format=cfg.INPUT.FORMAT)
+    except DECODE_ERRORS as e:
+        raise ExportError(f"--sample-image {sample_image!r}: cannot read it as an image "
+                          f"({type(e).__name__}: {e}).") from None
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    image = resize.get_transform(picture).apply_image(picture)
+    return [{"image": torch.as_tensor(image.astype("float32").transpose(2, 0, 1)),
+             "height": picture.shape[0], "width": picture.shape[1]}]
+
+
+def evaluate_exported(cfg, path):
+    """COCO evaluation of an exported file on DATASETS.TEST[0], as Trainer.test evaluates the
+    eager model; writes OUTPUT_DIR/inference/<dataset>/coco_metrics.json."""
+    check_datasets(cfg, fields=("TEST",))
+    name = cfg.DATASETS.TEST[0]
+    loader = build_detection_test_loader(cfg, name)
+    return inference_on_dataset(ExportedDetector(path), loader, Trainer.build_evaluator(cfg, name))
+
+
+def compare_on_sample(model, path, inputs):
+    """(detections of the model, of the file, largest relative difference) on `inputs`
+    (detection_error: boxes and scores, matched as sets within a class)."""
+    with torch.no_grad():
+        expected = [model([x])[0]["instances"] for x in inputs]
+    got = [r["instances"] for r in ExportedDetector(path)(inputs)]
+    error = max(detection_error(g, e) for g, e in zip(got, expected))
+    return sum(map(len, expected)), sum(map(len, got)), error
+
+
+def run(cfg, args):
+    """Export as args.format / args.export_method into args.output; returns the file's path
+    and, with args.run_eval, the evaluation of the file.
+
+    The file is run on the sample image and its detections compared with the model's
+    (logged; a warning above 1e-3); scripting needs no sample image, and without one
+    (no --sample-image, DATASETS.TEST empty) the comparison is skipped.
+    """
+    check_options(args.format, args.export_method)
+    if args.format == "onnx":
+        require_onnx()
+    model = load_model(cfg)
+    inputs = None
+    if args.export_method == "tracing" or args.sample_image or cfg.DATASETS.TEST:
+        inputs = sample_inputs(cfg, args.sample_image)
+    path = export_model(model, None if inputs is None else inputs[0]["image"], args.output,
+                        fmt=args.format, method=args.export_method,
+                        block_form=cfg.MODEL.RESNEXT.BLOCK_FORM)
+    size = os.path.getsize(path) / 2**20
+    logger.info(f"Exported ({args.format}, {args.export_method}, MODEL.RESNEXT.FAST_INFERENCE="
+                f"{cfg.MODEL.RESNEXT.FAST_INFERENCE!r}): {path} ({size:.1f} MiB)")
+    if inputs is not None and (args.format == "torchscript" or _has_onnxruntime()):
+        n_model, n_file, error = compare_on_sample(model, path, inputs)
+        log = logger.info if n_model == n_file and error <= 1e-3 else logger.warning
+        log(f"On the sample image: {n_file} detections from the file, {n_model} from the model; "
+            f"largest relative difference {error:.2g} (boxes and scores).")
+    results = evaluate_exported(cfg, path) if args.run_eval else None
+    return path, results
+
+
+def _has_onnxruntime():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,88 @@
+"""tools/export_model.py end to end, and its errors on bad input."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resnext_det.export import ExportedDetector, ExportError
+from resnext_det.export.export import export_scripting, require_onnx
+from resnext_det.utils.testing import detection_error
+from tests.export.helpers import CONFIGS, ROOT, TINY, tiny_model
+from tests.helpers import load_tool
+
+
+def _cli_args(*extra):
+    return ["--config-file", str(CONFIGS["faster_rcnn"]), *map(str, extra), *map(str, TINY),
+            "DATALOADER.NUM_WORKERS", "0"]
+
+
+def test_exports_trained_weights(datasets_root, digits_inputs, tmp_path):
+    model = tiny_model("faster_rcnn")  # stands for a trained model: random norms and heads
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": model.state_dict()}, weights)  # detectron2's checkpoint layout
+    out = tmp_path / "export"
+    cmd = [sys.executable, str(ROOT / "tools/export_model.py"), "--output", str(out), "--run-eval",
+           *_cli_args("MODEL.WEIGHTS", weights)]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "100 detections from the file, 100 from the model" in proc.stdout + proc.stderr
+    assert (out / "model.ts").is_file() and (out / "config.yaml").is_file()
+    assert (out / "inference/digits_val/coco_metrics.json").is_file()  # --run-eval
+
+    exported = ExportedDetector(str(out / "model.ts"))  # the default: the folded NHWC copy
+    for x in digits_inputs:
+        with torch.no_grad():
+            expected = model([x])[0]["instances"]  # the model as trained, eager
+        got = exported([x])[0]["instances"]
+        assert len(got) == len(expected) > 10
+        assert detection_error(got, expected) < 1e-3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+    (["--format", "onnx", "--export-method", "scripting"],
+     "--format onnx needs --export-method tracing"),
+])
+def test_bad_options_exit_2(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("export_model").run(["--output", str(tmp_path), *extra, *_cli_args()])
+    assert exit_info.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_unreadable_sample_image_exits_2(tmp_path, capsys):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("export_model").run(["--output", str(tmp_path / "out"), "--sample-image",
+                                       str(bad), *_cli_args()])
+    assert exit_info.value.code == 2
+    assert f"error: --sample-image '{bad}': cannot read it as an image" in capsys.readouterr().err
+
+
+class _NotScriptable(torch.nn.Module):
+    """A block whose forward goes through numpy, which TorchScript cannot compile."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(torch.from_numpy(x.numpy()))
+
+
+def test_scripting_failure_is_an_export_error(tmp_path):
+    model = tiny_model("retinanet")
+    res2 = model.backbone.bottom_up.res2
+    res2[0] = _NotScriptable(res2[0])
+    with pytest.raises(ExportError, match=r"(?s)BLOCK_FORM='c'.*numpy.*--export-method tracing"):
+        export_scripting(model, str(tmp_path / "model.ts"), block_form="c")
+
+
+def test_missing_onnx_names_the_packages(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    with pytest.raises(ExportError, match="pip install onnx onnxruntime"):
+        require_onnx()

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Export a trained detector for deployment: TorchScript or ONNX, as detectron2's export_model.
+
+    python tools/export_model.py --config-file configs/demo/faster_rcnn_X50_digits.yaml \\
+        --format torchscript --export-method tracing --output output/export \\
+        MODEL.WEIGHTS output/demo/model_final.pth
+    ... --export-method scripting        # compiled: Python control flow kept
+    ... --format onnx                    # traced, opset 17; needs `pip install onnx onnxruntime`
+    ... --run-eval                       # COCO AP of the exported file on DATASETS.TEST[0]
+    ... MODEL.RESNEXT.FAST_INFERENCE ""  # the model as trained (default: the folded NHWC copy)
+
+Writes into --output: model.ts or model.onnx, config.yaml and log.txt (--output is the
+OUTPUT_DIR), and for TorchScript detectron2's dump of the code and graphs. Tracing runs the
+model on --sample-image (resized as INPUT.MIN/MAX_SIZE_TEST), or else on the first image
+of DATASETS.TEST[0]; the written file is then run on that image and its detections compared
+with the model's (one log line). Bad input ends with one `error: ...` line and exit status
+2; RESNEXT_DET_DEBUG=1 adds the traceback.
+"""
+import argparse
+
+import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
+from resnext_det.data import register_digits_named_in
+from resnext_det.engine import setup_cfg
+from resnext_det.export import FORMATS, METHODS, check_options
+from resnext_det.export.main import run as run_export
+from resnext_det.utils.cli import ExitOnUserError, run_tool
+
+
+def argument_parser():
+    parser = argparse.ArgumentParser(
+        description="Export a resnext_det detector to TorchScript or ONNX.")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument("--format", choices=FORMATS, default="torchscript")
+    parser.add_argument("--export-method", choices=METHODS, default="tracing")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
+    parser.add_argument("--sample-image", default=None, metavar="FILE",
+                        help="image to trace on (default: the first of DATASETS.TEST[0])")
+    parser.add_argument("--run-eval", action="store_true",
+                        help="evaluate the exported file on DATASETS.TEST[0]")
+    parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
+                        help="KEY VALUE config overrides")
+    return parser
+
+
+def main(args):
+    check_options(args.format, args.export_method)  # before the config and the model
+    args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
+    cfg = setup_cfg(args)
+    register_digits_named_in(cfg)
+    return run_export(cfg, args)
+
+
+def run(argv=None):
+    args = argument_parser().parse_args(argv)
+    return run_tool(lambda: ExitOnUserError(main)(args))
+
+
+if __name__ == "__main__":
+    run()
