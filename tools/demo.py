@@ -12,6 +12,7 @@ from scikit-learn's bundled handwritten digits, and the model is small enough to
 
     python tools/demo.py
     python tools/demo.py SOLVER.MAX_ITER 300 OUTPUT_DIR output/demo_short
+    python tools/demo.py --config-file configs/demo/mask_rcnn_X50_digits.yaml   # + mask AP
 """
 import argparse
 import os
@@ -50,7 +51,8 @@ def draw_demo_predictions(cfg, out_path):
 def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     """Build and register the digits set, train, evaluate, draw, plot.
 
-    Returns {"AP":..., "AP50":..., "seconds":..., files}; prints a summary.
+    Returns {"AP":..., "AP50":..., "mask AP": ... (None without masks), "seconds":...,
+    files}; prints a summary.
     """
     start = time.perf_counter()
     ensure_digits_dataset(digits_root(), **(dataset or DATASET))  # registers digits_train/_val
@@ -63,10 +65,12 @@ def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
         "curves": plot_training_curves(os.path.join(cfg.OUTPUT_DIR, "metrics.json"),
                                        os.path.join(cfg.OUTPUT_DIR, "curves.png"), title="demo"),
     }
-    bbox = results.get(test_set, results).get("bbox", {}) if results else {}
-    summary = {"AP": bbox.get("AP"), "AP50": bbox.get("AP50"),
+    metrics = results.get(test_set, results) if results else {}
+    bbox, segm = metrics.get("bbox", {}), metrics.get("segm", {})
+    summary = {"AP": bbox.get("AP"), "AP50": bbox.get("AP50"), "mask AP": segm.get("AP"),
                "seconds": time.perf_counter() - start, **files}
-    print(f"\nDemo: box AP {summary['AP']:.1f}, AP50 {summary['AP50']:.1f} on {test_set} "
+    mask = f", mask AP {summary['mask AP']:.1f}" if segm else ""
+    print(f"\nDemo: box AP {summary['AP']:.1f}, AP50 {summary['AP50']:.1f}{mask} on {test_set} "
           f"in {summary['seconds'] / 60:.1f} min.")
     for name, path in files.items():
         print(f"  {name}: {path}")
@@ -78,7 +82,10 @@ def run(argv=None):
     if opts and opts[0] in ("-h", "--help"):
         print(__doc__)
         return None
-    return ExitOnUserError(run_demo)(DEMO_CONFIG, opts)  # bad input: one error line, exit 2
+    config_file = DEMO_CONFIG
+    if opts[:1] == ["--config-file"] and len(opts) > 1:  # configs/demo/mask_rcnn_X50_digits.yaml
+        config_file, opts = opts[1], opts[2:]
+    return ExitOnUserError(run_demo)(config_file, opts)  # bad input: one error line, exit 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,18 @@ def ink_box(ink):
     return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
+def ink_mask(ink, x, y, image_shape):
+    """Boolean (H, W) mask of the pixels that ink placed at (x, y) paints: ink > 0 there.
+
+    `paint` blends with alpha = ink * opacity, so these are exactly the pixels the digit
+    changes, and their tight box is ink_box(ink) moved to (x, y).
+    """
+    mask = np.zeros(image_shape[:2], dtype=bool)
+    height, width = ink.shape
+    mask[y:y + height, x:x + width] = ink > 0
+    return mask
+
+
 def smooth_noise(height, width, rng, cells, amplitude):
     """Gaussian noise on a cells x cells grid, bicubically upscaled: soft blotches."""
     grid = rng.normal(0.0, amplitude, (cells, cells, 3)).astype(np.float32)

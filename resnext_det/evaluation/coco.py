@@ -56,7 +56,9 @@ class COCOMetricsEvaluator(COCOEvaluator):
     """detectron2's COCOEvaluator on a chosen COCOeval, writing `coco_metrics.json`.
 
     The file holds {"dataset": name, "bbox": {"AP": .., "AP50": .., ..., "AP-<class>": ..}},
-    numbers in percent, next to `coco_instances_results.json` (the detections).
+    and "segm" alike for models that predict masks (Mask R-CNN: tasks are read off the
+    predictions, as detectron2 does), numbers in percent, next to
+    `coco_instances_results.json` (the detections, masks as COCO RLE).
     """
 
     def __init__(self, dataset_name, output_dir, backend="faster-coco-eval", **kwargs):

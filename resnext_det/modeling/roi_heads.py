@@ -21,6 +21,9 @@ class ResNeXtRes5ROIHeads(Res5ROIHeads):
     "ResNeXtRes5ROIHeads"; pair it with build_resnext_backbone and OUT_FEATURES ["res4"].
     Its res5 takes the same keys as the backbone's stages (template, block form, norm,
     stride placement, zero-init), so checkpoint names are detectron2's `roi_heads.res5.*`.
+    With MODEL.MASK_ON (Mask R-CNN C4), Res5ROIHeads feeds the same per-region res5 output
+    (7x7, 8 x RES2_OUT_CHANNELS channels) to the mask head, which upsamples it to 14x14:
+    box and mask head share one res5 pass (tests/modeling/test_families.py trains it).
     """
 
     @classmethod

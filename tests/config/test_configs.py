@@ -102,3 +102,64 @@ def test_paper_configs_state_the_paper_numbers():
         assert cfg.DATASETS.TEST == ("coco_2014_minival",)
         ap, ap50 = COCO_C4_AP[resolve_template(cfg).name]
         assert re.search(rf"\b{ap} AP / {ap50} AP50\b", path.read_text()), path.name
+
+
+FAMILY_CONFIGS = [p for p in CONFIGS if p.stem.startswith(("mask_rcnn", "cascade_"))]
+PUBLISHED = re.compile(r"^# published: (.+)$", re.M)
+# "<zoo file>, "<table>", <row>: 44.3 box AP / 39.5 mask AP on coco_2017_val"
+REFERENCE = re.compile(r'^(detectron2 MODEL_ZOO\.md|mmdetection configs/\w+/README\.md), "[^"]+", '
+                       r"[^:]+: (\d+\.\d) box AP( / (\d+\.\d) mask AP)? on coco_2017_val$")
+
+
+def _meta_model(cfg):
+    """The model a config builds, on the meta device (structure only, no memory)."""
+    cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def test_the_issue_s_family_configs_are_shipped():
+    names = {p.stem for p in FAMILY_CONFIGS}
+    assert {"mask_rcnn_X101_32x8d_FPN_3x", "mask_rcnn_X50_32x4d_FPN_1x",
+            "mask_rcnn_X50_32x4d_FPN_3x"} <= names
+    assert any("_C4" in n for n in names if n.startswith("mask_rcnn"))
+    assert any(n.startswith("cascade_rcnn_X101") for n in names)
+    assert any(n.startswith("cascade_mask_rcnn_X101") for n in names)
+
+
+@pytest.mark.parametrize("path", FAMILY_CONFIGS, ids=[p.stem for p in FAMILY_CONFIGS])
+def test_family_config_builds_its_family_and_names_a_reference(path):
+    """A Mask / Cascade config builds the heads its name says, and states the published AP
+    of its setting (box, and mask exactly when MASK_ON) or that none is stated."""
+    cfg = _load(path)
+    model = _meta_model(cfg)
+    is_mask, is_cascade = "mask_rcnn" in path.stem, path.stem.startswith("cascade")
+    assert cfg.MODEL.MASK_ON == is_mask == hasattr(model.roi_heads, "mask_head")
+    assert (type(model.roi_heads).__name__ == "CascadeROIHeads") == is_cascade
+    if is_cascade:
+        assert len(model.roi_heads.box_predictor) == len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) == 3
+    if "_C4" in path.stem:  # the mask head reads the ResNeXt res5 that the box head reads
+        res5_out = [m for m in model.roi_heads.res5.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert model.roi_heads.mask_head.deconv.in_channels == res5_out[-1].out_channels
+    lines = PUBLISHED.findall(path.read_text())
+    assert len(lines) == 1, f"{path.name}: one '# published: ...' line"
+    if lines[0].startswith("not stated here ("):
+        return
+    match = REFERENCE.match(lines[0])
+    assert match, lines[0]
+    assert (match.group(4) is not None) == is_mask
+
+
+DEMO_CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "demo").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", DEMO_CONFIGS, ids=[p.stem for p in DEMO_CONFIGS])
+def test_demo_config_builds(path):
+    """configs/demo/*.yaml (trained from scratch on the digits set): merge and build."""
+    cfg = _load(path)
+    assert cfg.MODEL.WEIGHTS == "" and set(cfg.DATASETS.TRAIN) == {"digits_train"}
+    model = _meta_model(cfg)
+    assert model.roi_heads.num_classes == 10
+    assert cfg.MODEL.MASK_ON == hasattr(model.roi_heads, "mask_head")
+    if cfg.MODEL.MASK_ON:  # the digits set's masks are RLE, which detectron2 reads as bitmasks
+        assert cfg.INPUT.MASK_FORMAT == "bitmask"

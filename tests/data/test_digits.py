@@ -71,7 +71,43 @@ def test_coco_json_loads_with_pycocotools(built, split, num_images):
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(DIGIT_CLASSES)
     assert all(len(coco.getAnnIds(imgIds=[i])) >= 1 for i in coco.getImgIds())
     for ann in coco.loadAnns(coco.getAnnIds()):
-        assert ann["iscrowd"] == 0 and ann["area"] == ann["bbox"][2] * ann["bbox"][3]
+        mask = coco.annToMask(ann)  # pycocotools decodes the RLE
+        assert ann["iscrowd"] == 0 and mask.shape == (96, 96)
+        assert 0 < ann["area"] == mask.sum() <= ann["bbox"][2] * ann["bbox"][3]
+
+
+def _tight_box(mask):
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+
+
+def test_masks_are_the_pixels_each_digit_paints(tmp_path, monkeypatch):
+    """Each annotation's mask (decoded by pycocotools) is exactly the set of pixels that
+    painting its digit changed, observed on the image array around each paint_digit call;
+    its box is that set's tight box and its area that set's size. Masks never overlap."""
+    painted = []  # per painted digit, in build order: the pixels the call changed
+
+    def observed_paint_digit(image, ink, x, y, rng):
+        before = image.copy()
+        paint_digit(image, ink, x, y, rng)
+        painted.append(np.any(image != before, axis=2))
+
+    paint_digit = digits_module.render.paint_digit
+    monkeypatch.setattr(digits_module.render, "paint_digit", observed_paint_digit)
+    build_digits_dataset(tmp_path, DigitsSpec(**QUICK), progress_every=0)
+    anns = [a for split in ("train", "val") for a in load_coco(tmp_path, split)["annotations"]]
+    assert len(anns) == len(painted) > 28
+    cocos = {split: COCO(detection_paths(tmp_path, split)[0]) for split in ("train", "val")}
+    coco_of = [cocos[split] for split in ("train", "val")
+               for _ in load_coco(tmp_path, split)["annotations"]]
+    for ann, changed, coco in zip(anns, painted, coco_of):
+        mask = coco.annToMask(ann).astype(bool)
+        assert np.array_equal(mask, changed), ann["id"]
+        assert ann["bbox"] == _tight_box(changed) and ann["area"] == changed.sum()
+    for split, coco in cocos.items():
+        for image_id in coco.getImgIds():
+            masks = [coco.annToMask(a) for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))]
+            assert np.sum(masks, axis=0).max() == 1
 
 
 def ring_median(image, box, width=2):
@@ -232,4 +268,5 @@ def test_digit_sizes_are_clamped_to_small_images(source):
         image, digits = digits_module.render_detection_image(
             spec, glyphs, np.arange(len(labels)), np.random.default_rng(i))
         assert image.shape == (20, 20, 3) and 1 <= len(digits)
-        assert all(x + w <= 20 and y + h <= 20 for _, (x, y, w, h) in digits)
+        assert all(x + w <= 20 and y + h <= 20 for _, (x, y, w, h), _ in digits)
+        assert all(mask.shape == (20, 20) and _tight_box(mask) == box for _, box, mask in digits)
