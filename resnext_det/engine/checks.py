@@ -104,6 +104,20 @@ def check_num_classes(cfg, dataset_dicts):
                        source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
 
 
+def check_mask_format(cfg, dataset_dicts, source):
+    """INPUT.MASK_FORMAT "polygon" cannot read RLE masks (a dict `segmentation`, as the
+    digits set and COCO crowd regions have): detectron2 would stop mid-training."""
+    if not cfg.MODEL.MASK_ON or cfg.INPUT.MASK_FORMAT != "polygon":
+        return
+    for record in dataset_dicts:
+        for ann in record.get("annotations", ()):
+            if isinstance(ann.get("segmentation"), dict) and not ann.get("iscrowd", 0):
+                raise ConfigError(
+                    "INPUT.MASK_FORMAT", "polygon", "'bitmask' for this data",
+                    f"{source}: {record.get('file_name')!r} has a mask in COCO's RLE form (a "
+                    "dict), which detectron2 reads only as a bitmask.")
+
+
 def checked_train_dicts(cfg):
     """DATASETS.TRAIN's dataset dicts, loaded once as detectron2 loads them, and checked.
 
@@ -121,6 +135,7 @@ def checked_train_dicts(cfg):
         return dicts
     source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
     check_num_classes(cfg, dicts)
+    check_mask_format(cfg, dicts, source)
     checked = check_boxes(dicts, on_bad_box=on_bad_box, source=source)
     if (checked is not dicts and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             and cfg.DATALOADER.SAMPLER_TRAIN not in WEIGHTED_SAMPLERS):

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -241,3 +242,24 @@ def test_digits_set_passes_unchanged(tmp_path):
     assert len(dicts) == 100
     assert any("boxes have a positive width and height inside their image" in m for m in log)
     assert not any("clipped" in m or "left out" in m for m in log)
+
+
+def test_rle_masks_with_polygon_format_name_the_key(tmp_path):
+    """detectron2 reads a dict `segmentation` (RLE) only as a bitmask; with the default
+    INPUT.MASK_FORMAT polygon it would stop mid-training, so the check says it first."""
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
+    ann = DatasetCatalog.get(name)[0]["annotations"][0]
+    ink = np.zeros((SIZE, SIZE), dtype=np.uint8, order="F")
+    ink[12:28, 12:28] = 1
+    rle = mask_util.encode(ink)
+    rle["counts"] = rle["counts"].decode()  # as a COCO json holds it
+    records = DatasetCatalog.get(name)
+    records[0]["annotations"][0] = dict(ann, segmentation=rle)
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    with pytest.raises(ConfigError, match=r"INPUT.MASK_FORMAT='polygon' is not valid: expected "
+                                          r"'bitmask' for this data.*img0.jpg.*RLE"):
+        Trainer.build_train_loader(make_cfg(name, "MODEL.MASK_ON", True))
+    loader = Trainer.build_train_loader(make_cfg(name, "MODEL.MASK_ON", True,
+                                                 "INPUT.MASK_FORMAT", "bitmask"))
+    assert next(iter(loader))[0]["instances"].gt_masks.tensor.shape[-2:] == (SIZE, SIZE)
