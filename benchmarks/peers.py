@@ -59,16 +59,18 @@ def build_detectors(kind, device):
     return ours, theirs
 
 
-def detector_inputs(device, batch=1, with_targets=False):
-    """800x1333 images (detectron2's test size) with a few boxes when training."""
+def detector_inputs(device, batch=1, with_targets=False, size=(800, 1333)):
+    """Images of `size` (detectron2's test size by default) with a few boxes when training."""
     gen = torch.Generator().manual_seed(0)
+    height, width = size
     inputs = []
     for _ in range(batch):
-        record = {"image": (torch.rand(3, 800, 1333, generator=gen) * 255).to(device),
-                  "height": 800, "width": 1333}
+        record = {"image": (torch.rand(3, height, width, generator=gen) * 255).to(device),
+                  "height": height, "width": width}
         if with_targets:
-            inst = Instances((800, 1333))
-            inst.gt_boxes = Boxes(torch.tensor([[100., 100., 400., 300.], [500., 200., 900., 700.]]))
+            inst = Instances((height, width))
+            boxes = torch.tensor([[100., 100., 400., 300.], [500., 200., 900., 700.]])
+            inst.gt_boxes = Boxes(boxes * torch.tensor([width / 1333, height / 800] * 2))
             inst.gt_classes = torch.tensor([3, 17])
             record["instances"] = inst.to(device)
         inputs.append(record)

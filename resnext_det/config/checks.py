@@ -10,6 +10,7 @@ import yaml
 
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.config_args import resnext_block_args, resnext_node
+from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
 from .errors import ConfigError
 
@@ -53,9 +54,21 @@ _BOOLEANS = ("ZERO_INIT_RESIDUAL", "CONFIG_FROM_WEIGHTS", "WEIGHTS_ALLOW_PARTIAL
              "WEIGHTS_TRUST_PICKLE")
 
 
+def amp_device_type(cfg):
+    """None with SOLVER.AMP.ENABLED off; else "cuda" or "cpu", where mixed precision runs."""
+    if not cfg.get("SOLVER", {}).get("AMP", {}).get("ENABLED", False):
+        return None
+    device_type = cfg.MODEL.DEVICE.split(":")[0]
+    if device_type not in ("cuda", "cpu"):
+        raise ConfigError("SOLVER.AMP.ENABLED", True, f"False with MODEL.DEVICE={cfg.MODEL.DEVICE!r}",
+                          "Mixed precision training runs on 'cuda' (float16, detectron2's "
+                          "AMPTrainer) or 'cpu' (bfloat16 autocast).")
+    return device_type
+
+
 def check_resnext_keys(cfg):
-    """Every MODEL.RESNEXT value (and the RESNETS keys it combines with) and
-    TEST.COCO_EVAL_BACKEND are valid."""
+    """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
+    TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED with MODEL.DEVICE are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
         if not isinstance(node[key], bool):
@@ -63,6 +76,10 @@ def check_resnext_keys(cfg):
     if node.FAST_INFERENCE not in FAST_INFERENCE_MODES:
         raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", node.FAST_INFERENCE,
                           f"one of {list(FAST_INFERENCE_MODES)}")
+    if node.FAST_TRAINING not in TRAIN_FAST_MODES:
+        raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", node.FAST_TRAINING,
+                          f"one of {list(TRAIN_FAST_MODES)}")
+    amp_device_type(cfg)
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")
     if backend is not None and backend not in COCO_EVAL_BACKENDS:
         raise ConfigError("TEST.COCO_EVAL_BACKEND", backend, f"one of {list(COCO_EVAL_BACKENDS)}")

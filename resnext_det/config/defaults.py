@@ -36,6 +36,16 @@ def resnext_defaults():
     # "fold+nhwc" -> folded and channels_last (fastest on CPUs from batch ~2 and on GPUs).
     # Outputs are equal up to float rounding (tests/modeling/test_inference.py).
     node.FAST_INFERENCE = "fold+nhwc"
+    # Training (resnext_det.engine.Trainer) computes the same function and gradients, faster:
+    # "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution (weight
+    # W * s, the shift as bias, from W each step: resnext_det.modeling.train_fold);
+    # "fold+nhwc" -> folded and channels_last. Parameter names and checkpoints are
+    # detectron2's in every mode. "fold" by measurement (benchmarks/bench.py --only train,
+    # X50_32x4d FPN, 800x1333, batch 2, 1 thread of an AVX2 EPYC): "fold" 0.98x of
+    # detectron2's built-in (equal within noise), "fold+nhwc" 0.69x, as slow as the
+    # built-in in channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3
+    # convolution is ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4).
+    node.FAST_TRAINING = "fold"
     # Loading MODEL.WEIGHTS. False -> every ResNeXt key the model has must come from the
     # file with its shape, and every ResNeXt key of the file must fit the model; anything
     # else is an error naming the keys. True -> such keys are skipped and listed in the log

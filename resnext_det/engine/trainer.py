@@ -3,7 +3,7 @@ import os
 import weakref
 
 from detectron2.data import DatasetMapper, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
@@ -13,6 +13,8 @@ from ..data.checks import BadImageGuard
 from ..evaluation import COCOMetricsEvaluator
 from ..modeling.config_args import resnext_node
 from ..modeling.inference import optimize_for_inference
+from ..modeling.train_fold import TRAIN_FAST_MODES, prepare_for_training
+from .amp import build_step_trainer
 from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
 from .weights import build_checkpointer
 
@@ -31,7 +33,7 @@ def inference_model(cfg, model):
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with three changes to its behaviour.
+    """DefaultTrainer with five changes to its behaviour.
 
     - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
       DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
@@ -41,6 +43,10 @@ class Trainer(DefaultTrainer):
     - Training data is checked before the first iteration (engine.checks.checked_train_dicts:
       class count, boxes per DATALOADER.ON_BAD_BOX, image files), and an image that cannot
       be decoded is named or skipped per DATALOADER.ON_BAD_IMAGE.
+    - The model trains with its frozen norms computed inside the convolutions, and
+      channels_last, as MODEL.RESNEXT.FAST_TRAINING selects (same function and gradients).
+    - SOLVER.AMP.ENABLED on the CPU trains with bfloat16 autocast (engine.amp), where
+      detectron2's AMPTrainer needs CUDA.
     And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
     warns where the config disagrees with the weights' metadata.
     """
@@ -61,12 +67,27 @@ class Trainer(DefaultTrainer):
         on_cpu = cfg.MODEL.DEVICE == "cpu"
         model = create_ddp_model(model, broadcast_buffers=False,
                                  **({"device_ids": None} if on_cpu else {}))
-        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_class(model, data_loader, optimizer)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        """DefaultTrainer.build_model, set up as MODEL.RESNEXT.FAST_TRAINING says.
+
+        Args:
+            cfg (CfgNode): MODEL.RESNEXT.FAST_TRAINING: "" (as detectron2), "fold" or
+                "fold+nhwc" (train_fold.prepare_for_training).
+
+        Returns:
+            nn.Module: the model; its parameter and buffer names are detectron2's.
+        """
+        mode = resnext_node(cfg).FAST_TRAINING
+        if mode not in TRAIN_FAST_MODES:
+            raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", mode, f"one of {list(TRAIN_FAST_MODES)}")
+        return prepare_for_training(super().build_model(cfg), mode)
 
     @classmethod
     def build_checkpointer(cls, cfg, model, **checkpointables):
