@@ -1,0 +1,323 @@
+"""A user's own COCO instances json as a detectron2 dataset, named on the command line.
+
+    python tools/train_net.py --config-file my.yaml \\
+        --dataset mine_train=ann/train.json:images/train \\
+        --dataset mine_val=ann/val.json:images/val \\
+        DATASETS.TRAIN "('mine_train',)" DATASETS.TEST "('mine_val',)"
+
+Each `--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR` is checked, then registered with detectron2's
+`register_coco_instances`, whose `load_coco_json` reads it when training starts. The check
+turns what load_coco_json and pycocotools answer with a KeyError, an assert or silence (an
+annotation of an image id that is not in the file is dropped with a warning) into one
+DatasetError naming the file and its first bad entry. A box with no positive width or height
+is not an error here: training's check (DATALOADER.ON_BAD_BOX, resnext_det/data/checks.py)
+leaves such boxes out with a count ("skip", the default) or stops naming them ("error").
+
+The number of classes is the number of `categories`; category ids need not be contiguous
+(detectron2 maps them in sorted order to 0..K-1, as in COCO). The model's NUM_CLASSES is
+taken from the json when the config file and the overrides leave it unset, and must equal it
+when they set it.
+"""
+import json
+import math
+import os
+from collections import namedtuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+from .checks import NUM_EXAMPLES, DatasetError
+
+DatasetSpec = namedtuple("DatasetSpec", "name json_file image_root")
+CocoSummary = namedtuple("CocoSummary", "thing_classes id_map num_images num_annotations "
+                                        "num_bad_boxes first_bad_box")
+_FORM = "NAME=ANNOTATIONS_JSON:IMAGE_DIR"
+_SECTIONS = ("images", "annotations", "categories")
+
+
+def add_dataset_argument(parser):
+    """Add the repeatable `--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR` option to `parser`."""
+    parser.add_argument(
+        "--dataset", action="append", default=[], metavar=_FORM,
+        help="register a COCO instances json and its image folder under NAME, for use in "
+             "DATASETS.TRAIN / DATASETS.TEST (repeatable; give it before the KEY VALUE overrides)")
+    return parser
+
+
+def parse_dataset_arg(text):
+    """'NAME=ANNOTATIONS_JSON:IMAGE_DIR' -> DatasetSpec (absolute paths).
+
+    The json path ends at the first ':' after which the left part is an existing file, else
+    at the last ':' (so a json path may hold ':' when the file exists).
+    """
+    name, eq, rest = text.partition("=")
+    colons = [i for i, c in enumerate(rest) if c == ":"]
+    if not eq or not name.strip() or not colons:
+        raise DatasetError(f"--dataset {text!r} is not valid: expected {_FORM}, e.g. "
+                           "mine_train=annotations/train.json:images/train.")
+    cut = next((i for i in colons if os.path.isfile(rest[:i])), colons[-1])
+    json_file, image_root = rest[:cut], rest[cut + 1:]
+    if not json_file or not image_root:
+        raise DatasetError(f"--dataset {text!r} is not valid: both the annotations json and the "
+                           f"image folder are needed ({_FORM}).")
+    return DatasetSpec(name.strip(), os.path.abspath(json_file), os.path.abspath(image_root))
+
+
+def _error(json_file, where, problem, fix="Fix the file, or leave it out of --dataset."):
+    return DatasetError(f"--dataset annotations {json_file!r}: {where}: {problem}. {fix}")
+
+
+def _read_json(json_file):
+    if not os.path.isfile(json_file):
+        raise DatasetError(f"--dataset annotations {json_file!r} does not exist"
+                           f"{' (it is a folder)' if os.path.isdir(json_file) else ''}. Give "
+                           f"the COCO json first, then the image folder: {_FORM}.")
+    try:
+        with open(json_file, "rb") as f:
+            data = json.loads(f.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _error(json_file, "the file", f"is not JSON ({e})",
+                     "Give a COCO instances json (http://cocodataset.org/#format-data).") from None
+    if not isinstance(data, dict):
+        raise _error(json_file, "the top level", f"is a JSON {type(data).__name__}, not an object "
+                     "with 'images', 'annotations' and 'categories'",
+                     "Give a COCO instances json, not a results file.")
+    for section in _SECTIONS:
+        if not isinstance(data.get(section), list) or not data[section]:
+            found = "missing" if section not in data else (
+                "empty" if data[section] == [] else f"a {type(data[section]).__name__}, not a list")
+            raise _error(json_file, f"'{section}'", f"is {found}; a COCO instances json has a "
+                         f"non-empty list of {section}")
+    return data
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry(section, index, item):
+    ident = f" (id {item['id']!r})" if isinstance(item, dict) and "id" in item else ""
+    return f"{section}[{index}]{ident}"
+
+
+def _first(items, problem_of, json_file, section):
+    """Raise naming the first item of `section` whose problem_of(item) is not None."""
+    for index, item in enumerate(items):
+        problem = (problem_of(item) if isinstance(item, dict)
+                   else f"is a {type(item).__name__}, not an object")
+        if problem:
+            raise _error(json_file, _entry(section, index, item), problem)
+
+
+def _unique_ids(items, json_file, section):
+    seen = {}
+    for index, item in enumerate(items):
+        if item["id"] in seen:
+            raise _error(json_file, _entry(section, index, item),
+                         f"repeats the id of {section}[{seen[item['id']]}]; ids must be unique")
+        seen[item["id"]] = index
+    return seen
+
+
+def _category_problem(cat):
+    if not _is_int(cat.get("id")):
+        return f"has id {cat.get('id')!r}; expected an integer"
+    if not isinstance(cat.get("name"), str) or not cat["name"]:
+        return f"has name {cat.get('name')!r}; expected a non-empty string"
+    return None
+
+
+def _image_problem(img):
+    if not _is_int(img.get("id")):
+        return f"has id {img.get('id')!r}; expected an integer"
+    if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+        return f"has file_name {img.get('file_name')!r}; expected a path under the image folder"
+    for key in ("width", "height"):
+        if not _is_int(img.get(key)) or img[key] <= 0:
+            return f"has {key} {img.get(key)!r}; expected a positive integer (pixels)"
+    return None
+
+
+def _annotation_problem(ann, image_ids, category_ids):
+    if not _is_int(ann.get("id")):
+        return f"has id {ann.get('id')!r}; expected an integer"
+    if ann.get("image_id") not in image_ids:
+        return f"has image_id {ann.get('image_id')!r}, which is the id of no entry of 'images'"
+    if ann.get("category_id") not in category_ids:
+        return (f"has category_id {ann.get('category_id')!r}, which is the id of no entry of "
+                f"'categories' (ids {sorted(category_ids)[:10]})")
+    box = ann.get("bbox")
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in box)):
+        return f"has bbox {box!r}; expected [x, y, width, height], 4 finite numbers"
+    if ann.get("ignore", 0):
+        return ("has 'ignore' set, which detectron2 does not support; remove the annotation or "
+                "the flag")
+    return None
+
+
+def _is_bad_box(ann):
+    return not ann.get("iscrowd", 0) and (ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0)
+
+
+def _check_image_files(images, json_file, image_root):
+    if not os.path.isdir(image_root):
+        raise DatasetError(f"--dataset image folder {image_root!r} (for {json_file!r}) is not a "
+                           f"folder. Give the folder the json's file_name entries are relative "
+                           f"to: {_FORM}.")
+    missing = [img["file_name"] for img in images
+               if not os.path.isfile(os.path.join(image_root, img["file_name"]))]
+    if missing:
+        shown = ", ".join(repr(f) for f in missing[:NUM_EXAMPLES])
+        more = ", ..." if len(missing) > NUM_EXAMPLES else ""
+        raise DatasetError(
+            f"--dataset annotations {json_file!r}: {len(missing)} of {len(images)} images are not "
+            f"under the image folder {image_root!r}: {shown}{more}. "
+            "Give the folder their file_name entries are relative to.")
+
+
+def check_coco_json(json_file, image_root):
+    """Read and check a COCO instances json and its image folder.
+
+    Checked: the file is JSON; 'images', 'annotations' and 'categories' are non-empty lists;
+    ids are integers and unique per section; each image has a file_name under `image_root`,
+    a width and a height; each annotation names an existing image and category and has a
+    bbox of 4 finite numbers. Boxes with no positive width or height are counted, not refused.
+
+    Args:
+        json_file (str): the annotations.
+        image_root (str): the folder the images' file_name entries are relative to.
+    Returns:
+        CocoSummary: thing_classes and id_map ({category id: contiguous id}) as detectron2's
+        load_coco_json sets them, counts, and the first box of no positive size (or None).
+    Raises:
+        DatasetError: naming `json_file` and its first bad entry.
+    """
+    data = _read_json(json_file)
+    _first(data["categories"], _category_problem, json_file, "categories")
+    category_ids = _unique_ids(data["categories"], json_file, "categories")
+    _first(data["images"], _image_problem, json_file, "images")
+    image_ids = _unique_ids(data["images"], json_file, "images")
+    _first(data["annotations"], lambda a: _annotation_problem(a, image_ids, category_ids),
+           json_file, "annotations")
+    _unique_ids(data["annotations"], json_file, "annotations")
+    _check_image_files(data["images"], json_file, image_root)
+    bad = [(i, a) for i, a in enumerate(data["annotations"]) if _is_bad_box(a)]
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    first_bad = f"{_entry('annotations', *bad[0])} bbox {bad[0][1]['bbox']}" if bad else None
+    return CocoSummary(
+        thing_classes=[c["name"] for c in cats], id_map={c["id"]: i for i, c in enumerate(cats)},
+        num_images=len(data["images"]), num_annotations=len(data["annotations"]),
+        num_bad_boxes=len(bad), first_bad_box=first_bad)
+
+
+def register_coco_json(name, json_file, image_root):
+    """Check a COCO instances json (check_coco_json), then register it under `name`.
+
+    The metadata holds json_file, image_root, evaluator_type "coco", thing_classes and
+    thing_dataset_id_to_contiguous_id, the last two as load_coco_json will set them. A name
+    already registered for the same files is kept; one registered otherwise (e.g. one of
+    detectron2's builtin COCO names) is a DatasetError.
+
+    Returns:
+        CocoSummary.
+    """
+    summary = check_coco_json(json_file, image_root)
+    if name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if meta.get("json_file", None) == json_file and meta.get("image_root", None) == image_root:
+            return summary
+        raise DatasetError(f"--dataset {name}={json_file}:{image_root}: the name {name!r} is "
+                           f"already registered (to {meta.get('json_file', 'another dataset')!r}). "
+                           "Choose another NAME.")
+    register_coco_instances(name, {"thing_classes": summary.thing_classes,
+                                   "thing_dataset_id_to_contiguous_id": summary.id_map},
+                            json_file, image_root)
+    return summary
+
+
+def _where_set(key, config_file, opts):
+    """Where `key` is given ('on the command line', 'in <file>'), or None when nowhere."""
+    if key in list(opts)[0::2]:
+        return "on the command line"
+    if config_file:
+        from detectron2.config import CfgNode
+
+        node = CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return f"in {config_file} (or its _BASE_)"
+    return None
+
+
+def num_classes_opts(config_file, opts, classes_by_name):
+    """The `KEY VALUE` overrides that set NUM_CLASSES from --dataset jsons; [] if none needed.
+
+    The datasets considered are those of `classes_by_name` that DATASETS.TRAIN or
+    DATASETS.TEST name; they must have as many classes as each other and as NUM_CLASSES
+    when the config file or `opts` set it (MODEL.ROI_HEADS.NUM_CLASSES, or
+    MODEL.RETINANET.NUM_CLASSES for RetinaNet).
+
+    Args:
+        config_file (str): a YAML config (a LazyConfig .py file is left alone: returns []).
+        opts (list[str]): the command line's KEY VALUE overrides.
+        classes_by_name (dict): {dataset name: its thing_classes}.
+    """
+    if not classes_by_name or str(config_file).endswith(".py"):
+        return []
+    from detectron2.config import get_cfg
+
+    from ..config.checks import merge_config
+    from ..config.defaults import add_resnext_config
+    from ..engine.checks import num_classes_key
+
+    cfg = add_resnext_config(get_cfg())
+    merge_config(cfg, config_file, opts)
+    named = dict.fromkeys((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))  # in order, each once
+    used = [n for n in named if n in classes_by_name]
+    found = num_classes_key(cfg)
+    if not used or found is None:
+        return []
+    counts = {n: len(classes_by_name[n]) for n in used}
+    if len(set(counts.values())) > 1:
+        raise DatasetError(f"The --dataset sets that DATASETS.TRAIN / DATASETS.TEST name have "
+                           f"different numbers of classes: {counts}. Give them the same "
+                           "'categories'.")
+    key, value = found
+    num = counts[used[0]]
+    where = _where_set(key, config_file, opts)
+    if where is None:
+        return [key, str(num)]
+    if value != num:
+        raise DatasetError(
+            f"{key}={value} (set {where}) does not match --dataset {used[0]!r}: its json "
+            f"{MetadataCatalog.get(used[0]).get('json_file', '')!r} has {num} categories "
+            f"{classes_by_name[used[0]][:20]}. Pass {key} {num}, or leave the "
+            "key out of the config to take it from the json.")
+    return []
+
+
+def register_dataset_args(args):
+    """Register each `args.dataset` (--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR).
+
+    Returns `args` when there is none, else a copy whose `opts` end with the NUM_CLASSES
+    override taken from the jsons (num_classes_opts), for setup_cfg.
+    """
+    specs = [parse_dataset_arg(text) for text in getattr(args, "dataset", None) or ()]
+    if not specs:
+        return args
+    names = [spec.name for spec in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"--dataset names {repeated} more than once; give each dataset its "
+                           "own NAME.")
+    classes = {spec.name: register_coco_json(*spec).thing_classes for spec in specs}
+    extra = num_classes_opts(args.config_file, args.opts, classes)
+    if not extra:
+        return args
+    new = type(args)(**vars(args))
+    new.opts = list(args.opts) + extra
+    return new

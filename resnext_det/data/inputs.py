@@ -1,0 +1,115 @@
+"""The pictures a user asks for predictions on: files, folders, globs and videos.
+
+`expand_inputs` turns tools/predict.py's --input values into file paths, in the order
+given, and the inputs that name nothing; `read_inputs` yields their images (a video: its
+frames, read by OpenCV) and reports each file that cannot be read, so that one bad file
+costs a message, not the run.
+"""
+import glob
+import os
+from collections import namedtuple
+
+import cv2
+from detectron2.data.detection_utils import read_image
+
+from .checks import DECODE_ERRORS
+
+# What a folder or a glob contributes; a file named on its own is read whatever its name.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
+                    ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+# One picture to predict on: `image` HxWx3 uint8 BGR; `frame` None for an image file, else
+# the frame's index in the video `path`.
+Picture = namedtuple("Picture", "path frame image")
+
+
+def is_video(path):
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _known(path):
+    ext = os.path.splitext(path)[1].lower()
+    return os.path.isfile(path) and ext in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+def _expand_one(text):
+    """(paths, None) or ([], why `text` names nothing)."""
+    if os.path.isdir(text):
+        found = sorted(p for p in (os.path.join(text, n) for n in os.listdir(text)) if _known(p))
+        return (found, None) if found else ([], "folder holds no image or video "
+                                            f"({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+    if os.path.isfile(text):
+        return [text], None
+    if glob.has_magic(text):
+        found = sorted(p for p in glob.glob(text, recursive=True) if _known(p))
+        return (found, None) if found else ([], "matches no image or video file")
+    return [], "does not exist"
+
+
+def expand_inputs(inputs):
+    """--input values -> (file paths in order, each once; [(input, reason)] for those naming none).
+
+    Args:
+        inputs (list[str]): files (any name; read as an image unless a video extension),
+            folders (their images and videos, not recursive, sorted), globs (`**` recurses;
+            files with an image or video extension, sorted).
+    """
+    paths, missing, seen = [], [], set()
+    for text in inputs:
+        found, why = _expand_one(os.path.expanduser(text))
+        if why:
+            missing.append((text, why))
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
+    return paths, missing
+
+
+def count_pictures(paths):
+    """Images plus the frames the videos announce (OpenCV's count; an estimate for some codecs)."""
+    total = 0
+    for path in paths:
+        if not is_video(path):
+            total += 1
+            continue
+        capture = cv2.VideoCapture(path)
+        total += max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        capture.release()
+    return total
+
+
+def _video_frames(path, skipped):
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        skipped.append((path, "cannot be opened as a video by OpenCV"))
+        return
+    index = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield Picture(path, index, frame)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        skipped.append((path, "is a video of no frame OpenCV can decode"))
+
+
+def read_inputs(paths, skipped):
+    """Yield a Picture per image file and per video frame; append (path, reason) to
+    `skipped` for each file that cannot be read (and go on)."""
+    for path in paths:
+        if is_video(path):
+            yield from _video_frames(path, skipped)
+            continue
+        try:
+            image = read_image(path, format="BGR")  # PIL, EXIF orientation applied, as detectron2
+        except DECODE_ERRORS as e:
+            skipped.append((path, f"cannot be read as an image ({type(e).__name__}: {e})"))
+            continue
+        yield Picture(path, None, image)

@@ -1,0 +1,253 @@
+"""Predictions on a user's pictures: detectron2's DefaultPredictor, batched, on the fast copy.
+
+`BatchPredictor` does what detectron2's DefaultPredictor does (BGR pictures in, resized by
+INPUT.MIN/MAX_SIZE_TEST, converted to INPUT.FORMAT, detections in the picture's own
+coordinates) for a list of pictures at once, with MODEL.WEIGHTS of any supported format
+and on the copy MODEL.RESNEXT.FAST_INFERENCE selects (norms folded, channels_last).
+`PredictionWriter` draws each picture's detections with detectron2's Visualizer and
+collects them as COCO results; `predict` runs the two over tools/predict.py's inputs.
+"""
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+
+import cv2
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.modeling import build_model
+from detectron2.utils.visualizer import Visualizer
+from tqdm import tqdm
+
+from ..config.errors import ConfigError
+from ..data.checks import DatasetError
+from ..data.inputs import count_pictures, read_inputs
+from ..utils.io import atomic_write
+from .checks import check_weights, num_classes_key
+from .trainer import inference_model
+from .weights import build_checkpointer
+
+logger = logging.getLogger(__name__)
+RESULTS_FILE = "coco_instances_results.json"  # detectron2's name for detections in COCO form
+IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
+
+
+class BatchPredictor:
+    """A trained model that maps a list of BGR pictures to detectron2's outputs, one forward."""
+
+    def __init__(self, cfg):
+        """
+        Args:
+            cfg (CfgNode): a set-up config; MODEL.WEIGHTS names the trained weights (any
+                format ResNeXtCheckpointer reads), MODEL.RESNEXT.FAST_INFERENCE the copy run.
+        """
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("MODEL.WEIGHTS", "", "the trained weights to predict with",
+                              "e.g. MODEL.WEIGHTS output/demo/model_final.pth (after `make demo`).")
+        check_weights(cfg)
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ConfigError("INPUT.FORMAT", cfg.INPUT.FORMAT, "'RGB' or 'BGR'")
+        model = build_model(cfg)
+        build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
+        self.model = inference_model(cfg, model.eval())
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+
+    def _input(self, image):
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        resized = self.resize.get_transform(image).apply_image(image)
+        return {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+                "height": image.shape[0], "width": image.shape[1]}
+
+    @torch.no_grad()
+    def __call__(self, images):
+        """
+        Args:
+            images (list[np.ndarray]): HxWx3 uint8 pictures in BGR order (OpenCV's).
+        Returns:
+            list[dict]: the model's output per picture ({"instances": Instances}, boxes in
+            the picture's pixels).
+        """
+        return self.model([self._input(image) for image in images])
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class DatasetIds:
+    """The ids of a dataset's json for the results: images listed there keep their id (so
+    the results can be scored against the json), other pictures get new ids above them;
+    contiguous classes map back to the json's category ids."""
+
+    def __init__(self, metadata):
+        json_file, root = metadata.get("json_file", None), metadata.get("image_root", "")
+        data = _read_json(json_file) if json_file else None
+        data = data if isinstance(data, dict) else {}  # not readable: new ids, logged below
+        self.known = {os.path.realpath(os.path.join(root, str(img["file_name"]))): img["id"]
+                      for img in data.get("images", [])
+                      if isinstance(img, dict) and "file_name" in img and "id" in img}
+        self.next_id = max(self.known.values(), default=0) + 1
+        id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
+        categories = [c for c in data.get("categories", []) if isinstance(c, dict) and "id" in c]
+        if id_map is None and categories:
+            ids = sorted(c["id"] for c in categories)  # load_coco_json's order
+            id_map = {category_id: i for i, category_id in enumerate(ids)}
+        self.category_ids = None if id_map is None else {v: k for k, v in id_map.items()}
+        if id_map is None:
+            logger.warning("The dataset names no json with categories: the results' category_id "
+                           "are the model's class indices 0..K-1.")
+
+    def image_id(self, path, frame):
+        known = self.known.get(os.path.realpath(path)) if frame is None else None
+        if known is not None:
+            return known
+        self.next_id += 1
+        return self.next_id - 1
+
+    def category_id(self, contiguous):
+        return contiguous if self.category_ids is None else self.category_ids[contiguous]
+
+
+class PredictionWriter:
+    """Draws each picture's detections into output_dir and collects them as COCO results.
+
+    An image file gives `<stem>.png`; a video gives `<stem>.mp4` (OpenCV's mp4v), or one
+    `<stem>_frame<N>.png` per frame where OpenCV cannot write mp4v. Names that repeat get
+    `_2`, `_3`, ... `close()` writes coco_instances_results.json and images.json.
+    """
+
+    def __init__(self, output_dir, metadata, ids, scale=1.0):
+        self.output_dir, self.metadata, self.ids, self.scale = output_dir, metadata, ids, scale
+        self.results, self.images, self.names, self.videos = [], [], set(), {}
+
+    def _name(self, path, ext):
+        stem = os.path.splitext(os.path.basename(path))[0] or "picture"
+        name, n = stem + ext, 1
+        while name in self.names:
+            n += 1
+            name = f"{stem}_{n}{ext}"
+        self.names.add(name)
+        return name
+
+    def _video_writer(self, path, size):
+        """(writer or None, output name) for a video; opened at its first frame."""
+        if path not in self.videos:
+            capture = cv2.VideoCapture(path)
+            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+            capture.release()
+            name = self._name(path, ".mp4")
+            writer = cv2.VideoWriter(os.path.join(self.output_dir, name),
+                                     cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if not writer.isOpened():
+                logger.warning(f"OpenCV cannot write mp4v video here: the frames of {path!r} are "
+                               "written as pictures.")
+                self.names.discard(name)
+                writer, name = None, os.path.splitext(name)[0]
+            self.videos[path] = (writer, name)
+        return self.videos[path]
+
+    def _save(self, picture, drawn):
+        if picture.frame is None:
+            name = self._name(picture.path, ".png")
+        else:
+            writer, name = self._video_writer(picture.path, (drawn.shape[1], drawn.shape[0]))
+            if writer is not None:
+                writer.write(drawn)
+                return name
+            name = self._name(f"{name}_frame{picture.frame:06d}", ".png")
+        cv2.imwrite(os.path.join(self.output_dir, name), drawn)
+        return name
+
+    def add(self, picture, instances):
+        """Draw and record the detections (Instances on the CPU) of one Picture."""
+        image_id = self.ids.image_id(picture.path, picture.frame)
+        for result in instances_to_coco_json(instances, image_id):
+            result["category_id"] = self.ids.category_id(result["category_id"])
+            self.results.append(result)
+        rgb = picture.image[:, :, ::-1]
+        visualizer = Visualizer(rgb, self.metadata, scale=self.scale)
+        drawn = visualizer.draw_instance_predictions(instances)
+        name = self._save(picture, cv2.cvtColor(drawn.get_image(), cv2.COLOR_RGB2BGR))
+        height, width = picture.image.shape[:2]
+        entry = {"id": image_id, "file_name": picture.path, "width": width, "height": height,
+                 "output": name}
+        self.images.append(entry if picture.frame is None else dict(entry, frame=picture.frame))
+
+    def close(self):
+        """Finish the videos; write the results and images json files; returns their paths."""
+        for writer, _ in self.videos.values():
+            if writer is not None:
+                writer.release()
+        classes = self.metadata.get("thing_classes", None) or []
+        categories = [{"id": self.ids.category_id(i), "name": name}
+                      for i, name in enumerate(classes)]
+        paths = []
+        for name, content in ((RESULTS_FILE, self.results),
+                              (IMAGES_FILE, {"images": self.images, "categories": categories})):
+            path = os.path.join(self.output_dir, name)
+            atomic_write(path, lambda f, c=content: f.write(json.dumps(c).encode()))
+            paths.append(path)
+        return paths
+
+
+def prediction_metadata(cfg):
+    """The metadata of DATASETS.TEST[0] (class names, json ids), checked against NUM_CLASSES."""
+    if not cfg.DATASETS.TEST:
+        logger.warning("DATASETS.TEST is empty: pictures show class indices, results hold them.")
+        return MetadataCatalog.get("__predict_no_dataset")
+    name = cfg.DATASETS.TEST[0]
+    metadata = MetadataCatalog.get(name)
+    classes, found = metadata.get("thing_classes", None), num_classes_key(cfg)
+    if classes is not None and found is not None and len(classes) != found[1]:
+        raise DatasetError(
+            f"{found[0]}={found[1]} but DATASETS.TEST[0]={name!r}, whose class names the pictures "
+            f"show, has {len(classes)} classes {list(classes)[:20]}. Name the dataset the "
+            f"weights were trained on (--dataset NAME=JSON:DIR and DATASETS.TEST \"('NAME',)\").")
+    return metadata
+
+
+def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
+    """Predict on `paths` (expand_inputs' files) in batches; write pictures and json files.
+
+    Args:
+        cfg (CfgNode): a set-up config (BatchPredictor; prediction_metadata).
+        paths (list[str]): image and video files.
+        output_dir (str): where pictures, coco_instances_results.json and images.json go.
+        batch_size (int): pictures per forward.
+        scale (float): the drawn pictures' size relative to the inputs.
+    Returns:
+        dict: pictures (predicted), detections, skipped [(path, reason)], seconds (all),
+        model_seconds (forwards only), files (the json files).
+    """
+    metadata = prediction_metadata(cfg)  # checked before the model is built
+    predictor = BatchPredictor(cfg)
+    writer = PredictionWriter(output_dir, metadata, DatasetIds(metadata), scale)
+    skipped, done, model_seconds = [], 0, 0.0
+    start = time.perf_counter()
+    with tqdm(total=count_pictures(paths), unit=" images", desc="predict", file=sys.stderr) as bar:
+        batch = []
+        for picture in itertools.chain(read_inputs(paths, skipped), [None]):  # None: flush
+            if picture is not None:
+                batch.append(picture)
+            if batch and (picture is None or len(batch) == batch_size):
+                t0 = time.perf_counter()
+                outputs = predictor([p.image for p in batch])
+                model_seconds += time.perf_counter() - t0
+                for p, output in zip(batch, outputs):
+                    writer.add(p, output["instances"].to("cpu"))
+                done += len(batch)
+                bar.update(len(batch))
+                batch = []
+    files = writer.close()
+    return {"pictures": done, "detections": len(writer.results), "skipped": skipped,
+            "seconds": time.perf_counter() - start, "model_seconds": model_seconds, "files": files}

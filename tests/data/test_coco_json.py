@@ -1,0 +1,194 @@
+"""--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR: parsing, the json checks, registration, NUM_CLASSES.
+
+The COCO files are written here by hand (not with resnext_det), and what detectron2's own
+load_coco_json makes of a registered file is the reference for the metadata.
+"""
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from resnext_det.data.checks import DatasetError
+from resnext_det.data.coco_json import (check_coco_json, num_classes_opts, parse_dataset_arg,
+                                        register_coco_json)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
+
+
+def coco_dict():
+    """Two 32x32 images; categories with non-contiguous, unsorted ids; three boxes."""
+    return {
+        "images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32},
+                   {"id": 2, "file_name": "sub/b.png", "width": 32, "height": 32}],
+        "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 12], "iscrowd": 0},
+            {"id": 11, "image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 8], "iscrowd": 0},
+            {"id": 12, "image_id": 2, "category_id": 3, "bbox": [1, 1, 4, 4], "iscrowd": 0}],
+    }
+
+
+def write(tmp_path, data, text=None):
+    """The images of coco_dict under tmp_path/images, `data` (or raw `text`) as ann.json."""
+    images = tmp_path / "images"
+    for name in ("a.png", "sub/b.png"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(images / name)
+    json_file = tmp_path / "ann.json"
+    json_file.write_text(text if text is not None else json.dumps(data))
+    return str(json_file), str(images)
+
+
+def fresh_name():
+    return f"mine_{uuid.uuid4().hex[:8]}"
+
+
+def test_registered_like_detectron2_loads_it(tmp_path):
+    json_file, images = write(tmp_path, coco_dict())
+    name = fresh_name()
+    summary = register_coco_json(name, json_file, images)
+    assert summary.thing_classes == ["cat", "dog"] and summary.num_bad_boxes == 0
+    # detectron2's load_coco_json runs now; it sets thing_classes and the id map itself and
+    # raises if they differ from what we registered
+    dicts = DatasetCatalog.get(name)
+    meta = MetadataCatalog.get(name)
+    assert meta.thing_classes == ["cat", "dog"]
+    assert meta.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1}
+    assert [os.path.relpath(d["file_name"], images) for d in dicts] == ["a.png", "sub/b.png"]
+    assert [[a["category_id"] for a in d["annotations"]] for d in dicts] == [[0], [1, 0]]
+    register_coco_json(name, json_file, images)  # the same files again: kept
+
+
+def test_parse_dataset_arg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = parse_dataset_arg("mine=ann/train.json:img/train")
+    assert spec == ("mine", str(tmp_path / "ann/train.json"), str(tmp_path / "img/train"))
+    (tmp_path / "a:b.json").write_text("{}")  # a json path with a colon, when the file exists
+    assert parse_dataset_arg("x=a:b.json:img").json_file == str(tmp_path / "a:b.json")
+    for bad in ("mine", "mine=ann.json", "=a.json:img", "mine=:img", "mine=a.json:"):
+        with pytest.raises(DatasetError, match="NAME=ANNOTATIONS_JSON:IMAGE_DIR"):
+            parse_dataset_arg(bad)
+
+
+def _drop(key):
+    def change(d):
+        del d[key]
+    return change
+
+
+def _set(section, index, key, value):
+    def change(d):
+        d[section][index][key] = value
+    return change
+
+
+# (case, change to coco_dict, what the message must hold: the first bad entry and the problem)
+BAD = [
+    ("no images", _drop("images"), "'images': is missing"),
+    ("no annotations", lambda d: d.update(annotations=[]), "'annotations': is empty"),
+    ("no categories", _drop("categories"), "'categories': is missing"),
+    ("categories not a list", lambda d: d.update(categories={"id": 1}), "'categories': is a dict"),
+    ("annotation of a missing image",
+     lambda d: [d["annotations"][i].update(image_id=99) for i in (1, 2)],
+     "annotations[1] (id 11): has image_id 99, which is the id of no entry of 'images'"),
+    ("unknown category", _set("annotations", 2, "category_id", 5),
+     "annotations[2] (id 12): has category_id 5"),
+    ("box of 3 numbers", _set("annotations", 0, "bbox", [1, 2, 3]),
+     "annotations[0] (id 10): has bbox [1, 2, 3]"),
+    ("box not finite", _set("annotations", 1, "bbox", [1, 2, float("nan"), 3]),
+     "annotations[1] (id 11): has bbox"),
+    ("repeated image id", _set("images", 1, "id", 1), "images[1] (id 1): repeats the id of images[0]"),
+    ("repeated annotation id", _set("annotations", 2, "id", 10),
+     "annotations[2] (id 10): repeats the id"),
+    ("image without height", lambda d: d["images"][1].pop("height"),
+     "images[1] (id 2): has height None"),
+    ("category without name", lambda d: d["categories"][0].pop("name"),
+     "categories[0] (id 7): has name None"),
+    ("annotation without id", lambda d: d["annotations"][1].pop("id"), "annotations[1]: has id None"),
+    ("ignore flag", _set("annotations", 0, "ignore", 1), "annotations[0] (id 10): has 'ignore' set"),
+    ("missing image file", _set("images", 1, "file_name", "gone.png"),
+     "1 of 2 images are not under the image folder"),
+]
+
+
+@pytest.mark.parametrize("case,change,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_json_names_file_and_first_bad_entry(tmp_path, case, change, expected):
+    data = coco_dict()
+    change(data)
+    json_file, images = write(tmp_path, data)
+    name = fresh_name()
+    with pytest.raises(DatasetError) as error:
+        register_coco_json(name, json_file, images)
+    assert json_file in str(error.value) and expected in str(error.value), str(error.value)
+    assert name not in DatasetCatalog.list()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", "is not JSON (Expecting value: line 1 column 1"),
+    ('{"images": [', "is not JSON"),
+    ("\xff\xfe", "is not JSON"),
+    ("[]", "the top level: is a JSON list"),
+])
+def test_not_a_coco_object(tmp_path, text, expected):
+    json_file, images = write(tmp_path, None, text=text)
+    with pytest.raises(DatasetError, match=r"ann\.json") as error:
+        check_coco_json(json_file, images)
+    assert expected in str(error.value)
+
+
+def test_missing_files_and_taken_names(tmp_path):
+    json_file, images = write(tmp_path, coco_dict())
+    with pytest.raises(DatasetError, match="does not exist"):
+        check_coco_json(str(tmp_path / "nope.json"), images)
+    with pytest.raises(DatasetError, match="is not a folder"):
+        check_coco_json(json_file, str(tmp_path / "no_images"))
+    with pytest.raises(DatasetError, match="'coco_2017_val' is already registered"):
+        register_coco_json("coco_2017_val", json_file, images)  # detectron2's builtin name
+
+
+def test_non_positive_boxes_are_counted_not_refused(tmp_path):
+    """They are left to training's DATALOADER.ON_BAD_BOX check (skip with a count, or error)."""
+    data = coco_dict()
+    data["annotations"][1]["bbox"] = [5, 5, 0, 8]
+    data["annotations"][2]["bbox"] = [1, 1, 4, -4]
+    json_file, images = write(tmp_path, data)
+    summary = check_coco_json(json_file, images)
+    assert summary.num_bad_boxes == 2 and summary.first_bad_box.startswith("annotations[1] (id 11)")
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f'_BASE_: "{ROOT}/configs/Base-RCNN-FPN-ResNeXt.yaml"\n{text}')
+    return str(path)
+
+
+def test_num_classes_from_the_json_when_unset(tmp_path):
+    classes = {"mine": ["cat", "dog"]}
+    config = _yaml(tmp_path, 'DATASETS:\n  TRAIN: ("mine",)\n  TEST: ()\n')
+    assert num_classes_opts(config, [], classes) == ["MODEL.ROI_HEADS.NUM_CLASSES", "2"]
+    retina = _yaml(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "RetinaNet"\n')
+    assert num_classes_opts(retina, ["DATASETS.TEST", "('mine',)"], classes) == [
+        "MODEL.RETINANET.NUM_CLASSES", "2"]
+    # set and equal: nothing to add; a config that names none of them: left alone
+    assert num_classes_opts(config, ["MODEL.ROI_HEADS.NUM_CLASSES", "2"], classes) == []
+    assert num_classes_opts(DEMO, [], classes) == []
+
+
+def test_num_classes_mismatch_is_an_error(tmp_path):
+    classes = {"mine": ["cat", "dog"]}
+    with pytest.raises(DatasetError) as error:
+        num_classes_opts(DEMO, ["DATASETS.TRAIN", "('mine',)"], classes)
+    message = str(error.value)
+    assert "MODEL.ROI_HEADS.NUM_CLASSES=10 (set in " in message and "has 2 categories" in message
+    assert "Pass MODEL.ROI_HEADS.NUM_CLASSES 2" in message
+    config = _yaml(tmp_path, 'DATASETS:\n  TRAIN: ("mine",)\n')
+    with pytest.raises(DatasetError, match="NUM_CLASSES=3 .set on the command line"):
+        num_classes_opts(config, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"], classes)
+    with pytest.raises(DatasetError, match="different numbers of classes"):
+        num_classes_opts(config, ["DATASETS.TEST", "('other',)"], {**classes, "other": ["a"]})

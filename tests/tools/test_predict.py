@@ -1,0 +1,259 @@
+"""tools/predict.py end to end: files, folders, globs, a video, bad inputs, --dataset.
+
+The reference is detectron2's own DefaultPredictor, run here image by image on the same
+weights; the ids are read here from the dataset's json. A tiny random model with widely
+spread class scores stands in for a trained one (a few seconds per run).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from PIL import Image
+
+import resnext_det
+from resnext_det.utils.testing import detection_error, randomize_norms_
+from tests.helpers import load_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
+TINY = ["MODEL.RESNEXT.TEMPLATE", "X50_2x2d", "MODEL.RESNETS.STEM_OUT_CHANNELS", "8",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", "16", "MODEL.FPN.OUT_CHANNELS", "16",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+THRESHOLD = 0.3
+
+
+def tiny_cfg(*opts):
+    cfg = resnext_det.add_resnext_config(get_cfg())
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list([*TINY, "MODEL.DEVICE", "cpu", *opts])
+    return cfg
+
+
+def spread_class_scores_(model):
+    """Make a random model's classes win on different boxes, with distinct scores.
+
+    A random box head gives nearly the same features to every proposal, so one class
+    wins everywhere. Each class's logit becomes a random projection of the features,
+    centred on its median over the proposals of a noise image and scaled to std 2.
+    """
+    seen = []
+    predictor = model.roi_heads.box_predictor
+    hook = predictor.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    image = torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        model.eval()([{"image": image, "height": 64, "width": 64}])
+        hook.remove()
+        features, cls_score = seen[0], model.roi_heads.box_predictor.cls_score
+        num_classes = cls_score.out_features - 1  # the last row is the background
+        weight = torch.randn(num_classes, features.shape[1])
+        logits = features @ weight.T
+        scale = 2.0 / logits.std(0).clamp_min(1e-6)
+        cls_score.weight.zero_()
+        cls_score.bias.zero_()
+        cls_score.weight[:num_classes] = weight * scale[:, None]
+        cls_score.bias[:num_classes] = -logits.median(0).values * scale
+    return model.train()
+
+
+def save_model(path, num_classes):
+    """A tiny random model whose classes score like a trained model's (spread out); its .pth."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes)))
+    spread_class_scores_(randomize_norms_(model))
+    DetectionCheckpointer(model, save_dir=str(path.parent)).save(path.stem)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("model") / "digits.pth", 10)
+
+
+def run_predict(args, datasets_root, expect_rc=0):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root))
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/predict.py"), *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def read_outputs(out):
+    results = json.loads((out / "coco_instances_results.json").read_text())
+    images = json.loads((out / "images.json").read_text())
+    return results, images
+
+
+def as_instances(results, image_id, size, category_ids):
+    """COCO results of one image back to Instances (XYXY boxes, contiguous classes)."""
+    rows = [r for r in results if r["image_id"] == image_id]
+    xywh = torch.tensor([r["bbox"] for r in rows], dtype=torch.float64).reshape(-1, 4)
+    xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    return Instances(size, pred_boxes=Boxes(xyxy), scores=torch.tensor([r["score"] for r in rows]),
+                     pred_classes=torch.tensor([category_ids.index(r["category_id"]) for r in rows],
+                                               dtype=torch.int64))
+
+
+def check_results(results, images_by_id, category_ids, threshold=THRESHOLD):
+    """Every entry: a listed image, a category id of the json, an XYWH box in the image."""
+    for r in results:
+        image = images_by_id[r["image_id"]]
+        x, y, w, h = r["bbox"]
+        assert r["category_id"] in category_ids and r["score"] >= threshold
+        assert w > 0 and h > 0 and x >= -1e-3 and y >= -1e-3
+        assert x + w <= image["width"] + 1e-3 and y + h <= image["height"] + 1e-3
+
+
+def test_folder_glob_missing_and_corrupt_inputs(datasets_root, digits_model, tmp_path):
+    val_dir = datasets_root / "digits/images/val"
+    coco = json.loads((datasets_root / "digits/annotations/instances_val.json").read_text())
+    json_ids = {img["file_name"]: img["id"] for img in coco["images"]}
+    category_ids = sorted(c["id"] for c in coco["categories"])  # detectron2's contiguous order
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for name in sorted(json_ids)[:2]:  # two copies, as PNGs, outside the dataset
+        Image.open(val_dir / name).save(pngs / f"copy_{Path(name).stem}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / "out"
+    proc = run_predict(["--config-file", CONFIG, "--input", val_dir, f"{pngs}/*.png",
+                        tmp_path / "missing.jpg", tmp_path / "broken.jpg", "--output", out,
+                        "--confidence-threshold", THRESHOLD, "--scale", 2,
+                        *TINY, "MODEL.WEIGHTS", digits_model], datasets_root)
+    skipped = [line for line in proc.stdout.splitlines() if line.startswith("Skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith("Skipped 2 inputs:"), proc.stdout[-2000:]
+    assert f"'{tmp_path / 'missing.jpg'}' does not exist" in skipped[0]
+    assert f"'{tmp_path / 'broken.jpg'}' cannot be read as an image" in skipped[0]
+    assert "images/s" in proc.stderr  # the progress bar
+
+    results, images = read_outputs(out)
+    by_path = {img["file_name"]: img for img in images["images"]}
+    inputs = [val_dir / n for n in sorted(json_ids)] + sorted(pngs.glob("*.png"))
+    assert sorted(by_path) == sorted(map(str, inputs))
+    for path in inputs:  # the dataset's own images keep their json ids; copies get new ones
+        expected = json_ids.get(path.name) if path.parent == val_dir else None
+        got = by_path[str(path)]["id"]
+        assert got == expected if expected else got not in json_ids.values()
+        picture = cv2.imread(str(out / by_path[str(path)]["output"]))
+        assert picture.shape == (128, 128, 3)  # 64 px drawn at --scale 2
+    assert len({img["id"] for img in images["images"]}) == len(inputs)
+    assert [c["id"] for c in images["categories"]] == category_ids
+    check_results(results, {img["id"]: img for img in images["images"]}, category_ids)
+    assert len({r["category_id"] for r in results}) > 1
+
+    cfg = tiny_cfg("MODEL.WEIGHTS", digits_model, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESHOLD))
+    predictor = DefaultPredictor(cfg)
+    compared = 0
+    for path in inputs:  # batched, on the folded channels_last copy: same detections
+        expected = predictor(read_image(str(path), format="BGR"))["instances"]
+        got = as_instances(results, by_path[str(path)]["id"], (64, 64), category_ids)
+        assert detection_error(got, expected) < 1e-4, path
+        compared += len(expected)
+    assert compared == len(results) > 0
+
+
+def test_video_input(datasets_root, digits_model, tmp_path):
+    frames = [cv2.imread(str(p)) for p in sorted((datasets_root / "digits/images/val").iterdir())[:3]]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 64))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v video")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    capture = cv2.VideoCapture(str(video))
+    decoded = [capture.read()[1] for _ in frames]  # what predict.py sees (lossy codec)
+    out = tmp_path / "out"
+    run_predict(["--config-file", CONFIG, "--input", video, "--output", out, "--confidence-threshold",
+                 THRESHOLD, "--batch-size", 2, *TINY, "MODEL.WEIGHTS", digits_model], datasets_root)
+    results, images = read_outputs(out)
+    frames_seen = [(img["file_name"], img["frame"]) for img in images["images"]]
+    assert frames_seen == [(str(video), i) for i in range(3)]
+    drawn = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert drawn.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and drawn.read()[1].shape == (64, 64, 3)
+    category_ids = [c["id"] for c in images["categories"]]
+    check_results(results, {img["id"]: img for img in images["images"]}, category_ids)
+    predictor = DefaultPredictor(tiny_cfg("MODEL.WEIGHTS", digits_model,
+                                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESHOLD)))
+    for frame, image in zip(decoded, images["images"]):
+        got = as_instances(results, image["id"], (64, 64), category_ids)
+        assert detection_error(got, predictor(frame)["instances"]) < 1e-4
+
+
+def coco_with_gaps(folder):
+    """Three 64x64 images and a json whose two category ids are 7 ('dog') and 3 ('cat')."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 7, "name": "dog"},
+                                                           {"id": 3, "name": "cat"}]}
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        coco["images"].append({"id": 100 + i, "file_name": f"{i}.png", "width": 64, "height": 64})
+        coco["annotations"].append({"id": i + 1, "image_id": 100 + i, "category_id": (3, 7)[i % 2],
+                                    "bbox": [8, 8, 20, 30], "area": 600, "iscrowd": 0})
+    (folder / "ann.json").write_text(json.dumps(coco))
+    return folder / "ann.json"
+
+
+def test_dataset_json_gives_names_and_ids(datasets_root, tmp_path):
+    """--dataset: class names and category ids 3 / 7 (not 0 / 1) from the user's json."""
+    json_file = coco_with_gaps(tmp_path / "mine")
+    weights = save_model(tmp_path / "two.pth", 2)
+    out = tmp_path / "out"
+    run_predict(["--config-file", CONFIG, "--input", tmp_path / "mine", "--output", out,
+                 "--confidence-threshold", 0.1, "--dataset", f"mine={json_file}:{tmp_path / 'mine'}",
+                 *TINY, "DATASETS.TEST", "('mine',)", "MODEL.ROI_HEADS.NUM_CLASSES", 2,
+                 "MODEL.WEIGHTS", weights], datasets_root)
+    results, images = read_outputs(out)
+    assert images["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    assert sorted(img["id"] for img in images["images"]) == [100, 101, 102]
+    check_results(results, {img["id"]: img for img in images["images"]}, [3, 7], threshold=0.1)
+    assert {r["category_id"] for r in results} == {3, 7}
+    predictor = DefaultPredictor(tiny_cfg("MODEL.WEIGHTS", weights, "MODEL.ROI_HEADS.NUM_CLASSES", "2",
+                                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.1"))
+    for image in images["images"]:
+        expected = predictor(read_image(image["file_name"], format="BGR"))["instances"]
+        got = as_instances(results, image["id"], (64, 64), [3, 7])
+        assert detection_error(got, expected) < 1e-4
+
+
+def _user_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        load_tool("predict").run(list(map(str, argv)))
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_no_readable_input_and_no_weights_are_errors(datasets_root, digits_model, tmp_path,
+                                                     capsys, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    (tmp_path / "bad.png").write_bytes(b"no")
+    error = _user_error(capsys, ["--config-file", CONFIG, "--input", tmp_path / "bad.png",
+                                 tmp_path / "none", "--output", tmp_path / "o1", *TINY,
+                                 "MODEL.WEIGHTS", digits_model])
+    assert "no input could be read" in error and "bad.png' cannot be read as an image" in error
+    assert f"'{tmp_path / 'none'}' does not exist" in error
+    error = _user_error(capsys, ["--config-file", CONFIG, "--input", tmp_path, "--output",
+                                 tmp_path / "o2", *TINY])
+    assert error.startswith("error: MODEL.WEIGHTS='' is not valid")
+
+
+def test_overrides_after_input_are_overrides():
+    """`--input a.png MODEL.WEIGHTS w.pth`: --input's nargs stops at the first config key."""
+    args = load_tool("predict").parse_args(["--config-file", CONFIG, "--output", "o", "--input",
+                                            "a.png", "b/", "MODEL.WEIGHTS", "w.pth"])
+    assert args.input == ["a.png", "b/"]
+    assert args.opts[:4] == ["MODEL.WEIGHTS", "w.pth", "OUTPUT_DIR", "o"]
+    assert args.opts[args.opts.index("MODEL.ROI_HEADS.SCORE_THRESH_TEST") + 1] == "0.5"
