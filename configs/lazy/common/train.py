@@ -1,0 +1,17 @@
+# detectron2's training settings (its configs/common/train.py, loaded from the installed
+# model zoo) and the four of resnext_det's MODEL.RESNEXT keys that the lazy path reads.
+from detectron2.model_zoo import get_config
+
+train = get_config("common/train.py").train
+# Evaluation runs on a copy of the model (MODEL.RESNEXT.FAST_INFERENCE): "" -> as trained;
+# "fold" -> frozen norms folded into the convolutions; "fold+nhwc" -> and channels_last.
+train.fast_inference = "fold+nhwc"
+# Training computes the same function and gradients, faster (MODEL.RESNEXT.FAST_TRAINING):
+# "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution;
+# "fold+nhwc" -> and channels_last. Parameter names and checkpoints are detectron2's.
+train.fast_training = "fold"
+# Loading train.init_checkpoint (any supported format, converted on load):
+# allow_partial (MODEL.RESNEXT.WEIGHTS_ALLOW_PARTIAL): False -> ResNeXt keys that do not fit
+# are an error naming them; True -> skipped and logged. trust_pickle
+# (MODEL.RESNEXT.WEIGHTS_TRUST_PICKLE): True unpickles weights in full (runs their code).
+train.weights = dict(allow_partial=False, trust_pickle=False)
