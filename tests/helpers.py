@@ -3,6 +3,8 @@
 Random norm statistics and relative errors: resnext_det.utils.testing (benchmarks/ uses
 them too)."""
 import importlib.util
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from detectron2.config import get_cfg
@@ -27,3 +29,19 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextmanager
+def captured(name):
+    """The messages logged to `name` (INFO and up), whatever handlers earlier tests set up."""
+    records, handler = [], logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger(name)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)

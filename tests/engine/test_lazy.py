@@ -8,12 +8,10 @@ overrides and arguments are ConfigErrors naming the lazy key.
 """
 import copy
 import json
-import logging
 import math
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +40,7 @@ from resnext_det.engine.lazy import build_model as build_lazy_model
 from resnext_det.engine.lazy_config import load_lazy_config
 from resnext_det.modeling import build_resnext_backbone
 from resnext_det.modeling.lazy import ResNeXt
-from tests.helpers import load_tool, make_cfg
+from tests.helpers import captured, load_tool, make_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 LAZY = ROOT / "configs/lazy"
@@ -271,21 +269,6 @@ def _run(datasets_root, *args):
     return proc.stdout + proc.stderr
 
 
-@contextmanager
-def _logged(name):
-    """The messages logged to `name`, whatever handlers and propagation earlier code set up."""
-    records, handler = [], logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    log = logging.getLogger(name)
-    level, log.level = log.level, logging.INFO
-    log.addHandler(handler)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-
-
 def _coco_metrics(output_dir):
     return json.loads((output_dir / "inference/digits_val/coco_metrics.json").read_text())
 
@@ -302,7 +285,7 @@ def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, mon
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     tool = load_tool("train_net")  # in this process from here on: no second start-up
-    with _logged("detectron2.engine.train_loop") as records:
+    with captured("detectron2.engine.train_loop") as records:
         tool.run(["--config-file", DIGITS, "--resume", *common, "train.max_iter=3"])
     assert "Starting training from iteration 2" in records
     lines = (out / "metrics.json").read_text().splitlines()
@@ -436,7 +419,7 @@ def test_init_checkpoint_of_torchvision_is_converted_and_checked(tmp_path):
         f"{BOTTOM_UP}res2_out_channels=256", f"{BOTTOM_UP}stride_in_1x1=True",
         f"train.init_checkpoint={path}"))
     model = build_lazy_model(setup)
-    with _logged("resnext_det.engine.lazy") as records:
+    with captured("resnext_det.engine.lazy") as records:
         build_checkpointer(setup, model).resume_or_load(str(path), resume=False)
     bottom_up = model.backbone.bottom_up
     assert torch.equal(bottom_up.stem.conv1.weight, tv.conv1.weight)

@@ -1,8 +1,6 @@
 """Bad detection training data: named before the first iteration, or skipped as configured."""
 import json
-import logging
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from resnext_det.data.checks import DatasetError
 from resnext_det.engine import Trainer
 from resnext_det.engine.checks import checked_train_dicts
 from resnext_det.errors import UserError
+from tests.helpers import captured
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -76,22 +75,6 @@ def make_cfg(name, *overrides, output_dir="output"):
     return cfg
 
 
-@contextmanager
-def captured(name="resnext_det.data.checks"):
-    """The messages logged to `name` (INFO and up), whatever handlers earlier tests set up."""
-    records, handler = [], logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    log = logging.getLogger(name)
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-
-
 def test_negative_width_is_an_error_naming_file_and_box(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
     with pytest.raises(DatasetError) as info:
@@ -105,7 +88,7 @@ def test_negative_width_is_an_error_naming_file_and_box(tmp_path):
 
 def test_negative_width_is_skipped_and_counted(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
-    with captured() as log:
+    with captured("resnext_det.data.checks") as log:
         dicts = checked_train_dicts(make_cfg(name))  # ON_BAD_BOX defaults to "skip"
     assert [len(d["annotations"]) for d in dicts] == [1, 1]
     assert [a["bbox"] for d in dicts for a in d["annotations"]] == [GOOD, GOOD]
@@ -119,7 +102,7 @@ def test_box_wholly_outside_is_named_and_partly_outside_is_clipped(tmp_path):
     with pytest.raises(DatasetError, match=r"img0.jpg: bbox \[70, 10, 8, 8\] \(XYWH_ABS\) lies "
                        r"wholly outside the 64x64 image"):
         checked_train_dicts(make_cfg(name, "DATALOADER.ON_BAD_BOX", "error"))
-    with captured() as log:
+    with captured("resnext_det.data.checks") as log:
         dicts = checked_train_dicts(make_cfg(name))
     assert [len(d["annotations"]) for d in dicts] == [1, 2]
     assert any("2 of 4 boxes reach beyond their image; they are clipped" in m for m in log)
@@ -181,7 +164,7 @@ def test_truncated_image_is_skipped_and_logged(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD]})
     truncate(tmp_path / "img0.jpg")
     loader = Trainer.build_train_loader(make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip"))
-    with captured() as log:
+    with captured("resnext_det.data.checks") as log:
         batches = [batch for _, batch in zip(range(6), loader)]
     assert {Path(b[0]["file_name"]).name for b in batches} == {"img1.jpg"}
     skipped = [m for m in log if "Skipping training image" in m]
@@ -195,8 +178,9 @@ def test_skip_with_no_readable_image_ends_instead_of_looping(tmp_path):
     truncate(tmp_path / "img0.jpg")
     truncate(tmp_path / "img1.jpg")
     loader = Trainer.build_train_loader(make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip"))
-    with captured(), pytest.raises(DatasetError, match=r"2 training image\(s\) in a row cannot "
-                                                        r"be read \(the last: '.*img[01]\.jpg'"):
+    with captured("resnext_det.data.checks"), pytest.raises(
+            DatasetError, match=r"2 training image\(s\) in a row cannot be read \(the last: "
+                                r"'.*img[01]\.jpg'"):
         next(iter(loader))
 
 
@@ -222,7 +206,7 @@ def test_training_finishes_with_a_skipped_box_and_a_skipped_image(tmp_path):
     truncate(tmp_path / "data/img2.jpg")
     cfg = make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip", "SOLVER.MAX_ITER", 3,
                    output_dir=tmp_path / "out")
-    with captured() as log:
+    with captured("resnext_det.data.checks") as log:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=False)
         trainer.train()
@@ -237,7 +221,7 @@ def test_digits_set_passes_unchanged(tmp_path):
     ensure_digits_dataset(tmp_path / "digits", names=names, num_train=100, num_val=1, cls_copies=0, progress_every=0)
     cfg = make_cfg(names[0], "MODEL.ROI_HEADS.NUM_CLASSES", 10,
                    "DATALOADER.ON_BAD_BOX", "error")
-    with captured() as log:
+    with captured("resnext_det.data.checks") as log:
         dicts = checked_train_dicts(cfg)
     assert len(dicts) == 100
     assert any("boxes have a positive width and height inside their image" in m for m in log)
