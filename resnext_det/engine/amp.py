@@ -4,7 +4,9 @@ detectron2's AMPTrainer is CUDA's recipe (float16 autocast, a GradScaler, and an
 that CUDA is present). On CPUs the autocast type is bfloat16, which has float32's
 exponent range, so gradients cannot underflow and no GradScaler is needed. Only CPUs with
 native bf16 instructions (AVX-512 BF16, AMX) run it faster than float32; elsewhere oneDNN
-emulates it (on an AVX2 EPYC, a train iteration was ~6x slower: benchmarks/README.md).
+emulates it: on 1 thread of an AVX2 EPYC, a Faster R-CNN X50_32x4d FPN train iteration
+(800x1333, batch 2) took 625 s in bf16 against 45-49 s in float32, ~13x slower, with the
+losses within 1.4e-3 of float32's. So it stays an opt-in.
 """
 import logging
 import time
