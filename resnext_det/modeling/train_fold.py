@@ -27,12 +27,6 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d
 TRAIN_FAST_MODES = ("", "fold", "fold+nhwc")
 
 
-def frozen_affine(norm):
-    """(s, shift) of a FrozenBatchNorm2d, per channel: norm(x) = x * s + shift."""
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    return scale, norm.bias - norm.running_mean * scale
-
-
 class FrozenNormConv2d(Conv2d):
     """detectron2's Conv2d whose FrozenBN runs inside it: conv(x, W * s, b * s + shift).
 
@@ -42,10 +36,15 @@ class FrozenNormConv2d(Conv2d):
     """
 
     def forward(self, x):
-        if not isinstance(self.norm, FrozenBatchNorm2d):
+        norm = self.norm
+        if not isinstance(norm, FrozenBatchNorm2d):
             return super().forward(x)
-        scale, shift = frozen_affine(self.norm)
-        bias = shift if self.bias is None else self.bias * scale + shift
+        # norm(x) = x * scale + shift (computed here, not in a helper taking the norm:
+        # torch.jit.script cannot pass a module to a function)
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        conv_bias = self.bias  # a local, so that torch.jit.script refines the Optional
+        bias = shift if conv_bias is None else conv_bias * scale + shift
         x = F.conv2d(x, self.weight * scale.reshape(-1, 1, 1, 1), bias, self.stride,
                      self.padding, self.dilation, self.groups)
         return x if self.activation is None else self.activation(x)

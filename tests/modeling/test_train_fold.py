@@ -159,3 +159,20 @@ def test_unknown_mode_is_a_config_error():
     for check in (check_resnext_keys, Trainer.build_model):  # at start, and where it is read
         with pytest.raises(resnext_det.ConfigError, match=r"FAST_TRAINING='fuse' .*'fold\+nhwc'"):
             check(cfg)
+
+
+def test_trainer_built_model_scripts():
+    """A model built with FAST_TRAINING compiles with torch.jit.script (as detectron2's
+    scripting export does it) and gives the eager detections."""
+    from detectron2.export import scripting_with_instances
+
+    from resnext_det.export.export import SCRIPTING_FIELDS
+    ours, _ = _detectors("fold")
+    assert isinstance(ours.backbone.bottom_up.res3[0].conv2, FrozenNormConv2d)
+    ours.eval()
+    scripted = scripting_with_instances(copy.deepcopy(ours), SCRIPTING_FIELDS)
+    inputs = [{"image": b["image"]} for b in _batch()]
+    with torch.no_grad():
+        expected = ours.backbone(torch.stack([x["image"] for x in inputs]))
+        got = scripted.backbone(torch.stack([x["image"] for x in inputs]))
+    assert max_rel_error(got, expected) < 1e-6
