@@ -24,13 +24,11 @@ from ..utils.io import atomic_write
 from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
 from .readers import UnreadableFileError
+from .sources.resnext_det import OFFSET_KEY
 
 LAST = "last_checkpoint"  # fvcore's pointer file
 CHECKPOINT_NAME = re.compile(r"model_(\d+|final)\.pth")  # PeriodicCheckpointer's file names
 _TRUNK = re.compile(r"(^|\.)(stem|res[2-5])\.")
-# A deformable block's offset predictor starts at zero, where the block is the plain one;
-# ImageNet weights have none, so a missing one keeps that start (detectron2 logs it).
-_ZERO_START = re.compile(r"\.conv2_offset\.(weight|bias)$")
 
 
 class WeightsMismatchError(UserError, ValueError):
@@ -67,7 +65,9 @@ def _suffix_pairs(unexpected, file_shapes, model_shapes):
 
 def _mismatch_lines(incompatible, file_shapes, model_shapes):
     """One line per kind of misfit of ResNeXt keys: mis-shaped, missing, unplaced (by block)."""
-    missing = [k for k in trunk_keys(incompatible.missing_keys) if not _ZERO_START.search(k)]
+    # A deformable block's offset predictor starts at zero, where the block is the plain one;
+    # ImageNet weights have none, so a missing one keeps that start (detectron2 logs it).
+    missing = [k for k in trunk_keys(incompatible.missing_keys) if not OFFSET_KEY.search(k)]
     unexpected = trunk_keys(incompatible.unexpected_keys)
     shaped = [(k, a, b) for k, a, b in incompatible.incorrect_shapes if trunk_keys([k])]
     for key, a, b, model_key in _suffix_pairs(unexpected, file_shapes, model_shapes):

@@ -17,7 +17,8 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone import resnet as d2_resnet
 
 from resnext_det import ConfigError
-from resnext_det.checkpoint import ResNeXtCheckpointer
+from resnext_det.checkpoint import ResNeXtCheckpointer, convert_weights, save_converted
+from resnext_det.checkpoint.sources.resnext_det import OFFSETS
 from resnext_det.data import register_digits
 from resnext_det.engine import Trainer, setup_cfg
 from resnext_det.modeling import parse_template
@@ -187,6 +188,33 @@ def test_plain_weights_start_a_deformable_model(tmp_path, image):
     with torch.no_grad():
         assert max_rel_error(deform(image), plain(image)) < 1e-6
 
+
+def test_deformable_checkpoint_converts_to_the_plain_resnext(tmp_path):
+    """tools/convert_weights.py on a deformable FPN detector's file (detectron2's names,
+    modulated, 2 deformable groups): each conv2_offset is dropped by its stated rule, the
+    rest is the plain ResNeXt, which a deformable model loads with its offsets at zero."""
+    cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_2x4d", "MODEL.RESNETS.OUT_FEATURES", FEATURES,
+                   *C3_C5, "MODEL.RESNETS.DEFORM_MODULATED", True,
+                   "MODEL.RESNETS.DEFORM_NUM_GROUPS", 2)
+    trained = _random_offsets_(randomize_norms_(build_backbone(cfg, ShapeSpec(channels=3))))
+    state = trained.state_dict()
+    torch.save({"model": {f"backbone.bottom_up.{k}": v for k, v in state.items()}},
+               tmp_path / "dconv.pth")
+    result = convert_weights(str(tmp_path / "dconv.pth"))
+    offsets = [k for k in state if ".conv2_offset." in k]
+    dropped = dict(result.report.dropped)
+    assert len(offsets) == 2 * 13  # the 4 + 6 + 3 blocks of res3..res5
+    assert all(dropped[f"backbone.bottom_up.{k}"] == OFFSETS.reason for k in offsets)
+    assert set(result.state_dict) == {k for k in state if k not in offsets}
+    assert all(torch.equal(v, state[k]) for k, v in result.state_dict.items())
+    save_converted(result, tmp_path / "plain.pkl")
+    fresh = build_backbone(cfg, ShapeSpec(channels=3))
+    checkpointer = ResNeXtCheckpointer(fresh)
+    checkpointer.load(str(tmp_path / "plain.pkl"))
+    assert sorted(checkpointer.last_incompatible.missing_keys) == sorted(offsets)
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in result.state_dict)
+    assert not any(loaded[k].any() for k in offsets)
 
 # ---------------------------------------------------------------- the function computed
 @pytest.mark.parametrize("modulated,groups,stride,dilation",

@@ -13,6 +13,16 @@ import torch
 
 DROP = "<dropped>"  # rename result: removed by a documented rule, not an error
 
+
+class Dropped(str):
+    """DROP, with the rule that dropped the key as `reason` (for the conversion report)."""
+
+    def __new__(cls, reason):
+        obj = super().__new__(cls, DROP)
+        obj.reason = reason
+        return obj
+
+
 # torchvision / timm / fb.resnet.torch: RGB in [0, 1], mean (0.485, 0.456, 0.406), std
 # (0.229, 0.224, 0.225); times 255 in detectron2's 0-255 convention.
 IMAGENET_RGB = dict(input_format="RGB", pixel_mean=[123.675, 116.28, 103.53],

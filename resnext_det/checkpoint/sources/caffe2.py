@@ -47,7 +47,7 @@ import re
 
 import torch
 
-from .base import CAFFE2_BGR, DROP, IMAGENET_BGR, Source, as_tensor
+from .base import CAFFE2_BGR, DROP, IMAGENET_BGR, Dropped, Source, as_tensor
 from ..errors import ConversionError
 
 PRESETS = {
@@ -71,15 +71,6 @@ ZERO_BIAS = ("zero convolution bias: Detectron's tools/pickle_caffe_blobs.py add
 CONV1_BIAS = ("conv1_b: MSRA's conv1 bias, which Detectron (ResNet.py basic_bn_stem, no_bias=1) "
               "and detectron2 (BasicStem, bias=False) build without and never load")
 MOMENTUM = "optimizer momentum, not a weight"
-
-
-class Dropped(str):
-    """DROP, with the rule that dropped the key as `reason` (for the conversion report)."""
-
-    def __new__(cls, reason):
-        obj = super().__new__(cls, DROP)
-        obj.reason = reason
-        return obj
 
 
 def _conv_bias(key, value):

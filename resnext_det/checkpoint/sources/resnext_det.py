@@ -4,17 +4,24 @@
   C4 detector     backbone.stem.*, backbone.res2.* .. res4.*, roi_heads.res5.*
   FPN/RetinaNet   backbone.bottom_up.stem.*, backbone.bottom_up.res2.* .. res5.*
 The detector prefixes are removed; the detector's own layers (FPN, RPN, heads) are
-dropped, since a converted file holds the ResNeXt only. Forms (a)/(b) are regrouped into
-form (c). A file converted earlier carries its metadata under "resnext_det"; files
+dropped, since a converted file holds the ResNeXt only; so are the offset predictors of
+deformable blocks (`conv2_offset`: modeling/deform.py, detectron2's DeformBottleneckBlock),
+trained with the detector: the file is the plain ResNeXt, which a deformable model loads
+with its offsets at their zero start, as from ImageNet weights (learned offsets are kept
+by loading the detector's checkpoint itself, unconverted). Forms (a)/(b) are regrouped
+into form (c). A file converted earlier carries its metadata under "resnext_det"; files
 without it (detectron2's own R-50.pkl, say) have unknown stride/pixel conventions.
 """
 import re
 
 from ..block_forms import to_grouped
-from .base import DROP, Source
+from .base import DROP, Dropped, Source
 
 _OURS = re.compile(r"^(stem|res[2-5])\.|^linear\.(weight|bias)$")
 _PREFIXES = ("module.", "backbone.bottom_up.", "backbone.", "roi_heads.")
+OFFSET_KEY = re.compile(r"\.conv2_offset\.(weight|bias)$")  # a deformable block's offsets
+OFFSETS = Dropped("offset predictor of a deformable 3x3, trained with the detector; the plain "
+                  "ResNeXt has none, a deformable model starts it at zero")
 
 
 def _strip(key):
@@ -29,6 +36,8 @@ def rename_key(key):
     if key.endswith("num_batches_tracked"):
         return DROP
     stripped = _strip(key)
+    if OFFSET_KEY.search(stripped):
+        return OFFSETS
     if _OURS.match(stripped):
         return stripped
     return DROP if stripped != key or key.startswith("proposal_generator.") else None
