@@ -107,7 +107,7 @@ def _solver():
     # Periodic checkpoints of this run kept on disk (older ones are deleted after a newer
     # one is complete); 0 -> keep all. model_final.* is always kept.
     s.MAX_TO_KEEP = 5
-    s.AMP = CN({"ENABLED": False})  # mixed precision (detectron2's AMPTrainer; CUDA only)
+    s.AMP = CN({"ENABLED": False})  # mixed precision: float16 on CUDA, bfloat16 on CPUs (amp.py)
     return s
 
 

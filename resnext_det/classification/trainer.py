@@ -1,4 +1,5 @@
-"""Classification pretraining on detectron2's engine: SimpleTrainer / AMPTrainer and hooks
+"""Classification pretraining on detectron2's engine: detection's step loops (SimpleTrainer;
+SOLVER.AMP.ENABLED: AMPTrainer on CUDA, bfloat16 autocast on CPUs, engine/amp.py) and hooks
 (LRScheduler, PeriodicCheckpointer, EvalHook, PeriodicWriter: detection's metrics.json).
 Several processes (`launch` or torchrun) use DDP: NCCL on GPUs, gloo on CPUs.
 """
@@ -10,7 +11,7 @@ import weakref
 import torch
 from detectron2.data import build_detection_test_loader
 from detectron2.data.build import build_batch_data_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset
 from detectron2.solver import LRMultiplier
@@ -19,6 +20,7 @@ from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
 from ..data.classification import build_dataset, check_same_classes
+from ..engine.amp import build_step_trainer
 from ..engine.checks import check_weights
 from ..engine.resume import ResumableCheckpointer, ResumableSampler, restore_rng
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -113,17 +115,13 @@ class ClsTrainer(DefaultTrainer):
         if s.IMS_PER_BATCH > len(self.train_set):
             raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH,
                               f"at most the {len(self.train_set)} training images")
-        if s.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
-            raise ConfigError("SOLVER.AMP.ENABLED", True, "False on the CPU",
-                              "detectron2's AMPTrainer needs CUDA.")
         self.epoch_iters = len(self.train_set) / s.IMS_PER_BATCH
         total = self.epochs_to_iters(s.MAX_EPOCHS)
         self.start_iter, self.max_iter = 0, min(total, s.MAX_ITER) if s.MAX_ITER > 0 else total
         optimizer = build_optimizer(cfg, self.net)
         cpu = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}  # gloo: no device ids
         model = create_ddp_model(self.net, broadcast_buffers=False, **cpu)
-        self._trainer = (AMPTrainer if s.AMP.ENABLED else SimpleTrainer)(
-            model, self._build_train_loader(), optimizer)
+        self._trainer = build_step_trainer(cfg, model, self._build_train_loader(), optimizer)
         self.scheduler = LRMultiplier(optimizer, schedule, total)  # all epochs, even with MAX_ITER
         self.checkpointer = build_cls_checkpointer(cfg, self.net, trainer=weakref.proxy(self))
         self.register_hooks(self.build_hooks())

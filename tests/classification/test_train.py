@@ -9,6 +9,7 @@ from resnext_det.checkpoint import read_weights
 from resnext_det.checkpoint import checkpointer as checkpointer_module
 from resnext_det.classification import ClsTrainer, build_cls_model, main
 from resnext_det.classification.checkpoint import build_cls_checkpointer
+from resnext_det.engine.amp import CPUAutocastTrainer
 from resnext_det.utils.plots import plot_training_curves, read_metrics, series
 from tests.helpers import load_tool
 
@@ -69,6 +70,18 @@ def test_metrics_have_detections_record_shape(folder, tmp_path):
     assert set(records[-1]) == {"iteration", "val/top1_err", "val/top5_err", "val/loss",
                                 "val/images"}
 
+
+def test_amp_on_the_cpu_trains_in_bfloat16(folder, tmp_path):
+    """SOLVER.AMP.ENABLED on the CPU: detection's CPUAutocastTrainer, bf16 convolutions."""
+    trainer = ClsTrainer(tiny_cfg(folder, tmp_path, "SOLVER.AMP.ENABLED", True,
+                                  "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0))
+    assert isinstance(trainer._trainer, CPUAutocastTrainer)
+    dtypes = []
+    trainer.net.res3[0].conv2.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    trainer.train()  # 2 iterations, then the final evaluation (float32, no autocast)
+    assert dtypes == [torch.bfloat16] * 2 + [torch.float32] * len(dtypes[2:]) and dtypes[2:]
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
 
 def test_a_tiny_run_learns(tmp_path):
     """3 colour classes (chance: 66.7% top-1 error); a broken loss, lr or labels stay there."""
