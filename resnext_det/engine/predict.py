@@ -1,11 +1,11 @@
 """Predictions on a user's pictures: detectron2's DefaultPredictor, batched, on the fast copy.
 
-`BatchPredictor` does what detectron2's DefaultPredictor does (BGR pictures in, resized by
-INPUT.MIN/MAX_SIZE_TEST, converted to INPUT.FORMAT, detections in the picture's own
-coordinates) for a list of pictures at once, with MODEL.WEIGHTS of any supported format
-and on the copy MODEL.RESNEXT.FAST_INFERENCE selects (norms folded, channels_last).
-`PredictionWriter` draws each picture's detections with detectron2's Visualizer and
-collects them as COCO results; `predict` runs the two over tools/predict.py's inputs.
+`BatchPredictor.from_config` is DefaultPredictor for a list of pictures at once, with
+MODEL.WEIGHTS of any supported format, on the copy MODEL.RESNEXT.FAST_INFERENCE selects
+(norms folded, channels_last).
+`PredictionWriter` draws each picture's detections with detectron2's Visualizer
+(`draw_instances`, which also draws the demo's grid: utils/visualize.py) and collects them
+as COCO results; `predict` runs the two over tools/predict.py's inputs.
 """
 import itertools
 import json
@@ -26,25 +26,35 @@ from tqdm import tqdm
 from ..config.errors import ConfigError
 from ..data.checks import DatasetError
 from ..data.inputs import count_pictures, read_inputs
+from ..evaluation.coco import RESULTS_FILE
 from ..utils.io import atomic_write
 from .checks import check_weights, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
 
 logger = logging.getLogger(__name__)
-RESULTS_FILE = "coco_instances_results.json"  # detectron2's name for detections in COCO form
 IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
 
 
 class BatchPredictor:
-    """A trained model that maps a list of BGR pictures to detectron2's outputs, one forward."""
+    """detectron2's DefaultPredictor over a list of BGR pictures, in one forward: each
+    picture flipped to the model's INPUT.FORMAT, resized by `aug`, detections in its pixels."""
 
-    def __init__(self, cfg):
+    def __init__(self, model, *, input_format="BGR", aug=None):
         """
         Args:
-            cfg (CfgNode): a set-up config; MODEL.WEIGHTS names the trained weights (any
-                format ResNeXtCheckpointer reads), MODEL.RESNEXT.FAST_INFERENCE the copy run.
+            model (nn.Module): a detectron2 model; it is put in eval mode.
+            input_format (str): the channel order the model takes, "RGB" or "BGR".
+            aug (Augmentation or None): DefaultPredictor's test resize; None: pictures as
+                they come.
         """
+        self.model, self.input_format, self.aug = model.eval(), input_format, aug
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The predictor of a set-up config: MODEL.WEIGHTS (any format ResNeXtCheckpointer
+        reads) on the copy MODEL.RESNEXT.FAST_INFERENCE selects, pictures resized to
+        INPUT.MIN/MAX_SIZE_TEST and given in INPUT.FORMAT, as DefaultPredictor does."""
         if not cfg.MODEL.WEIGHTS:
             raise ConfigError("MODEL.WEIGHTS", "", "the trained weights to predict with",
                               "e.g. MODEL.WEIGHTS output/demo/model_final.pth (after `make demo`).")
@@ -53,14 +63,14 @@ class BatchPredictor:
             raise ConfigError("INPUT.FORMAT", cfg.INPUT.FORMAT, "'RGB' or 'BGR'")
         model = build_model(cfg)
         build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
-        self.model = inference_model(cfg, model.eval())
-        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        self.input_format = cfg.INPUT.FORMAT
+        aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        return cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
 
     def _input(self, image):
+        """DefaultPredictor.__call__'s model input of one BGR picture."""
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
-        resized = self.resize.get_transform(image).apply_image(image)
+        resized = image if self.aug is None else self.aug.get_transform(image).apply_image(image)
         return {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
                 "height": image.shape[0], "width": image.shape[1]}
 
@@ -74,6 +84,14 @@ class BatchPredictor:
             the picture's pixels).
         """
         return self.model([self._input(image) for image in images])
+
+
+def draw_instances(image, instances, metadata, scale=1.0):
+    """The BGR picture `image` with `instances` (on the CPU) drawn by detectron2's Visualizer
+    (class names from `metadata`), `scale` times its size; BGR, as cv2.imwrite takes it."""
+    visualizer = Visualizer(image[:, :, ::-1], metadata, scale=scale)
+    return cv2.cvtColor(visualizer.draw_instance_predictions(instances).get_image(),
+                        cv2.COLOR_RGB2BGR)
 
 
 def _read_json(path):
@@ -174,10 +192,8 @@ class PredictionWriter:
         for result in instances_to_coco_json(instances, image_id):
             result["category_id"] = self.ids.category_id(result["category_id"])
             self.results.append(result)
-        rgb = picture.image[:, :, ::-1]
-        visualizer = Visualizer(rgb, self.metadata, scale=self.scale)
-        drawn = visualizer.draw_instance_predictions(instances)
-        name = self._save(picture, cv2.cvtColor(drawn.get_image(), cv2.COLOR_RGB2BGR))
+        name = self._save(picture, draw_instances(picture.image, instances, self.metadata,
+                                                  self.scale))
         height, width = picture.image.shape[:2]
         entry = {"id": image_id, "file_name": picture.path, "width": width, "height": height,
                  "output": name}
@@ -220,7 +236,7 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     """Predict on `paths` (expand_inputs' files) in batches; write pictures and json files.
 
     Args:
-        cfg (CfgNode): a set-up config (BatchPredictor; prediction_metadata).
+        cfg (CfgNode): a set-up config (BatchPredictor.from_config; prediction_metadata).
         paths (list[str]): image and video files.
         output_dir (str): where pictures, coco_instances_results.json and images.json go.
         batch_size (int): pictures per forward.
@@ -230,7 +246,7 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
         model_seconds (forwards only), files (the json files).
     """
     metadata = prediction_metadata(cfg)  # checked before the model is built
-    predictor = BatchPredictor(cfg)
+    predictor = BatchPredictor.from_config(cfg)
     writer = PredictionWriter(output_dir, metadata, DatasetIds(metadata), scale)
     skipped, done, model_seconds = [], 0, 0.0
     start = time.perf_counter()

@@ -16,6 +16,8 @@ def test_demo_writes_metrics_and_pictures(tmp_path, monkeypatch, capsys):
     for key in ("predictions", "curves"):
         image = cv2.imread(str(summary[key]))
         assert image is not None and image.shape[0] > 100, key
+    # the grid: the 4 val images of 64 px, drawn at scale 2, in one row of 4 columns
+    assert cv2.imread(str(summary["predictions"])).shape == (128, 512, 3)
     assert (tmp_path / "datasets" / "digits" / "manifest.json").is_file()
     assert "Demo: box AP" in capsys.readouterr().out
     # the tool registered the set it built (import resnext_det registers none)
