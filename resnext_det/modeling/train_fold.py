@@ -37,8 +37,13 @@ class FrozenNormConv2d(Conv2d):
 
     def forward(self, x):
         norm = self.norm
-        if not isinstance(norm, FrozenBatchNorm2d):
-            return super().forward(x)
+        if not isinstance(norm, FrozenBatchNorm2d):  # inference.fold_norm took it: Conv2d's
+            # forward, spelt out (torch.jit.script compiles no super() call)
+            x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+            if norm is not None:
+                x = norm(x)
+            return x if self.activation is None else self.activation(x)
         # norm(x) = x * scale + shift (computed here, not in a helper taking the norm:
         # torch.jit.script cannot pass a module to a function)
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)

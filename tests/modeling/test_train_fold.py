@@ -175,4 +175,4 @@ def test_trainer_built_model_scripts():
     with torch.no_grad():
         expected = ours.backbone(torch.stack([x["image"] for x in inputs]))
         got = scripted.backbone(torch.stack([x["image"] for x in inputs]))
-    assert max_rel_error(got, expected) < 1e-6
+    assert max_rel_error(got, expected) < 1e-5  # float rounding (the JIT may reorder ops)
