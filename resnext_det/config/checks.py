@@ -66,9 +66,30 @@ def amp_device_type(cfg):
     return device_type
 
 
+INFERENCE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def inference_dtype(cfg):
+    """MODEL.RESNEXT.INFERENCE_DTYPE, checked with MODEL.DEVICE: float16 needs CUDA."""
+    name, device = resnext_node(cfg).get("INFERENCE_DTYPE", "float32"), cfg.MODEL.DEVICE
+    if name not in INFERENCE_DTYPES:
+        raise ConfigError("MODEL.RESNEXT.INFERENCE_DTYPE", name, f"one of {list(INFERENCE_DTYPES)}")
+    device_type = device.split(":")[0]
+    if name == "float16" and device_type != "cuda":
+        raise ConfigError("MODEL.RESNEXT.INFERENCE_DTYPE", name, f"'bfloat16' or 'float32' with "
+                          f"MODEL.DEVICE={device!r}", "float16 inference needs CUDA: CPUs emulate it "
+                          "(slower than float32), and its 5-bit exponent overflows above 65504 "
+                          "where bfloat16 keeps float32's range.")
+    if name != "float32" and device_type not in ("cuda", "cpu"):
+        raise ConfigError("MODEL.RESNEXT.INFERENCE_DTYPE", name, f"'float32' with MODEL.DEVICE="
+                          f"{device!r}", "Lower precision inference runs on 'cuda' or 'cpu'.")
+    return name
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
-    TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED with MODEL.DEVICE are valid."""
+    TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED and INFERENCE_DTYPE with MODEL.DEVICE
+    are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
         if not isinstance(node[key], bool):
@@ -80,6 +101,7 @@ def check_resnext_keys(cfg):
         raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", node.FAST_TRAINING,
                           f"one of {list(TRAIN_FAST_MODES)}")
     amp_device_type(cfg)
+    inference_dtype(cfg)
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")
     if backend is not None and backend not in COCO_EVAL_BACKENDS:
         raise ConfigError("TEST.COCO_EVAL_BACKEND", backend, f"one of {list(COCO_EVAL_BACKENDS)}")

@@ -36,6 +36,13 @@ def resnext_defaults():
     # "fold+nhwc" -> folded and channels_last (fastest on CPUs from batch ~2 and on GPUs).
     # Outputs are equal up to float rounding (tests/modeling/test_inference.py).
     node.FAST_INFERENCE = "fold+nhwc"
+    # The number type of evaluation and prediction (tools/train_net.py, the EvalHook,
+    # tools/predict.py; resnext_det.engine.precision): "float32"; "bfloat16" -> the
+    # forward under torch.autocast, outputs (boxes, scores, masks) returned in float32;
+    # "float16" -> likewise, CUDA only. Contract: box AP within 0.3 of float32's
+    # (benchmarks/ap_contract.py). Fast only with native support (GPUs; CPUs with AVX-512
+    # BF16 / AMX): emulated elsewhere. Exported files stay float32.
+    node.INFERENCE_DTYPE = "float32"
     # Training (resnext_det.engine.Trainer) computes the same function and gradients, faster:
     # "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution (weight
     # W * s, the shift as bias, from W each step: resnext_det.modeling.train_fold);

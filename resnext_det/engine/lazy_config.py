@@ -21,7 +21,6 @@ from ..config.checks import ConfigFileError, check_output_dir, check_resnext_key
 from ..config.defaults import add_resnext_config
 from ..config.errors import ConfigError
 from ..errors import UserError
-from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.lazy import ResNeXt, arg_names, check_resnext_args, renamed
 from .checks import bad_data_policies
 
@@ -43,7 +42,9 @@ LAZY_KEYS = {
     "INPUT.FORMAT": "dataloader.train.mapper.image_format",
     "MODEL.RESNEXT.FAST_INFERENCE": "train.fast_inference",
     "MODEL.RESNEXT.FAST_TRAINING": "train.fast_training",
+    "MODEL.RESNEXT.INFERENCE_DTYPE": "train.inference_dtype",
     "SOLVER.AMP.ENABLED": "train.amp.enabled",
+    "TEST.COCO_EVAL_BACKEND": "dataloader.evaluator.backend",
     "MODEL.DEVICE": "train.device",
 }
 
@@ -232,6 +233,7 @@ def yacs_view(cfg):
     # detectron2's own configs lack these two: their models run as detectron2 runs them
     view.MODEL.RESNEXT.FAST_INFERENCE = train.get("fast_inference", "")
     view.MODEL.RESNEXT.FAST_TRAINING = train.get("fast_training", "")
+    view.MODEL.RESNEXT.INFERENCE_DTYPE = train.get("inference_dtype", "float32")
     view.MODEL.WEIGHTS = train.get("init_checkpoint", "") or ""
     for key, lazy in (("PIXEL_MEAN", "pixel_mean"), ("PIXEL_STD", "pixel_std")):
         if lazy in model:
@@ -249,6 +251,7 @@ def yacs_view(cfg):
     view.DATALOADER.ON_BAD_BOX = data.get("on_bad_box", "skip")
     view.DATALOADER.ON_BAD_IMAGE = data.get("on_bad_image", "error")
     view.INPUT.FORMAT = _node(_node(data, "train"), "mapper").get("image_format", view.INPUT.FORMAT)
+    view.TEST.COCO_EVAL_BACKEND = _node(data, "evaluator").get("backend", None)
     arch, node, num_classes = _num_classes(model)
     view.MODEL.META_ARCHITECTURE = arch
     if node:
@@ -301,14 +304,9 @@ def check_lazy_config(cfg):
             raise ConfigError(f"train.weights.{key}", value,
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
         _check_bool(f"train.weights.{key}", value)
-    evaluator = cfg.dataloader.get("evaluator")
-    backend = evaluator.get("backend") if isinstance(evaluator, DictConfig) else None
-    if backend is not None and backend not in COCO_EVAL_BACKENDS:
-        raise ConfigError("dataloader.evaluator.backend", backend,
-                          f"one of {list(COCO_EVAL_BACKENDS)}")
     view, names = yacs_view(cfg)
     try:
-        check_resnext_keys(view)  # fast_inference, fast_training, amp with the device
+        check_resnext_keys(view)  # fast_inference, fast_training, amp with the device, backend
         bad_data_policies(view)
         check_output_dir(view)
     except UserError as e:

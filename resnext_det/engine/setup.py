@@ -7,7 +7,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config.checks import check_output_dir, check_resnext_keys, merge_config
+from ..config.checks import check_output_dir, check_resnext_keys, inference_dtype, merge_config
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
 from .weights import config_from_weights
@@ -33,6 +33,7 @@ def setup_cfg(args, cfg=None):
     merge_config(cfg, args.config_file, args.opts)
     check_resnext_keys(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
+    inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()
     check_output_dir(cfg)
     default_setup(cfg, args)  # sets up logging and writes the final config.yaml

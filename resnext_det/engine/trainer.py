@@ -16,20 +16,22 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.train_fold import TRAIN_FAST_MODES, prepare_for_training
 from .amp import build_step_trainer
 from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
+from .precision import with_inference_dtype
 from .weights import build_checkpointer
 
 FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
 
 
-def inference_model(cfg, model):
-    """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE)."""
+def inference_model(cfg, model, *, for_export=False):
+    """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE),
+    run in INFERENCE_DTYPE (engine.precision; for_export=True: float32)."""
     model = model.module if isinstance(model, DistributedDataParallel) else model
     mode = resnext_node(cfg).FAST_INFERENCE
     if mode not in FAST_INFERENCE_MODES:
         raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", mode, f"one of {FAST_INFERENCE_MODES}")
-    if not mode:
-        return model
-    return optimize_for_inference(model, channels_last=mode == "fold+nhwc")
+    if mode:
+        model = optimize_for_inference(model, channels_last=mode == "fold+nhwc")
+    return with_inference_dtype(cfg, model, for_export=for_export)
 
 
 class Trainer(DefaultTrainer):

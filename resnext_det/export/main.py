@@ -23,14 +23,15 @@ logger = logging.getLogger(__name__)
 def load_model(cfg):
     """The model to export: MODEL.WEIGHTS (any format our checkpointer reads) loaded, eval
     mode, and the copy MODEL.RESNEXT.FAST_INFERENCE selects ("": as trained; "fold",
-    "fold+nhwc": norms folded, NHWC weights, which a TorchScript file keeps)."""
+    "fold+nhwc": norms folded, NHWC weights, which a TorchScript file keeps), in float32
+    whatever MODEL.RESNEXT.INFERENCE_DTYPE says (logged when it says otherwise)."""
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         check_weights(cfg)
         build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting the randomly initialized model.")
-    return inference_model(cfg, model.eval())
+    return inference_model(cfg, model.eval(), for_export=True)
 
 
 def sample_inputs(cfg, sample_image=None):
