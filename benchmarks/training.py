@@ -2,7 +2,8 @@
 
 Contenders on the same weights and images: detectron2's built-in as configured (NCHW) and
 as a user tunes it (channels_last), and ours with MODEL.RESNEXT.FAST_TRAINING "fold" and
-"fold+nhwc" (resnext_det.modeling.train_fold). Losses are checked before any time.
+"fold+nhwc" (resnext_det.modeling.train_fold), and "fold" with MODEL.RESNEXT.ROI_ALIGN
+"sparse" (resnext_det.modeling.roi_align). Losses are checked before any time.
 """
 import copy
 
@@ -11,6 +12,7 @@ from detectron2.utils.events import EventStorage
 from peers import detector_inputs
 from timing import autocast_call, autocast_dtypes, dtype_name, median_times
 
+from resnext_det.modeling.roi_align import use_roi_align
 from resnext_det.modeling.train_fold import prepare_for_training
 from resnext_det.utils.testing import max_rel_error
 
@@ -49,7 +51,14 @@ def training_contenders(ours, theirs):
         "detectron2 built-in channels_last": copy.deepcopy(theirs).to(memory_format=torch.channels_last),
         "ours fold": prepare_for_training(copy.deepcopy(ours), "fold"),
         "ours fold+NHWC": prepare_for_training(copy.deepcopy(ours), "fold+nhwc"),
+        "ours fold, sparse ROIAlign": _sparse(prepare_for_training(copy.deepcopy(ours), "fold")),
     }
+
+
+def _sparse(model):
+    """`model` with MODEL.RESNEXT.ROI_ALIGN "sparse" (resnext_det.modeling.roi_align)."""
+    use_roi_align(model, "sparse")
+    return model
 
 
 def bench_training(args, rows, ours, theirs, add_rows):

@@ -29,10 +29,10 @@ _bottom_up.res2_out_channels = 64  # res2..res5: 64, 128, 256, 512 channels (Res
 model.backbone.out_channels = 64
 model.proposal_generator.head.in_channels = "${...backbone.out_channels}"
 model.proposal_generator.anchor_generator.sizes = [[8], [16], [32], [64], [128]]  # digits: 12-48 px
-model.proposal_generator.pre_nms_topk = (1000, 500)  # (train, test), per level
-model.proposal_generator.post_nms_topk = (500, 300)
+model.proposal_generator.pre_nms_topk = (400, 500)  # (train, test), per level
+model.proposal_generator.post_nms_topk = (256, 300)
 model.roi_heads.num_classes = 10
-model.roi_heads.batch_size_per_image = 128
+model.roi_heads.batch_size_per_image = 64
 model.roi_heads.box_head.input_shape = L(ShapeSpec)(
     channels="${....backbone.out_channels}", height=7, width=7)
 model.roi_heads.box_head.fc_dims = [256, 256]

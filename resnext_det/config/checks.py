@@ -10,6 +10,7 @@ import yaml
 
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.config_args import resnext_block_args, resnext_node
+from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
 from .errors import ConfigError
@@ -100,6 +101,8 @@ def check_resnext_keys(cfg):
     if node.FAST_TRAINING not in TRAIN_FAST_MODES:
         raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", node.FAST_TRAINING,
                           f"one of {list(TRAIN_FAST_MODES)}")
+    if node.ROI_ALIGN not in ROI_ALIGN_IMPLS:
+        raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", node.ROI_ALIGN, f"one of {list(ROI_ALIGN_IMPLS)}")
     amp_device_type(cfg)
     inference_dtype(cfg)
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")

@@ -53,6 +53,12 @@ def resnext_defaults():
     # built-in in channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3
     # convolution is ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4).
     node.FAST_TRAINING = "fold"
+    # The ROIAlign of the ROI heads' poolers (resnext_det.modeling.roi_align.use_roi_align):
+    # "torchvision" -> detectron2's ROIPooler (torchvision's kernel per FPN level);
+    # "sparse" -> on the CPU, all levels as one sparse matrix product and its transpose for
+    # the gradient: same values and gradients (float rounding), ~4x faster forward +
+    # backward at the digits demo's sizes, ~2.6x at COCO FPN's (benchmarks/roi_align.py).
+    node.ROI_ALIGN = "torchvision"
     # Loading MODEL.WEIGHTS. False -> every ResNeXt key the model has must come from the
     # file with its shape, and every ResNeXt key of the file must fit the model; anything
     # else is an error naming the keys. True -> such keys are skipped and listed in the log

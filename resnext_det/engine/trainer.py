@@ -13,6 +13,7 @@ from ..data.checks import BadImageGuard
 from ..evaluation import COCOMetricsEvaluator
 from ..modeling.config_args import resnext_node
 from ..modeling.inference import optimize_for_inference
+from ..modeling.roi_align import ROI_ALIGN_IMPLS, use_roi_align
 from ..modeling.train_fold import TRAIN_FAST_MODES, prepare_for_training
 from .amp import build_step_trainer
 from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
@@ -77,11 +78,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        """DefaultTrainer.build_model, set up as MODEL.RESNEXT.FAST_TRAINING says.
+        """DefaultTrainer.build_model, set up as MODEL.RESNEXT.FAST_TRAINING and ROI_ALIGN say.
 
         Args:
             cfg (CfgNode): MODEL.RESNEXT.FAST_TRAINING: "" (as detectron2), "fold" or
-                "fold+nhwc" (train_fold.prepare_for_training).
+                "fold+nhwc" (train_fold.prepare_for_training); MODEL.RESNEXT.ROI_ALIGN:
+                "torchvision" or "sparse" (roi_align.use_roi_align).
 
         Returns:
             nn.Module: the model; its parameter and buffer names are detectron2's.
@@ -89,7 +91,12 @@ class Trainer(DefaultTrainer):
         mode = resnext_node(cfg).FAST_TRAINING
         if mode not in TRAIN_FAST_MODES:
             raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", mode, f"one of {list(TRAIN_FAST_MODES)}")
-        return prepare_for_training(super().build_model(cfg), mode)
+        roi_align = resnext_node(cfg).ROI_ALIGN
+        if roi_align not in ROI_ALIGN_IMPLS:
+            raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", roi_align, f"one of {list(ROI_ALIGN_IMPLS)}")
+        model = prepare_for_training(super().build_model(cfg), mode)
+        use_roi_align(model, roi_align)
+        return model
 
     @classmethod
     def build_checkpointer(cls, cfg, model, **checkpointables):

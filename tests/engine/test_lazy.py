@@ -200,7 +200,8 @@ def test_digits_config_trains_as_the_yaml_demo(datasets_root, tmp_path):
         "MODEL.ROI_BOX_HEAD.FC_DIM", 32, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1,
         "SOLVER.STEPS", (), "SOLVER.MAX_ITER", 3, "INPUT.MIN_SIZE_TRAIN", (64,),
         "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
-        "DATALOADER.NUM_WORKERS", 0, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "yaml")])
+        "DATALOADER.NUM_WORKERS", 0, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "yaml"),
+        "MODEL.RESNEXT.ROI_ALIGN", "torchvision"])  # the lazy path pools with detectron2's
     seed_all_rng(0)
     do_train(LazySetup(lazy_cfg))
     seed_all_rng(0)
