@@ -139,5 +139,7 @@ def coco_eval_pair(num_images=500, per_image=8, seed=0):
         return ev.stats
 
     ap_ours, ap_theirs = ours()["bbox"]["AP"], theirs()[0] * 100
-    assert abs(ap_ours - ap_theirs) < 1e-9, (ap_ours, ap_theirs)
+    # faster-coco-eval (our default backend) equals pycocotools within 1e-4 of the stats
+    # (tests/evaluation/test_eval_backends.py): 0.01 in AP points
+    assert abs(ap_ours - ap_theirs) < 1e-2, (ap_ours, ap_theirs)
     return ours, theirs, num_images * per_image

@@ -1,5 +1,5 @@
 # detectron2's training settings (its configs/common/train.py, loaded from the installed
-# model zoo) and the four of resnext_det's MODEL.RESNEXT keys that the lazy path reads.
+# model zoo) and the MODEL.RESNEXT keys that the lazy path reads.
 from detectron2.model_zoo import get_config
 
 train = get_config("common/train.py").train
@@ -10,6 +10,9 @@ train.fast_inference = "fold+nhwc"
 # "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution;
 # "fold+nhwc" -> and channels_last. Parameter names and checkpoints are detectron2's.
 train.fast_training = "fold"
+# The number type of evaluation (MODEL.RESNEXT.INFERENCE_DTYPE): "float32"; "bfloat16" ->
+# under torch.autocast, outputs in float32; "float16" -> likewise, CUDA only.
+train.inference_dtype = "float32"
 # Loading train.init_checkpoint (any supported format, converted on load):
 # allow_partial (MODEL.RESNEXT.WEIGHTS_ALLOW_PARTIAL): False -> ResNeXt keys that do not fit
 # are an error naming them; True -> skipped and logged. trust_pickle
