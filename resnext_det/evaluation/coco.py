@@ -7,7 +7,6 @@ COCOeval that gives pycocotools' 12 numbers and per-category precision (equal wi
 TEST.COCO_EVAL_BACKEND chooses. We add the JSON file a run is judged by.
 """
 import contextlib
-import copy
 import io
 import itertools
 import json
@@ -103,7 +102,10 @@ class COCOMetricsEvaluator(COCOEvaluator):
             return None
         self._logger.info(f"Evaluating predictions with {self._backend} ...")
         for task in sorted(tasks):
-            coco_eval = (evaluate_on_coco(self._coco_api, copy.deepcopy(results), task,
+            # each task gets its own dicts: loadRes adds top-level keys (area, id, bbox or
+            # segmentation) and changes nothing inside them, so a shallow copy suffices
+            # (copy.deepcopy of 100,000 results took ~1-2 s)
+            coco_eval = (evaluate_on_coco(self._coco_api, [dict(r) for r in results], task,
                                           self._backend, img_ids) if results else None)
             self._results[task] = self._derive_coco_results(
                 coco_eval, task, class_names=self._metadata.get("thing_classes"))
