@@ -42,12 +42,12 @@ from resnext_det.engine import Trainer, setup_cfg
 from resnext_det.engine.checks import check_datasets, check_weights
 from resnext_det.engine.trainer import inference_model
 from resnext_det.engine.weights import build_checkpointer
+from resnext_det.evaluation.coco import RESULTS_FILE
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 
 # pycocotools' COCOeval.stats, in its order (summarize() prints them so).
 COCO_NUMBERS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-RESULTS_FILE = "coco_instances_results.json"  # what detectron2's COCOEvaluator writes
 
 
 def lower_dtypes(device):
