@@ -16,6 +16,8 @@ setup(
         "torchvision>=0.15",
         "fvcore>=0.1.5",
         "pycocotools>=2.0.2",
+        "faster-coco-eval>=1.8",  # the default COCOeval (TEST.COCO_EVAL_BACKEND)
+        "orjson>=3.9",
         "opencv-python>=4.5",
         "numpy",
     ],

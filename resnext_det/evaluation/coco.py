@@ -4,13 +4,17 @@ detectron2's COCOEvaluator runs pycocotools' COCOeval (its own C++ "fast" COCOev
 detectron2's compiled _C, which the PyPI detectron2 lacks). `faster-coco-eval` is a C++
 COCOeval that gives pycocotools' 12 numbers and per-category precision (equal within
 1e-4: tests/evaluation/test_eval_backends.py) about 10x faster on 100k detections;
-TEST.COCO_EVAL_BACKEND chooses. We add the JSON file a run is judged by.
+TEST.COCO_EVAL_BACKEND chooses. Its box IoUs are computed for all image/category pairs in
+one pass (box_iou.py). We add the JSON file a run is judged by.
 """
 import contextlib
+import gc
 import io
 import itertools
 import json
 import os
+
+import orjson
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
@@ -26,10 +30,28 @@ BACKENDS = ("faster-coco-eval", "pycocotools")
 def cocoeval_class(backend):
     """The COCOeval class of `backend` ("faster-coco-eval" or "pycocotools")."""
     if backend == "faster-coco-eval":
-        from faster_coco_eval import COCOeval_faster
+        from .box_iou import BoxIoUCOCOeval
 
-        return COCOeval_faster
+        return BoxIoUCOCOeval
     return COCOeval
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off inside the block (restored after).
+
+    Evaluation builds several 100,000-dict lists (results, their copies, loadRes' index);
+    allocations that many trigger full collections over every live object, which made a
+    pass ~10x slower than it is without them (copying 100k result dicts: 0.33 vs 0.03 s).
+    Evaluation makes no reference cycles that need collecting meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def evaluate_on_coco(coco_gt, results, iou_type, backend="faster-coco-eval", img_ids=None):
@@ -66,11 +88,13 @@ class COCOMetricsEvaluator(COCOEvaluator):
             dataset_name, output_dir, kwargs: as detectron2's COCOEvaluator.
             backend (str): "faster-coco-eval" (C++) or "pycocotools" (detectron2's own path).
         """
-        super().__init__(dataset_name, output_dir=output_dir, **kwargs)
+        with gc_paused():  # detectron2 loads the ground truth json here
+            super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self._dataset_name, self._backend = dataset_name, backend
 
     def evaluate(self, img_ids=None):
-        results = super().evaluate(img_ids)
+        with gc_paused():
+            results = super().evaluate(img_ids)
         if comm.is_main_process() and self._output_dir and results:
             path = os.path.join(self._output_dir, METRICS_FILE)
             text = json.dumps({"dataset": self._dataset_name, **results}, indent=2)
@@ -97,7 +121,9 @@ class COCOMetricsEvaluator(COCOEvaluator):
         results = self._dataset_ids(results)
         if self._output_dir:
             path = os.path.join(self._output_dir, RESULTS_FILE)
-            atomic_write(path, lambda f: f.write(json.dumps(results).encode()))
+            # orjson: the same numbers (shortest round-trip floats, as json's repr) 10x faster
+            # than json.dumps (0.03 vs 0.44 s for 100k detections)
+            atomic_write(path, lambda f: f.write(orjson.dumps(results)))
         if not self._do_evaluation:
             return None
         self._logger.info(f"Evaluating predictions with {self._backend} ...")

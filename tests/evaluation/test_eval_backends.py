@@ -6,6 +6,7 @@ ground truth and wrong classes: all 12 stats and every per-category AP agree wit
 """
 import contextlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 
 from resnext_det.data import register_digits
-from resnext_det.evaluation.coco import COCOMetricsEvaluator, evaluate_on_coco
+from resnext_det.evaluation.coco import RESULTS_FILE, COCOMetricsEvaluator, evaluate_on_coco
 
 TOL = 1e-4
 
@@ -126,4 +127,8 @@ def test_digits_detections_through_our_evaluator(digits_val, tmp_path):
         f"AP-{c}" for c in classes}
     assert max(abs(fast[k] - slow[k]) for k in slow if slow[k] == slow[k]) < 100 * TOL
     assert slow["AP50"] > 30  # jittered ground truth: a meaningful score, not 0
-    assert (tmp_path / "faster-coco-eval" / "coco_instances_results.json").is_file()
+    # our results file (orjson) holds what detectron2's (json.dumps) does, number for number
+    written = {backend: json.loads((tmp_path / backend / RESULTS_FILE).read_text())
+               for backend in metrics}
+    assert len(written["pycocotools"]) > 10
+    assert written["faster-coco-eval"] == written["pycocotools"]
