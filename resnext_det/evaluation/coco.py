@@ -17,6 +17,7 @@ import os
 import orjson
 
 from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import coco_evaluation as d2_coco
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
 
@@ -88,6 +89,10 @@ class COCOMetricsEvaluator(COCOEvaluator):
             dataset_name, output_dir, kwargs: as detectron2's COCOEvaluator.
             backend (str): "faster-coco-eval" (C++) or "pycocotools" (detectron2's own path).
         """
+        if backend != "pycocotools" and d2_coco.COCOeval_opt is d2_coco.COCOeval:
+            # detectron2 without its _C would log "Fast COCO eval is not built. Falling back
+            # to official COCO eval." before each evaluation, though faster-coco-eval runs
+            kwargs.setdefault("use_fast_impl", False)
         with gc_paused():  # detectron2 loads the ground truth json here
             super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self._dataset_name, self._backend = dataset_name, backend

@@ -132,3 +132,15 @@ def test_digits_detections_through_our_evaluator(digits_val, tmp_path):
                for backend in metrics}
     assert len(written["pycocotools"]) > 10
     assert written["faster-coco-eval"] == written["pycocotools"]
+
+
+def test_no_fast_eval_fallback_message_with_faster_coco_eval(digits_val, tmp_path, caplog):
+    """detectron2 without _C logs that it falls back to the slow COCOeval; with our C++
+    backend that line is false, and must not appear (it does with pycocotools)."""
+    logged = {}
+    for backend in ("faster-coco-eval", "pycocotools"):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            COCOMetricsEvaluator(digits_val, output_dir=str(tmp_path), backend=backend)
+        logged[backend] = "Fast COCO eval is not built" in caplog.text
+    assert logged == {"faster-coco-eval": False, "pycocotools": True}
