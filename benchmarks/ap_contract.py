@@ -9,10 +9,11 @@ float32 and in each lower precision the device runs, with the time per image.
 MODEL.WEIGHTS is evaluated on DATASETS.TEST[0] (or --dataset-name) as Trainer.test
 evaluates it (the copy inference_model makes: MODEL.RESNEXT.FAST_INFERENCE, then
 INFERENCE_DTYPE; the project's COCO evaluator writes each type's detections to
-OUTPUT_DIR/<dtype>/), once per type: float32, then bfloat16 (CPU; CUDA where supported)
-and float16 (CUDA). The 12 COCO box numbers of each come from pycocotools' COCOeval run
-here on those detections. Time per image is the model's forward alone (batch 1, after
---warmup images), as detectron2's inference_on_dataset counts "pure compute time".
+OUTPUT_DIR/<dtype>/), once per type: float32, then those of timing.autocast_dtypes
+(bfloat16 on the CPU; float16 and, where supported, bfloat16 on CUDA). The 12 COCO box
+numbers of each come from pycocotools' COCOeval run here on those detections. Time per
+image is the model's forward alone (batch 1, after --warmup images), as detectron2's
+inference_on_dataset counts "pure compute time".
 
 The contract: box AP within --tolerance (0.3) of float32's; exit status 1 when a type
 misses it, 2 on bad input (`error: ...`).
@@ -33,6 +34,7 @@ from detectron2.modeling import build_model
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
+from timing import autocast_dtypes
 
 import resnext_det  # noqa: F401  (registers the backbones and heads)
 from resnext_det.config.errors import ConfigError
@@ -48,14 +50,6 @@ from resnext_det.utils.cli import ExitOnUserError, run_tool
 # pycocotools' COCOeval.stats, in its order (summarize() prints them so).
 COCO_NUMBERS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def lower_dtypes(device):
-    """The lower precisions worth measuring on `device`: bfloat16 on CPUs; on CUDA
-    bfloat16 where the GPU has it (compute capability >= 8.0) and float16."""
-    if not device.startswith("cuda"):
-        return ["bfloat16"]
-    return (["bfloat16"] if torch.cuda.is_bf16_supported() else []) + ["float16"]
 
 
 class TimedModel(torch.nn.Module):
@@ -151,7 +145,8 @@ def main(args):
         coco_gt = COCO(json_file)
     model = build_model(cfg)
     build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
-    dtypes = ["float32"] + (args.dtypes or lower_dtypes(cfg.MODEL.DEVICE))
+    lower = [str(d).removeprefix("torch.") for d in autocast_dtypes(cfg.MODEL.DEVICE)]
+    dtypes = ["float32"] + (args.dtypes or lower)
     numbers, times = {}, {}
     for dtype in dtypes:
         path, times[dtype] = evaluate(cfg, model.eval(), dataset, dicts, dtype, args.warmup)

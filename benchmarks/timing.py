@@ -1,4 +1,4 @@
-"""Timing for bench.py: medians of repeats, the contenders' repeats interleaved."""
+"""Timing for the benchmarks: medians of repeats, the contenders' repeats interleaved."""
 import contextlib
 import statistics
 import time
@@ -39,8 +39,18 @@ def median_times(fns, warmup, repeats, device):
 
 
 def autocast_dtypes(device):
-    """The autocast types worth timing: bfloat16 on CPUs; float16 and bfloat16 on GPUs."""
-    return (torch.float16, torch.bfloat16) if str(device).startswith("cuda") else (torch.bfloat16,)
+    """The lower precisions worth measuring on `device` (bench.py, training.py, ap_contract.py).
+
+    Args:
+        device (str): "cpu" or "cuda...".
+
+    Returns:
+        tuple[torch.dtype]: (bfloat16,) on CPUs; (float16, bfloat16) on CUDA, bfloat16 only
+        where torch.cuda.is_bf16_supported().
+    """
+    if not str(device).startswith("cuda"):
+        return (torch.bfloat16,)
+    return (torch.float16,) + ((torch.bfloat16,) if torch.cuda.is_bf16_supported() else ())
 
 
 def dtype_name(dtype):
