@@ -14,7 +14,8 @@ EvalHook, PeriodicWriter; evaluation by `inference_on_dataset` with
   undecodable images per dataloader.on_bad_image) when dataloader.train.dataset is
   detectron2's get_detection_dataset_dicts; any other dataset is used unchecked.
 - Evaluation on the folded / channels_last copy that train.fast_inference names; training
-  with frozen norms folded as train.fast_training says (MODEL.RESNEXT.FAST_TRAINING).
+  with frozen norms folded as train.fast_training says (MODEL.RESNEXT.FAST_TRAINING), and
+  the ROI heads' poolers as train.roi_align says (MODEL.RESNEXT.ROI_ALIGN).
 - CPU: train.device 'cuda' falls back to 'cpu' with a log line; processes on CPUs (gloo)
   get DistributedDataParallel without device_ids; train.amp.enabled trains with bfloat16
   autocast there (engine.amp, as SOLVER.AMP.ENABLED does).
@@ -33,11 +34,13 @@ from detectron2.utils.registry import locate
 from omegaconf import DictConfig
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
+from ..config.checks import roi_align_impl
 from ..config.weights import check_config
 from ..data import register_digits_named_in
 from ..data.checks import BadImageGuard, DatasetError
 from ..errors import UserError
 from ..modeling.lazy import rename_keys, renamed
+from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
@@ -94,10 +97,13 @@ def setup_lazy(args):
 
 def build_model(setup):
     """instantiate(cfg.model) on train.device, set up as train.fast_training says
-    (MODEL.RESNEXT.FAST_TRAINING: frozen norms computed inside their convolutions)."""
+    (MODEL.RESNEXT.FAST_TRAINING: frozen norms computed inside their convolutions) and
+    train.roi_align (MODEL.RESNEXT.ROI_ALIGN: "torchvision" or "sparse")."""
+    roi_align = setup.checked(roi_align_impl)
     model = instantiate(setup.cfg.model)
     logger.info(f"Model:\n{model}")
     model = prepare_for_training(model, setup.view.MODEL.RESNEXT.FAST_TRAINING)
+    use_roi_align(model, roi_align)
     return model.to(setup.cfg.train.device)
 
 

@@ -43,6 +43,7 @@ LAZY_KEYS = {
     "MODEL.RESNEXT.FAST_INFERENCE": "train.fast_inference",
     "MODEL.RESNEXT.FAST_TRAINING": "train.fast_training",
     "MODEL.RESNEXT.INFERENCE_DTYPE": "train.inference_dtype",
+    "MODEL.RESNEXT.ROI_ALIGN": "train.roi_align",
     "SOLVER.AMP.ENABLED": "train.amp.enabled",
     "TEST.COCO_EVAL_BACKEND": "dataloader.evaluator.backend",
     "MODEL.DEVICE": "train.device",
@@ -230,10 +231,11 @@ def yacs_view(cfg):
     view.OUTPUT_DIR = train.output_dir
     view.MODEL.DEVICE = str(train.device)
     view.SOLVER.AMP.ENABLED = train.amp.get("enabled", False)
-    # detectron2's own configs lack these two: their models run as detectron2 runs them
+    # detectron2's own configs lack these: their models run as detectron2 runs them
     view.MODEL.RESNEXT.FAST_INFERENCE = train.get("fast_inference", "")
     view.MODEL.RESNEXT.FAST_TRAINING = train.get("fast_training", "")
     view.MODEL.RESNEXT.INFERENCE_DTYPE = train.get("inference_dtype", "float32")
+    view.MODEL.RESNEXT.ROI_ALIGN = train.get("roi_align", "torchvision")
     view.MODEL.WEIGHTS = train.get("init_checkpoint", "") or ""
     for key, lazy in (("PIXEL_MEAN", "pixel_mean"), ("PIXEL_STD", "pixel_std")):
         if lazy in model:
@@ -306,7 +308,7 @@ def check_lazy_config(cfg):
         _check_bool(f"train.weights.{key}", value)
     view, names = yacs_view(cfg)
     try:
-        check_resnext_keys(view)  # fast_inference, fast_training, amp with the device, backend
+        check_resnext_keys(view)  # fast_inference, fast_training, roi_align, amp with the device, backend
         bad_data_policies(view)
         check_output_dir(view)
     except UserError as e:

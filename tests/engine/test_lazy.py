@@ -25,6 +25,7 @@ import detectron2.data.transforms as T
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.solver import build_lr_scheduler
 from detectron2.utils.env import seed_all_rng
 
@@ -40,6 +41,7 @@ from resnext_det.engine.lazy import build_model as build_lazy_model
 from resnext_det.engine.lazy_config import load_lazy_config
 from resnext_det.modeling import build_resnext_backbone
 from resnext_det.modeling.lazy import ResNeXt
+from resnext_det.modeling.roi_align import SparseROIPooler
 from tests.helpers import captured, load_tool, make_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +203,7 @@ def test_digits_config_trains_as_the_yaml_demo(datasets_root, tmp_path):
         "SOLVER.STEPS", (), "SOLVER.MAX_ITER", 3, "INPUT.MIN_SIZE_TRAIN", (64,),
         "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
         "DATALOADER.NUM_WORKERS", 0, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "yaml"),
-        "MODEL.RESNEXT.ROI_ALIGN", "torchvision"])  # the lazy path pools with detectron2's
+        "MODEL.RESNEXT.ROI_ALIGN", "torchvision"])  # train.roi_align's default
     seed_all_rng(0)
     do_train(LazySetup(lazy_cfg))
     seed_all_rng(0)
@@ -355,11 +357,25 @@ def _digits(tmp_path, *overrides):
     ("+train.weights.allow_partal=True", "train.weights.allow_partal=True is not valid"),
     ("dataloader.on_bad_box=drop", "dataloader.on_bad_box='drop' is not valid"),
     ("dataloader.evaluator.backend=cocoapi", "dataloader.evaluator.backend='cocoapi'"),
+    ("train.roi_align=fast", "train.roi_align='fast' is not valid: expected one of "
+                             "['torchvision', 'sparse']"),
 ])
 def test_bad_values_are_named_before_anything_is_built(override, message, tmp_path):
     with pytest.raises(ConfigError) as error:
         LazySetup(_digits(tmp_path, *TINY_MODEL, override))
     assert message in str(error.value)
+
+
+def test_train_roi_align_reaches_the_model(tmp_path):
+    """train.roi_align is MODEL.RESNEXT.ROI_ALIGN: "sparse" builds SparseROIPooler, the
+    default detectron2's ROIPooler; build_model checks the value again, naming the lazy key."""
+    setup = LazySetup(_digits(tmp_path, *TINY_MODEL, "train.roi_align=sparse"))
+    assert type(build_lazy_model(setup).roi_heads.box_pooler) is SparseROIPooler
+    default = build_lazy_model(LazySetup(_digits(tmp_path, *TINY_MODEL)))
+    assert type(default.roi_heads.box_pooler) is ROIPooler
+    setup.view.MODEL.RESNEXT.ROI_ALIGN = "fast"
+    with pytest.raises(ConfigError, match=r"train.roi_align='fast' is not valid"):
+        build_lazy_model(setup)
 
 
 def test_a_missing_key_is_named(tmp_path):

@@ -13,6 +13,10 @@ train.fast_training = "fold"
 # The number type of evaluation (MODEL.RESNEXT.INFERENCE_DTYPE): "float32"; "bfloat16" ->
 # under torch.autocast, outputs in float32; "float16" -> likewise, CUDA only.
 train.inference_dtype = "float32"
+# The ROI heads' ROIAlign in training (MODEL.RESNEXT.ROI_ALIGN): "torchvision" -> detectron2's
+# ROIPooler; "sparse" -> on the CPU, all FPN levels as one sparse matrix product (same
+# values and gradients up to float rounding; resnext_det.modeling.roi_align).
+train.roi_align = "torchvision"
 # Loading train.init_checkpoint (any supported format, converted on load):
 # allow_partial (MODEL.RESNEXT.WEIGHTS_ALLOW_PARTIAL): False -> ResNeXt keys that do not fit
 # are an error naming them; True -> skipped and logged. trust_pickle
