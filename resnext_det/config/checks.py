@@ -87,6 +87,36 @@ def inference_dtype(cfg):
     return name
 
 
+def fast_training_mode(cfg):
+    """MODEL.RESNEXT.FAST_TRAINING, checked: one of train_fold.TRAIN_FAST_MODES.
+
+    Args:
+        cfg (CfgNode): a config with add_resnext_config's keys.
+
+    Returns:
+        str: the mode, for train_fold.prepare_for_training.
+    """
+    mode = resnext_node(cfg).FAST_TRAINING
+    if mode not in TRAIN_FAST_MODES:
+        raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", mode, f"one of {list(TRAIN_FAST_MODES)}")
+    return mode
+
+
+def roi_align_impl(cfg):
+    """MODEL.RESNEXT.ROI_ALIGN, checked: one of roi_align.ROI_ALIGN_IMPLS.
+
+    Args:
+        cfg (CfgNode): a config with add_resnext_config's keys.
+
+    Returns:
+        str: the implementation, for roi_align.use_roi_align.
+    """
+    name = resnext_node(cfg).ROI_ALIGN
+    if name not in ROI_ALIGN_IMPLS:
+        raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", name, f"one of {list(ROI_ALIGN_IMPLS)}")
+    return name
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
     TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED and INFERENCE_DTYPE with MODEL.DEVICE
@@ -98,11 +128,8 @@ def check_resnext_keys(cfg):
     if node.FAST_INFERENCE not in FAST_INFERENCE_MODES:
         raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", node.FAST_INFERENCE,
                           f"one of {list(FAST_INFERENCE_MODES)}")
-    if node.FAST_TRAINING not in TRAIN_FAST_MODES:
-        raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", node.FAST_TRAINING,
-                          f"one of {list(TRAIN_FAST_MODES)}")
-    if node.ROI_ALIGN not in ROI_ALIGN_IMPLS:
-        raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", node.ROI_ALIGN, f"one of {list(ROI_ALIGN_IMPLS)}")
+    fast_training_mode(cfg)
+    roi_align_impl(cfg)
     amp_device_type(cfg)
     inference_dtype(cfg)
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")

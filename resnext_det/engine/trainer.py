@@ -8,13 +8,14 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config.checks import fast_training_mode, roi_align_impl
 from ..config.errors import ConfigError
 from ..data.checks import BadImageGuard
 from ..evaluation import COCOMetricsEvaluator
 from ..modeling.config_args import resnext_node
 from ..modeling.inference import optimize_for_inference
-from ..modeling.roi_align import ROI_ALIGN_IMPLS, use_roi_align
-from ..modeling.train_fold import TRAIN_FAST_MODES, prepare_for_training
+from ..modeling.roi_align import use_roi_align
+from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
 from .precision import with_inference_dtype
@@ -88,12 +89,7 @@ class Trainer(DefaultTrainer):
         Returns:
             nn.Module: the model; its parameter and buffer names are detectron2's.
         """
-        mode = resnext_node(cfg).FAST_TRAINING
-        if mode not in TRAIN_FAST_MODES:
-            raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", mode, f"one of {list(TRAIN_FAST_MODES)}")
-        roi_align = resnext_node(cfg).ROI_ALIGN
-        if roi_align not in ROI_ALIGN_IMPLS:
-            raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", roi_align, f"one of {list(ROI_ALIGN_IMPLS)}")
+        mode, roi_align = fast_training_mode(cfg), roi_align_impl(cfg)
         model = prepare_for_training(super().build_model(cfg), mode)
         use_roi_align(model, roi_align)
         return model

@@ -24,7 +24,11 @@ from detectron2.modeling.poolers import (
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
-from detectron2.utils.tracing import is_fx_tracing
+
+try:  # fx.symbolic_trace's flag, without the deprecation warning is_fx_tracing logs
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+except ImportError:  # a torch before is_fx_symbolic_tracing: is_fx_tracing does not warn there
+    from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
 ROI_ALIGN_IMPLS = ("torchvision", "sparse")
 
@@ -226,7 +230,7 @@ class SparseROIPooler(ROIPooler):
     def _sparse_applies(self, x, box_lists):
         poolers = list(self.level_poolers)
         return (not torch.jit.is_scripting() and not torch.jit.is_tracing()
-                and not torch.compiler.is_compiling() and not is_fx_tracing()
+                and not torch.compiler.is_compiling() and not is_fx_symbolic_tracing()
                 and isinstance(x, list) and len(x) == len(poolers) and len(box_lists) > 0
                 and all(type(p) is ROIAlign for p in poolers)
                 and len({(p.sampling_ratio, p.aligned) for p in poolers}) == 1

@@ -100,6 +100,22 @@ def test_no_boxes_and_other_pooler_types_are_detectron2s():
     assert torch.equal(pool(feats, boxes), expected)
 
 
+def test_sparse_pooler_is_detectron2s_while_fx_tracing():
+    """Under torch.fx.symbolic_trace the sparse product is off (ROIPooler's forward runs)."""
+    feats, boxes = _fpn(torch.Generator().manual_seed(3))
+    pool = ROIPooler(7, (1 / 4, 1 / 8, 1 / 16, 1 / 32), 0, "ROIAlignV2")
+    use_roi_align(pool, "sparse")
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(pool._sparse_applies(feats, boxes))
+            return x
+
+    torch.fx.symbolic_trace(Probe())
+    assert seen == [False] and pool._sparse_applies(feats, boxes)
+
+
 def test_use_roi_align_swaps_only_the_class():
     model = torch.nn.Sequential(ROIPooler(7, (1 / 4, 1 / 8), 0, "ROIAlignV2"),
                                 torch.nn.Linear(2, 2))
@@ -113,11 +129,12 @@ def test_use_roi_align_swaps_only_the_class():
 
 def test_config_key_sets_the_trainers_poolers():
     """MODEL.RESNEXT.ROI_ALIGN reaches the model Trainer.build_model returns; a bad value is
-    a ConfigError naming the key and the values that work."""
+    a ConfigError naming the key and the values that work, at start-up and in build_model."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 
     from resnext_det.config import ConfigError, add_resnext_config
+    from resnext_det.config.checks import check_resnext_keys
     from resnext_det.engine import Trainer
 
     cfg = add_resnext_config(get_cfg())
@@ -129,6 +146,7 @@ def test_config_key_sets_the_trainers_poolers():
     cfg.MODEL.RESNEXT.ROI_ALIGN = "sparse"
     assert type(Trainer.build_model(cfg).roi_heads.box_pooler) is SparseROIPooler
     cfg.MODEL.RESNEXT.ROI_ALIGN = "fast"
-    with pytest.raises(ConfigError, match=r"MODEL.RESNEXT.ROI_ALIGN='fast' is not valid: "
-                                          r"expected one of \['torchvision', 'sparse'\]"):
-        Trainer.build_model(cfg)
+    for check in (check_resnext_keys, Trainer.build_model):  # at start, and where it is read
+        with pytest.raises(ConfigError, match=r"MODEL.RESNEXT.ROI_ALIGN='fast' is not valid: "
+                                              r"expected one of \['torchvision', 'sparse'\]"):
+            check(cfg)
