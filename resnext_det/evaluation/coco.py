@@ -15,9 +15,9 @@ import json
 import os
 
 import orjson
-
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as d2_coco
+from detectron2.structures import Boxes
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
 
@@ -74,6 +74,37 @@ def evaluate_on_coco(coco_gt, results, iou_type, backend="faster-coco-eval", img
     return coco_eval
 
 
+class BoxDetections:
+    """One image's box detections as arrays, turned into detectron2's COCO result dicts
+    (instances_to_coco_json's) only when evaluate() needs them.
+
+    Holding ~100,000 small dicts through an inference loop makes Python's garbage collector
+    walk them again and again: process() of 5,000 images x 20 boxes took 0.3-0.6 s with
+    dicts, ~0.1 s with arrays. Boxes, masks or keypoints of any other kind keep detectron2's
+    conversion in process().
+    """
+
+    __slots__ = ("image_id", "boxes", "scores", "classes")
+
+    def __init__(self, instances, image_id):
+        boxes = instances.pred_boxes.tensor.to("cpu", copy=True)
+        boxes[:, 2:] -= boxes[:, :2]  # XYXY_ABS -> XYWH_ABS, BoxMode.convert's ops
+        self.image_id, self.boxes = image_id, boxes.numpy()
+        self.scores = instances.scores.to("cpu").numpy()
+        self.classes = instances.pred_classes.to("cpu").numpy()
+
+    @staticmethod
+    def applies(instances):
+        return (not instances.has("pred_masks") and not instances.has("pred_keypoints")
+                and instances.has("pred_boxes") and type(instances.pred_boxes) is Boxes)
+
+    def to_coco(self):
+        """[{"image_id", "category_id" (contiguous), "bbox" (x, y, w, h), "score"}, ...]"""
+        return [{"image_id": self.image_id, "category_id": c, "bbox": b, "score": s}
+                for b, s, c in zip(self.boxes.tolist(), self.scores.tolist(),
+                                   self.classes.tolist())]
+
+
 class COCOMetricsEvaluator(COCOEvaluator):
     """detectron2's COCOEvaluator on a chosen COCOeval, writing `coco_metrics.json`.
 
@@ -97,8 +128,21 @@ class COCOMetricsEvaluator(COCOEvaluator):
             super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self._dataset_name, self._backend = dataset_name, backend
 
+    def process(self, inputs, outputs):
+        """detectron2's, box detections kept as BoxDetections until evaluate()."""
+        for input, output in zip(inputs, outputs):
+            instances = output.get("instances")
+            if instances is None or "proposals" in output or not BoxDetections.applies(instances):
+                super().process([input], [output])
+            else:
+                self._predictions.append({"image_id": input["image_id"],
+                                          "instances": BoxDetections(instances, input["image_id"])})
+
     def evaluate(self, img_ids=None):
         with gc_paused():
+            for prediction in self._predictions:
+                if isinstance(prediction.get("instances"), BoxDetections):
+                    prediction["instances"] = prediction["instances"].to_coco()
             results = super().evaluate(img_ids)
         if comm.is_main_process() and self._output_dir and results:
             path = os.path.join(self._output_dir, METRICS_FILE)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 
@@ -144,3 +145,26 @@ def test_no_fast_eval_fallback_message_with_faster_coco_eval(digits_val, tmp_pat
             COCOMetricsEvaluator(digits_val, output_dir=str(tmp_path), backend=backend)
         logged[backend] = "Fast COCO eval is not built" in caplog.text
     assert logged == {"faster-coco-eval": False, "pycocotools": True}
+
+
+def test_predictions_and_results_files_equal_detectron2s(digits_val, tmp_path):
+    """Our evaluator keeps box detections as arrays until evaluate(): the files it writes
+    (instances_predictions.pth, coco_instances_results.json) hold what detectron2's own
+    COCOEvaluator writes from the same outputs, an image without detections included."""
+    inputs, outputs = _digits_outputs(digits_val)
+    outputs[1] = {"instances": outputs[1]["instances"][:0]}
+    written = {}
+    for name, evaluator in (
+            ("ours", COCOMetricsEvaluator(digits_val, output_dir=str(tmp_path / "ours"))),
+            ("detectron2", COCOEvaluator(digits_val, output_dir=str(tmp_path / "detectron2")))):
+        evaluator.reset()
+        for one_input, output in zip(inputs, outputs):
+            evaluator.process([one_input], [output])
+        evaluator.evaluate()
+        folder = tmp_path / name
+        written[name] = (torch.load(folder / "instances_predictions.pth", weights_only=True),
+                         json.loads((folder / RESULTS_FILE).read_text()))
+    (ours_pth, ours_json), (their_pth, their_json) = written["ours"], written["detectron2"]
+    assert len(their_pth) == len(inputs) and their_pth[1]["instances"] == []
+    assert ours_pth == their_pth
+    assert len(their_json) > 10 and ours_json == their_json
