@@ -87,6 +87,21 @@ def inference_dtype(cfg):
     return name
 
 
+def fast_inference_mode(cfg):
+    """MODEL.RESNEXT.FAST_INFERENCE, checked: one of FAST_INFERENCE_MODES.
+
+    Args:
+        cfg (CfgNode): a config with add_resnext_config's keys.
+
+    Returns:
+        str: "" (the model as trained), "fold" or "fold+nhwc" (optimize_for_inference).
+    """
+    mode = resnext_node(cfg).FAST_INFERENCE
+    if mode not in FAST_INFERENCE_MODES:
+        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", mode, f"one of {list(FAST_INFERENCE_MODES)}")
+    return mode
+
+
 def fast_training_mode(cfg):
     """MODEL.RESNEXT.FAST_TRAINING, checked: one of train_fold.TRAIN_FAST_MODES.
 
@@ -125,9 +140,7 @@ def check_resnext_keys(cfg):
     for key in _BOOLEANS:
         if not isinstance(node[key], bool):
             raise ConfigError(f"MODEL.RESNEXT.{key}", node[key], "True or False")
-    if node.FAST_INFERENCE not in FAST_INFERENCE_MODES:
-        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", node.FAST_INFERENCE,
-                          f"one of {list(FAST_INFERENCE_MODES)}")
+    fast_inference_mode(cfg)
     fast_training_mode(cfg)
     roi_align_impl(cfg)
     amp_device_type(cfg)

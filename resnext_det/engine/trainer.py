@@ -8,11 +8,9 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config.checks import fast_training_mode, roi_align_impl
-from ..config.errors import ConfigError
+from ..config.checks import fast_inference_mode, fast_training_mode, roi_align_impl
 from ..data.checks import BadImageGuard
 from ..evaluation import COCOMetricsEvaluator
-from ..modeling.config_args import resnext_node
 from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
@@ -21,16 +19,11 @@ from .checks import bad_data_policies, check_datasets, check_weights, checked_tr
 from .precision import with_inference_dtype
 from .weights import build_checkpointer
 
-FAST_INFERENCE_MODES = ("", "fold", "fold+nhwc")
-
-
 def inference_model(cfg, model, *, for_export=False):
     """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE),
     run in INFERENCE_DTYPE (engine.precision; for_export=True: float32)."""
     model = model.module if isinstance(model, DistributedDataParallel) else model
-    mode = resnext_node(cfg).FAST_INFERENCE
-    if mode not in FAST_INFERENCE_MODES:
-        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", mode, f"one of {FAST_INFERENCE_MODES}")
+    mode = fast_inference_mode(cfg)
     if mode:
         model = optimize_for_inference(model, channels_last=mode == "fold+nhwc")
     return with_inference_dtype(cfg, model, for_export=for_export)
