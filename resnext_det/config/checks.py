@@ -148,6 +148,9 @@ def check_resnext_keys(cfg):
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")
     if backend is not None and backend not in COCO_EVAL_BACKENDS:
         raise ConfigError("TEST.COCO_EVAL_BACKEND", backend, f"one of {list(COCO_EVAL_BACKENDS)}")
+    test_batch = cfg.get("TEST", {}).get("IMS_PER_BATCH", 1)
+    if isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1:
+        raise ConfigError("TEST.IMS_PER_BATCH", test_batch, "a whole number >= 1")
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations

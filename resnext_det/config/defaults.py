@@ -86,10 +86,15 @@ def detectron2_node_defaults(cfg):
     # faster-coco-eval; pycocotools' numbers within 1e-4, ~10x faster on 100k detections);
     # "pycocotools" -> pycocotools' Python COCOeval, as detectron2 runs it without its _C.
     cfg.TEST.COCO_EVAL_BACKEND = "faster-coco-eval"
+    # Images per batch of the evaluation loader (detectron2's is 1). Images of a batch are
+    # padded to the largest, so detections can differ slightly from batch 1 when sizes
+    # differ; the digits demo (all 128x128) evaluates 1.4x faster with 8, same AP.
+    cfg.TEST.IMS_PER_BATCH = 1
 
 
 def add_resnext_config(cfg):
-    """Add MODEL.RESNEXT, DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE, TEST.COCO_EVAL_BACKEND.
+    """Add MODEL.RESNEXT, DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE, TEST.COCO_EVAL_BACKEND and
+    TEST.IMS_PER_BATCH.
 
     Changes no existing key; idempotent.
 

@@ -2,7 +2,7 @@
 import os
 import weakref
 
-from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
@@ -106,6 +106,11 @@ class Trainer(DefaultTrainer):
         mapper = BadImageGuard(DatasetMapper(cfg, is_train=True), on_bad_image=on_bad_image,
                                max_in_a_row=min(100, len(dicts)))
         return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader, TEST.IMS_PER_BATCH images per batch."""
+        return build_detection_test_loader(cfg, dataset_name, batch_size=cfg.TEST.IMS_PER_BATCH)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

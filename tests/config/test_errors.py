@@ -57,6 +57,7 @@ def test_add_resnext_config_changes_no_detectron2_default():
     added = {key: extended.DATALOADER.pop(key) for key in ("ON_BAD_BOX", "ON_BAD_IMAGE")}
     assert added == {"ON_BAD_BOX": "skip", "ON_BAD_IMAGE": "error"}
     assert extended.TEST.pop("COCO_EVAL_BACKEND") == "faster-coco-eval"
+    assert extended.TEST.pop("IMS_PER_BATCH") == 1
     assert extended.dump() == plain.dump()
     assert resnext.BLOCK_FORM == "c" and resnext.TEMPLATE == ""
 

@@ -108,6 +108,27 @@ def test_eval_only_scores_a_perfect_detector_100(datasets_root, tmp_path, monkey
     assert all(v == pytest.approx(100) for v in present.values()), bbox
 
 
+def test_evaluation_batches_follow_test_ims_per_batch(datasets_root, tmp_path, monkeypatch):
+    """TEST.IMS_PER_BATCH images reach the model per evaluation batch (4 val images, 3 per
+    batch: 3 then 1), and the perfect detector still scores AP 100."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    register_digits(datasets_root / "digits")
+    seen = []
+
+    class Recording(GroundTruthDetector):
+        def forward(self, batched_inputs):
+            seen.append(len(batched_inputs))
+            return super().forward(batched_inputs)
+
+    monkeypatch.setattr(Trainer, "build_model", classmethod(
+        lambda cls, cfg: Recording(cfg.DATASETS.TEST[0])))
+    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "",
+                                *map(str, TINY), "TEST.IMS_PER_BATCH", "3",
+                                "OUTPUT_DIR", str(tmp_path)])
+    assert seen == [3, 1]
+    assert _metrics(tmp_path)["bbox"]["AP"] == pytest.approx(100)
+
+
 def _user_error(capsys, argv):
     """tools/train_net.py on bad input: exit status 2 and one `error:` line; that line."""
     with pytest.raises(SystemExit) as exit_:
@@ -143,6 +164,12 @@ def test_a_bad_resnext_key_stops_the_run_before_training(datasets_root, tmp_path
                                  "OUTPUT_DIR", str(tmp_path / "run"), *map(str, TINY)])
     assert error.startswith("error: MODEL.RESNEXT.FAST_INFERENCE='bogus' is not valid")
     assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_a_bad_evaluation_batch_size_is_a_clear_error(datasets_root, tmp_path, capsys):
+    error = _user_error(capsys, ["--config-file", CONFIG, "TEST.IMS_PER_BATCH", "0",
+                                 "OUTPUT_DIR", str(tmp_path / "run"), *map(str, TINY)])
+    assert error.startswith("error: TEST.IMS_PER_BATCH=0 is not valid: expected a whole number")
 
 
 def test_output_dir_that_is_a_file(datasets_root, tmp_path, capsys):
