@@ -67,6 +67,6 @@ lr_multiplier = L(WarmupParamScheduler)(
 train.init_checkpoint = ""  # from scratch; tools/pretrain_cls.py output can start it instead
 train.max_iter = 1300
 train.checkpointer.period = 500
-train.eval_period = 650
+train.eval_period = 500
 train.output_dir = "output/lazy_digits"
 train.seed = 0
