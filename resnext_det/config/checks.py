@@ -87,49 +87,36 @@ def inference_dtype(cfg):
     return name
 
 
-def fast_inference_mode(cfg):
-    """MODEL.RESNEXT.FAST_INFERENCE, checked: one of FAST_INFERENCE_MODES.
+def resnext_choice(cfg, key, allowed):
+    """MODEL.RESNEXT.<key>, checked to be one of `allowed`.
 
     Args:
         cfg (CfgNode): a config with add_resnext_config's keys.
+        key (str): e.g. "FAST_TRAINING".
+        allowed (tuple[str]): the values that work.
 
     Returns:
-        str: "" (the model as trained), "fold" or "fold+nhwc" (optimize_for_inference).
+        str: the value.
     """
-    mode = resnext_node(cfg).FAST_INFERENCE
-    if mode not in FAST_INFERENCE_MODES:
-        raise ConfigError("MODEL.RESNEXT.FAST_INFERENCE", mode, f"one of {list(FAST_INFERENCE_MODES)}")
-    return mode
+    value = resnext_node(cfg)[key]
+    if value not in allowed:
+        raise ConfigError(f"MODEL.RESNEXT.{key}", value, f"one of {list(allowed)}")
+    return value
+
+
+def fast_inference_mode(cfg):
+    """FAST_INFERENCE: "" (the model as trained), "fold" or "fold+nhwc"."""
+    return resnext_choice(cfg, "FAST_INFERENCE", FAST_INFERENCE_MODES)
 
 
 def fast_training_mode(cfg):
-    """MODEL.RESNEXT.FAST_TRAINING, checked: one of train_fold.TRAIN_FAST_MODES.
-
-    Args:
-        cfg (CfgNode): a config with add_resnext_config's keys.
-
-    Returns:
-        str: the mode, for train_fold.prepare_for_training.
-    """
-    mode = resnext_node(cfg).FAST_TRAINING
-    if mode not in TRAIN_FAST_MODES:
-        raise ConfigError("MODEL.RESNEXT.FAST_TRAINING", mode, f"one of {list(TRAIN_FAST_MODES)}")
-    return mode
+    """FAST_TRAINING, for train_fold.prepare_for_training."""
+    return resnext_choice(cfg, "FAST_TRAINING", TRAIN_FAST_MODES)
 
 
 def roi_align_impl(cfg):
-    """MODEL.RESNEXT.ROI_ALIGN, checked: one of roi_align.ROI_ALIGN_IMPLS.
-
-    Args:
-        cfg (CfgNode): a config with add_resnext_config's keys.
-
-    Returns:
-        str: the implementation, for roi_align.use_roi_align.
-    """
-    name = resnext_node(cfg).ROI_ALIGN
-    if name not in ROI_ALIGN_IMPLS:
-        raise ConfigError("MODEL.RESNEXT.ROI_ALIGN", name, f"one of {list(ROI_ALIGN_IMPLS)}")
-    return name
+    """ROI_ALIGN, for roi_align.use_roi_align."""
+    return resnext_choice(cfg, "ROI_ALIGN", ROI_ALIGN_IMPLS)
 
 
 def check_resnext_keys(cfg):

@@ -9,19 +9,10 @@ import io
 
 import numpy as np
 from faster_coco_eval import COCOeval_faster
-from pycocotools.coco import COCO
 
 from resnext_det.evaluation.box_iou import BoxIoUCOCOeval
 
-from .test_eval_backends import generated_set
-
-
-def _coco(dataset):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = dataset
-        coco.createIndex()
-    return coco
+from .test_eval_backends import _coco, generated_set
 
 
 def _prepared(cls, gt, results, max_dets):
