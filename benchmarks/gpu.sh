@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU benchmark run: bench.py on cuda, its table written into benchmarks/README.md.
 #
-#   bash benchmarks/gpu.sh             # ~4 min on an H100 / H200; needs no network
+#   bash benchmarks/gpu_wheels.sh      # first, here (PyPI): the packages the GPU machine lacks
+#   bash benchmarks/gpu.sh             # there, with .whl/ carried: ~4 min on an H100 / H200
+#   bash benchmarks/gpu.sh --dry-run   # the same steps on the CPU, --smoke, README untouched
 #
 # Rows: classifier (batch 1 and 8) and Faster R-CNN X50_32x4d inference (C4, FPN) in float32
 # (TF32 off), channels_last, and fp16 / bf16 autocast, against torchvision and detectron2's
@@ -13,8 +15,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+dry_run=false
+[ "${1:-}" = "--dry-run" ] && dry_run=true
+# the GPU machine's python3 holds its torch; ours is .venv's where there is one
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 TABLE=$(mktemp --suffix=.md)
+
+# detectron2 and the evaluation packages, from .whl/ where the interpreter lacks them:
+# unpacked (a wheel is a zip; detectron2's is tagged cp310, which pip would refuse)
+needs="import detectron2.model_zoo, fvcore, iopath, omegaconf, pycocotools, faster_coco_eval, orjson"
+if ! "$PYTHON" -c "$needs" 2>/dev/null; then
+    if [ ! -d .whl ]; then
+        echo "error: $PYTHON lacks detectron2 or its needs, and there is no .whl/ to install" \
+             "them from: run benchmarks/gpu_wheels.sh where PyPI is reachable, and carry .whl" >&2
+        exit 2
+    fi
+    site=$(mktemp -d)
+    for wheel in .whl/*.whl; do "$PYTHON" -m zipfile -e "$wheel" "$site"; done
+    export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    "$PYTHON" -c "$needs"
+fi
+
+if $dry_run; then
+    "$PYTHON" benchmarks/bench.py --device cpu --smoke --only classifier detector train coco \
+        --keep-going --markdown "$TABLE"
+    cat "$TABLE"
+    exit 0
+fi
+
 "$PYTHON" -c "import torch, detectron2, torchvision; assert torch.cuda.is_available(), 'no CUDA device'"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
