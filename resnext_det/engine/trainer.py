@@ -19,6 +19,7 @@ from .checks import bad_data_policies, check_datasets, check_weights, checked_tr
 from .precision import with_inference_dtype
 from .weights import build_checkpointer
 
+
 def inference_model(cfg, model, *, for_export=False):
     """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE),
     run in INFERENCE_DTYPE (engine.precision; for_export=True: float32)."""
