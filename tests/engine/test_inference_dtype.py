@@ -99,7 +99,7 @@ def test_evaluation_computes_in_bfloat16(datasets_root, tmp_path):
     dtypes = _record_dtypes(model)
     for dtype, expected in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
         cfg = _dtype_cfg(dtype, "DATASETS.TEST", (NAMES[1],), "OUTPUT_DIR", str(tmp_path / dtype),
-                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
+                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "TEST.IMS_PER_BATCH", 1)
         dtypes.clear()
         results = Trainer.test(cfg, model)
         assert dtypes == [expected] * 4, dtype  # 4 val images, one forward each
