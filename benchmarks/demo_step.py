@@ -3,13 +3,12 @@
     DETECTRON2_DATASETS=/tmp/d2data .venv/bin/python benchmarks/demo_step.py --iters 30
     ... benchmarks/demo_step.py --profile 10            # torch.profiler table of 10 steps
     ... benchmarks/demo_step.py --variant before=MODEL.RESNEXT.ROI_ALIGN,torchvision \
-                                --variant after=roi_align:sparse
+                                --variant after=MODEL.RESNEXT.ROI_ALIGN,sparse
 
 Each --variant NAME=KEY,VALUE,KEY,VALUE builds the demo's Trainer with those config
-overrides (same seed, so the same weights and images); "roi_align:sparse" among them
-applies use_roi_align to its model, "threads:N" runs its steps with N torch threads. The
-variants' steps are then
-interleaved (a, b, a, b, ...) so that a slow spell of a shared machine slows them alike.
+overrides (same seed, so the same weights and images); "threads:N" among them runs its
+steps with N torch threads. The variants' steps are then interleaved (a, b, a, b, ...) so
+that a slow spell of a shared machine slows them alike.
 Reports the median and mean seconds per step of each (the data loader's wait included,
 as in the demo's log) and the mean time spent waiting for data.
 """
@@ -28,19 +27,14 @@ from demo import DATASET, DEMO_CONFIG, demo_args  # noqa: E402
 from resnext_det.data import digits_root, ensure_digits_dataset  # noqa: E402
 from resnext_det.engine import setup_cfg  # noqa: E402
 from resnext_det.engine.trainer import Trainer  # noqa: E402
-from resnext_det.modeling.roi_align import use_roi_align  # noqa: E402
 
 
 def build_trainer(opts, out_dir):
-    """The demo's Trainer with config `opts`; "roi_align:sparse" among them sets its
-    ROIPoolers to SparseROIPooler (resnext_det.modeling.roi_align.use_roi_align)."""
-    impls = [o.split(":")[1] for o in opts if o.startswith("roi_align:")]
+    """The demo's Trainer with config `opts` ("threads:N" among them: its steps' threads)."""
     threads = [int(o.split(":")[1]) for o in opts if o.startswith("threads:")]
-    opts = [o for o in opts if not o.startswith(("roi_align:", "threads:"))]
+    opts = [o for o in opts if not o.startswith("threads:")]
     cfg = setup_cfg(demo_args(DEMO_CONFIG, list(opts) + ["OUTPUT_DIR", out_dir]))
-    trainer = Trainer(cfg)
-    for impl in impls:
-        use_roi_align(trainer.model, impl)
+    trainer = Trainer(cfg)  # its build_model applies MODEL.RESNEXT.ROI_ALIGN
     trainer.threads = threads[0] if threads else torch.get_num_threads()
     trainer.resume_or_load(resume=False)
     trainer._trainer.iter = 0

@@ -17,7 +17,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 from timing import median_times
 
-from resnext_det.modeling.roi_align import SparseROIPooler
+from resnext_det.modeling.roi_align import use_roi_align
 
 SIZES = {  # images, (H, W), channels, ROIs per image, box sides (px)
     "demo": dict(images=8, image=(128, 128), channels=64, rois=128, sides=(4, 128)),
@@ -42,7 +42,7 @@ def inputs(images, image, channels, rois, sides, seed=0):
 
 def poolers():
     ours = ROIPooler((7, 7), SCALES, 0, "ROIAlignV2")
-    ours.__class__ = SparseROIPooler
+    use_roi_align(ours, "sparse")  # a SparseROIPooler, as MODEL.RESNEXT.ROI_ALIGN "sparse"
     return {"detectron2 ROIPooler (torchvision)": ROIPooler((7, 7), SCALES, 0, "ROIAlignV2"),
             "ours SparseROIPooler": ours}
 

@@ -64,6 +64,7 @@ lr_multiplier = L(WarmupParamScheduler)(
     warmup_factor=0.001,
 )
 
+train.roi_align = "sparse"  # as the YAML demo: torchvision's values, ~4x faster here
 train.init_checkpoint = ""  # from scratch; tools/pretrain_cls.py output can start it instead
 train.max_iter = 1300
 train.checkpointer.period = 500

@@ -202,8 +202,7 @@ def test_digits_config_trains_as_the_yaml_demo(datasets_root, tmp_path):
         "MODEL.ROI_BOX_HEAD.FC_DIM", 32, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1,
         "SOLVER.STEPS", (), "SOLVER.MAX_ITER", 3, "INPUT.MIN_SIZE_TRAIN", (64,),
         "INPUT.MAX_SIZE_TRAIN", 64, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
-        "DATALOADER.NUM_WORKERS", 0, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "yaml"),
-        "MODEL.RESNEXT.ROI_ALIGN", "torchvision"])  # train.roi_align's default
+        "DATALOADER.NUM_WORKERS", 0, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "yaml")])
     seed_all_rng(0)
     do_train(LazySetup(lazy_cfg))
     seed_all_rng(0)
@@ -367,11 +366,12 @@ def test_bad_values_are_named_before_anything_is_built(override, message, tmp_pa
 
 
 def test_train_roi_align_reaches_the_model(tmp_path):
-    """train.roi_align is MODEL.RESNEXT.ROI_ALIGN: "sparse" builds SparseROIPooler, the
-    default detectron2's ROIPooler; build_model checks the value again, naming the lazy key."""
+    """train.roi_align is MODEL.RESNEXT.ROI_ALIGN: "sparse" builds SparseROIPooler,
+    "torchvision" detectron2's ROIPooler; build_model checks the value again, naming the
+    lazy key."""
     setup = LazySetup(_digits(tmp_path, *TINY_MODEL, "train.roi_align=sparse"))
     assert type(build_lazy_model(setup).roi_heads.box_pooler) is SparseROIPooler
-    default = build_lazy_model(LazySetup(_digits(tmp_path, *TINY_MODEL)))
+    default = build_lazy_model(LazySetup(_digits(tmp_path, *TINY_MODEL, "train.roi_align=torchvision")))
     assert type(default.roi_heads.box_pooler) is ROIPooler
     setup.view.MODEL.RESNEXT.ROI_ALIGN = "fast"
     with pytest.raises(ConfigError, match=r"train.roi_align='fast' is not valid"):
