@@ -12,6 +12,7 @@ from argparse import Namespace
 import pytest
 import torch
 from detectron2.modeling import build_model
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import pairwise_iou
 
 from resnext_det.config import ConfigError
@@ -21,7 +22,7 @@ from resnext_det.engine import Trainer, setup_cfg
 from resnext_det.engine.precision import AutocastInference
 from resnext_det.engine.predict import BatchPredictor
 from resnext_det.engine.trainer import inference_model
-from resnext_det.utils.testing import randomize_norms_
+from resnext_det.utils.testing import max_rel_error, randomize_norms_
 from tests.helpers import captured, make_cfg
 from tests.tools.test_predict import save_model, spread_class_scores_, tiny_cfg
 
@@ -89,6 +90,26 @@ def test_bfloat16_finds_the_float32_boxes_and_returns_float32():
     # 441 of 445 here (the 4: NMS swaps); 95% leaves room for other CPUs' kernels, while a
     # wrong computation (a dropped cast, float16's range, a broken output) loses far more.
     assert total >= 100 and matched >= 0.95 * total, (matched, total)
+
+
+def test_roi_pooling_stays_float32():
+    """detectron2's ROIAlign casts the boxes to the features' type: in bfloat16 a corner at
+    200-256 px is rounded to 1 px. Under INFERENCE_DTYPE the box pooler's output must be
+    detectron2's own ROIPooler run in float32 (no autocast) on the same features and boxes."""
+    model = _model()
+    seen = []
+    model.roi_heads.box_pooler.register_forward_hook(
+        lambda module, args, output: seen.append((args, output)))
+    gen = torch.Generator().manual_seed(1)
+    image = {"image": torch.randint(0, 256, (3, 256, 256), generator=gen).float(),
+             "height": 256, "width": 256}
+    with torch.no_grad():
+        inference_model(_dtype_cfg("bfloat16"), model)([image])
+        (features, boxes), output = seen[0]
+        assert boxes[0].tensor.max() > 128  # corners where bfloat16's step is >= 0.5 px
+        expected = ROIPooler.forward(model.roi_heads.box_pooler, [f.float() for f in features], boxes)
+    assert output.dtype == torch.float32
+    assert max_rel_error(output, expected) < 1e-6
 
 
 def test_evaluation_computes_in_bfloat16(datasets_root, tmp_path):
