@@ -43,11 +43,13 @@ HEADERS = ["benchmark", "implementation", "median ms", "images/s", "vs peer", "v
            "max rel err / note"]
 
 
-def add_rows(rows, name, times, images, notes, peer=None, tuned=None):
+def add_rows(rows, name, times, images, notes, peer=None, tuned=None, measured=None):
     """One row per entry of `times` (label -> seconds), with speed ratios against the
-    labels `peer` (as configured) and `tuned` (channels_last); None: no such column."""
+    labels `peer` (as configured) and `tuned` (channels_last); None: no such column. A label
+    may also name a time of `measured` (the same run's float32 rows), which gets no row."""
+    known = {**(measured or {}), **times}
     for label, seconds in times.items():
-        ratio = lambda base: None if base is None else times[base] / seconds  # noqa: E731
+        ratio = lambda base: None if base is None else known[base] / seconds  # noqa: E731
         rows.append([name, label, seconds, None if images is None else images / seconds,
                      ratio(peer), ratio(tuned), notes.get(label, "")])
 
@@ -125,11 +127,12 @@ def bench_detectors(args, rows):
         add_rows(rows, name, times, 1, {k: f"{e:.1e}" for k, e in errors.items()},
                  "detectron2 built-in", tuned)
         if kind == "FPN" and args.amp:
-            bench_autocast_detector(args, rows, name, contenders, inputs, reference)
+            bench_autocast_detector(args, rows, name, contenders, inputs, reference, times)
 
 
-def bench_autocast_detector(args, rows, name, contenders, inputs, reference):
-    """Autocast FPN inference of the tuned peer and ours. Detections are compared with
+def bench_autocast_detector(args, rows, name, contenders, inputs, reference, float32_times):
+    """Autocast FPN inference of the tuned peer and ours; "vs peer" is against detectron2's
+    built-in in float32 (`float32_times`, the same run). Detections are compared with
     float32's but not held to them: rounding moves scores across the 0.05 threshold."""
     picked = ("detectron2 built-in channels_last", "ours folded+NHWC")
     for dtype in autocast_dtypes(args.device):
@@ -139,7 +142,8 @@ def bench_autocast_detector(args, rows, name, contenders, inputs, reference):
         with torch.no_grad():
             notes = {label: _detections_note(call(), reference, tag) for label, call in calls.items()}
             times = median_times(calls, 1, args.amp_repeats, args.device)
-        add_rows(rows, f"{name}, {tag} autocast", times, 1, notes, tuned=f"{picked[0]} {tag}")
+        add_rows(rows, f"{name}, {tag} autocast", times, 1, notes, peer="detectron2 built-in",
+                 tuned=f"{picked[0]} {tag}", measured=float32_times)
 
 
 def _detections_note(outputs, reference, tag):

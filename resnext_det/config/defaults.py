@@ -34,7 +34,9 @@ def resnext_defaults():
     # made by resnext_det.modeling.optimize_for_inference:
     # "" -> the model as trained; "fold" -> frozen norms folded into the convolutions;
     # "fold+nhwc" -> folded and channels_last (fastest on CPUs from batch ~2 and on GPUs).
-    # Outputs are equal up to float rounding (tests/modeling/test_inference.py).
+    # Both pool the ROIs with the sparse ROIAlign on CPUs (ROI_ALIGN "sparse", below;
+    # FPN X50 inference ~1.4x faster with it). Outputs are equal up to float rounding
+    # (tests/modeling/test_inference.py).
     node.FAST_INFERENCE = "fold+nhwc"
     # The number type of evaluation and prediction (tools/train_net.py, the EvalHook,
     # tools/predict.py; resnext_det.engine.precision): "float32"; "bfloat16" -> the
@@ -53,7 +55,8 @@ def resnext_defaults():
     # built-in in channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3
     # convolution is ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4).
     node.FAST_TRAINING = "fold"
-    # The ROIAlign of the ROI heads' poolers (resnext_det.modeling.roi_align.use_roi_align):
+    # The ROIAlign of the training model's ROI heads' poolers (the FAST_INFERENCE copy
+    # pools "sparse" on CPUs whatever this says; resnext_det.modeling.roi_align.use_roi_align):
     # "torchvision" -> detectron2's ROIPooler (torchvision's kernel per FPN level);
     # "sparse" -> on the CPU, all levels as one sparse matrix product and its transpose for
     # the gradient: same values and gradients (float rounding), ~4x faster forward +

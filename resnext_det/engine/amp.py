@@ -15,6 +15,7 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
 from ..config.checks import amp_device_type
+from ..modeling.roi_align import float32_roi_pooling
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def native_bf16():
 
 
 class CPUAutocastTrainer(SimpleTrainer):
-    """SimpleTrainer whose forward pass (model and losses) runs under CPU autocast.
+    """SimpleTrainer whose forward pass (model and losses) runs under CPU autocast, its ROI
+    pooling in float32 (modeling.roi_align.float32_roi_pooling: float32 boxes).
 
     Only the forward: on CPUs autograd runs the backward in the calling thread, so an
     autocast around the whole step would reach the backward ops too, which torch's AMP
@@ -48,7 +50,7 @@ class CPUAutocastTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        with torch.autocast("cpu", dtype=self.precision):
+        with float32_roi_pooling(self.model), torch.autocast("cpu", dtype=self.precision):
             loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}

@@ -7,12 +7,10 @@ detectron2's box decoding (Box2BoxTransform casts the deltas to float32) stay fl
 The outputs come back in float32 (boxes, scores, masks, keypoints), so the COCO
 evaluators, the results json and the Visualizer see what they see from a float32 model.
 
-ROI pooling stays float32 whatever the type: detectron2's ROIAlign layer casts the boxes to
-the features' type before torchvision's roi_align, and bfloat16 keeps 8 significant bits,
-so a box coordinate between 512 and 1024 pixels would move by up to 2 pixels (4 at
-1024-2048; float16: 0.25 and 0.5) and the pooled bins with it. AutocastInference hands
-every ROIPooler float32 features, so boxes and bins are float32's (measured on the digits
-demo model, benchmarks/README.md: box AP -0.31 with the rounded boxes, +0.07 without).
+ROI pooling stays float32 (modeling.roi_align.float32_roi_pooling): detectron2's ROIAlign
+would round the boxes to the lower type, up to 2 pixels at 512-1024 in bfloat16. On the
+digits demo model (benchmarks/README.md): box AP -0.31 with the rounded boxes, +0.07
+without.
 
 The contract is quality, not a largest error: box AP within 0.3 of float32's on the
 digits val set (benchmarks/ap_contract.py, measured in benchmarks/README.md). Lower
@@ -21,16 +19,15 @@ AVX-512 BF16 or AMX. On a CPU without them oneDNN emulates bfloat16, several tim
 slower than float32 (benchmarks/README.md), and a warning says so. Exported files stay
 float32 (inference_model(..., for_export=True)).
 """
-import contextlib
 import logging
 
 import torch
-from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Instances
 from torch import nn
 
 from ..config.checks import inference_dtype
 from ..config.errors import ConfigError
+from ..modeling.roi_align import float32_roi_pooling
 from .amp import native_bf16
 
 logger = logging.getLogger(__name__)
@@ -54,26 +51,6 @@ def float32_outputs(value):
     if isinstance(tensor, torch.Tensor) and tensor.dtype in _LOWER:
         return type(value)(tensor.float())
     return value
-
-
-def _float32_features(pooler, args, kwargs):
-    """Forward pre-hook of a ROIPooler: its features (`x`, first argument) in float32."""
-    if "x" in kwargs:
-        return args, {**kwargs, "x": float32_outputs(kwargs["x"])}
-    return (float32_outputs(args[0]),) + args[1:], kwargs
-
-
-@contextlib.contextmanager
-def float32_roi_pooling(model):
-    """Within the block, every ROIPooler of `model` pools float32 features at float32 boxes
-    (a forward pre-hook, removed on exit: `model` is left as it was)."""
-    handles = [m.register_forward_pre_hook(_float32_features, with_kwargs=True)
-               for m in model.modules() if isinstance(m, ROIPooler)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class AutocastInference(nn.Module):

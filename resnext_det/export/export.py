@@ -35,6 +35,7 @@ from detectron2.structures import Boxes
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..modeling.roi_align import use_roi_align
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def export_scripting(model, path, *, block_form="c"):
     # a copy: torch.jit.script puts what detectron2's __prepare_scriptable__ returns (a
     # ResNet whose res2..res5 became `stages`) into the parent modules, in place
     model = copy.deepcopy(model)
+    use_roi_align(model, "torchvision")  # the sparse ROIAlign's Python does not compile
     wrapper = (_ScriptableRCNN if isinstance(model, GeneralizedRCNN) else _ScriptableDense)(model)
     try:
         scripted = scripting_with_instances(wrapper, SCRIPTING_FIELDS)

@@ -17,6 +17,8 @@ POOLER_SAMPLING_RATIO 0); a sample with y < -1 or y > height (x likewise) contri
 y <= 0 is read at 0 and y >= height - 1 at height - 1. Equal to torchvision.ops.roi_align
 in values and gradients up to float rounding (tests/modeling/test_roi_align.py).
 """
+import contextlib
+
 import torch
 from detectron2.layers import ROIAlign
 from detectron2.modeling.poolers import (
@@ -181,7 +183,8 @@ def multilevel_roi_align(features, rois, levels, scales, output_size, sampling_r
     Returns:
         Tensor: (R, C, P, Q), contiguous; equal to torchvision.ops.roi_align of each ROI on
         its level. Types other than float32 / float64 are computed in float32 (as
-        torchvision's autocast rule does) and returned in the features' type.
+        torchvision's autocast rule does, also under autocast) and returned in the
+        features' type.
     """
     dtype = features[0].dtype
     compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -191,7 +194,8 @@ def multilevel_roi_align(features, rois, levels, scales, output_size, sampling_r
         indices, values = roi_align_matrix(rois.detach().to(compute), levels,
                                            [(f.shape[0], f.shape[2], f.shape[3]) for f in features],
                                            scales, output_size, sampling_ratio, aligned)
-    out = _SparseProduct.apply(indices, values, rois.shape[0] * P * Q, stacked)
+    with torch.autocast("cpu", enabled=False):  # autocast would run torch.mm in bfloat16
+        out = _SparseProduct.apply(indices, values, rois.shape[0] * P * Q, stacked)
     return out.view(-1, P, Q, channels).permute(0, 3, 1, 2).contiguous().to(dtype)
 
 
@@ -259,3 +263,32 @@ def use_roi_align(model, impl):
             count += 1
     return count
 
+
+
+def _float32_features(pooler, args, kwargs):
+    """Forward pre-hook of a ROIPooler: its features (`x`, the first argument) in float32."""
+    up = lambda x: [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in x]  # noqa: E731
+    if "x" in kwargs:
+        return args, {**kwargs, "x": up(kwargs["x"])}
+    return (up(args[0]),) + args[1:], kwargs
+
+
+@contextlib.contextmanager
+def float32_roi_pooling(model):
+    """Within the block, every ROIPooler of `model` pools float32 features at float32 boxes.
+
+    Under autocast the features are bfloat16 / float16, and detectron2's ROIAlign layer
+    casts the boxes to the features' type before torchvision's roi_align: bfloat16 keeps 8
+    significant bits, so a corner between 512 and 1024 pixels moves by up to 2 pixels (4 at
+    1024-2048; float16: 0.25 and 0.5), and the pooled bins with it. Given float32 features,
+    the pooler keeps boxes and bins in float32 (its output is float32; the head's layers
+    cast it as autocast says). A forward pre-hook, removed on exit: `model` is left as it
+    was. Used by INFERENCE_DTYPE (engine.precision) and bf16 training (engine.amp).
+    """
+    handles = [m.register_forward_pre_hook(_float32_features, with_kwargs=True)
+               for m in model.modules() if isinstance(m, ROIPooler)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -77,3 +77,17 @@ def test_amp_selects_the_loop_by_device():
 def test_amp_on_another_device_is_a_config_error():
     with pytest.raises(resnext_det.ConfigError, match=r"SOLVER.AMP.ENABLED=True .*'mps'.*'cpu'"):
         check_resnext_keys(_cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", "mps"))
+
+
+@pytest.mark.parametrize("roi_align", ["torchvision", "sparse"])
+def test_bf16_training_pools_in_float32(roi_align):
+    """detectron2's ROIAlign casts the boxes to the features' type (bfloat16: a corner at
+    512-1024 px moves by up to 2 px): under CPU autocast the box pooler gets float32
+    features, and its output (the sparse product too) is float32."""
+    torch.manual_seed(0)
+    model = randomize_norms_(Trainer.build_model(_cfg("MODEL.RESNEXT.ROI_ALIGN", roi_align))).train()
+    seen = []
+    model.roi_heads.box_pooler.register_forward_hook(
+        lambda module, args, output: seen.append((args[0][0].dtype, output.dtype)))
+    _losses(CPUAutocastTrainer, model)
+    assert seen == [(torch.float32, torch.float32)] * ITERATIONS

@@ -92,10 +92,12 @@ def test_bfloat16_finds_the_float32_boxes_and_returns_float32():
     assert total >= 100 and matched >= 0.95 * total, (matched, total)
 
 
-def test_roi_pooling_stays_float32():
+@pytest.mark.parametrize("fast", ["", "fold+nhwc"])
+def test_roi_pooling_stays_float32(fast):
     """detectron2's ROIAlign casts the boxes to the features' type: in bfloat16 a corner at
     200-256 px is rounded to 1 px. Under INFERENCE_DTYPE the box pooler's output must be
-    detectron2's own ROIPooler run in float32 (no autocast) on the same features and boxes."""
+    detectron2's own ROIPooler run in float32 (no autocast) on the same features and boxes,
+    for detectron2's pooler (FAST_INFERENCE "") and the sparse one of the fast copy."""
     model = _model()
     seen = []
     model.roi_heads.box_pooler.register_forward_hook(
@@ -104,7 +106,7 @@ def test_roi_pooling_stays_float32():
     image = {"image": torch.randint(0, 256, (3, 256, 256), generator=gen).float(),
              "height": 256, "width": 256}
     with torch.no_grad():
-        inference_model(_dtype_cfg("bfloat16"), model)([image])
+        inference_model(_dtype_cfg("bfloat16", "MODEL.RESNEXT.FAST_INFERENCE", fast), model)([image])
         (features, boxes), output = seen[0]
         assert boxes[0].tensor.max() > 128  # corners where bfloat16's step is >= 0.5 px
         expected = ROIPooler.forward(model.roi_heads.box_pooler, [f.float() for f in features], boxes)

@@ -66,3 +66,23 @@ def test_fast_inference_config_modes():
     cfg.MODEL.RESNEXT.FAST_INFERENCE = "turbo"
     with pytest.raises(ConfigError, match=r"FAST_INFERENCE='turbo' .*'fold\+nhwc'"):
         inference_model(cfg, model)
+
+
+@pytest.mark.parametrize("roi_align, pooler", [("sparse", "SparseROIPooler"),
+                                               ("torchvision", "ROIPooler")])
+def test_fpn_copy_pools_as_asked_with_the_same_detections(roi_align, pooler):
+    """The fast copy of a Faster R-CNN FPN pools its 4 levels with the sparse ROIAlign by
+    default; its detections are those of the model as built (detectron2's ROIPooler)."""
+    from tests.tools.test_predict import spread_class_scores_, tiny_cfg
+
+    torch.manual_seed(0)
+    model = spread_class_scores_(randomize_norms_(build_model(tiny_cfg()))).eval()
+    fast = optimize_for_inference(model, roi_align=roi_align)
+    assert type(model.roi_heads.box_pooler).__name__ == "ROIPooler"  # the original untouched
+    assert type(fast.roi_heads.box_pooler).__name__ == pooler
+    assert len(fast.roi_heads.box_pooler.level_poolers) == 4
+    inputs = [{"image": torch.rand(3, 160, 224, generator=torch.Generator().manual_seed(0)) * 255}]
+    with torch.no_grad():
+        a, b = model(inputs)[0]["instances"], fast(inputs)[0]["instances"]
+    assert len(a) == len(b) > 0
+    assert detection_error(b, a) < 1e-3
