@@ -58,15 +58,15 @@ dataloader.test.batch_size = 8  # all 128x128: the same AP as 1 image per batch,
 optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
 lr_multiplier = L(WarmupParamScheduler)(
-    # scale-invariant: /10 at 73% and 92% of train.max_iter, whatever it is
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[950, 1200, 1300]),
-    warmup_length=100 / 1300,
+    # scale-invariant: /10 at 73% and 90% of train.max_iter, whatever it is
+    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[1100, 1350, 1500]),
+    warmup_length=100 / 1500,
     warmup_factor=0.001,
 )
 
 train.roi_align = "sparse"  # as the YAML demo: torchvision's values, ~4x faster here
 train.init_checkpoint = ""  # from scratch; tools/pretrain_cls.py output can start it instead
-train.max_iter = 1300
+train.max_iter = 1500
 train.checkpointer.period = 500
 train.eval_period = 500
 train.output_dir = "output/lazy_digits"

@@ -23,6 +23,7 @@ Not here: MODEL.RESNEXT.CONFIG_FROM_WEIGHTS (a Python config states its model).
 """
 import logging
 
+import torch
 from detectron2.config import instantiate
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.engine import default_setup, default_writers, hooks
@@ -176,8 +177,9 @@ def do_test(setup, model):
     if "evaluator" not in cfg.dataloader:
         return {}
     fast = inference_model(setup.view, model)  # MODEL.RESNEXT.FAST_INFERENCE = train.fast_inference
-    results = inference_on_dataset(fast, instantiate(cfg.dataloader.test),
-                                   instantiate(cfg.dataloader.evaluator))
+    with torch.random.fork_rng(devices=[]):  # as Trainer.test: training samples as without it
+        results = inference_on_dataset(fast, instantiate(cfg.dataloader.test),
+                                       instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)
     return results
 

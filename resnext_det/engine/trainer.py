@@ -2,6 +2,7 @@
 import os
 import weakref
 
+import torch
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
@@ -36,8 +37,11 @@ class Trainer(DefaultTrainer):
     - Several processes on CPUs (gloo) work: detectron2's __init__ wraps the model in
       DistributedDataParallel with device_ids=[local rank], which torch rejects for a CPU
       module, so __init__ below is DefaultTrainer's with device_ids=None on the CPU.
-    - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json, and runs on
-      the folded / channels_last copy that MODEL.RESNEXT.FAST_INFERENCE selects.
+    - Evaluation writes <OUTPUT_DIR>/inference/<dataset>/coco_metrics.json, runs on
+      the folded / channels_last copy that MODEL.RESNEXT.FAST_INFERENCE selects, and
+      leaves torch's CPU RNG as it found it: each evaluation's DataLoader draws its seed
+      from it, which in detectron2 shifts the RPN / ROI sampling of every iteration after
+      an evaluation, so TEST.EVAL_PERIOD changed the trained model.
     - Training data is checked before the first iteration (engine.checks.checked_train_dicts:
       class count, boxes per DATALOADER.ON_BAD_BOX, image files), and an image that cannot
       be decoded is named or skipped per DATALOADER.ON_BAD_IMAGE.
@@ -127,7 +131,8 @@ class Trainer(DefaultTrainer):
             dict: {"bbox": {"AP": ..., "AP-<class>": ...}} (percent) for one test dataset;
             {dataset name: that dict} for several.
         """
-        return super().test(cfg, inference_model(cfg, model), evaluators)
+        with torch.random.fork_rng(devices=[]):  # the training after it samples as without it
+            return super().test(cfg, inference_model(cfg, model), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
