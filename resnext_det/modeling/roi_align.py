@@ -264,7 +264,6 @@ def use_roi_align(model, impl):
     return count
 
 
-
 def _float32_features(pooler, args, kwargs):
     """Forward pre-hook of a ROIPooler: its features (`x`, the first argument) in float32."""
     up = lambda x: [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in x]  # noqa: E731
