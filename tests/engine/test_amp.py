@@ -13,7 +13,7 @@ from detectron2.structures import Boxes, Instances
 import resnext_det
 from resnext_det.config.checks import check_resnext_keys
 from resnext_det.engine import Trainer
-from resnext_det.engine.amp import CPUAutocastTrainer, build_step_trainer
+from resnext_det.engine.amp import CPUAutocastTrainer, CUDAAutocastTrainer, build_step_trainer
 from resnext_det.utils.testing import randomize_norms_
 
 ITERATIONS = 3
@@ -71,7 +71,7 @@ def test_amp_selects_the_loop_by_device():
     assert step_trainer(_cfg()) is SimpleTrainer
     assert step_trainer(_cfg("SOLVER.AMP.ENABLED", True)) is CPUAutocastTrainer
     if torch.cuda.is_available():
-        assert step_trainer(_cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", "cuda")) is AMPTrainer
+        assert step_trainer(_cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", "cuda")) is CUDAAutocastTrainer
 
 
 def test_amp_on_another_device_is_a_config_error():
@@ -91,3 +91,17 @@ def test_bf16_training_pools_in_float32(roi_align):
         lambda module, args, output: seen.append((args[0][0].dtype, output.dtype)))
     _losses(CPUAutocastTrainer, model)
     assert seen == [(torch.float32, torch.float32)] * ITERATIONS
+
+
+def test_cuda_amp_step_pools_in_float32(monkeypatch):
+    """CUDAAutocastTrainer runs detectron2's AMPTrainer step (replaced here: no CUDA) with
+    the float32 pre-hook on every ROIPooler, and removes it afterwards."""
+    model = Trainer.build_model(_cfg())
+    pooler = model.roi_heads.box_pooler
+    hooks_during_step = []
+    monkeypatch.setattr(AMPTrainer, "run_step",
+                        lambda self: hooks_during_step.append(len(pooler._forward_pre_hooks)))
+    trainer = CUDAAutocastTrainer(model, iter([]), torch.optim.SGD(model.parameters(), lr=0.1))
+    assert isinstance(trainer, AMPTrainer)
+    trainer.run_step()
+    assert hooks_during_step == [1] and not pooler._forward_pre_hooks
