@@ -11,8 +11,10 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
+# One pytest worker per core (pytest-xdist; tests/conftest.py gives each worker's torch its
+# share of the threads). `$(PY) -m pytest tests/...` runs a part of it on one process.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 8
 
 complexity: setup
 	$(PY) tools/analyze_complexity.py

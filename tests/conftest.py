@@ -18,3 +18,12 @@ def datasets_root(tmp_path_factory):
     ensure_digits_dataset(root / "digits", num_train=12, num_val=4, image_size=64,
                           digit_sizes=(12, 24), progress_every=0)
     return root
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test: -n 2), each worker's torch gets its share of the cores."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
