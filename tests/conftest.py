@@ -1,4 +1,6 @@
 """Fixtures shared by the tests."""
+import os
+
 import pytest
 import torch
 
@@ -21,9 +23,8 @@ def datasets_root(tmp_path_factory):
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (make test: -n 2), each worker's torch gets its share of the cores."""
-    import os
-
+    """Under pytest-xdist (make test: -n auto), each worker's torch gets its share of the
+    cores xdist counted (the process's CPU affinity)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
