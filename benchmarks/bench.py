@@ -232,6 +232,11 @@ def format_rows(rows):
              _cell(r[5], "{:.2f}x"), r[6]] for name, r in zip(names, rows)]
 
 
+def write_markdown(path, header, rows):
+    with open(path, "w") as f:
+        f.write(f"{header}\n\n{tabulate(format_rows(rows), headers=HEADERS, tablefmt='github')}\n")
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -243,18 +248,16 @@ def main(argv=None):
     torch.manual_seed(0)
     rows = []
     ceiling = matmul_gflops(args.device)
-    for name in BENCHES:
-        if name in args.only:
-            run_bench(args, rows, name)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     header = (f"torch {torch.__version__}, device {args.device} ({device_name}), threads "
               f"{args.threads}, 4096x4096 float32 matmul {ceiling:.0f} GFLOP/s")
+    for name in BENCHES:
+        if name in args.only:
+            run_bench(args, rows, name)
+            if args.markdown:  # after each benchmark: a run cut short keeps what it measured
+                write_markdown(args.markdown, header, rows)
     print(header)
     print(tabulate(format_rows(rows), headers=HEADERS))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            table = tabulate(format_rows(rows), headers=HEADERS, tablefmt="github")
-            f.write(f"{header}\n\n{table}\n")
     if args.profile:
         profile_classifier(args)
     return rows

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run here, where PyPI is reachable, before a GPU session: the packages bench.py needs that
-# the lent GPU machine lacks, as wheels for its Python, into .whl/ (git-ignored, ~10 MB).
+# the lent GPU machine lacks, as wheels for its Python, into .whl/ (git-ignored, ~10 MB),
+# and the digits demo set for its AP contract (.whl/datasets/digits).
 #
 #   bash benchmarks/gpu_wheels.sh            # wheels for CPython 3.12 (the GPU machine's)
 #   PYVER=3.11 bash benchmarks/gpu_wheels.sh # for another Python (a dry run on this one)
@@ -34,6 +35,11 @@ get --only-binary=:all: --python-version "$pyver" \
 # detectron2's Python code: PyPI's sal-detectron2 (its wheel is tagged cp310; gpu.sh unpacks
 # it without the tag check, and its compiled _C, built for 3.10, is not used)
 get --only-binary=:all: --python-version 3.10 sal-detectron2==0.7.2
+
+# the digits demo set for gpu.sh's AP contract (its source is scikit-learn's, which the GPU
+# machine lacks): the demo's detection set, 2000 + 300 images of 128x128 (~5 s)
+"$py" tools/build_digits_dataset.py --output "$dest/datasets/digits" --cls-copies 0 \
+    --progress-every 0
 
 ls "$dest"
 du -sh "$dest"
