@@ -48,14 +48,16 @@ def resnext_defaults():
     # Training (resnext_det.engine.Trainer) computes the same function and gradients, faster:
     # "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution (weight
     # W * s, the shift as bias, from W each step: resnext_det.modeling.train_fold);
-    # "fold+nhwc" -> folded and channels_last. Parameter names and checkpoints are
-    # detectron2's in every mode. "fold" by measurement (benchmarks/bench.py --only train,
-    # X50_32x4d FPN, 800x1333, batch 2, 1 thread of an AVX2 EPYC): "fold" 0.98x of
-    # detectron2's built-in (equal within noise), "fold+nhwc" 0.69x, as slow as the
-    # built-in in channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3
-    # convolution is ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4).
-    # On an AVX-512 CPU (Zen 5, 2 threads) NHWC pays: "fold+nhwc" 1.38x, "fold" 1.07x.
-    node.FAST_TRAINING = "fold"
+    # "fold+nhwc" -> folded and channels_last; "auto" -> the one measured faster on
+    # MODEL.DEVICE (train_fold.auto_training_mode, logged). Parameter names and checkpoints
+    # are detectron2's in every mode. Measured (benchmarks/bench.py --only train, X50_32x4d
+    # FPN, 800x1333, batch 2, against detectron2's built-in): on an AVX2 EPYC (1 thread)
+    # "fold" 0.98x (equal within noise), "fold+nhwc" 0.69x, as slow as the built-in in
+    # channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3 convolution is
+    # ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4). On AVX-512
+    # CPUs (2 threads) NHWC pays: "fold+nhwc" 1.36x / "fold" 0.97x on a Zen 4, 1.38x / 1.07x
+    # on a Zen 5. "auto" picks "fold+nhwc" there, "fold" elsewhere (CUDA not yet timed).
+    node.FAST_TRAINING = "auto"
     # The ROIAlign of the training model's ROI heads' poolers (the FAST_INFERENCE copy
     # pools "sparse" on CPUs whatever this says; resnext_det.modeling.roi_align.use_roi_align):
     # "torchvision" -> detectron2's ROIPooler (torchvision's kernel per FPN level);

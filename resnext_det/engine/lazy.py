@@ -103,7 +103,8 @@ def build_model(setup):
     roi_align = setup.checked(roi_align_impl)
     model = instantiate(setup.cfg.model)
     logger.info(f"Model:\n{model}")
-    model = prepare_for_training(model, setup.view.MODEL.RESNEXT.FAST_TRAINING)
+    model = prepare_for_training(model, setup.view.MODEL.RESNEXT.FAST_TRAINING,
+                                 setup.cfg.train.device)
     use_roi_align(model, roi_align)
     return model.to(setup.cfg.train.device)
 

@@ -80,15 +80,16 @@ class Trainer(DefaultTrainer):
         """DefaultTrainer.build_model, set up as MODEL.RESNEXT.FAST_TRAINING and ROI_ALIGN say.
 
         Args:
-            cfg (CfgNode): MODEL.RESNEXT.FAST_TRAINING: "" (as detectron2), "fold" or
-                "fold+nhwc" (train_fold.prepare_for_training); MODEL.RESNEXT.ROI_ALIGN:
-                "torchvision" or "sparse" (roi_align.use_roi_align).
+            cfg (CfgNode): MODEL.RESNEXT.FAST_TRAINING: "" (as detectron2), "fold",
+                "fold+nhwc" (train_fold.prepare_for_training) or "auto" (the one measured
+                faster on MODEL.DEVICE, logged); MODEL.RESNEXT.ROI_ALIGN: "torchvision" or
+                "sparse" (roi_align.use_roi_align).
 
         Returns:
             nn.Module: the model; its parameter and buffer names are detectron2's.
         """
         mode, roi_align = fast_training_mode(cfg), roi_align_impl(cfg)
-        model = prepare_for_training(super().build_model(cfg), mode)
+        model = prepare_for_training(super().build_model(cfg), mode, cfg.MODEL.DEVICE)
         use_roi_align(model, roi_align)
         return model
 

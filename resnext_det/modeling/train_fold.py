@@ -20,11 +20,29 @@ Measured (benchmarks/bench.py --only train: Faster R-CNN X50_32x4d FPN, 800x1333
 0.98x-1.05x of detectron2's built-in, within that machine's noise. channels_last was 0.69x
 there, because oneDNN's NHWC weight gradient of 3x3 convolutions is slow on AVX2.
 """
+import logging
+
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
-TRAIN_FAST_MODES = ("", "fold", "fold+nhwc")
+logger = logging.getLogger(__name__)
+
+TRAIN_FAST_MODES = ("", "fold", "fold+nhwc", "auto")
+
+
+def auto_training_mode(device):
+    """What "auto" trains as on `device` (str or torch.device): the faster mode measured there.
+
+    "fold+nhwc" on CPUs with AVX-512 (oneDNN's NHWC kernels, gradients included, pay
+    there): benchmarks/bench.py --only train, X50_32x4d FPN 800x1333 batch 2, 2 threads:
+    1.36x detectron2's built-in against "fold" 0.97x on a Zen 4, 1.38x against 1.07x on a
+    Zen 5; the digits demo's step 1.12x "fold" on the Zen 4 (benchmarks/demo_step.py).
+    "fold" elsewhere: on an AVX2 CPU channels_last training was 0.69x (above), and on CUDA
+    the two have not been timed yet (benchmarks/gpu.sh times both).
+    """
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return "fold+nhwc" if torch.device(device).type == "cpu" and avx512 else "fold"
 
 
 class FrozenNormConv2d(Conv2d):
@@ -73,7 +91,7 @@ def fold_frozen_norms_for_training(module):
     return count
 
 
-def prepare_for_training(model, mode):
+def prepare_for_training(model, mode, device="cpu"):
     """`model` set up for training as MODEL.RESNEXT.FAST_TRAINING says, in place.
 
     Args:
@@ -81,15 +99,22 @@ def prepare_for_training(model, mode):
         mode (str): "" -> unchanged; "fold" -> frozen norms computed inside their
             convolutions (fold_frozen_norms_for_training); "fold+nhwc" -> also 4-d
             parameters and buffers in channels_last, so convolutions run (and return)
-            NHWC whatever the layout of their input.
+            NHWC whatever the layout of their input; "auto" -> the one of the two that
+            auto_training_mode gives for `device` (logged).
+        device (str or torch.device): where the model trains (MODEL.DEVICE).
 
     Returns:
-        nn.Module: `model`, with `folded_norms` (int) set when mode is not "".
+        nn.Module: `model`, with `folded_norms` (int) and `training_mode` (the mode
+        applied) set when mode is not "".
     """
     if mode not in TRAIN_FAST_MODES:
         raise ValueError(f"mode {mode!r} is not one of {TRAIN_FAST_MODES}")
+    if mode == "auto":
+        mode = auto_training_mode(device)
+        logger.info(f"MODEL.RESNEXT.FAST_TRAINING 'auto': training as {mode!r} on {device} "
+                    f"(CPU capability {torch.backends.cpu.get_cpu_capability()})")
     if mode:
-        model.folded_norms = fold_frozen_norms_for_training(model)
+        model.folded_norms, model.training_mode = fold_frozen_norms_for_training(model), mode
     if mode == "fold+nhwc":
         model.to(memory_format=torch.channels_last)
     return model

@@ -153,6 +153,23 @@ def test_inference_copy_of_a_folded_model_is_unchanged():
             assert max_rel_error(model.backbone(x), expected) < 1e-5
 
 
+@pytest.mark.parametrize("capability,device,expected", [
+    ("AVX512", "cpu", "fold+nhwc"), ("AVX2", "cpu", "fold"), ("DEFAULT", "cpu", "fold"),
+    ("AVX512", "cuda", "fold")])
+def test_auto_trains_as_measured_faster(monkeypatch, caplog, capability, device, expected):
+    """"auto" (the default) is "fold+nhwc" on AVX-512 CPUs, "fold" elsewhere; the log says."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert resnext_det.add_resnext_config(get_cfg()).MODEL.RESNEXT.FAST_TRAINING == "auto"
+    model = randomize_norms_(build_model(_zoo_cfg()))
+    with caplog.at_level("INFO", logger="resnext_det"):
+        prepare_for_training(model, "auto", device)
+    assert model.training_mode == expected and model.folded_norms > 50
+    nhwc = model.backbone.bottom_up.res3[0].conv2.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    assert nhwc == (expected == "fold+nhwc")
+    assert f"'auto': training as {expected!r} on {device} (CPU capability {capability})" in caplog.text
+
+
 def test_unknown_mode_is_a_config_error():
     cfg = resnext_det.add_resnext_config(_zoo_cfg())
     cfg.MODEL.RESNEXT.FAST_TRAINING = "fuse"

@@ -8,8 +8,9 @@ train = get_config("common/train.py").train
 train.fast_inference = "fold+nhwc"
 # Training computes the same function and gradients, faster (MODEL.RESNEXT.FAST_TRAINING):
 # "" -> as detectron2; "fold" -> each FrozenBN computed inside its convolution;
-# "fold+nhwc" -> and channels_last. Parameter names and checkpoints are detectron2's.
-train.fast_training = "fold"
+# "fold+nhwc" -> and channels_last; "auto" -> fold+nhwc on AVX-512 CPUs, fold elsewhere.
+# Parameter names and checkpoints are detectron2's.
+train.fast_training = "auto"
 # The number type of evaluation (MODEL.RESNEXT.INFERENCE_DTYPE): "float32"; "bfloat16" ->
 # under torch.autocast, outputs in float32; "float16" -> likewise, CUDA only.
 train.inference_dtype = "float32"
