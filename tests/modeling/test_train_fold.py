@@ -157,7 +157,8 @@ def test_inference_copy_of_a_folded_model_is_unchanged():
     ("AVX512", "cpu", "fold+nhwc"), ("AVX2", "cpu", "fold"), ("DEFAULT", "cpu", "fold"),
     ("AVX512", "cuda", "fold")])
 def test_auto_trains_as_measured_faster(monkeypatch, caplog, capability, device, expected):
-    """"auto" (the default) is "fold+nhwc" on AVX-512 CPUs, "fold" elsewhere; the log says."""
+    """FAST_TRAINING "auto", the default: "fold+nhwc" on AVX-512 CPUs, "fold" elsewhere,
+    the one applied logged."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert resnext_det.add_resnext_config(get_cfg()).MODEL.RESNEXT.FAST_TRAINING == "auto"
     model = randomize_norms_(build_model(_zoo_cfg()))
@@ -167,7 +168,8 @@ def test_auto_trains_as_measured_faster(monkeypatch, caplog, capability, device,
     nhwc = model.backbone.bottom_up.res3[0].conv2.weight.is_contiguous(
         memory_format=torch.channels_last)
     assert nhwc == (expected == "fold+nhwc")
-    assert f"'auto': training as {expected!r} on {device} (CPU capability {capability})" in caplog.text
+    said = f"'auto': training as {expected!r} on {device} (CPU capability {capability})"
+    assert said in caplog.text
 
 
 def test_unknown_mode_is_a_config_error():
