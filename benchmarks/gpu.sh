@@ -27,7 +27,7 @@ TABLE=$(mktemp --suffix=.md)
 
 # detectron2 and the evaluation packages, from .whl/ where the interpreter lacks them:
 # unpacked (a wheel is a zip; detectron2's is tagged cp310, which pip would refuse)
-needs="import detectron2.model_zoo, fvcore, iopath, omegaconf, pycocotools, faster_coco_eval, orjson"
+needs="import detectron2.model_zoo, fvcore, iopath, omegaconf, pycocotools, faster_coco_eval, orjson, torch.utils.tensorboard"
 if ! "$PYTHON" -c "$needs" 2>/dev/null; then
     if [ ! -d .whl ]; then
         echo "error: $PYTHON lacks detectron2 or its needs, and there is no .whl/ to install" \

@@ -23,12 +23,14 @@ get() { "$py" -m pip download --quiet --disable-pip-version-check --no-deps -d "
 get --only-binary=:all: --python-version "$pyver" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 \
-    pycocotools==2.0.8 faster-coco-eval==1.8.0 orjson==3.13.0
+    pycocotools==2.0.8 faster-coco-eval==1.8.0 orjson==3.13.0 protobuf==7.36.2
 # pure Python, published as wheels: detectron2's and fvcore's needs; setuptools before 81
-# for pkg_resources, which detectron2's model_zoo imports and setuptools 81 removes
+# for pkg_resources, which detectron2's model_zoo imports and setuptools 81 removes;
+# tensorboard (with protobuf above and absl-py) for the TensorBoard writer of detectron2's
+# default_writers, which tools/train_net.py's training uses
 get --only-binary=:all: --python-version "$pyver" \
     iopath==0.1.9 yacs==0.1.8 termcolor==3.3.0 omegaconf==2.3.1 hydra-core==1.3.8 \
-    setuptools==80.9.0
+    setuptools==80.9.0 tensorboard==2.21.0 absl-py==2.5.1
 # pure Python, published as source only: built into wheels here
 "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w "$dest" \
     fvcore==0.1.5.post20221221 antlr4-python3-runtime==4.9.3
