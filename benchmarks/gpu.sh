@@ -2,7 +2,7 @@
 # One prepared GPU benchmark run: bench.py on cuda, its table written into benchmarks/README.md.
 #
 #   bash benchmarks/gpu_wheels.sh      # first, here (PyPI): the packages the GPU machine lacks
-#   bash benchmarks/gpu.sh             # there, with .whl/ carried: ~4 min on an H100 / H200
+#   bash benchmarks/gpu.sh             # there, with .whl/ carried: under 8 min on an H100 / H200
 #   bash benchmarks/gpu.sh --dry-run   # the same steps on the CPU, --smoke, README untouched
 #
 # First the AP contract of MODEL.RESNEXT.INFERENCE_DTYPE on the GPU: the digits demo model
