@@ -153,16 +153,19 @@ def main(args):
         numbers[dtype] = coco_numbers(coco_gt, path, [d["image_id"] for d in dicts])
         print(f"{dtype}: box AP {numbers[dtype]['AP']:.2f}, {1e3 * times[dtype]:.1f} ms / image",
               flush=True)
-    print(f"\n{dataset}, {len(dicts)} images, MODEL.DEVICE={cfg.MODEL.DEVICE}, "
-          f"{torch.get_num_threads()} threads, FAST_INFERENCE="
-          f"{cfg.MODEL.RESNEXT.FAST_INFERENCE!r}:\n")
-    print(table(numbers, times))
+    report = [f"{dataset}, {len(dicts)} images, MODEL.DEVICE={cfg.MODEL.DEVICE}, "
+              f"{torch.get_num_threads()} threads, FAST_INFERENCE="
+              f"{cfg.MODEL.RESNEXT.FAST_INFERENCE!r}:", table(numbers, times)]
     missed = [d for d in dtypes[1:]
               if abs(numbers[d]["AP"] - numbers["float32"]["AP"]) > args.tolerance]
     for d in dtypes[1:]:
         diff = numbers[d]["AP"] - numbers["float32"]["AP"]
-        print(f"\n{d}: box AP {diff:+.2f} against float32: "
-              f"{'outside' if d in missed else 'within'} the contract (+-{args.tolerance}).")
+        report.append(f"{d}: box AP {diff:+.2f} against float32: "
+                      f"{'outside' if d in missed else 'within'} the contract (+-{args.tolerance}).")
+    print("\n" + "\n\n".join(report))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("\n\n".join(report) + "\n")
     return 1 if missed else 0
 
 
@@ -185,6 +188,8 @@ def argument_parser():
     parser.add_argument("--max-images", type=_count(1), default=None, help="the first N images only")
     parser.add_argument("--warmup", type=_count(0), default=5, help="images left out of the time")
     parser.add_argument("--tolerance", type=float, default=0.3, help="largest |AP difference|")
+    parser.add_argument("--markdown", metavar="FILE",
+                        help="also write the report (the table and the verdicts) to FILE")
     parser.add_argument("--output", default="output/ap_contract",
                         help="OUTPUT_DIR: the log, config and each type's detections")
     add_dataset_argument(parser)
