@@ -1,13 +1,20 @@
-"""Shared test helpers: detectron2 configs with resnext_det's keys, the tools as modules.
+"""Shared test helpers: detectron2 configs with resnext_det's keys, the tools as modules,
+pycocotools' COCOeval as the independent scorer of written detections.
 
 Random norm statistics and relative errors: resnext_det.utils.testing (benchmarks/ uses
 them too)."""
+import contextlib
+import copy
 import importlib.util
+import io
 import logging
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
 from detectron2.config import get_cfg
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 import resnext_det
 
@@ -20,6 +27,21 @@ def make_cfg(*overrides, backbone="build_resnext_backbone"):
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.merge_from_list(list(overrides))
     return cfg
+
+
+STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def pycocotools_stats(json_file, results, iou_type="bbox"):
+    """{AP, AP50, ...} (percent) of COCO `results` on `json_file`, by pycocotools' COCOeval
+    run here; NaN where pycocotools says -1 (no object of that size), as detectron2 writes."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(json_file))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {k: 100 * s if s >= 0 else math.nan for k, s in zip(STATS, coco_eval.stats[:6])}
 
 
 def load_tool(name):
