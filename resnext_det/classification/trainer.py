@@ -22,7 +22,8 @@ from ..config.errors import ConfigError
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import check_weights
-from ..engine.resume import ResumableCheckpointer, ResumableSampler, restore_rng
+from ..engine.resume import (PlaceSeededDataset, ResumableCheckpointer, ResumableSampler,
+                             restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
@@ -130,16 +131,18 @@ class ClsTrainer(DefaultTrainer):
         return max(1, round(epochs * self.epoch_iters))
 
     def _build_train_loader(self):
-        """detectron2's batched loader over a ResumableSampler, with its own generator (the
-        global RNG drives the augmentations with DATA.NUM_WORKERS 0)."""
+        """detectron2's batched loader over a ResumableSampler; each image's augmentations
+        are seeded by its place in the stream (PlaceSeededDataset), so that a resumed run
+        draws the same ones with any DATA.NUM_WORKERS."""
         c, workers = self.cfg, self.cfg.DATA.NUM_WORKERS
         self.batch = per_process(c.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
         seed = c.SEED if c.SEED >= 0 else comm.shared_random_seed()
         self.sampler = ResumableSampler(len(self.train_set), seed)
         return build_batch_data_loader(
-            self.train_set, self.sampler, c.SOLVER.IMS_PER_BATCH, num_workers=workers,
-            collate_fn=default_collate, seed=seed * 1000 + comm.get_rank(),
-            persistent_workers=workers > 0, pin_memory=c.MODEL.DEVICE != "cpu")
+            PlaceSeededDataset(self.train_set, self.sampler), self.sampler,
+            c.SOLVER.IMS_PER_BATCH, num_workers=workers, collate_fn=default_collate,
+            seed=seed * 1000 + comm.get_rank(), persistent_workers=workers > 0,
+            pin_memory=c.MODEL.DEVICE != "cpu")
 
     def build_hooks(self):
         c, s = self.cfg, self.cfg.SOLVER
@@ -163,7 +166,8 @@ class ClsTrainer(DefaultTrainer):
                                 iteration)
 
     def checkpoint_extra(self, iteration):
-        extra = {"classes": list(self.train_set.classes), "config": self.cfg.dump()}
+        extra = {"classes": list(self.train_set.classes), "config": self.cfg.dump(),
+                 "data_seed": self.sampler.seed}  # the order's seed, drawn when SEED < 0
         if self.cfg.MODEL.ARCH == "imagenet":  # a detector's MODEL.WEIGHTS may name the file
             meta = self.metadata(iteration + 1).to_dict()
             extra.update(matching_heuristics=True, resnext_det=meta)
@@ -179,6 +183,7 @@ class ClsTrainer(DefaultTrainer):
         if resuming:
             self.start_iter = self.iter + 1
             restore_rng(extra)
+            self.sampler.seed = extra.get("data_seed", self.sampler.seed)
         self.sampler.start = self.start_iter * self.batch
 
     def train(self):

@@ -1,6 +1,8 @@
 """Exact resume on detectron2's engine: every RNG a step draws from (torch, CUDA, numpy,
-python) saved with each checkpoint, and a TrainingSampler that starts where the interrupted
-run stopped. With both, a resumed run computes what the uninterrupted one would have
+python) saved with each checkpoint, a TrainingSampler that starts where the interrupted
+run stopped, and augmentations drawn from a seed of each sample's place in the stream, not
+from RNGs of loader workers (which restart with every run). With these, a resumed run
+computes what the uninterrupted one would have, with or without workers
 (tests/classification/test_train.py checks it bit for bit)."""
 import itertools
 import logging
@@ -45,7 +47,8 @@ def restore_rng(checkpoint_extra):
 
 class ResumableSampler(TrainingSampler):
     """TrainingSampler's stream (permutations seeded by `seed`, one after another, this
-    process taking every world_size-th index), started `start` indices into it.
+    process taking every world_size-th index), started `start` indices into it. It yields
+    (place, index): place is the index's position in the stream of all processes.
 
     A run resumed after iteration i sets start = (i + 1) * images per process and batch:
     it sees the rest of the interrupted epoch in the same order, then the same epochs.
@@ -56,8 +59,38 @@ class ResumableSampler(TrainingSampler):
         super().__init__(size, shuffle=True, seed=seed)
         self.start = start
 
+    @property
+    def seed(self):
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):  # a resumed run takes the interrupted one's (SEED < 0 draws one)
+        self._seed = int(value)
+
     def __iter__(self):
-        return itertools.islice(super().__iter__(), self.start, None)
+        mine = itertools.islice(super().__iter__(), self.start, None)
+        for k, index in enumerate(mine, self.start):
+            yield self._rank + self._world_size * k, index
+
+
+class PlaceSeededDataset(torch.utils.data.Dataset):
+    """dataset[index] for the (place, index) items of ResumableSampler, its transforms
+    drawing from torch's RNG seeded by (seed, place): the place-th image of the stream gets
+    the same crop and flip in every run, in any loader worker and any process count.
+    torchvision's transforms draw from torch's RNG only; the caller's RNG is left as it was.
+    """
+
+    def __init__(self, dataset, sampler):
+        self.dataset, self.sampler = dataset, sampler
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        place, index = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.sampler.seed * 1_000_003 + place) % 2 ** 63)
+            return self.dataset[index]
 
 
 class ResumableCheckpointer(hooks.PeriodicCheckpointer):
