@@ -26,6 +26,10 @@ def build_optimizer(cfg, model):
                            nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY)
 
 
+def _sub_epochs(epochs):
+    return round(epochs * 1000)
+
+
 def build_param_scheduler(s):
     """The lr multiplier as a function of the fraction of SOLVER.MAX_EPOCHS done, for
     detectron2's LRMultiplier; checks the SOLVER keys.
@@ -38,20 +42,27 @@ def build_param_scheduler(s):
     """
     if s.LR_SCHEDULER not in ("step", "cosine"):
         raise ConfigError("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, "one of ['step', 'cosine']")
-    if list(s.STEPS) != sorted(set(s.STEPS)) or any(step <= 0 for step in s.STEPS):
-        raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0, e.g. (30, 60, 90)")
+    if (list(s.STEPS) != sorted(set(s.STEPS)) or any(_sub_epochs(step) <= 0 for step in s.STEPS)
+            or len({_sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
+        raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "
+                          "epoch), e.g. (30, 60, 90)")
     for key in ("IMS_PER_BATCH", "REFERENCE_BATCH", "MAX_EPOCHS"):
         if s[key] <= 0:
             raise ConfigError(f"SOLVER.{key}", s[key], "a number > 0")
+    if s.CHECKPOINT_PERIOD < 0:
+        raise ConfigError("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD,
+                          "iterations >= 1, or 0 for every epoch")
     if s.LR_SCHEDULER == "cosine":
         schedule = CosineParamScheduler(1.0, 0.0)
     else:
-        steps = [int(e) for e in s.STEPS if e < s.MAX_EPOCHS]
+        steps = [e for e in s.STEPS if e < s.MAX_EPOCHS]
         if len(steps) < len(s.STEPS):
             logger.warning(f"SOLVER.STEPS {list(s.STEPS)}: steps at or past SOLVER.MAX_EPOCHS "
                            f"{s.MAX_EPOCHS} are never reached")
-        schedule = MultiStepParamScheduler([s.GAMMA ** k for k in range(len(steps) + 1)],
-                                           num_updates=s.MAX_EPOCHS, milestones=steps)
+        # fvcore counts whole updates: in 1/1000 epochs, a step at epoch 1.5 stays at 1.5
+        schedule = MultiStepParamScheduler(
+            [s.GAMMA ** k for k in range(len(steps) + 1)], num_updates=_sub_epochs(s.MAX_EPOCHS),
+            milestones=[_sub_epochs(e) for e in steps])
     if s.WARMUP_EPOCHS > 0:
         schedule = WarmupParamScheduler(schedule, s.WARMUP_FACTOR,
                                         min(s.WARMUP_EPOCHS / s.MAX_EPOCHS, 1.0))

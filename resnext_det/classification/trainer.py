@@ -146,6 +146,10 @@ class ClsTrainer(DefaultTrainer):
 
     def build_hooks(self):
         c, s = self.cfg, self.cfg.SOLVER
+        if c.TEST.EVAL_PERIOD < 0:
+            raise ConfigError("TEST.EVAL_PERIOD", c.TEST.EVAL_PERIOD, "epochs >= 0 (0: at the end only)")
+        if c.LOG_PERIOD < 1:
+            raise ConfigError("LOG_PERIOD", c.LOG_PERIOD, "iterations >= 1")
         checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
         ret = [hooks.IterationTimer(), Throughput(s.IMS_PER_BATCH, self.epoch_iters),
                hooks.LRScheduler(),

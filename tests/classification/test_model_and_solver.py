@@ -76,6 +76,16 @@ def test_step_schedule_and_linear_scaling():
     assert build_param_scheduler(cfg.SOLVER)(0.99) == pytest.approx(0.1)
 
 
+def test_fractional_steps_keep_their_epoch():
+    """STEPS (1.5, 2.25) of 3 epochs, 100 iterations each: / 10 at iterations 150 and 225."""
+    cfg = get_cls_cfg()
+    cfg.SOLVER.merge_from_list(["MAX_EPOCHS", 3, "STEPS", "(1.5, 2.25)", "IMS_PER_BATCH", 256])
+    lrs = _lrs(cfg, [0, 100, 149, 150, 224, 225, 299], total=300)
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    cfg.SOLVER.STEPS = (0.5,)  # half an epoch: no longer truncated to 0
+    assert build_param_scheduler(cfg.SOLVER)(0.5 / 3 + 1e-3) == pytest.approx(0.1)
+
+
 def test_cosine_and_warmup():
     """detectron2's WarmupParamScheduler: linear from 0.1 x lr to the cosine at epoch 2 of 20."""
     cfg = get_cls_cfg()
@@ -92,7 +102,13 @@ def test_schedule_errors_name_the_key():
     cfg.SOLVER.STEPS = (60, 30)
     with pytest.raises(ConfigError, match="SOLVER.STEPS"):
         build_param_scheduler(cfg.SOLVER)
-    cfg.SOLVER.STEPS, cfg.SOLVER.LR_SCHEDULER = (30,), "poly"
+    cfg.SOLVER.STEPS = (30, 30.0001)  # the same 1/1000 epoch
+    with pytest.raises(ConfigError, match="SOLVER.STEPS"):
+        build_param_scheduler(cfg.SOLVER)
+    cfg.SOLVER.STEPS, cfg.SOLVER.CHECKPOINT_PERIOD = (30,), -1  # was: a checkpoint every iteration
+    with pytest.raises(ConfigError, match="SOLVER.CHECKPOINT_PERIOD"):
+        build_param_scheduler(cfg.SOLVER)
+    cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.LR_SCHEDULER = 0, "poly"
     with pytest.raises(ConfigError, match="SOLVER.LR_SCHEDULER"):
         build_param_scheduler(cfg.SOLVER)
 
