@@ -6,6 +6,7 @@ keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
 import os
 
+import torch
 import yaml
 
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
@@ -16,8 +17,10 @@ from ..errors import UserError
 from .errors import ConfigError
 
 # What yacs / detectron2 raise for a bad YAML file or override: an unknown key and an odd
-# override list are AssertionErrors, a wrong type a ValueError, a missing _BASE_ a KeyError.
+# override list are AssertionErrors, a wrong type a ValueError or TypeError, a missing
+# _BASE_ file an OSError, a file that is not a mapping an AttributeError.
 _MERGE_ERRORS = (yaml.YAMLError, AssertionError, ValueError, KeyError, TypeError)
+_FILE_ERRORS = _MERGE_ERRORS + (OSError, AttributeError)
 
 
 class ConfigFileError(UserError, ValueError):
@@ -38,8 +41,14 @@ def merge_config(cfg, config_file, opts):
                                   "are under configs/ (e.g. configs/faster_rcnn_X50_32x4d.yaml).")
         try:
             cfg.merge_from_file(config_file)
-        except _MERGE_ERRORS as e:
-            raise ConfigFileError(f"--config-file {config_file!r}: {_one_line(e)}") from None
+        except OSError as e:  # the file itself was found: a _BASE_ it names is not
+            raise ConfigFileError(f"--config-file {config_file!r}: {e.strerror}: {e.filename!r}, "
+                                  "which its _BASE_ (or a _BASE_'s _BASE_) names, relative to "
+                                  "the file that names it.") from None
+        except _FILE_ERRORS as e:
+            hint = (" It must be a YAML mapping of KEY: value (e.g. MODEL: ...)."
+                    if isinstance(e, AttributeError) else "")
+            raise ConfigFileError(f"--config-file {config_file!r}: {_one_line(e)}.{hint}") from None
     try:
         cfg.merge_from_list(list(opts))
     except _MERGE_ERRORS as e:
@@ -157,3 +166,52 @@ def check_output_dir(cfg):
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError("OUTPUT_DIR", path, "a folder you can write in",
                           "Choose another OUTPUT_DIR or fix its permissions.")
+
+
+def check_device(cfg):
+    """MODEL.DEVICE is a device torch knows ("cpu", "cuda", "cuda:1", ...)."""
+    try:
+        torch.device(cfg.MODEL.DEVICE)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError("MODEL.DEVICE", cfg.MODEL.DEVICE, "a torch device, e.g. 'cuda', "
+                          "'cuda:1' or 'cpu'") from None
+
+
+# detectron2/solver/build.py build_lr_scheduler, detectron2/data/build.py build_detection_train_loader,
+# detectron2/data/detection_utils.py convert_PIL_to_numpy
+LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
+TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubsetTrainingSampler")
+INPUT_FORMATS = ("BGR", "RGB", "YUV-BT.601", "L")
+
+
+def _whole(key, value, low, meaning=""):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(key, value, f"a whole number >= {low}{meaning}")
+
+
+def check_training_keys(cfg, world_size=1):
+    """The detectron2 keys a detection training run reads, checked before anything is built:
+    detectron2 would stop on them later (a ZeroDivisionError at the first checkpoint, an
+    assert in the loader, a ValueError from the scheduler) or after an iteration."""
+    s = cfg.SOLVER
+    _whole("SOLVER.MAX_ITER", s.MAX_ITER, 1)
+    _whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 1, " (iterations)")
+    _whole("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0, " (iterations; 0: at the end only)")
+    _whole("SOLVER.WARMUP_ITERS", s.WARMUP_ITERS, 0)
+    _whole("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1)
+    if s.IMS_PER_BATCH % world_size:
+        raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, f"a multiple of the number "
+                          f"of processes ({world_size}): it is the batch of all of them")
+    steps = list(s.STEPS)
+    if (any(isinstance(v, bool) or not isinstance(v, int) for v in steps)
+            or steps != sorted(set(steps)) or (steps and steps[0] < 1)):
+        raise ConfigError("SOLVER.STEPS", steps, "increasing iterations >= 1, e.g. (60000, 80000)")
+    for key, value, allowed in (("SOLVER.LR_SCHEDULER_NAME", s.LR_SCHEDULER_NAME, LR_SCHEDULERS),
+                                ("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN,
+                                 TRAIN_SAMPLERS),
+                                ("INPUT.FORMAT", cfg.INPUT.FORMAT, INPUT_FORMATS)):
+        if value not in allowed:
+            raise ConfigError(key, value, f"one of {list(allowed)}")
+    if not cfg.DATASETS.TRAIN:
+        raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
+                          "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")

@@ -14,6 +14,7 @@ import os
 
 import torch
 from detectron2.config import LazyConfig, get_cfg
+from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
@@ -136,11 +137,14 @@ _MISSING = object()
 
 
 def _check_type(key, old, new):
-    """A number stays a number and a bool a bool (a typo would surface hours later)."""
+    """A number stays a number, a whole number a whole number and a bool a bool (a typo would
+    surface hours later)."""
     if isinstance(old, bool) and not isinstance(new, bool):
         raise ConfigError(key, new, "True or False")
     if isinstance(old, (int, float)) and not isinstance(old, bool) and isinstance(new, str):
         raise ConfigError(key, new, f"a number (it is {old!r})")
+    if isinstance(old, int) and not isinstance(old, bool) and isinstance(new, float):
+        raise ConfigError(key, new, f"a whole number (it is {old!r})")
 
 
 def eval_key(cfg, key, default=_MISSING):
@@ -297,10 +301,32 @@ def require(cfg, keys, prefix=""):
                               "configs/common/ do (train: configs/common/train.py's keys).")
 
 
+def _check_whole(key, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(key, value, f"a whole number >= {low}")
+
+
+def check_train_numbers(cfg):
+    """train.max_iter, checkpointer.period, log_period >= 1, eval_period >= 0, and
+    dataloader.train.total_batch_size a multiple of the process count, where given."""
+    train = cfg.train
+    for key, low in (("max_iter", 1), ("eval_period", 0), ("log_period", 1)):
+        _check_whole(f"train.{key}", train[key], low)
+    if "period" in train.checkpointer:
+        _check_whole("train.checkpointer.period", train.checkpointer.period, 1)
+    batch = _node(_node(cfg, "dataloader"), "train").get("total_batch_size")
+    if batch is not None:
+        _check_whole("dataloader.train.total_batch_size", batch, 1)
+        if batch % comm.get_world_size():
+            raise ConfigError("dataloader.train.total_batch_size", batch, "a multiple of the "
+                              f"number of processes ({comm.get_world_size()})")
+
+
 def check_lazy_config(cfg):
     """Everything that can be checked before a model or dataset is built; returns yacs_view's
     (view, names). Errors name the lazy key (e.g. model.backbone.bottom_up.norm)."""
     train = cfg.train
+    check_train_numbers(cfg)
     for key, value in train.get("weights", {}).items():
         if key not in WEIGHTS_OPTIONS:
             raise ConfigError(f"train.weights.{key}", value,

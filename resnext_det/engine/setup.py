@@ -7,7 +7,8 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config.checks import check_output_dir, check_resnext_keys, inference_dtype, merge_config
+from ..config.checks import (check_device, check_output_dir, check_resnext_keys, inference_dtype,
+                             merge_config)
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
 from .weights import config_from_weights
@@ -32,6 +33,7 @@ def setup_cfg(args, cfg=None):
     cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
     merge_config(cfg, args.config_file, args.opts)
     check_resnext_keys(cfg)
+    check_device(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()

@@ -1,6 +1,7 @@
 """The body of tools/train_net.py: train, or evaluate with --eval-only."""
 from detectron2.utils import comm
 
+from ..config.checks import check_training_keys
 from .checks import check_datasets, check_weights
 from .setup import setup_cfg
 from .trainer import Trainer
@@ -19,6 +20,7 @@ def evaluate(cfg, resume=False):
 
 def train(cfg, resume=False):
     """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
+    check_training_keys(cfg, comm.get_world_size())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
     trainer.train()

@@ -327,6 +327,7 @@ def test_a_misspelt_override_is_an_error_naming_it(capsys, tmp_path):
     ("train.max_iter.x=1", "but train.max_iter is {max_iter} (int)"),
     ("train.weights.allow_partal=True", "Did you mean train.weights.allow_partial?"),
     ("train.max_iter=abc", "train.max_iter='abc' is not valid: expected a number"),
+    ("train.max_iter=2.0", "train.max_iter=2.0 is not valid: expected a whole number"),
     ("dataloader.train.mapper.augmentations.3.max_size=1", "an index 0..0 of the list"),
     ("train.max_iter=[", "hydra's override grammar"),
     ("~train.max_iter", "key=value"),
@@ -358,6 +359,10 @@ def _digits(tmp_path, *overrides):
     ("dataloader.evaluator.backend=cocoapi", "dataloader.evaluator.backend='cocoapi'"),
     ("train.roi_align=fast", "train.roi_align='fast' is not valid: expected one of "
                              "['torchvision', 'sparse']"),
+    # detectron2 would stop at the first checkpoint (modulo by zero) or in the loader (assert)
+    ("train.checkpointer.period=0", "train.checkpointer.period=0 is not valid"),
+    ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size=0 is not valid"),
+    ("train.eval_period=-1", "train.eval_period=-1 is not valid"),
 ])
 def test_bad_values_are_named_before_anything_is_built(override, message, tmp_path):
     with pytest.raises(ConfigError) as error:

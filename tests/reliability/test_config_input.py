@@ -33,3 +33,32 @@ def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
     assert expected in error
     assert not (tmp_path / "out").exists()  # stopped before writing anything
+
+
+def test_bad_config_files_are_one_line(capsys, tmp_path):
+    """A _BASE_ that is not there (yacs: FileNotFoundError), a file that is a YAML list."""
+    (tmp_path / "leaf.yaml").write_text('_BASE_: "gone/Base.yaml"\nSOLVER:\n  MAX_ITER: 3\n')
+    error = _error(capsys, "--config-file", str(tmp_path / "leaf.yaml"))
+    assert "gone/Base.yaml" in error and "_BASE_" in error
+    (tmp_path / "list.yaml").write_text("- MODEL\n- SOLVER\n")
+    assert "a YAML mapping" in _error(capsys, "--config-file", str(tmp_path / "list.yaml"))
+
+
+# detectron2 stops on each of these later: a ZeroDivisionError at the first checkpoint, an
+# assert in the loader, a ValueError from the scheduler or PIL, a RuntimeError from torch
+@pytest.mark.parametrize("opts, expected", [
+    (["SOLVER.CHECKPOINT_PERIOD", "0"], "SOLVER.CHECKPOINT_PERIOD=0 is not valid"),
+    (["SOLVER.STEPS", "(5, 3)"], "SOLVER.STEPS=[5, 3] is not valid"),
+    (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER=0 is not valid"),
+    (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH=0 is not valid"),
+    (["TEST.EVAL_PERIOD", "-1"], "TEST.EVAL_PERIOD=-1 is not valid"),
+    (["SOLVER.LR_SCHEDULER_NAME", "WarmupCos"], "SOLVER.LR_SCHEDULER_NAME='WarmupCos'"),
+    (["DATALOADER.SAMPLER_TRAIN", "Foo"], "DATALOADER.SAMPLER_TRAIN='Foo' is not valid"),
+    (["INPUT.FORMAT", "rgb"], "INPUT.FORMAT='rgb' is not valid"),
+    (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE='gpu' is not valid"),
+    (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN=[] is not valid"),
+])
+def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
+    error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
+    assert expected in error
+    assert not list(tmp_path.rglob("model_*.pth"))
