@@ -19,8 +19,10 @@ names: DATASETS.TEST "('NAME',)"). `KEY VALUE` overrides come last; MODEL.WEIGHT
 format tools/convert_weights.py reads. Bad input ends with `error: ...` and exit status 2.
 """
 import argparse
-import re
+import os
 import sys
+
+from detectron2.config import get_cfg
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
@@ -28,10 +30,10 @@ from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.data.inputs import expand_inputs
 from resnext_det.engine import setup_cfg
-from resnext_det.engine.predict import predict
+from resnext_det.engine.predict import check_output_dir_holds_no_input, predict
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # a config key, e.g. MODEL.WEIGHTS
+_TOP_KEYS = set(resnext_det.add_resnext_config(get_cfg()).keys())  # MODEL, SOLVER, SEED, ...
 _THRESHOLD_KEYS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
                    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH")
 
@@ -40,6 +42,13 @@ def _fraction(text):
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
     return value
 
 
@@ -59,31 +68,38 @@ def argument_parser():
     parser.add_argument("--confidence-threshold", type=_fraction, default=0.5,
                         help="lowest score kept (default 0.5, as detectron2's demo)")
     parser.add_argument("--batch-size", type=_positive, default=8, help="pictures per forward")
-    parser.add_argument("--scale", type=float, default=1.0, help="drawn picture size / input size")
+    parser.add_argument("--scale", type=_positive_float, default=1.0,
+                        help="drawn picture size / input size")
     add_dataset_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 
 
+def _is_key(text):
+    """A config key (MODEL.WEIGHTS, SEED), not a file such as IMG_0001.JPG or MODEL.PTH."""
+    return text.split(".")[0] in _TOP_KEYS and not os.path.exists(text)
+
+
 def parse_args(argv=None):
-    """The arguments; `KEY VALUE` pairs that --input's nargs took are moved back to opts."""
+    """The arguments; `KEY VALUE` pairs that --input's nargs took are moved back to opts.
+    --confidence-threshold comes before them: a SCORE_THRESH_TEST the user names wins."""
     args = argument_parser().parse_args(argv)
-    cut = next((i for i, text in enumerate(args.input) if _KEY.match(text)), None)
+    cut = next((i for i, text in enumerate(args.input) if _is_key(text)), None)
     if cut is not None:
         args.input, args.opts = args.input[:cut], args.input[cut:] + args.opts
-    args.opts = args.opts + ["OUTPUT_DIR", args.output]
-    for key in _THRESHOLD_KEYS:
-        args.opts += [key, str(args.confidence_threshold)]
+    threshold = [x for key in _THRESHOLD_KEYS for x in (key, str(args.confidence_threshold))]
+    args.opts = threshold + args.opts + ["OUTPUT_DIR", args.output]
     return args
 
 
 def main(args):
     args = register_dataset_args(args)  # --dataset: checked, registered; NUM_CLASSES from the json
-    cfg = setup_cfg(args)
-    register_digits_named_in(cfg)
     paths, missing = expand_inputs(args.input)
     if not paths:
         raise DatasetError(f"--input names no image or video: {_reasons(missing)}.")
+    check_output_dir_holds_no_input(args.output, paths)  # before config.yaml is written there
+    cfg = setup_cfg(args)
+    register_digits_named_in(cfg)
     summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
     return report(summary, missing)
 

@@ -66,6 +66,14 @@ class BatchPredictor:
         aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         return cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
 
+    def too_thin(self, image):
+        """Whether the test resize would give `image` a side of 0 pixels (1 x 2000, say)."""
+        if self.aug is None:
+            return False
+        h, w = image.shape[:2]
+        transform = self.aug.get_transform(image)
+        return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
+
     def _input(self, image):
         """DefaultPredictor.__call__'s model input of one BGR picture."""
         if self.input_format == "RGB":
@@ -110,10 +118,16 @@ class DatasetIds:
     def __init__(self, metadata):
         json_file, root = metadata.get("json_file", None), metadata.get("image_root", "")
         data = _read_json(json_file) if json_file else None
+        if json_file and not isinstance(data, dict):
+            logger.warning(f"The dataset's json {json_file!r} cannot be read as a COCO json: "
+                           "every picture gets a new image_id, and category ids are guessed.")
         data = data if isinstance(data, dict) else {}  # not readable: new ids, logged below
+        images = [img for img in data.get("images", [])
+                  if isinstance(img, dict) and "file_name" in img and "id" in img]
         self.known = {os.path.realpath(os.path.join(root, str(img["file_name"]))): img["id"]
-                      for img in data.get("images", [])
-                      if isinstance(img, dict) and "file_name" in img and "id" in img}
+                      for img in images}
+        self.sizes = {img["id"]: (img.get("height"), img.get("width")) for img in images}
+        self.resized = []  # pictures listed in the json at another size: new ids
         self.next_id = max(self.known.values(), default=0) + 1
         id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
         categories = [c for c in data.get("categories", []) if isinstance(c, dict) and "id" in c]
@@ -125,10 +139,14 @@ class DatasetIds:
             logger.warning("The dataset names no json with categories: the results' category_id "
                            "are the model's class indices 0..K-1.")
 
-    def image_id(self, path, frame):
+    def image_id(self, path, frame, size):
+        """The json's id of the picture at `path` if it is listed there at this (height,
+        width); else a new id (boxes are in the picture's pixels, not the json's)."""
         known = self.known.get(os.path.realpath(path)) if frame is None else None
-        if known is not None:
+        if known is not None and self.sizes[known] in ((None, None), tuple(size)):
             return known
+        if known is not None:
+            self.resized.append(path)
         self.next_id += 1
         return self.next_id - 1
 
@@ -188,7 +206,7 @@ class PredictionWriter:
 
     def add(self, picture, instances):
         """Draw and record the detections (Instances on the CPU) of one Picture."""
-        image_id = self.ids.image_id(picture.path, picture.frame)
+        image_id = self.ids.image_id(picture.path, picture.frame, picture.image.shape[:2])
         for result in instances_to_coco_json(instances, image_id):
             result["category_id"] = self.ids.category_id(result["category_id"])
             self.results.append(result)
@@ -204,6 +222,10 @@ class PredictionWriter:
         for writer, _ in self.videos.values():
             if writer is not None:
                 writer.release()
+        if self.ids.resized:
+            logger.warning(f"{len(self.ids.resized)} pictures are listed in the dataset's json at "
+                           f"another size (e.g. {self.ids.resized[0]!r}): their results have new "
+                           "image ids, since their boxes are in the pixels of the file read.")
         classes = self.metadata.get("thing_classes", None) or []
         categories = [{"id": self.ids.category_id(i), "name": name}
                       for i, name in enumerate(classes)]
@@ -232,6 +254,16 @@ def prediction_metadata(cfg):
     return metadata
 
 
+def check_output_dir_holds_no_input(output_dir, paths):
+    """Drawn pictures must not overwrite the pictures they are drawn from."""
+    out = os.path.realpath(output_dir)
+    inside = [p for p in paths if os.path.dirname(os.path.realpath(p)) == out]
+    if inside:
+        raise DatasetError(f"--output {output_dir!r} holds {len(inside)} of the input pictures "
+                           f"(e.g. {inside[0]!r}): the drawn pictures would overwrite them. "
+                           "Choose another --output folder.")
+
+
 def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     """Predict on `paths` (expand_inputs' files) in batches; write pictures and json files.
 
@@ -245,25 +277,32 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
         dict: pictures (predicted), detections, skipped [(path, reason)], seconds (all),
         model_seconds (forwards only), files (the json files).
     """
+    check_output_dir_holds_no_input(output_dir, paths)
+    os.makedirs(output_dir, exist_ok=True)
     metadata = prediction_metadata(cfg)  # checked before the model is built
     predictor = BatchPredictor.from_config(cfg)
     writer = PredictionWriter(output_dir, metadata, DatasetIds(metadata), scale)
     skipped, done, model_seconds = [], 0, 0.0
     start = time.perf_counter()
-    with tqdm(total=count_pictures(paths), unit=" images", desc="predict", file=sys.stderr) as bar:
-        batch = []
-        for picture in itertools.chain(read_inputs(paths, skipped), [None]):  # None: flush
-            if picture is not None:
-                batch.append(picture)
-            if batch and (picture is None or len(batch) == batch_size):
-                t0 = time.perf_counter()
-                outputs = predictor([p.image for p in batch])
-                model_seconds += time.perf_counter() - t0
-                for p, output in zip(batch, outputs):
-                    writer.add(p, output["instances"].to("cpu"))
-                done += len(batch)
-                bar.update(len(batch))
-                batch = []
-    files = writer.close()
+    try:
+        with tqdm(total=count_pictures(paths), unit=" images", desc="predict",
+                  file=sys.stderr) as bar:
+            batch = []
+            for picture in itertools.chain(read_inputs(paths, skipped), [None]):  # None: flush
+                if picture is not None and predictor.too_thin(picture.image):
+                    skipped.append((picture.path, "is too thin: a side would resize to 0 pixels"))
+                elif picture is not None:
+                    batch.append(picture)
+                if batch and (picture is None or len(batch) == batch_size):
+                    t0 = time.perf_counter()
+                    outputs = predictor([p.image for p in batch])
+                    model_seconds += time.perf_counter() - t0
+                    for p, output in zip(batch, outputs):
+                        writer.add(p, output["instances"].to("cpu"))
+                    done += len(batch)
+                    bar.update(len(batch))
+                    batch = []
+    finally:  # a crash or Ctrl-C keeps the results of the pictures done so far
+        files = writer.close()
     return {"pictures": done, "detections": len(writer.results), "skipped": skipped,
             "seconds": time.perf_counter() - start, "model_seconds": model_seconds, "files": files}

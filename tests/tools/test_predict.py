@@ -16,6 +16,8 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
@@ -23,6 +25,8 @@ from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 import resnext_det
+from resnext_det.data.checks import DatasetError
+from resnext_det.engine import predict as predict_module
 from resnext_det.utils.testing import detection_error, randomize_norms_
 from tests.helpers import load_tool
 
@@ -250,10 +254,85 @@ def test_no_readable_input_and_no_weights_are_errors(datasets_root, digits_model
     assert error.startswith("error: MODEL.WEIGHTS='' is not valid")
 
 
-def test_overrides_after_input_are_overrides():
-    """`--input a.png MODEL.WEIGHTS w.pth`: --input's nargs stops at the first config key."""
-    args = load_tool("predict").parse_args(["--config-file", CONFIG, "--output", "o", "--input",
-                                            "a.png", "b/", "MODEL.WEIGHTS", "w.pth"])
-    assert args.input == ["a.png", "b/"]
-    assert args.opts[:4] == ["MODEL.WEIGHTS", "w.pth", "OUTPUT_DIR", "o"]
+def test_overrides_after_input_are_overrides(tmp_path, monkeypatch):
+    """`--input a.png MODEL.WEIGHTS w.pth`: --input's nargs stops at the first config key;
+    camera names (IMG_0001.JPG) are files; a SCORE_THRESH_TEST the user names wins."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("IMG_0001.JPG", "DSC.0002.PNG"):
+        (tmp_path / name).write_bytes(b"")
+    args = load_tool("predict").parse_args([
+        "--config-file", CONFIG, "--output", "o", "--input", "a.png", "b/", "IMG_0001.JPG",
+        "DSC.0002.PNG", "MODEL.WEIGHTS", "w.pth", "SEED", "3"])
+    assert args.input == ["a.png", "b/", "IMG_0001.JPG", "DSC.0002.PNG"]
+    assert args.opts[-6:] == ["MODEL.WEIGHTS", "w.pth", "SEED", "3", "OUTPUT_DIR", "o"]
     assert args.opts[args.opts.index("MODEL.ROI_HEADS.SCORE_THRESH_TEST") + 1] == "0.5"
+    args = load_tool("predict").parse_args([
+        "--config-file", CONFIG, "--output", "o", "--input", "a.png",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05"])
+    cfg = resnext_det.add_resnext_config(get_cfg())
+    cfg.merge_from_list(args.opts)
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.05
+
+
+def _pictures(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return sorted(str(path) for path in folder.glob("*.png"))
+
+
+def test_inputs_are_never_overwritten_and_results_survive_a_crash(tmp_path, monkeypatch):
+    """--output that holds the inputs is refused (the drawings would replace them); a picture
+    too thin to resize is skipped with its reason; a crash keeps the results done so far."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()")
+    paths = _pictures(tmp_path / "in", [(64, 64), (1, 200), (48, 64), (64, 40)])
+    before = [Path(p).read_bytes() for p in paths]
+    with pytest.raises(DatasetError, match="would overwrite them"):
+        predict_module.predict(cfg, paths, str(tmp_path / "in"))
+    assert [Path(p).read_bytes() for p in paths] == before
+
+    summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), batch_size=2)
+    assert summary["pictures"] == 3
+    assert summary["skipped"] == [(paths[1], "is too thin: a side would resize to 0 pixels")]
+
+    add = predict_module.PredictionWriter.add
+    calls = []
+
+    def crash_at_the_third(self, picture, instances):
+        calls.append(picture.path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        add(self, picture, instances)
+    monkeypatch.setattr(predict_module.PredictionWriter, "add", crash_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        predict_module.predict(cfg, paths, str(tmp_path / "crash"), batch_size=1)
+    results, images = read_outputs(tmp_path / "crash")
+    assert [img["file_name"] for img in images["images"]] == [paths[0], paths[2]]
+    assert {r["image_id"] for r in results} <= {img["id"] for img in images["images"]}
+
+
+def test_pictures_at_another_size_than_the_json_get_new_ids(tmp_path, caplog):
+    """The json says 128 x 128, the files are 64 x 64: boxes are in the files' pixels, so
+    the results must not carry the json's ids (scoring them there would be wrong)."""
+    json_file = coco_with_gaps(tmp_path / "mine")
+    coco = json.loads(json_file.read_text())
+    coco["images"][0].update(width=128, height=128)
+    json_file.write_text(json.dumps(coco))
+    name = "predict_test_resized"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, str(json_file), str(tmp_path / "mine"))
+    DatasetCatalog.get(name)  # thing_classes and the id map, as training would set them
+    weights = save_model(tmp_path / "two.pth", 2)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "MODEL.ROI_HEADS.NUM_CLASSES", "2",
+                   "DATASETS.TEST", f"('{name}',)")
+    paths = sorted(str(p) for p in (tmp_path / "mine").glob("*.png"))
+    with caplog.at_level("WARNING", logger=predict_module.__name__):
+        predict_module.predict(cfg, paths, str(tmp_path / "out"))
+    _, images = read_outputs(tmp_path / "out")
+    ids = {Path(img["file_name"]).name: img["id"] for img in images["images"]}
+    assert ids["1.png"] == 101 and ids["2.png"] == 102 and ids["0.png"] not in (100, 101, 102)
+    assert "1 pictures are listed in the dataset's json at another size" in caplog.text
