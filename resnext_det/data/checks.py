@@ -12,6 +12,7 @@ import logging
 import math
 import os
 
+from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -205,7 +206,7 @@ class BadImageGuard:
             mapped = self.mapper(dataset_dict)
             self._in_a_row = 0
             return mapped
-        except DECODE_ERRORS as e:
+        except (*DECODE_ERRORS, SizeMismatchError) as e:  # size: the file is not the json's
             path, reason = dataset_dict.get("file_name"), f"{type(e).__name__}: {e}"
             if self.on_bad_image == "error":
                 raise DatasetError(

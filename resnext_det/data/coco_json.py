@@ -72,9 +72,14 @@ def _read_json(json_file):
         raise DatasetError(f"--dataset annotations {json_file!r} does not exist"
                            f"{' (it is a folder)' if os.path.isdir(json_file) else ''}. Give "
                            f"the COCO json first, then the image folder: {_FORM}.")
+    with open(json_file, "rb") as f:
+        raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"):  # json.loads(bytes) takes it; pycocotools' json.load does not
+        raise _error(json_file, "the file", "starts with a UTF-8 byte order mark, which "
+                     "pycocotools and detectron2's loader cannot read",
+                     "Save it as UTF-8 without a BOM.")
     try:
-        with open(json_file, "rb") as f:
-            data = json.loads(f.read())
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _error(json_file, "the file", f"is not JSON ({e})",
                      "Give a COCO instances json (http://cocodataset.org/#format-data).") from None
@@ -139,8 +144,9 @@ def _image_problem(img):
 
 
 def _annotation_problem(ann, image_ids, category_ids):
-    if not _is_int(ann.get("id")):
-        return f"has id {ann.get('id')!r}; expected an integer"
+    for key in ("id", "image_id", "category_id"):
+        if not _is_int(ann.get(key)):
+            return f"has {key} {ann.get(key)!r}; expected an integer"
     if ann.get("image_id") not in image_ids:
         return f"has image_id {ann.get('image_id')!r}, which is the id of no entry of 'images'"
     if ann.get("category_id") not in category_ids:
@@ -151,6 +157,15 @@ def _annotation_problem(ann, image_ids, category_ids):
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                        for v in box)):
         return f"has bbox {box!r}; expected [x, y, width, height], 4 finite numbers"
+    # COCO's evaluation reads both: pycocotools stops on a KeyError at the end of training,
+    # faster-coco-eval takes a missing area as 0 (every object "small": wrong APs / APm / APl)
+    area = ann.get("area")
+    if not (isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area)
+            and area >= 0):
+        return (f"has area {area!r}; expected a number >= 0 (COCO evaluation sorts objects into "
+                "small / medium / large by it: the mask's pixel count, or the box's width x height)")
+    if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
+        return f"has iscrowd {ann.get('iscrowd')!r}; expected 0 (an object) or 1 (a crowd region)"
     if ann.get("ignore", 0):
         return ("has 'ignore' set, which detectron2 does not support; remove the annotation or "
                 "the flag")

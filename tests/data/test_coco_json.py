@@ -28,9 +28,12 @@ def coco_dict():
                    {"id": 2, "file_name": "sub/b.png", "width": 32, "height": 32}],
         "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
         "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 12], "iscrowd": 0},
-            {"id": 11, "image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 8], "iscrowd": 0},
-            {"id": 12, "image_id": 2, "category_id": 3, "bbox": [1, 1, 4, 4], "iscrowd": 0}],
+            {"id": 10, "image_id": 1, "category_id": 3, "bbox": [2, 3, 10, 12], "area": 120,
+             "iscrowd": 0},
+            {"id": 11, "image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 8], "area": 160,
+             "iscrowd": 0},
+            {"id": 12, "image_id": 2, "category_id": 3, "bbox": [1, 1, 4, 4], "area": 16,
+             "iscrowd": 0}],
     }
 
 
@@ -114,6 +117,14 @@ BAD = [
     ("ignore flag", _set("annotations", 0, "ignore", 1), "annotations[0] (id 10): has 'ignore' set"),
     ("missing image file", _set("images", 1, "file_name", "gone.png"),
      "1 of 2 images are not under the image folder"),
+    # pycocotools' COCOeval stops on a KeyError without them; faster-coco-eval takes a missing
+    # area as 0 and files every object as small
+    ("annotation without area", lambda d: d["annotations"][1].pop("area"),
+     "annotations[1] (id 11): has area None; expected a number >= 0"),
+    ("annotation without iscrowd", lambda d: d["annotations"][2].pop("iscrowd"),
+     "annotations[2] (id 12): has iscrowd None"),
+    ("image id a list", _set("annotations", 0, "image_id", [1]),  # was: unhashable TypeError
+     "annotations[0] (id 10): has image_id [1]; expected an integer"),
 ]
 
 
@@ -134,6 +145,7 @@ def test_bad_json_names_file_and_first_bad_entry(tmp_path, case, change, expecte
     ('{"images": [', "is not JSON"),
     ("\xff\xfe", "is not JSON"),
     ("[]", "the top level: is a JSON list"),
+    ("\ufeff{}", "starts with a UTF-8 byte order mark"),  # pycocotools' json.load refuses it
 ])
 def test_not_a_coco_object(tmp_path, text, expected):
     json_file, images = write(tmp_path, None, text=text)

@@ -171,6 +171,20 @@ def test_truncated_image_is_skipped_and_logged(tmp_path):
     assert len(skipped) == 1 and str(tmp_path / "img0.jpg") in skipped[0]
 
 
+def test_image_of_another_size_than_its_record_is_named_or_skipped(tmp_path):
+    """detectron2's check_image_size raised a SizeMismatchError past the policy."""
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD]})
+    Image.fromarray(np.zeros((SIZE // 2, SIZE, 3), np.uint8)).save(tmp_path / "img0.jpg")
+    with pytest.raises(DatasetError, match=r"img0\.jpg' cannot be read \(SizeMismatchError"):
+        for _, _batch in zip(range(6), Trainer.build_train_loader(make_cfg(name))):
+            pass
+    loader = Trainer.build_train_loader(make_cfg(name, "DATALOADER.ON_BAD_IMAGE", "skip"))
+    with captured("resnext_det.data.checks") as log:
+        batches = [batch for _, batch in zip(range(6), loader)]
+    assert {Path(b[0]["file_name"]).name for b in batches} == {"img1.jpg"}
+    assert any("img0.jpg" in m and "SizeMismatchError" in m for m in log)
+
+
 def test_skip_with_no_readable_image_ends_instead_of_looping(tmp_path):
     """detectron2's MapDataset retries a skipped image with another one until none is left,
     then fails with a bare "Sample larger than population"; the guard ends the run first."""
