@@ -16,10 +16,14 @@ import io
 import logging
 import os
 import pickle
+import re
 import struct
+import sys
 import tempfile
+import types
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .errors import ConversionError
@@ -109,17 +113,39 @@ def sniff_container(head, path="<bytes>"):
         f"{', '.join(CONTAINERS)}", "Check the path, or download the file again")
 
 
+# What a cut or damaged file makes the unpicklers raise, besides their own errors: a short
+# struct read, a bad memo index or key, absurd sizes.
+_DAMAGE = (EOFError, ValueError, OSError, RuntimeError, struct.error, LookupError, MemoryError,
+           OverflowError, TypeError, AttributeError)
+# torch's weights_only refusal names the global it met: "Unsupported global: GLOBAL os.system"
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: )?GLOBAL ([A-Za-z_][\w.]*\.[A-Za-z_]\w*)")
+
+
+def _cut_name(qualified):
+    """Whether `qualified` ("collections.O", "torch._utils") is a name cut short in a module
+    already imported (a file cut inside a GLOBAL): no such attribute, or a module where a
+    GLOBAL names a function or class. Nothing is imported to tell."""
+    module, _, name = qualified.rpartition(".")
+    if module not in sys.modules:
+        return False
+    found = getattr(sys.modules[module], name, None)
+    return found is None or isinstance(found, types.ModuleType)
+
+
 def _load_torch(data, path, trust):
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         # torch's own message ends with advice to pass weights_only=False; ours names the
-        # global and the explicit opt-in instead.
-        refused = next((line.strip() for line in str(e).splitlines()
-                        if "GLOBAL" in line or "global" in line), str(e).splitlines()[0])
+        # global and the explicit opt-in instead. A refusal without a real module.name
+        # global (GLOBAL ". ..." of a cut file) is damage, not an object to trust.
+        found = next((m for m in map(_REFUSED_GLOBAL.search, str(e).splitlines()) if m), None)
+        if found is None or _cut_name(found.group(1)):
+            raise UnreadableFileError(path, f"a truncated or damaged torch file "
+                                      f"({_first_line(e)})", "Copy or download it again") from None
         raise WeightsFileError(path, f"holds Python objects a weights file does not need "
-                               f"({refused})", TRUST_HINT) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+                               f"({found.group(0)})", TRUST_HINT) from None
+    except _DAMAGE as e:
         raise UnreadableFileError(path, f"a truncated or damaged torch file ({_first_line(e)})",
                                   "Copy or download it again") from None
 
@@ -134,7 +160,7 @@ def _load_pickle(data, path, trust):
                                    TRUST_HINT) from None
         raise UnreadableFileError(path, f"a truncated or damaged pickle ({e})",
                                   "Copy or download it again") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except _DAMAGE as e:
         raise UnreadableFileError(path, f"a truncated or damaged pickle ({_first_line(e)})",
                                   "Copy or download it again") from None
 
@@ -159,10 +185,52 @@ def _load_torch7(data, path, trust):
         with (os.fdopen(memfd("t7"), "w+b") if memfd else tempfile.TemporaryFile()) as f:
             f.write(data)
             f.seek(0)
-            return torchfile.T7Reader(f).read_obj()
+            obj = torchfile.T7Reader(f).read_obj()
     except (torchfile.T7ReaderException, struct.error, ValueError, EOFError) as e:
         raise UnreadableFileError(path, f"a truncated or damaged Torch7 file ({_first_line(e)})",
                                   "Copy or download it again") from None
+    _check_t7_extents(obj, path)
+    return obj
+
+
+def _t7_arrays(obj, seen):
+    """Every numpy array in a torchfile tree (tables, lists, TorchObjects), each once."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _t7_arrays(value, seen)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _t7_arrays(value, seen)
+    elif isinstance(getattr(obj, "_obj", None), dict):  # torchfile.TorchObject
+        yield from _t7_arrays(obj._obj, seen)
+
+
+def _check_t7_extents(obj, path):
+    """Each tensor lies inside its storage. torchfile reads a storage with numpy.fromfile,
+    which returns fewer values at the end of a cut file without a word, and builds the
+    tensor with as_strided over it: the cut tensor's values would be whatever memory
+    follows."""
+    for array in _t7_arrays(obj, set()):
+        owner = array
+        while getattr(owner, "base", None) is not None:
+            owner = owner.base
+        if not isinstance(owner, np.ndarray) or owner is array:
+            continue
+        low, high = _byte_bounds(array)
+        owner_low, owner_high = _byte_bounds(owner)
+        if low < owner_low or high > owner_high:
+            raise UnreadableFileError(path, f"a truncated Torch7 file (a tensor of shape "
+                                      f"{tuple(array.shape)} needs {high - owner_low} bytes of "
+                                      f"its storage, which holds {owner_high - owner_low})",
+                                      "Copy or download it again")
+
+
+_byte_bounds = getattr(np, "byte_bounds", None) or np.lib.array_utils.byte_bounds
 
 
 def _first_line(error):

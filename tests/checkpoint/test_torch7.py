@@ -130,3 +130,18 @@ def test_missing_stage_is_named(t7_state):
     with pytest.raises(ConversionError, match=r"found 3 stages of blocks at top-level indices "
                                               r"\['4', '5', '6'\]; expected 4"):
         torch7.SOURCE.rename(state)
+
+
+def test_a_file_cut_inside_its_last_tensor_is_unreadable(tmp_path):
+    """torchfile reads a storage with numpy.fromfile, which returns what is left at the end
+    of a cut file without a word; the tensor over it then read memory past the storage."""
+    from resnext_det.checkpoint import UnreadableFileError
+
+    torch.manual_seed(0)
+    path = write_t7(tmp_path / "whole.t7", to_t7(torch.nn.Sequential(torch.nn.Linear(8, 16))))
+    data = path.read_bytes()
+    assert read_weights_file(path)[0] == "torch7"
+    for cut in (4, 12, 60):  # inside the last storage (the bias, 16 floats = 64 bytes)
+        (tmp_path / "cut.t7").write_bytes(data[:-cut])
+        with pytest.raises(UnreadableFileError, match=r"cut\.t7: a truncated Torch7 file"):
+            read_weights_file(tmp_path / "cut.t7")

@@ -6,6 +6,7 @@ create a file, a densenet state dict, a ResNeXt-101 file in a ResNeXt-50 model,
 truncated / empty / random / folder / strings-only files.
 """
 import argparse
+import io
 import os
 import pickle
 
@@ -18,6 +19,7 @@ from resnext_det import resnext_classifier
 from resnext_det.checkpoint import (ConversionError, ResNeXtCheckpointer, UnreadableFileError,
                                     WeightsFileError, WeightsMismatchError, convert_weights,
                                     load_weights)
+from resnext_det.checkpoint import readers
 from tests.helpers import make_cfg
 
 TINY = "X50_2x4d"
@@ -130,6 +132,30 @@ def test_truncated_files_say_so(tmp_path, tiny_state):
         bad = _truncated(path, tmp_path)
         with pytest.raises(UnreadableFileError, match=rf"truncated_w\.\w+: a truncated or damaged {what}"):
             convert_weights(bad)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_every_cut_and_flipped_byte_of_a_torch_file_is_a_clear_error(tmp_path, legacy):
+    """Swept over every cut length and every flipped byte of a small file: what torch.load
+    raises for them (struct.error, IndexError, KeyError, OverflowError, a "GLOBAL" refusal of
+    a name cut short, ...) is always UnreadableFileError naming the file, never a raw error
+    or the advice to trust the file's code."""
+    buffer = io.BytesIO()
+    torch.save({"a": torch.arange(10.0), "b": torch.ones(3)}, buffer,
+               _use_new_zipfile_serialization=not legacy)
+    data = buffer.getvalue()
+    container = "torch-legacy" if legacy else "torch-zip"
+    variants = [data[:n] for n in range(1, len(data))]
+    variants += [data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:] for i in range(len(data))]
+    outcomes = set()
+    for variant in variants:
+        try:
+            readers._LOADERS[container](variant, "w.pth", False)
+            outcomes.add("read")  # a flip in a tensor's values or in padding
+        except UnreadableFileError as e:
+            assert str(e).startswith("w.pth: a truncated or damaged torch file"), str(e)
+            outcomes.add("unreadable")
+    assert outcomes <= {"read", "unreadable"} and "unreadable" in outcomes
 
 
 @pytest.mark.parametrize("content, message", [
