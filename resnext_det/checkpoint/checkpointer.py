@@ -115,6 +115,14 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         self._loading = None
 
     # ------------------------------------------------------------------ loading
+    def load(self, path, *args, **kwargs):
+        """DetectionCheckpointer.load; after a failed load the next one works (detectron2
+        leaves its URL state set on an error, and asserts on it at the next load)."""
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._parsed_url_during_load = None
+
     def _load_file(self, filename):
         self._loading = filename
         loaded = load_weights(filename, cache_dir=self.cache_dir, trust_pickle=self.trust_pickle,
@@ -181,14 +189,29 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         return [p for p in found if CHECKPOINT_NAME.fullmatch(os.path.basename(p))]
 
     def remove_stale_temporaries(self):
-        """Delete what a killed atomic write left (never a complete checkpoint)."""
-        for tmp in glob.glob(os.path.join(self.save_dir, "*.tmp-*")):
+        """Delete what a killed atomic write left (never a complete checkpoint): the
+        `<file>.tmp-<pid>` of processes that no longer run. A live writer's is kept (a
+        training run saving while an --eval-only --resume starts on its folder)."""
+        for tmp in glob.glob(os.path.join(glob.escape(self.save_dir), "*.tmp-*")):
+            pid = tmp.rsplit(".tmp-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and _process_runs(int(pid)):
+                continue
             self.logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
-            os.remove(tmp)
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:  # its writer finished meanwhile
+                pass
 
     def resume_or_load(self, path, *, resume=True):
         """fvcore's resume_or_load; an unreadable newest checkpoint falls back to an older one."""
         candidates = self._resume_candidates() if resume and self.save_dir else []
+        if resume and self.save_dir and not candidates and super().has_checkpoint():
+            # the trainer would start after the checkpoint's iteration, from `path`'s weights
+            pointer = os.path.join(self.save_dir, LAST)
+            raise UnreadableFileError(pointer, f"names {self.get_checkpoint_file()!r} to resume "
+                                      "from, which is not there (and no other checkpoint is)",
+                                      "Put the checkpoint back, or remove the pointer file to "
+                                      "start from MODEL.WEIGHTS")
         if not candidates:
             return self.load(path, checkpointables=[])
         if self.save_to_disk:
@@ -198,9 +221,19 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             try:
                 return self.load(candidate)
             except UnreadableFileError as e:
-                self._parsed_url_during_load = None  # detectron2's load leaves it set on errors
                 self.logger.warning(f"Cannot resume from {candidate} ({e}); trying an older checkpoint")
                 bad.append(candidate)
         raise UnreadableFileError(self.save_dir, f"no readable checkpoint to resume from (tried "
                                   f"{', '.join(bad) or 'none'})", "Start without --resume, or "
                                   "remove the damaged files")
+
+
+def _process_runs(pid):
+    """Whether process `pid` runs on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

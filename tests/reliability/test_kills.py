@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnext_det.checkpoint import ResNeXtCheckpointer, read_weights
+from resnext_det.checkpoint import ResNeXtCheckpointer, UnreadableFileError, read_weights
 from resnext_det.checkpoint.convert import AUTHOR
 from resnext_det.classification import build_cls_model
 from resnext_det.classification.checkpoint import build_cls_checkpointer
@@ -151,3 +151,42 @@ def test_a_weights_file_in_output_dir_is_not_a_checkpoint(tmp_path):
     counter.value = 0
     checkpointer.resume_or_load(str(tmp_path / "R-50.pth"), resume=True)
     assert counter.value == 7
+
+
+def test_resume_keeps_a_live_writers_temporary_and_removes_a_dead_ones(tmp_path):
+    """An --eval-only --resume on a folder that a training run is saving into removed the
+    run's temporary mid-write: the run's rename then failed and its checkpoint was lost."""
+    checkpointer = ResNeXtCheckpointer(torch.nn.Conv2d(3, 4, 1), str(tmp_path))
+    checkpointer.save("model_0000001")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        live_tmp = tmp_path / f"model_0000002.pth.tmp-{writer.pid}"
+        dead_tmp = tmp_path / f"model_0000002.pth.tmp-{dead.pid}"
+        live_tmp.write_bytes(b"half a checkpoint")
+        dead_tmp.write_bytes(b"left by a kill")
+        checkpointer.resume_or_load("", resume=True)
+        assert live_tmp.exists() and not dead_tmp.exists()
+    finally:
+        writer.kill()
+
+
+def test_a_pointer_to_a_missing_checkpoint_is_an_error(tmp_path):
+    """It used to load MODEL.WEIGHTS while the trainer went on after the pointer's iteration."""
+    checkpointer = ResNeXtCheckpointer(torch.nn.Conv2d(3, 4, 1), str(tmp_path))
+    checkpointer.save("model_0000009")
+    os.remove(tmp_path / "model_0000009.pth")
+    with pytest.raises(UnreadableFileError, match=r"last_checkpoint: names .*model_0000009\.pth"):
+        checkpointer.resume_or_load("", resume=True)
+
+
+def test_a_failed_load_leaves_the_checkpointer_usable(tmp_path):
+    """detectron2's load kept its URL state after an error; the next load was an AssertionError."""
+    model = torch.nn.Conv2d(3, 4, 1)
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path))
+    checkpointer.save("good")
+    (tmp_path / "bad.pth").write_bytes(b"\x80\x02 cut")
+    with pytest.raises(UnreadableFileError):
+        checkpointer.load(str(tmp_path / "bad.pth"))
+    checkpointer.load(str(tmp_path / "good.pth"))
