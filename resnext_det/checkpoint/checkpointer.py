@@ -16,11 +16,13 @@ import glob
 import os
 import re
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
 from ..utils.io import atomic_write
+from .block_forms import convert_block_form
 from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
 from .readers import UnreadableFileError
@@ -95,7 +97,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
     """
 
     def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
-                 allow_partial=False, trust_pickle=False, on_metadata=None, **checkpointables):
+                 allow_partial=False, trust_pickle=False, on_metadata=None, block_form="c",
+                 **checkpointables):
         """
         Args:
             model, save_dir, checkpointables: as detectron2's DetectionCheckpointer.
@@ -106,11 +109,16 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             trust_pickle: unpickle weights in full (runs code they carry).
             on_metadata: called with the metadata dict of each loaded file that has one
                 (the engine checks the config against it there).
+            block_form: the model's block form (MODEL.RESNEXT.BLOCK_FORM): weights of any
+                form are written for it (block_forms.convert_block_form) before they load.
         """
         super().__init__(model, save_dir, **checkpointables)
         self.cache_dir = cache_dir or cache_dir_for(save_dir)
         self.convert_kwargs = dict(convert_kwargs or {})
         self.allow_partial, self.trust_pickle, self.on_metadata = allow_partial, trust_pickle, on_metadata
+        self.block_form = block_form
+        if allow_partial:  # a foreign file's conversion skips what does not fit, too
+            self.convert_kwargs.setdefault("allow_partial", True)
         self.last_metadata = self.last_incompatible = None
         self._loading = None
 
@@ -136,6 +144,10 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         return loaded.checkpoint
 
     def _load_model(self, checkpoint):
+        if self.block_form != "c":  # conversions and detectron2's files are form (c)
+            state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
+                     for k, v in checkpoint["model"].items()}
+            checkpoint["model"] = convert_block_form(state, self.block_form)
         file_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["model"].items()}
         model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         incompatible = super()._load_model(checkpoint)

@@ -39,6 +39,6 @@ def build_cls_checkpointer(cfg, model, **checkpointables):
     """ResNeXtCheckpointer for a classifier: MODEL.WEIGHTS of any format, classifier layer kept
     (left as initialized when its shape differs, logged); ResNeXt keys must fit."""
     check = (lambda meta: check_config(cfg, meta)) if cfg.MODEL.ARCH == "imagenet" else None
-    convert = {"keep_fc": True, "block_form": cfg.MODEL.RESNEXT.BLOCK_FORM}
+    convert = {"keep_fc": True}  # block form: the checkpointer's (MODEL.RESNEXT.BLOCK_FORM)
     return ResNeXtCheckpointer(model, cfg.OUTPUT_DIR, on_metadata=check, convert_kwargs=convert,
                                **checkpointer_options(cfg), **checkpointables)

@@ -122,6 +122,7 @@ def build_checkpointer(setup, model, **checkpointables):
         model, train.output_dir, cache_dir=cache_dir_for(train.output_dir),
         allow_partial=weights.get("allow_partial", False),
         trust_pickle=weights.get("trust_pickle", False),
+        block_form=setup.view.MODEL.RESNEXT.BLOCK_FORM,
         on_metadata=check_metadata if resnext_nodes(setup.cfg.model) else None, **checkpointables)
 
 

@@ -11,7 +11,7 @@ def checkpointer_options(cfg):
     """The ResNeXtCheckpointer arguments that MODEL.RESNEXT.WEIGHTS_* select."""
     node = cfg.MODEL.RESNEXT
     return dict(cache_dir=cache_dir_for(cfg.OUTPUT_DIR), allow_partial=node.WEIGHTS_ALLOW_PARTIAL,
-                trust_pickle=node.WEIGHTS_TRUST_PICKLE)
+                trust_pickle=node.WEIGHTS_TRUST_PICKLE, block_form=node.BLOCK_FORM)
 
 
 def build_checkpointer(cfg, model, **checkpointables):
@@ -28,7 +28,9 @@ def config_from_weights(cfg):
     if not cfg.MODEL.RESNEXT.CONFIG_FROM_WEIGHTS or not cfg.MODEL.WEIGHTS:
         return []
     options = checkpointer_options(cfg)
-    options.pop("allow_partial")
+    options.pop("block_form")  # the checkpointer regroups after the load
+    if options.pop("allow_partial"):  # converted as the checkpointer will: one read for both
+        options["allow_partial"] = True
     meta = load_weights(cfg.MODEL.WEIGHTS, remember=True, **options).metadata
     if meta is None:
         return [f"MODEL.RESNEXT.CONFIG_FROM_WEIGHTS: {cfg.MODEL.WEIGHTS!r} carries no "

@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 
 from ckpt_helpers import TINY, to_caffe2_blobs
 from resnext_det import add_resnext_config
+from resnext_det.utils.testing import max_rel_error
 from resnext_det.checkpoint import (ConversionError, KeyMismatchError, ResNeXtCheckpointer,
                                     convert_weights, save_converted, sniff_container)
 
@@ -63,6 +64,41 @@ def test_allow_partial_lists_every_skipped_key(tv_state, tmp_path):
     assert len(result.report.skipped) == len(expected)  # nothing else skipped
     assert not set(ours) & set(result.state_dict) and "extra.weight" not in result.state_dict
     assert {"res5.2.conv1.weight", "res4.2.conv2.norm.weight"} <= set(result.state_dict)
+
+
+def test_the_checkpointer_passes_allow_partial_to_the_conversion(tv_state, tmp_path, caplog):
+    """WEIGHTS_ALLOW_PARTIAL reached detectron2's key matching only: a torchvision file with
+    one statistic missing stopped in the conversion whatever the key said."""
+    from resnext_det import resnext_classifier
+
+    state = {k: v for k, v in tv_state.items() if k != "layer3.2.bn2.running_var"}
+    path = _save(state, tmp_path / "m.pth")
+    model = resnext_classifier("X50_32x4d", num_classes=1000)
+    before = model.res4[2].conv2.norm.running_var.clone()
+    with pytest.raises(KeyMismatchError):
+        ResNeXtCheckpointer(model, str(tmp_path / "strict")).load(str(path))
+    with caplog.at_level("WARNING"):
+        ResNeXtCheckpointer(model, str(tmp_path / "partial"), allow_partial=True).load(str(path))
+    assert torch.equal(model.res4[2].conv2.norm.running_var, before)  # left as it was
+    assert torch.equal(model.res4[2].conv2.norm.running_mean, tv_state["layer3.2.bn2.running_mean"])
+    assert "res4.2.conv2.norm.running_var" in caplog.text
+
+
+@pytest.mark.parametrize("form", ["a", "b", "c"])
+def test_a_model_of_form_a_or_b_loads_foreign_weights(tv_state, tmp_path, form):
+    """MODEL.RESNEXT.BLOCK_FORM a / b: torchvision's (grouped) weights, regrouped as the
+    model's C paths, compute torchvision's outputs."""
+    from resnext_det import resnext_classifier
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnext50_32x4d().eval()
+    path = _save(reference.state_dict(), tmp_path / "tv.pth")
+    model = resnext_classifier("X50_32x4d", num_classes=1000, block_form=form).eval()
+    ResNeXtCheckpointer(model, str(tmp_path / form), block_form=form,
+                        convert_kwargs={"keep_fc": True}).load(str(path))
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert max_rel_error(model(image), reference(image)) < 1e-4
 
 
 def test_unknown_format_is_an_error(tmp_path):
