@@ -25,7 +25,7 @@ from ..utils.io import atomic_write
 from .block_forms import convert_block_form
 from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
-from .readers import UnreadableFileError
+from .readers import UnreadableFileError, read_weights
 from .sources.resnext_det import OFFSET_KEY
 
 LAST = "last_checkpoint"  # fvcore's pointer file
@@ -126,6 +126,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
     def load(self, path, *args, **kwargs):
         """DetectionCheckpointer.load; after a failed load the next one works (detectron2
         leaves its URL state set on an error, and asserts on it at the next load)."""
+        if path and "://" not in path and not os.path.isfile(path):
+            read_weights(path)  # fvcore asserts; this names what is wrong (missing, a folder)
         try:
             return super().load(path, *args, **kwargs)
         finally:

@@ -12,6 +12,9 @@ _NESTED = ("model_state", "blobs", "model", "state_dict")
 def unwrap(obj, container, path="the weights file"):
     """{key: array} of a loaded object, and the wrapper dict it came in (or {})."""
     if container == "torch7":
+        if not hasattr(obj, "torch_typename"):  # torchfile reads tables and tensors as such
+            raise ConversionError(f"{path}: a Torch7 file holding a {type(obj).__name__}, not a "
+                                  "model (nn.Sequential ...). Give the model's .t7 file.")
         return flatten(obj), {}
     if not isinstance(obj, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, found a "
@@ -29,7 +32,11 @@ def unwrap(obj, container, path="the weights file"):
 
 
 def _check_arrays(state, path):
-    """Every value of a state dict is an array (a tensor, ndarray or number)."""
+    """Every key of a state dict is a string, every value an array (tensor, ndarray, number)."""
+    keys = [k for k in state if not isinstance(k, str)]
+    if keys:
+        raise ConversionError(f"{path}: {len(keys)} of its {len(state)} keys are not names "
+                              f"({', '.join(repr(k) for k in keys[:5])}): not a state dict of weights.")
     bad = [(k, type(v).__name__) for k, v in state.items()
            if not (hasattr(v, "shape") or isinstance(v, (int, float)))]
     if bad:

@@ -9,6 +9,7 @@ files in a foreign naming are converted (convert.py) and written to the cache; a
 that fits no known layout is an error, never handed on to a lenient loader.
 """
 import hashlib
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .convert import AUTHOR, convert_weights, detectron2_checkpoint
 from .detect import detect_source, unwrap
 from .readers import read_weights
 
+logger = logging.getLogger(__name__)
 CACHE_FOLDER = "converted_weights"
 
 
@@ -124,7 +126,12 @@ def _load_weights(path, *, cache_dir=None, trust_pickle=False, **convert_kwargs)
     result = convert_weights(weights, **convert_kwargs)
     checkpoint = detectron2_checkpoint(result)
     if cached:
-        os.makedirs(cache_dir, exist_ok=True)
-        atomic_write(cached, lambda f: pickle.dump(checkpoint, f))
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            atomic_write(cached, lambda f: pickle.dump(checkpoint, f))
+        except OSError as e:  # the conversion is in memory: the cache only saves time
+            logger.warning(f"Cannot cache the conversion of {path} in {cache_dir} ({e.strerror}): "
+                           "it is converted again next time.")
+            cached = None
     return LoadedWeights(checkpoint, checkpoint[AUTHOR], source, converted_to=cached,
                          report=result.report)

@@ -277,8 +277,12 @@ def read_weights(path, *, trust_pickle=False):
     if os.path.isdir(path):
         raise WeightsFileError(path, "is a folder, not a weights file",
                                "Point at the file inside it (.pth, .pkl, .pyth, .safetensors, .t7)")
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # permissions, a vanished network mount, ...
+        raise UnreadableFileError(path, f"cannot be read ({e.strerror})",
+                                  "Check its permissions, or copy it somewhere readable") from None
     if not data:
         raise UnreadableFileError(path, "is empty (0 bytes): an interrupted copy, download or "
                                   "save", "Copy or download it again")

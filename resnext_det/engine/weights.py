@@ -3,6 +3,8 @@
 Both go through resnext_det.checkpoint.load_weights, which reads the file once: the
 config step asks it to remember its result, and the checkpointer's load reuses it.
 """
+from detectron2.utils.file_io import PathManager
+
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for, load_weights
 from ..config.weights import apply_metadata, check_config
 
@@ -31,7 +33,9 @@ def config_from_weights(cfg):
     options.pop("block_form")  # the checkpointer regroups after the load
     if options.pop("allow_partial"):  # converted as the checkpointer will: one read for both
         options["allow_partial"] = True
-    meta = load_weights(cfg.MODEL.WEIGHTS, remember=True, **options).metadata
+    # a detectron2:// or https:// name, as the checkpointer resolves it (download, cache)
+    local = PathManager.get_local_path(cfg.MODEL.WEIGHTS)
+    meta = load_weights(local, remember=True, **options).metadata
     if meta is None:
         return [f"MODEL.RESNEXT.CONFIG_FROM_WEIGHTS: {cfg.MODEL.WEIGHTS!r} carries no "
                 "resnext_det metadata; the config is kept as it is."]

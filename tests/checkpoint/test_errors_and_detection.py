@@ -187,3 +187,39 @@ def test_weights_pointing_at_a_foreign_file_are_converted_once(tiny_state, tmp_p
     assert not [k for k in checkpointer.last_incompatible.missing_keys
                 if k.startswith(BACKBONE_PREFIXES)]
     shutil.rmtree(tmp_path / "out")
+
+
+def test_odd_contents_are_conversion_errors_naming_the_file(tmp_path):
+    """Each was a raw AttributeError (a key that is not a string, a .t7 holding a bare
+    tensor) or fvcore's AssertionError (a missing file, a folder, through the checkpointer)."""
+    import numpy as np
+    from t7_writer import write_t7
+    from resnext_det.checkpoint import UnreadableFileError, WeightsFileError, load_weights
+
+    pickle.dump({"conv.weight": np.zeros((2, 2), np.float32), 5: np.zeros(2, np.float32)},
+                open(tmp_path / "intkey.pkl", "wb"))
+    with pytest.raises(ConversionError, match=r"intkey\.pkl: 1 of its 2 keys are not names \(5\)"):
+        load_weights(str(tmp_path / "intkey.pkl"))
+    write_t7(tmp_path / "tensor.t7", np.zeros((2, 3), np.float32))
+    with pytest.raises(ConversionError, match=r"tensor\.t7: a Torch7 file holding a ndarray"):
+        load_weights(str(tmp_path / "tensor.t7"))
+    checkpointer = ResNeXtCheckpointer(torch.nn.Conv2d(3, 4, 1), str(tmp_path / "out"))
+    with pytest.raises(UnreadableFileError, match=r"nope\.pth: no such file"):
+        checkpointer.load(str(tmp_path / "nope.pth"))
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(WeightsFileError, match=r"folder: is a folder"):
+        checkpointer.load(str(tmp_path / "folder"))
+
+
+def test_a_cache_that_cannot_be_written_is_not_an_error(tv_state, tmp_path, caplog):
+    """The conversion is in memory; the cache only saves the next run's time."""
+    (tmp_path / "blocked").write_text("a file where the cache folder would go")
+    from resnext_det import resnext_classifier
+
+    model = resnext_classifier("X50_32x4d", num_classes=1000)
+    path = _save(tv_state, tmp_path / "tv.pth")
+    with caplog.at_level("WARNING"):
+        ResNeXtCheckpointer(model, str(tmp_path), cache_dir=str(tmp_path / "blocked" / "cache"),
+                            convert_kwargs={"keep_fc": True}).load(str(path))
+    assert "Cannot cache the conversion" in caplog.text
+    assert torch.equal(model.linear.weight, tv_state["fc.weight"])
