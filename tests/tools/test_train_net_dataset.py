@@ -83,8 +83,8 @@ def test_trains_on_a_coco_json_with_num_classes_from_it(tmp_path):
 
 
 def test_bad_json_through_the_cli(tmp_path):
-    bad = [{"id": 1, "image_id": 50, "category_id": 2, "bbox": [1, 1, 5, 5]},
-           {"id": 2, "image_id": 42, "category_id": 2, "bbox": [1, 1, 5, 5]}]
+    bad = [{"id": 1, "image_id": 50, "category_id": 2, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},
+           {"id": 2, "image_id": 42, "category_id": 2, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}]
     json_file = write_coco(tmp_path / "train", 1, annotations=bad)
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", tmp_path / "tiny.yaml",
