@@ -2,17 +2,20 @@
 
 `load_weights(path)` is what every loader of ours calls (the detection checkpointer, the
 classification trainer, MODEL.RESNEXT.CONFIG_FROM_WEIGHTS). It reads the bytes once; the
-SHA-256 of those bytes names the conversion cache entry, so a cache hit parses nothing
-but the cached file. Files in our naming (our .pkl, detectron2 checkpoints of our
+SHA-256 of those bytes and a fingerprint of the converting code name the conversion
+cache entry, so a cache hit parses nothing but the cached file, and a conversion made by
+other code is never reused. Files in our naming (our .pkl, detectron2 checkpoints of our
 models, training checkpoints) come back as detectron2's checkpointer expects them;
 files in a foreign naming are converted (convert.py) and written to the cache; a file
 that fits no known layout is an error, never handed on to a lenient loader.
 """
+import functools
 import hashlib
 import logging
 import os
 import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from ..utils.io import atomic_write
@@ -29,12 +32,28 @@ def cache_dir_for(output_dir):
     return os.path.join(output_dir or ".", CACHE_FOLDER)
 
 
+def code_fingerprint(root):
+    """First 8 hex of the SHA-256 of every .py file under `root`, names and bytes."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(root).rglob("*.py")):
+        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+@functools.lru_cache(maxsize=None)
+def converter_fingerprint():
+    """`code_fingerprint` of checkpoint/, the converting code: part of a cache entry's name,
+    so a conversion made by other code (an older release, a converter fixed since) is
+    never reused but converted again."""
+    return code_fingerprint(Path(__file__).parent)
+
+
 def cached_path(weights, cache_dir, convert_kwargs=None):
-    """<cache_dir>/<file name>-<first 12 hex of the file's sha256>[-<options hash>].pkl."""
+    """<cache_dir>/<file name>-<12 hex of the file's sha256>-<converter_fingerprint>[-<options>].pkl."""
     base = os.path.splitext(os.path.basename(weights.path))[0]
     options = {k: v for k, v in sorted((convert_kwargs or {}).items()) if v not in (None, False)}
     tag = f"-{hashlib.sha256(repr(options).encode()).hexdigest()[:6]}" if options else ""
-    return os.path.join(cache_dir, f"{base}-{weights.sha256[:12]}{tag}.pkl")
+    return os.path.join(cache_dir, f"{base}-{weights.sha256[:12]}-{converter_fingerprint()}{tag}.pkl")
 
 
 @dataclass

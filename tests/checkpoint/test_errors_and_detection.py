@@ -1,6 +1,7 @@
 """Conversion never guesses: errors name keys; content decides the format; C4/FPN/RetinaNet load."""
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,6 +188,43 @@ def test_weights_pointing_at_a_foreign_file_are_converted_once(tiny_state, tmp_p
     assert not [k for k in checkpointer.last_incompatible.missing_keys
                 if k.startswith(BACKBONE_PREFIXES)]
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_conversion_cached_by_other_converter_code_is_not_reused(tiny_state, tmp_path, monkeypatch):
+    """The cache entry was named by the source file's bytes alone: a conversion made by an
+    older (wrong) converter was loaded for ever after the converter was fixed."""
+    import resnext_det.checkpoint.loading as module
+
+    src = tmp_path / "X-50-2x4d.pkl"
+    src.write_bytes(pickle.dumps({"blobs": to_caffe2_blobs(tiny_state)}))
+    cfg, model = _detector("FPN", TINY)
+    ResNeXtCheckpointer(model, str(tmp_path / "out")).load(str(src))
+    [old] = (tmp_path / "out" / "converted_weights").glob("X-50-2x4d-*.pkl")
+    wrong = pickle.load(open(old, "rb"))  # what a wrong converter would have written
+    wrong["model"]["stem.conv1.weight"] = wrong["model"]["stem.conv1.weight"] * 0
+    old.write_bytes(pickle.dumps(wrong))
+    monkeypatch.setattr(module, "converter_fingerprint", lambda: "0ther0de")  # the fixed release
+    cfg, model = _detector("FPN", TINY)
+    ResNeXtCheckpointer(model, str(tmp_path / "out")).load(str(src))
+    stem = model.backbone.bottom_up.stem.conv1.weight
+    assert stem.abs().sum() > 0 and torch.equal(stem, torch.as_tensor(tiny_state["stem.conv1.weight"]))
+    assert len(list((tmp_path / "out" / "converted_weights").glob("X-50-2x4d-*.pkl"))) == 2
+
+
+def test_code_fingerprint_follows_every_byte_of_the_converting_code(tmp_path):
+    from resnext_det.checkpoint import loading
+
+    tree = tmp_path / "checkpoint"
+    shutil.copytree(Path(loading.__file__).parent, tree,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert loading.code_fingerprint(tree) == loading.converter_fingerprint()
+    torch7 = tree / "sources" / "torch7.py"
+    code = torch7.read_bytes()
+    torch7.write_bytes(code.replace(b"def ", b"def  ", 1))
+    assert loading.code_fingerprint(tree) != loading.converter_fingerprint()
+    torch7.write_bytes(code)
+    torch7.rename(tree / "sources" / "torch8.py")
+    assert loading.code_fingerprint(tree) != loading.converter_fingerprint()
 
 
 def test_odd_contents_are_conversion_errors_naming_the_file(tmp_path):
