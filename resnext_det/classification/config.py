@@ -59,8 +59,8 @@ def _data():
     data.VAL_SPLIT = "val"  # folder under ROOT (folder); CIFAR: always its test set
     # Image file endings the folder dataset reads (case-insensitive); others are ignored.
     data.EXTENSIONS = [".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"]
-    # A corrupt or truncated image: "skip" -> log its path once and use the next image;
-    # "error" -> stop with an error naming its path.
+    # A corrupt or truncated image: "skip" -> log its path once; training uses the next
+    # image, validation leaves it out of the metrics; "error" -> stop naming its path.
     data.ON_BAD_IMAGE = "skip"
     data.NUM_WORKERS = 4  # data loader processes per training process (0: in-process)
     return data

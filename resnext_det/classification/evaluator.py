@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from ..data.classification import IGNORED_LABEL
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,25 +21,30 @@ def topk_correct(logits, labels, ks=(1, 5)):
 class TopKEvaluator(DatasetEvaluator):
     """Mean loss, top-1 and top-5 error (percent) over the images of every process.
 
-    Inputs are (images, labels) batches, outputs the logits. With fewer than five classes,
-    top-5 counts every class (error 0).
+    Inputs are (images, labels) batches, outputs the logits. Rows labelled IGNORED_LABEL
+    (validation images skipped by DATA.ON_BAD_IMAGE) count nowhere; "skipped" says how
+    many. With fewer than five classes, top-5 counts every class (error 0).
     """
 
     def reset(self):
-        self._sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
+        # loss, top-1 hits, top-5 hits, images, skipped images
+        self._sums = torch.zeros(5, dtype=torch.float64)
 
     def process(self, inputs, outputs):
         labels = inputs[1].to(outputs.device)
-        loss = F.cross_entropy(outputs.float(), labels, reduction="sum")
-        self._sums += torch.tensor([float(loss), *topk_correct(outputs, labels), len(labels)],
-                                   dtype=torch.float64)
+        kept = labels != IGNORED_LABEL
+        outputs, labels = outputs[kept], labels[kept]
+        loss = F.cross_entropy(outputs.float(), labels, reduction="sum") if len(labels) else 0.0
+        self._sums += torch.tensor([float(loss), *topk_correct(outputs, labels), len(labels),
+                                    int((~kept).sum())], dtype=torch.float64)
 
     def evaluate(self):
-        """{"top1_err", "top5_err", "loss", "images"}, on every process."""
-        loss, top1, top5, count = sum(comm.all_gather(self._sums)).tolist()
+        """{"top1_err", "top5_err", "loss", "images", "skipped"}, on every process."""
+        loss, top1, top5, count, skipped = sum(comm.all_gather(self._sums)).tolist()
         n = max(count, 1)
         result = {"top1_err": 100 * (1 - top1 / n), "top5_err": 100 * (1 - top5 / n),
-                  "loss": loss / n, "images": int(count)}
+                  "loss": loss / n, "images": int(count), "skipped": int(skipped)}
+        left_out = f", {result['skipped']} bad images left out" if skipped else ""
         logger.info(f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}% "
-                    f"(loss {result['loss']:.4f}) on {result['images']} images")
+                    f"(loss {result['loss']:.4f}) on {result['images']} images{left_out}")
         return result

@@ -3,7 +3,8 @@
     ROOT/train/<class>/<image>.JPEG      classes = the sorted folder names; label = index
     ROOT/val/<class>/<image>.JPEG        the same class folders as train
 
-A bad image is named, then skipped or raised as DATA.ON_BAD_IMAGE says; a missing split,
+A bad image is named, then skipped or raised as DATA.ON_BAD_IMAGE says (training uses the
+next image instead, validation leaves it out of the metrics: IGNORED_LABEL); a missing split,
 a split without class folders or a class without images is an error naming the folder.
 """
 import logging
@@ -20,6 +21,9 @@ from .checks import DatasetError  # detection's: one error type for unusable dat
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
+# The label of a skipped validation image: its (blank) picture keeps the batch shape, and
+# the evaluator counts no row with this label.
+IGNORED_LABEL = -1
 # name -> (folder of the python release, train files, test files, label key, meta file, names key)
 CIFAR = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
                      ["test_batch"], b"labels", "batches.meta", b"label_names"),
@@ -42,10 +46,12 @@ def read_image(path):
 
 class FolderDataset(ImageFolder):
     """ImageFolder with errors that name the folder, and DATA.ON_BAD_IMAGE: "skip" logs a
-    bad image once with its path and uses the next one; "error" raises a BadImageError."""
+    bad image once with its path and, with `replace_bad`, uses the next one (training),
+    else returns a blank picture labelled IGNORED_LABEL (validation: counted nowhere, and
+    no other image counted twice); "error" raises a BadImageError."""
 
     def __init__(self, split_dir, transform=None, extensions=(".jpeg", ".jpg", ".png"),
-                 on_bad_image="skip"):
+                 on_bad_image="skip", replace_bad=True):
         if on_bad_image not in ("skip", "error"):
             raise DatasetError(f"DATA.ON_BAD_IMAGE={on_bad_image!r} is not valid: expected one "
                                "of ['skip', 'error']")
@@ -58,7 +64,7 @@ class FolderDataset(ImageFolder):
                              is_valid_file=lambda path: path.lower().endswith(ends))
         except FileNotFoundError as e:  # a class folder without images
             raise DatasetError(f"{split_dir}: {e}(images end in {list(ends)})") from None
-        self.on_bad_image, self.bad_paths = on_bad_image, set()
+        self.on_bad_image, self.replace_bad, self.bad_paths = on_bad_image, replace_bad, set()
 
     def find_classes(self, directory):
         try:
@@ -77,6 +83,9 @@ class FolderDataset(ImageFolder):
                 if str(e) not in self.bad_paths:  # once per process (and loader worker)
                     self.bad_paths.add(str(e))
                     logger.warning(f"Skipping a bad image (DATA.ON_BAD_IMAGE='skip'): {e}")
+                if not self.replace_bad:
+                    blank = Image.new("RGB", (32, 32))
+                    return (self.transform(blank) if self.transform else blank), IGNORED_LABEL
         raise BadImageError(f"{step + 1} bad images in a row from index {index}; is the "
                             "dataset readable at all?")
 
@@ -121,7 +130,8 @@ def build_dataset(cfg, train, transform):
     d = cfg.DATA
     if d.NAME == "folder":
         split = os.path.join(d.ROOT, d.TRAIN_SPLIT if train else d.VAL_SPLIT)
-        return FolderDataset(split, transform, tuple(d.EXTENSIONS), d.ON_BAD_IMAGE)
+        return FolderDataset(split, transform, tuple(d.EXTENSIONS), d.ON_BAD_IMAGE,
+                             replace_bad=train)
     if d.NAME in CIFAR:
         return CifarDataset(d.ROOT, d.NAME, train, transform)
     raise DatasetError(f"DATA.NAME={d.NAME!r} is not valid: expected one of {['folder', *CIFAR]}")

@@ -52,6 +52,31 @@ def test_training_with_bad_images(tmp_path):
         main(cls_args(opts))
 
 
+def test_a_bad_validation_image_is_left_out_of_the_metrics(tmp_path):
+    """'skip' used the next image, so a validation image was counted twice in top-1."""
+    from resnext_det.classification.trainer import build_model_for, evaluate
+    from resnext_det.classification.transforms import build_test_transform
+    from resnext_det.data.classification import build_dataset, read_image
+
+    from .helpers import tiny_cfg
+
+    folder = write_folder(tmp_path, per_class=(2, 3))
+    good = sorted((folder / "val").rglob("*.png"))
+    (folder / "val" / "blue" / "bad.png").write_bytes(b"not an image")
+    cfg = tiny_cfg(folder, tmp_path / "out")
+    dataset = build_dataset(cfg, False, build_test_transform(cfg))
+    torch.manual_seed(0)
+    model = build_model_for(cfg, dataset).eval()
+    result = evaluate(cfg, model, dataset)
+    assert (result["images"], result["skipped"]) == (len(good), 1)
+    transform = build_test_transform(cfg)  # the reference: each good file once, by hand
+    with torch.no_grad():
+        logits = model(torch.stack([transform(read_image(path)) for path in good]))
+    labels = torch.tensor([dataset.class_to_idx[path.parent.name] for path in good])
+    wrong = int((logits.argmax(1) != labels).sum())
+    assert result["top1_err"] == pytest.approx(100 * wrong / len(good))
+
+
 def test_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(DatasetError, match=f"{tmp_path}/missing: no such folder"):
         FolderDataset(str(tmp_path / "missing"))

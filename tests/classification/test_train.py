@@ -69,7 +69,7 @@ def test_metrics_have_detections_record_shape(folder, tmp_path):
     assert all(DETECTRON2_TRAINING_KEYS <= set(r) for r in records[2:5])  # timer warm-up: 2
     assert all(isinstance(v, float) for r in records for k, v in r.items() if k != "iteration")
     assert set(records[-1]) == {"iteration", "val/top1_err", "val/top5_err", "val/loss",
-                                "val/images"}
+                                "val/images", "val/skipped"}
 
 
 def test_amp_on_the_cpu_trains_in_bfloat16(folder, tmp_path):
