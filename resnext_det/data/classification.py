@@ -90,7 +90,8 @@ class FolderDataset(ImageFolder):
                             "dataset readable at all?")
 
 
-def _unpickle(path):
+def _unpickle(path, keys):
+    """The dict a CIFAR python-release file holds, with `keys`; DatasetError naming it if not."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: missing. Expected the python release of CIFAR (https://"
                            "www.cs.toronto.edu/~kriz/cifar.html) extracted under DATA.ROOT.")
@@ -98,9 +99,26 @@ def _unpickle(path):
     # carries; data files get the restricted unpickler of weights files instead.
     with open(path, "rb") as f:
         try:
-            return WeightsUnpickler(f, encoding="bytes").load()
-        except pickle.UnpicklingError as e:
-            raise DatasetError(f"{path}: not the CIFAR python release ({e}).") from None
+            obj = WeightsUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as e:
+            raise DatasetError(f"{path}: not the CIFAR python release ({type(e).__name__}: "
+                               f"{e}); download and extract it again.") from None
+    missing = [k.decode() for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise DatasetError(f"{path}: not the CIFAR python release (no {missing} in it); "
+                           "download and extract it again.")
+    return obj
+
+
+def _images_and_labels(batch, label_key, path):
+    """(N, 32, 32, 3) uint8 RGB images and their N labels of one batch file."""
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or \
+            labels.shape != (len(data),) or labels.dtype.kind not in "iu":
+        raise DatasetError(f"{path}: expected 'data' uint8 (N, 3072) and N integer "
+                           f"{label_key.decode()!r}, got {data.dtype} {data.shape} and "
+                           f"{labels.dtype} {labels.shape}; download and extract it again.")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
 
 class CifarDataset(Dataset):
@@ -110,11 +128,17 @@ class CifarDataset(Dataset):
         folder, train_files, test_files, label_key, meta_file, names_key = CIFAR[name]
         inside = os.path.basename(os.path.normpath(root)) == folder
         base = root if inside else os.path.join(root, folder)
-        batches = [_unpickle(os.path.join(base, f)) for f in (train_files if train else test_files)]
-        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-        self.images = images.transpose(0, 2, 3, 1).copy()  # (N, 32, 32, 3) uint8 RGB
-        self.labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-        self.classes = [n.decode() for n in _unpickle(os.path.join(base, meta_file))[names_key]]
+        paths = [os.path.join(base, f) for f in (train_files if train else test_files)]
+        parts = [_images_and_labels(_unpickle(p, (b"data", label_key)), label_key, p) for p in paths]
+        self.images = np.concatenate([images for images, _ in parts])  # (N, 32, 32, 3) uint8 RGB
+        self.labels = np.concatenate([labels for _, labels in parts])
+        meta = os.path.join(base, meta_file)
+        self.classes = [n.decode() for n in _unpickle(meta, (names_key,))[names_key]]
+        bad = sorted(set(self.labels[(self.labels < 0) | (self.labels >= len(self.classes))]))
+        if bad or not len(self.labels):
+            found = f"labels {bad[:5]} outside the {len(self.classes)} classes of {meta}" if bad \
+                else f"no images in {[os.path.basename(p) for p in paths]}"
+            raise DatasetError(f"{base}: {found}; download and extract the release again.")
         self.transform = transform
 
     def __len__(self):

@@ -133,3 +133,27 @@ def test_cifar_training_runs(tmp_path):
     assert result["images"] == 4 and np.isfinite(result["loss"])
     final = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)
     assert "resnext_det" not in final  # not a detection backbone: no detector metadata
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda base: (base / "data_batch_2").write_bytes(b""), "data_batch_2: not the CIFAR python"),
+    (lambda base: (base / "data_batch_3").write_bytes(pickle.dumps({b"labels": [1]})),
+     r"data_batch_3: not the CIFAR python release \(no \['data'\]"),
+    (lambda base: (base / "data_batch_1").write_bytes(pickle.dumps([1, 2])), "data_batch_1: not"),
+    (lambda base: (base / "data_batch_4").write_bytes(pickle.dumps(
+        {b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, 3]})),
+     r"data_batch_4: expected 'data' uint8 \(N, 3072\) and N integer 'labels'"),
+    (lambda base: (base / "data_batch_5").write_bytes(pickle.dumps(
+        {b"data": np.zeros((4, 1024), np.uint8), b"labels": [1, 2, 3, 4]})), "data_batch_5: expected"),
+    (lambda base: (base / "data_batch_5").write_bytes(pickle.dumps(
+        {b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, 3, 10]})),
+     r"labels \[10\] outside the 10 classes of .*batches.meta"),
+    (lambda base: (base / "batches.meta").write_bytes(pickle.dumps({b"names": []})),
+     r"batches.meta: not the CIFAR python release \(no \['label_names'\]"),
+])
+def test_damaged_cifar_files_are_errors_naming_them(tmp_path, damage, message):
+    """Each was a raw EOFError / KeyError / ValueError, and a labels list shorter than the
+    images paired them silently wrong."""
+    damage(_write_cifar10(tmp_path))
+    with pytest.raises(DatasetError, match=message):
+        CifarDataset(str(tmp_path), "cifar10", train=True)
