@@ -22,8 +22,8 @@ from ..config.errors import ConfigError
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import check_weights
-from ..engine.resume import (PlaceSeededDataset, ResumableCheckpointer, ResumableSampler,
-                             restore_rng)
+from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
+                             ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
@@ -151,7 +151,8 @@ class ClsTrainer(DefaultTrainer):
         if c.LOG_PERIOD < 1:
             raise ConfigError("LOG_PERIOD", c.LOG_PERIOD, "iterations >= 1")
         checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
-        ret = [hooks.IterationTimer(), Throughput(s.IMS_PER_BATCH, self.epoch_iters),
+        ret = [DropRecordsAfterCheckpoint(c.OUTPUT_DIR), hooks.IterationTimer(),
+               Throughput(s.IMS_PER_BATCH, self.epoch_iters),
                hooks.LRScheduler(),
                ResumableCheckpointer(self.checkpointer, checkpoints, self.checkpoint_extra,
                                      max_to_keep=s.MAX_TO_KEEP or None),

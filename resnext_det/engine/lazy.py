@@ -45,6 +45,7 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
+from .resume import DropRecordsAfterCheckpoint
 from .checks import check_datasets, check_weights, checked_train_dicts
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
@@ -220,6 +221,7 @@ def do_train(setup, resume=False):
 
     main = comm.is_main_process()
     trainer.register_hooks([
+        DropRecordsAfterCheckpoint(train.output_dir),
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **train.checkpointer) if main else None,

@@ -5,7 +5,9 @@ from RNGs of loader workers (which restart with every run). With these, a resume
 computes what the uninterrupted one would have, with or without workers
 (tests/classification/test_train.py checks it bit for bit)."""
 import itertools
+import json
 import logging
+import os
 import random
 
 import numpy as np
@@ -111,3 +113,48 @@ class ResumableCheckpointer(hooks.PeriodicCheckpointer):
             rng = comm.all_gather(rng_state())
             if comm.is_main_process():
                 self.step(it, rng=rng, **self.extra(it))
+
+
+class DropRecordsAfterCheckpoint(hooks.HookBase):
+    """Before a resumed run trains, cut from OUTPUT_DIR/metrics.json what the interrupted
+    run wrote after the checkpoint it resumes from: the trailing records of iterations
+    >= the start iteration (the resumed run logs them again; detectron2's JSONWriter
+    appends, so the plots showed two curves there) and a last line cut short by a kill
+    (no JSON reader got past it). Only a trailing part is cut, by one truncate, so the
+    records of an earlier run in the same folder stay, and JSONWriter's handle (opened to
+    append) writes on at the new end. Main process only."""
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, "metrics.json")
+
+    def before_train(self):
+        if self.trainer.start_iter > 0 and comm.is_main_process() and os.path.isfile(self.path):
+            cut = drop_trailing_records(self.path, self.trainer.start_iter)
+            if cut:
+                logger.info(f"Resuming at iteration {self.trainer.start_iter}: removed {cut} "
+                            f"records of the interrupted run from {self.path}")
+
+
+def drop_trailing_records(path, start_iter):
+    """Truncate `path` (JSON lines) before its trailing records with "iteration" >=
+    `start_iter` and a trailing line cut short (not JSON); the number of lines cut."""
+    with open(path, "rb+") as f:
+        lines = f.read().splitlines(keepends=True)
+        keep = len(lines)
+        while keep and _after(lines[keep - 1], start_iter):
+            keep -= 1
+        if keep < len(lines):
+            f.truncate(sum(len(line) for line in lines[:keep]))
+        if keep and not lines[keep - 1].endswith(b"\n"):  # a whole record, its newline lost
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+    return len(lines) - keep
+
+
+def _after(line, start_iter):
+    """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True
+    return isinstance(record, dict) and record.get("iteration", -1) >= start_iter

@@ -18,6 +18,7 @@ from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import bad_data_policies, check_datasets, check_weights, checked_train_dicts
 from .precision import with_inference_dtype
+from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
 
 
@@ -101,6 +102,11 @@ class Trainer(DefaultTrainer):
         if not (resume and self.checkpointer.has_checkpoint()):
             check_weights(self.cfg)
         super().resume_or_load(resume=resume)
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, after one that cuts a resumed run's metrics.json back to
+        its checkpoint (resume.DropRecordsAfterCheckpoint)."""
+        return [DropRecordsAfterCheckpoint(self.cfg.OUTPUT_DIR), *super().build_hooks()]
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -138,6 +138,12 @@ def test_resume_continues_the_epoch_exactly(folder, tmp_path, monkeypatch, extra
     assert again["iteration"] == 6
     for key, value in whole["model"].items():  # same data order, lr and RNG: same weights
         assert torch.equal(value, again["model"][key]), key
+    # metrics.json: the killed run's records after its checkpoint were cut, so the file
+    # holds each iteration once (total_loss is a median over the run's last 20 steps, so
+    # it differs after a restart; the lr does not)
+    lrs = [[(r["iteration"], r["lr"]) for r in map(json.loads, open(
+        tmp_path / run / "metrics.json")) if "total_loss" in r] for run in ("whole", "killed")]
+    assert lrs[0] == lrs[1] and [i for i, _ in lrs[0]] == list(range(7))
 
 
 def test_crash_during_checkpoint_write_keeps_last(folder, tmp_path, monkeypatch):

@@ -285,13 +285,20 @@ def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, mon
     assert (out / "model_0000000.pth").is_file() and (out / "config.yaml").is_file()
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
 
+    lines = (out / "metrics.json").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines if "total_loss" in line] == [1]
+    for name in ("model_0000001.pth", "model_final.pth"):  # killed after iteration 0's checkpoint
+        (out / name).unlink()
+    (out / "last_checkpoint").write_text("model_0000000.pth")
+
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     tool = load_tool("train_net")  # in this process from here on: no second start-up
     with captured("detectron2.engine.train_loop") as records:
         tool.run(["--config-file", DIGITS, "--resume", *common, "train.max_iter=3"])
-    assert "Starting training from iteration 2" in records
+    assert "Starting training from iteration 1" in records
     lines = (out / "metrics.json").read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines if "total_loss" in line][-1] == 2
+    # the killed run's record of iteration 1 was cut: each iteration once
+    assert [json.loads(line)["iteration"] for line in lines if "total_loss" in line] == [2]
     assert torch.load(out / "model_final.pth")["iteration"] == 2
     final = _coco_metrics(out)
     assert math.isfinite(final["bbox"]["AP"]) and "AP-9" in final["bbox"]

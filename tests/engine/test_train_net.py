@@ -50,10 +50,20 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
     assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-0", "AP-9"}
     assert math.isfinite(metrics["bbox"]["AP"])  # 4 iterations learn nothing: scored, not judged
 
+    before = (out / "metrics.json").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in before if "total_loss" in line] == [3]
+    # killed after the checkpoint of iteration 1, while writing a record
+    for name in ("model_0000003.pth", "model_final.pth"):
+        (out / name).unlink()
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    with open(out / "metrics.json", "a") as f:
+        f.write('{"data_time": 0.1, "iter')
     log = _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 6)
-    assert "Starting training from iteration 4" in log
+    assert "Starting training from iteration 2" in log
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    assert max(r["iteration"] for r in records if "total_loss" in r) == 5  # iterations 0..5
+    # the killed run's records after its checkpoint are gone; the resumed run's follow
+    assert [r["iteration"] for r in records if "total_loss" in r] == [5]
+    assert [r["iteration"] for r in records if "bbox/AP" in r] == [6]  # detectron2: after 5
 
     evaluated = _train(datasets_root, tmp_path / "eval", "--eval-only",
                        "MODEL.WEIGHTS", str(out / "model_final.pth"))

@@ -5,6 +5,7 @@ does: the temporary file of the write is still there after the kill); then every
 checkpoint on disk must load and --resume must continue from the newest. A truncated
 newest checkpoint makes --resume fall back to the newest readable one, naming the bad file.
 """
+import json
 import os
 import signal
 import subprocess
@@ -190,3 +191,19 @@ def test_a_failed_load_leaves_the_checkpointer_usable(tmp_path):
     with pytest.raises(UnreadableFileError):
         checkpointer.load(str(tmp_path / "bad.pth"))
     checkpointer.load(str(tmp_path / "good.pth"))
+
+
+def test_resume_cuts_only_the_interrupted_runs_tail_of_metrics(tmp_path):
+    """An earlier run's records in the same folder stay; a whole last record whose newline
+    the kill lost gets it back (the next append would have joined it); a cut line goes."""
+    from resnext_det.engine.resume import drop_trailing_records
+
+    earlier = [json.dumps({"iteration": i, "total_loss": 1.0}) + "\n" for i in range(10)]
+    killed = [json.dumps({"iteration": i, "total_loss": 2.0}) + "\n" for i in range(4)]
+    path = tmp_path / "metrics.json"
+    path.write_text("".join(earlier + killed) + '{"iteration": 4, "tot')
+    assert drop_trailing_records(path, 2) == 3
+    assert path.read_text() == "".join(earlier + killed[:2])
+    path.write_text("".join(earlier) + killed[0].strip())
+    assert drop_trailing_records(path, 5) == 0
+    assert path.read_text() == "".join(earlier + killed[:1])
