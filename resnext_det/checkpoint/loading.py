@@ -49,7 +49,7 @@ def converter_fingerprint():
 
 
 def cached_path(weights, cache_dir, convert_kwargs=None):
-    """<cache_dir>/<file name>-<12 hex of the file's sha256>-<converter_fingerprint>[-<options>].pkl."""
+    """<cache_dir>/<file name>-<file sha256[:12]>-<converter_fingerprint>[-<options>].pkl."""
     base = os.path.splitext(os.path.basename(weights.path))[0]
     options = {k: v for k, v in sorted((convert_kwargs or {}).items()) if v not in (None, False)}
     tag = f"-{hashlib.sha256(repr(options).encode()).hexdigest()[:6]}" if options else ""

@@ -134,11 +134,13 @@ class CifarDataset(Dataset):
         self.labels = np.concatenate([labels for _, labels in parts])
         meta = os.path.join(base, meta_file)
         self.classes = [n.decode() for n in _unpickle(meta, (names_key,))[names_key]]
+        if not len(self.labels):
+            raise DatasetError(f"{base}: no images in {[os.path.basename(p) for p in paths]}; "
+                               "download and extract the release again.")
         bad = sorted(set(self.labels[(self.labels < 0) | (self.labels >= len(self.classes))]))
-        if bad or not len(self.labels):
-            found = f"labels {bad[:5]} outside the {len(self.classes)} classes of {meta}" if bad \
-                else f"no images in {[os.path.basename(p) for p in paths]}"
-            raise DatasetError(f"{base}: {found}; download and extract the release again.")
+        if bad:
+            raise DatasetError(f"{base}: labels {bad[:5]} outside the {len(self.classes)} classes "
+                               f"of {meta}; download and extract the release again.")
         self.transform = transform
 
     def __len__(self):

@@ -45,10 +45,10 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .resume import DropRecordsAfterCheckpoint
 from .checks import check_datasets, check_weights, checked_train_dicts
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
+from .resume import DropRecordsAfterCheckpoint
 from .trainer import inference_model
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here

@@ -104,7 +104,7 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
 
     def build_hooks(self):
-        """DefaultTrainer's hooks, after one that cuts a resumed run's metrics.json back to
+        """DefaultTrainer's hooks, led by one that cuts a resumed run's metrics.json back to
         its checkpoint (resume.DropRecordsAfterCheckpoint)."""
         return [DropRecordsAfterCheckpoint(self.cfg.OUTPUT_DIR), *super().build_hooks()]
 
