@@ -1,6 +1,8 @@
 """Folder and CIFAR datasets: bad images named by path, empty folders named by path."""
+import io
 import logging
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -95,16 +97,37 @@ def test_empty_training_folder_through_main(tmp_path):
         main(cls_args(tiny_opts(tmp_path / "data", tmp_path / "out")))
 
 
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes with Python 2's str opcodes (SHORT_BINSTRING / BINSTRING), as the CIFAR
+    release was pickled: Python 3 reads them back as bytes (encoding="bytes", ours) or str
+    (encoding="latin1", torchvision's)."""
+
+    def save_bytes(self, obj):
+        short = len(obj) < 256
+        self.write((pickle.SHORT_BINSTRING + bytes([len(obj)])) if short
+                   else (pickle.BINSTRING + struct.pack("<i", len(obj))))
+        self.write(obj)
+        self.memoize(obj)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes}
+
+
+def _release_pickle(obj):
+    buffer = io.BytesIO()
+    _Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
 def _write_cifar10(root, per_batch=4):
     base = root / "cifar-10-batches-py"
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, per_batch))}
-        (base / name).write_bytes(pickle.dumps(batch))
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        (base / name).write_bytes(_release_pickle(batch))
     names = [f"class{k}".encode() for k in range(10)]
-    (base / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    (base / "batches.meta").write_bytes(_release_pickle({b"label_names": names}))
     return base
 
 
@@ -114,11 +137,27 @@ def test_cifar_pickles(tmp_path):
     test = CifarDataset(str(base), "cifar10", train=False)  # ROOT may be the folder itself
     assert (len(train), len(test), len(train.classes)) == (20, 4, 10)
     image, label = train[5]
-    raw = pickle.loads((base / "data_batch_2").read_bytes())
+    raw = pickle.loads((base / "data_batch_2").read_bytes(), encoding="bytes")
     assert np.array_equal(np.asarray(image), raw[b"data"][1].reshape(3, 32, 32).transpose(1, 2, 0))
     assert label == raw[b"labels"][1]
     with pytest.raises(DatasetError, match="cifar-100-python/train: missing"):
         CifarDataset(str(tmp_path), "cifar100")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_cifar_reads_as_torchvisions_reader(tmp_path, monkeypatch, train):
+    """torchvision.datasets.CIFAR10 as the oracle for the release's layout (its md5 check of
+    the real files is switched off: these are generated)."""
+    import torchvision
+
+    _write_cifar10(tmp_path)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    peer = torchvision.datasets.CIFAR10(str(tmp_path), train=train, download=False)
+    ours = CifarDataset(str(tmp_path), "cifar10", train=train)
+    assert ours.classes == peer.classes and len(ours) == len(peer)
+    for index in range(len(peer)):
+        (image, label), (peer_image, peer_label) = ours[index], peer[index]
+        assert label == peer_label and np.array_equal(np.asarray(image), np.asarray(peer_image))
 
 
 def test_cifar_training_runs(tmp_path):
