@@ -21,7 +21,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, process_runs
 from .block_forms import convert_block_form
 from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
@@ -208,7 +208,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         training run saving while an --eval-only --resume starts on its folder)."""
         for tmp in glob.glob(os.path.join(glob.escape(self.save_dir), "*.tmp-*")):
             pid = tmp.rsplit(".tmp-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and _process_runs(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and process_runs(int(pid)):
                 continue
             self.logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
             try:
@@ -241,13 +241,3 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
                                   f"{', '.join(bad) or 'none'})", "Start without --resume, or "
                                   "remove the damaged files")
 
-
-def _process_runs(pid):
-    """Whether process `pid` runs on this machine (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True

@@ -21,7 +21,7 @@ from detectron2.structures import Boxes
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
 
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, staged_folder
 
 METRICS_FILE = "coco_metrics.json"
 RESULTS_FILE = "coco_instances_results.json"  # detectron2's name for the detections
@@ -139,7 +139,10 @@ class COCOMetricsEvaluator(COCOEvaluator):
                                           "instances": BoxDetections(instances, input["image_id"])})
 
     def evaluate(self, img_ids=None):
-        with gc_paused():
+        """detectron2's; its files (instances_predictions.pth, coco_instances_results.json)
+        replace the previous evaluation's only once all are written (detectron2 writes them
+        in place: a kill meanwhile lost both evaluations' files)."""
+        with gc_paused(), self._staged_output():
             for prediction in self._predictions:
                 if isinstance(prediction.get("instances"), BoxDetections):
                     prediction["instances"] = prediction["instances"].to_coco()
@@ -150,6 +153,19 @@ class COCOMetricsEvaluator(COCOEvaluator):
             atomic_write(path, lambda f: f.write(text.encode()))
             self._logger.info(f"COCO metrics written to {path}")
         return results
+
+    @contextlib.contextmanager
+    def _staged_output(self):
+        """detectron2's writes go to a staging folder inside the output folder."""
+        output_dir = self._output_dir
+        if not output_dir or not comm.is_main_process():
+            yield
+            return
+        with staged_folder(output_dir) as self._output_dir:
+            try:
+                yield
+            finally:
+                self._output_dir = output_dir
 
     def _dataset_ids(self, results):
         """Results with the dataset's category ids (the model predicts contiguous ones)."""

@@ -168,3 +168,43 @@ def test_predictions_and_results_files_equal_detectron2s(digits_val, tmp_path):
     assert len(their_pth) == len(inputs) and their_pth[1]["instances"] == []
     assert ours_pth == their_pth
     assert len(their_json) > 10 and ours_json == their_json
+
+
+@pytest.mark.parametrize("backend", ["faster-coco-eval", "pycocotools"])
+def test_a_kill_while_writing_keeps_the_previous_evaluations_files(digits_val, tmp_path,
+                                                                    monkeypatch, backend):
+    """A second evaluation killed while writing instances_predictions.pth (detectron2's
+    torch.save) leaves the first evaluation's files whole; one that ends replaces both, and
+    no staging folder is left, nor one a killed process left before."""
+    from detectron2.evaluation import coco_evaluation
+
+    inputs, outputs = _digits_outputs(digits_val)
+
+    def run():
+        evaluator = COCOMetricsEvaluator(digits_val, output_dir=str(tmp_path), backend=backend)
+        evaluator.reset()
+        evaluator.process(inputs, outputs)
+        return evaluator.evaluate()
+
+    run()
+    first = {name: (tmp_path / name).read_bytes()
+             for name in ("instances_predictions.pth", RESULTS_FILE)}
+    real_save = torch.save
+
+    def killed_save(obj, f, *args, **kwargs):
+        f.write(b"\x80\x02cut")  # part of a file, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(coco_evaluation.torch, "save", killed_save)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(coco_evaluation.torch, "save", real_save)
+    assert {name: (tmp_path / name).read_bytes() for name in first} == first
+    dead = tmp_path / ".staging.tmp-999999999"  # no such pid
+    dead.mkdir()
+    (dead / "instances_predictions.pth").write_bytes(b"cut")
+    outputs[0] = {"instances": outputs[0]["instances"][:0]}
+    run()
+    second = torch.load(tmp_path / "instances_predictions.pth", weights_only=True)
+    assert second[0]["instances"] == [] and (tmp_path / RESULTS_FILE).read_bytes() != first[RESULTS_FILE]
+    assert not list(tmp_path.glob(".staging*"))
