@@ -7,7 +7,7 @@ stem.*, res2.* .. res5.*, plus the classifier `linear.*`.
 import torch.nn.functional as F
 from detectron2.utils.events import get_event_storage
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_choice
 from ..modeling.classifier import ResNeXtClassifier
 from ..modeling.config_args import NORMS, resnext_block_args, resnext_node
 from ..modeling.resnext import build_resnext
@@ -51,8 +51,7 @@ def cifar_template(cfg):
 
 def _cifar_model(cfg, num_classes):
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
-    if x.BLOCK_FORM not in ("a", "b", "c"):
-        raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, "one of ['a', 'b', 'c']")
+    check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, ("a", "b", "c"))
     return build_cifar_resnext(cifar_template(cfg), num_classes=num_classes,
                                stem_out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM,
                                block_form=x.BLOCK_FORM, stride_in_1x1=r.STRIDE_IN_1X1,
@@ -73,8 +72,7 @@ def build_cls_model(cfg, num_classes):
     Returns:
         ClsModel: "imagenet" -> the detection backbone's stem and stages; "cifar" -> ResNeXt-29.
     """
-    if cfg.MODEL.ARCH not in ARCHS:
-        raise ConfigError("MODEL.ARCH", cfg.MODEL.ARCH, f"one of {list(ARCHS)}")
+    check_choice("MODEL.ARCH", cfg.MODEL.ARCH, ARCHS)
     _check_norm(cfg)
     return (_imagenet_model if cfg.MODEL.ARCH == "imagenet" else _cifar_model)(cfg, num_classes)
 

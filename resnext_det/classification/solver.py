@@ -9,7 +9,7 @@ import torch
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def build_param_scheduler(s):
         fvcore ParamScheduler: MultiStep (x GAMMA at each epoch of STEPS) or Cosine (1 -> 0),
         with a linear warmup from WARMUP_FACTOR over WARMUP_EPOCHS.
     """
-    if s.LR_SCHEDULER not in ("step", "cosine"):
-        raise ConfigError("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, "one of ['step', 'cosine']")
+    check_choice("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, ("step", "cosine"))
     if (list(s.STEPS) != sorted(set(s.STEPS)) or any(_sub_epochs(step) <= 0 for step in s.STEPS)
             or len({_sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
         raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "

@@ -6,7 +6,7 @@ INPUT.FORMAT order, x' = (x - PIXEL_MEAN) / PIXEL_STD (torchvision's, with its s
 import torch
 from torchvision import transforms as T
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_choice
 
 
 class ToModelInput:
@@ -31,9 +31,7 @@ def build_train_transform(cfg):
                                                            tuple(inp.RATIO)),
              "pad_crop": lambda: T.RandomCrop(inp.TRAIN_SIZE, padding=inp.PAD),
              "none": lambda: T.Resize((inp.TRAIN_SIZE, inp.TRAIN_SIZE))}
-    if inp.TRAIN_CROP not in crops:
-        raise ConfigError("INPUT.TRAIN_CROP", inp.TRAIN_CROP, f"one of {list(crops)}")
-    ops = [crops[inp.TRAIN_CROP]()]
+    ops = [crops[check_choice("INPUT.TRAIN_CROP", inp.TRAIN_CROP, crops)]()]
     if inp.RANDOM_FLIP:
         ops.append(T.RandomHorizontalFlip())
     if inp.COLOR_JITTER > 0:

@@ -14,7 +14,7 @@ from ..modeling.config_args import resnext_block_args, resnext_node
 from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
-from .errors import ConfigError
+from .errors import ConfigError, check_bool, check_choice, check_whole, is_whole
 
 # What yacs / detectron2 raise for a bad YAML file or override: an unknown key and an odd
 # override list are AssertionErrors, a wrong type a ValueError or TypeError, a missing
@@ -82,8 +82,7 @@ INFERENCE_DTYPES = ("float32", "bfloat16", "float16")
 def inference_dtype(cfg):
     """MODEL.RESNEXT.INFERENCE_DTYPE, checked with MODEL.DEVICE: float16 needs CUDA."""
     name, device = resnext_node(cfg).get("INFERENCE_DTYPE", "float32"), cfg.MODEL.DEVICE
-    if name not in INFERENCE_DTYPES:
-        raise ConfigError("MODEL.RESNEXT.INFERENCE_DTYPE", name, f"one of {list(INFERENCE_DTYPES)}")
+    check_choice("MODEL.RESNEXT.INFERENCE_DTYPE", name, INFERENCE_DTYPES)
     device_type = device.split(":")[0]
     if name == "float16" and device_type != "cuda":
         raise ConfigError("MODEL.RESNEXT.INFERENCE_DTYPE", name, f"'bfloat16' or 'float32' with "
@@ -107,10 +106,7 @@ def resnext_choice(cfg, key, allowed):
     Returns:
         str: the value.
     """
-    value = resnext_node(cfg)[key]
-    if value not in allowed:
-        raise ConfigError(f"MODEL.RESNEXT.{key}", value, f"one of {list(allowed)}")
-    return value
+    return check_choice(f"MODEL.RESNEXT.{key}", resnext_node(cfg)[key], allowed)
 
 
 def fast_inference_mode(cfg):
@@ -134,19 +130,16 @@ def check_resnext_keys(cfg):
     are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
-        if not isinstance(node[key], bool):
-            raise ConfigError(f"MODEL.RESNEXT.{key}", node[key], "True or False")
+        check_bool(f"MODEL.RESNEXT.{key}", node[key])
     fast_inference_mode(cfg)
     fast_training_mode(cfg)
     roi_align_impl(cfg)
     amp_device_type(cfg)
     inference_dtype(cfg)
     backend = cfg.get("TEST", {}).get("COCO_EVAL_BACKEND")
-    if backend is not None and backend not in COCO_EVAL_BACKENDS:
-        raise ConfigError("TEST.COCO_EVAL_BACKEND", backend, f"one of {list(COCO_EVAL_BACKENDS)}")
-    test_batch = cfg.get("TEST", {}).get("IMS_PER_BATCH", 1)
-    if isinstance(test_batch, bool) or not isinstance(test_batch, int) or test_batch < 1:
-        raise ConfigError("TEST.IMS_PER_BATCH", test_batch, "a whole number >= 1")
+    if backend is not None:
+        check_choice("TEST.COCO_EVAL_BACKEND", backend, COCO_EVAL_BACKENDS)
+    check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations
@@ -184,34 +177,27 @@ TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubse
 INPUT_FORMATS = ("BGR", "RGB", "YUV-BT.601", "L")
 
 
-def _whole(key, value, low, meaning=""):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(key, value, f"a whole number >= {low}{meaning}")
-
-
 def check_training_keys(cfg, world_size=1):
     """The detectron2 keys a detection training run reads, checked before anything is built:
     detectron2 would stop on them later (a ZeroDivisionError at the first checkpoint, an
     assert in the loader, a ValueError from the scheduler) or after an iteration."""
     s = cfg.SOLVER
-    _whole("SOLVER.MAX_ITER", s.MAX_ITER, 1)
-    _whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 1, " (iterations)")
-    _whole("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0, " (iterations; 0: at the end only)")
-    _whole("SOLVER.WARMUP_ITERS", s.WARMUP_ITERS, 0)
-    _whole("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1)
+    check_whole("SOLVER.MAX_ITER", s.MAX_ITER, 1)
+    check_whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 1, " (iterations)")
+    check_whole("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0, " (iterations; 0: at the end only)")
+    check_whole("SOLVER.WARMUP_ITERS", s.WARMUP_ITERS, 0)
+    check_whole("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1)
     if s.IMS_PER_BATCH % world_size:
         raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, f"a multiple of the number "
                           f"of processes ({world_size}): it is the batch of all of them")
     steps = list(s.STEPS)
-    if (any(isinstance(v, bool) or not isinstance(v, int) for v in steps)
-            or steps != sorted(set(steps)) or (steps and steps[0] < 1)):
+    if not all(is_whole(v, 1) for v in steps) or steps != sorted(set(steps)):
         raise ConfigError("SOLVER.STEPS", steps, "increasing iterations >= 1, e.g. (60000, 80000)")
     for key, value, allowed in (("SOLVER.LR_SCHEDULER_NAME", s.LR_SCHEDULER_NAME, LR_SCHEDULERS),
                                 ("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN,
                                  TRAIN_SAMPLERS),
                                 ("INPUT.FORMAT", cfg.INPUT.FORMAT, INPUT_FORMATS)):
-        if value not in allowed:
-            raise ConfigError(key, value, f"one of {list(allowed)}")
+        check_choice(key, value, allowed)
     if not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")

@@ -13,3 +13,29 @@ class ConfigError(UserError, ValueError):
         self.key, self.value, self.expected = key, value, expected
         msg = f"{key}={value!r} is not valid: expected {expected}."
         super().__init__(msg + (f" {hint}" if hint else ""))
+
+
+def check_choice(key, value, allowed):
+    """`value`, unless it is not one of `allowed`: then a ConfigError naming `key`."""
+    if value not in allowed:
+        raise ConfigError(key, value, f"one of {list(allowed)}")
+    return value
+
+
+def is_whole(value, low):
+    """Whether `value` is an int (not a bool) >= `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_whole(key, value, low, meaning=""):
+    """`value`, unless it is not a whole number >= `low`: then a ConfigError naming `key`."""
+    if not is_whole(value, low):
+        raise ConfigError(key, value, f"a whole number >= {low}{meaning}")
+    return value
+
+
+def check_bool(key, value):
+    """`value`, unless it is not True or False: then a ConfigError naming `key`."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "True or False")
+    return value

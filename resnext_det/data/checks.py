@@ -16,7 +16,7 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from ..config.errors import ConfigError
+from ..config.errors import check_choice
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def check_boxes(dataset_dicts, *, on_bad_box="skip", source="the training set"):
     Returns:
         list[dict]: the dicts (new dicts where an annotation was left out).
     """
-    check_policy("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
+    check_choice("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
     bad, checked, partly_outside = find_bad_boxes(dataset_dicts)
     if partly_outside:
         logger.info(f"{source}: {partly_outside} of {checked} boxes reach beyond their image; "
@@ -181,12 +181,6 @@ def check_image_files(dataset_dicts, *, source="the training set"):
             "dataset was registered with, or remove these images from its annotations.")
 
 
-def check_policy(key, value, allowed):
-    """ConfigError naming `key` unless `value` is one of `allowed`."""
-    if value not in allowed:
-        raise ConfigError(key, value, f"one of {list(allowed)}")
-
-
 class BadImageGuard:
     """A train mapper whose image decode failures name the file (DATALOADER.ON_BAD_IMAGE).
 
@@ -197,7 +191,7 @@ class BadImageGuard:
     """
 
     def __init__(self, mapper, on_bad_image="error", max_in_a_row=100):
-        check_policy("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
+        check_choice("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
         self.mapper, self.on_bad_image, self.max_in_a_row = mapper, on_bad_image, max_in_a_row
         self._reported, self._in_a_row = set(), 0
 

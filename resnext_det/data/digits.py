@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ..config.errors import is_whole
 from . import render
 from .source import (
     DIGIT_CLASSES,
@@ -61,18 +62,18 @@ class DigitsSpec:
     def __post_init__(self):
         object.__setattr__(self, "digit_sizes", tuple(self.digit_sizes))
         for name in ("num_train", "num_val", "max_digits"):
-            _require(name, getattr(self, name), "an integer >= 1", _is_int(getattr(self, name), 1))
+            _require(name, getattr(self, name), "an integer >= 1", is_whole(getattr(self, name), 1))
         for name in ("seed", "max_clutter", "max_fragments", "cls_copies"):
-            _require(name, getattr(self, name), "an integer >= 0", _is_int(getattr(self, name), 0))
+            _require(name, getattr(self, name), "an integer >= 0", is_whole(getattr(self, name), 0))
         low_high = self.digit_sizes
         _require("digit_sizes", low_high, "(min, max) integers with 4 <= min <= max",
-                 len(low_high) == 2 and all(_is_int(s, 4) for s in low_high)
+                 len(low_high) == 2 and all(is_whole(s, 4) for s in low_high)
                  and low_high[0] <= low_high[1])
         _require("image_size", self.image_size,
                  f"an integer >= digit_sizes[0]={low_high[0]}, the smallest digit",
-                 _is_int(self.image_size, low_high[0]))
+                 is_whole(self.image_size, low_high[0]))
         _require("cls_image_size", self.cls_image_size, "an integer >= 8",
-                 _is_int(self.cls_image_size, 8))
+                 is_whole(self.cls_image_size, 8))
         _require("image_format", self.image_format, "'jpg' or 'png'",
                  self.image_format in ("jpg", "png"))
         _require("val_fraction", self.val_fraction, "a number with 0 < x < 1",
@@ -81,10 +82,6 @@ class DigitsSpec:
     def as_json(self):
         """The spec as it reads back from a manifest (tuples become lists)."""
         return json.loads(json.dumps(asdict(self)))
-
-
-def _is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _require(name, value, expected, ok):

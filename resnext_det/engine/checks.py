@@ -5,9 +5,9 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
-                           check_category_ids, check_image_files, check_policy)
+                           check_category_ids, check_image_files)
 
 _COCO_HELP = (
     "Put COCO under $DETECTRON2_DATASETS/coco (DETECTRON2_DATASETS={root}), laid out as in "
@@ -68,8 +68,8 @@ def bad_data_policies(cfg):
     """(DATALOADER.ON_BAD_BOX, DATALOADER.ON_BAD_IMAGE), checked; defaults if cfg lacks them."""
     on_bad_box = cfg.DATALOADER.get("ON_BAD_BOX", "skip")
     on_bad_image = cfg.DATALOADER.get("ON_BAD_IMAGE", "error")
-    check_policy("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
-    check_policy("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
+    check_choice("DATALOADER.ON_BAD_BOX", on_bad_box, BAD_BOX_POLICIES)
+    check_choice("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
     return on_bad_box, on_bad_image
 
 

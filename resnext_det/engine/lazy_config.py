@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig
 
 from ..config.checks import ConfigFileError, check_output_dir, check_resnext_keys
 from ..config.defaults import add_resnext_config
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_bool, check_whole
 from ..errors import UserError
 from ..modeling.lazy import ResNeXt, arg_names, check_resnext_args, renamed
 from .checks import bad_data_policies
@@ -266,11 +266,6 @@ def yacs_view(cfg):
 
 
 # ---------------------------------------------------------------- checks and fallbacks
-def _check_bool(key, value):
-    if not isinstance(value, bool):
-        raise ConfigError(key, value, "True or False")
-
-
 def device_fallback(cfg):
     """train.device 'cuda...' on a machine without CUDA -> 'cpu'; returns a note or None.
 
@@ -301,22 +296,17 @@ def require(cfg, keys, prefix=""):
                               "configs/common/ do (train: configs/common/train.py's keys).")
 
 
-def _check_whole(key, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(key, value, f"a whole number >= {low}")
-
-
 def check_train_numbers(cfg):
     """train.max_iter, checkpointer.period, log_period >= 1, eval_period >= 0, and
     dataloader.train.total_batch_size a multiple of the process count, where given."""
     train = cfg.train
     for key, low in (("max_iter", 1), ("eval_period", 0), ("log_period", 1)):
-        _check_whole(f"train.{key}", train[key], low)
+        check_whole(f"train.{key}", train[key], low)
     if "period" in train.checkpointer:
-        _check_whole("train.checkpointer.period", train.checkpointer.period, 1)
+        check_whole("train.checkpointer.period", train.checkpointer.period, 1)
     batch = _node(_node(cfg, "dataloader"), "train").get("total_batch_size")
     if batch is not None:
-        _check_whole("dataloader.train.total_batch_size", batch, 1)
+        check_whole("dataloader.train.total_batch_size", batch, 1)
         if batch % comm.get_world_size():
             raise ConfigError("dataloader.train.total_batch_size", batch, "a multiple of the "
                               f"number of processes ({comm.get_world_size()})")
@@ -331,7 +321,7 @@ def check_lazy_config(cfg):
         if key not in WEIGHTS_OPTIONS:
             raise ConfigError(f"train.weights.{key}", value,
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
-        _check_bool(f"train.weights.{key}", value)
+        check_bool(f"train.weights.{key}", value)
     view, names = yacs_view(cfg)
     try:
         check_resnext_keys(view)  # fast_inference, fast_training, roi_align, amp with the device, backend

@@ -4,7 +4,7 @@ This is the only place that reads MODEL.RESNETS / MODEL.RESNEXT; modules take ke
 arguments. Every bad value raises a ConfigError naming the key and what would work.
 """
 from ..config.defaults import resnext_defaults
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, check_bool, check_choice
 from .blocks import BLOCK_FORMS
 from .templates import Template, parse_template
 
@@ -39,11 +39,6 @@ def resolve_template(cfg):
     return template
 
 
-def _check_choice(key, value, choices):
-    if value not in choices:
-        raise ConfigError(key, value, f"one of {list(choices)}")
-
-
 def _check_gn_widths(template, stem_out, res2_out, norm):
     if norm != "GN":
         return
@@ -61,7 +56,7 @@ def _check_gn_widths(template, stem_out, res2_out, norm):
 
 
 def _check_norm(norm, form, zero_init, template, stem_out, res2_out):
-    _check_choice("MODEL.RESNETS.NORM", norm, NORMS)
+    check_choice("MODEL.RESNETS.NORM", norm, NORMS)
     if form != "c" and norm not in PER_CHANNEL_NORMS:
         raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", form, "'c' when MODEL.RESNETS.NORM='GN'",
                           "Forms (a)/(b) split the norm per path, which is exact only for "
@@ -88,8 +83,7 @@ def _deform_args(r, form, template):
                           "The deformable 3x3 is one grouped convolution (detectron2's "
                           "DeformBottleneckBlock); forms (a)/(b) split it into C paths.")
     modulated, groups = r.get("DEFORM_MODULATED", False), r.get("DEFORM_NUM_GROUPS", 1)
-    if not isinstance(modulated, bool):
-        raise ConfigError("MODEL.RESNETS.DEFORM_MODULATED", modulated, "True or False")
+    check_bool("MODEL.RESNETS.DEFORM_MODULATED", modulated)
     # torchvision's deform_conv2d splits the 3x3's input channels into equal groups.
     k = on.index(True)  # the narrowest deformable stage; wider ones are multiples of it
     width = template.cardinality * template.bottleneck_width * 2**k
@@ -105,7 +99,7 @@ def resnext_block_args(cfg):
     """Keyword arguments of `make_resnext_stage` shared by backbone and ROI head."""
     r, x = cfg.MODEL.RESNETS, resnext_node(cfg)
     template = resolve_template(cfg)
-    _check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, tuple(BLOCK_FORMS))
+    check_choice("MODEL.RESNEXT.BLOCK_FORM", x.BLOCK_FORM, tuple(BLOCK_FORMS))
     _check_norm(r.NORM, x.BLOCK_FORM, x.ZERO_INIT_RESIDUAL, template, r.STEM_OUT_CHANNELS,
                 r.RES2_OUT_CHANNELS)
     return template, dict(res2_out_channels=r.RES2_OUT_CHANNELS, block_form=x.BLOCK_FORM,
@@ -122,7 +116,7 @@ def resnext_backbone_args(cfg):
     if not out_features or any(f not in FEATURES for f in out_features):
         raise ConfigError("MODEL.RESNETS.OUT_FEATURES", out_features,
                           f"a non-empty subset of {list(FEATURES)}")
-    _check_choice("MODEL.RESNETS.RES5_DILATION", r.RES5_DILATION, (1, 2))
+    check_choice("MODEL.RESNETS.RES5_DILATION", r.RES5_DILATION, (1, 2))
     freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
     if not 0 <= freeze_at <= 5:
         raise ConfigError("MODEL.BACKBONE.FREEZE_AT", freeze_at,
