@@ -16,7 +16,7 @@ import torch
 from detectron2.config import LazyConfig, get_cfg
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..config.checks import ConfigFileError, check_output_dir, check_resnext_keys
 from ..config.defaults import add_resnext_config
@@ -133,9 +133,6 @@ def check_override_key(cfg, key, value, may_add=False):
                               f"{node!r} ({type(node).__name__})")
 
 
-_MISSING = object()
-
-
 def _check_type(key, old, new):
     """A number stays a number, a whole number a whole number and a bool a bool (a typo would
     surface hours later)."""
@@ -147,24 +144,11 @@ def _check_type(key, old, new):
         raise ConfigError(key, new, f"a whole number (it is {old!r})")
 
 
-def eval_key(cfg, key, default=_MISSING):
-    """The value at dotted `key` (list indices as numbers), interpolations resolved."""
-    node = cfg
-    try:
-        for part in key.split("."):
-            node = node[int(part)] if isinstance(node, (list, ListConfig)) else node[part]
-    except (KeyError, IndexError, ValueError, AttributeError):
-        if default is _MISSING:
-            raise
-        return default
-    return node
-
-
 def apply_override(cfg, override):
     """One `key=value` (hydra's grammar, as detectron2's LazyConfig.apply_overrides reads it)."""
     key, value, may_add = _split(override)
     check_override_key(cfg, key, value, may_add)
-    old = eval_key(cfg, key, default=None)
+    old = OmegaConf.select(cfg, key)  # dotted, list indices as numbers; None if not there
     try:
         LazyConfig.apply_overrides(cfg, [override])
     except Exception as e:  # hydra's parse errors, OmegaConf's, detectron2's KeyError and
@@ -172,7 +156,7 @@ def apply_override(cfg, override):
         message = " ".join(str(e).split()).split(" See https://hydra")[0]
         raise ConfigError(key, value, "key=value in hydra's override grammar (e.g. 3, 0.1, "
                           "abc, [1,2], null)", f"{type(e).__name__}: {message}") from None
-    _check_type(key, old, eval_key(cfg, key))
+    _check_type(key, old, OmegaConf.select(cfg, key))
 
 
 # ---------------------------------------------------------------- the yacs view
