@@ -18,16 +18,15 @@ configs use std 1; detectron2 re-converted them without fusing BN. The file's la
 (the caffe2 source's `variant`), not its name, tells them apart.
 """
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from torch.hub import HASH_REGEX  # "bfd8deac" of resnet18-bfd8deac.pth: a sha256 prefix
 
 from ..modeling.templates import parse_template
 from .errors import ConversionError
 from .sources.base import CAFFE2_BGR, IMAGENET_BGR, IMAGENET_RGB
 
-# torch/hub.py: "matches bfd8deac from resnet18-bfd8deac.pth"; the digits are a sha256 prefix.
-HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 METADATA_KEYS = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1")
 
 

@@ -19,6 +19,7 @@ mean/std, i.e. IMAGENET_RGB in detectron2's 0-255 convention.
 """
 import re
 
+from ..block_forms import to_grouped
 from . import torch7
 from .base import DROP, IMAGENET_RGB, Source
 
@@ -53,7 +54,7 @@ def defaults(wrapper, template):
 
 
 SOURCE = Source(
-    "pretrainedmodels", matches, rename, torch7.to_grouped_form, defaults,
+    "pretrainedmodels", matches, rename, to_grouped, defaults,
     layout="features.0 conv, features.1 BN, features.{4..7}.{j}.0.0.0.{0,1,3,4} conv1/BN/conv2/BN, "
            "features.{4..7}.{j}.0.0.{1,2} conv3/BN, features.{4..7}.{j}.0.1.{0,1} shortcut, "
            "last_linear")

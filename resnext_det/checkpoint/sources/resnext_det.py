@@ -15,7 +15,7 @@ without it (detectron2's own R-50.pkl, say) have unknown stride/pixel convention
 import re
 
 from ..block_forms import to_grouped
-from .base import DROP, Dropped, Source
+from .base import DROP, Dropped, Source, rename_each
 
 _OURS = re.compile(r"^(stem|res[2-5])\.|^linear\.(weight|bias)$")
 _PREFIXES = ("module.", "backbone.bottom_up.", "backbone.", "roi_heads.")
@@ -43,10 +43,6 @@ def rename_key(key):
     return DROP if stripped != key or key.startswith("proposal_generator.") else None
 
 
-def rename(state):
-    return {key: rename_key(key) for key in state}
-
-
 def matches(state, wrapper):
     return any(_strip(key).startswith("stem.conv1.") for key in state)
 
@@ -61,6 +57,6 @@ def defaults(wrapper, template):
                 norm=None, notes="our naming without metadata: conventions unknown")
 
 
-SOURCE = Source("resnext_det", matches, rename, to_grouped, defaults,
+SOURCE = Source("resnext_det", matches, rename_each(rename_key), to_grouped, defaults,
                 layout="[backbone.[bottom_up.]|roi_heads.]stem.conv1, res{2-5}.{j}.conv{1-3}[.norm] "
                        "/ shortcut[.norm], linear; detector heads dropped")

@@ -28,6 +28,7 @@ import re
 
 import numpy as np
 
+from ..block_forms import to_grouped
 from ..errors import ConversionError
 from .base import DROP, IMAGENET_RGB, Source
 
@@ -258,13 +259,6 @@ def rename(state):
     return {key: DROP if key in tracked else names[key] for key in state}
 
 
-def to_grouped_form(state):
-    """Form (b) paths.i.* (Torch7 'resnext_B') -> form (c); form (c) unchanged."""
-    from ..block_forms import to_grouped
-
-    return to_grouped(state)
-
-
 def matches(state, wrapper):
     return "0.weight" in state and all(_INDEX_PATH.match(str(k).rpartition(".")[0]) for k in state)
 
@@ -276,7 +270,7 @@ def defaults(wrapper, template):
 
 
 SOURCE = Source(
-    "torch7", matches, rename, to_grouped_form, defaults,
+    "torch7", matches, rename, to_grouped, defaults,  # form (b) 'resnext_B' -> (c)
     layout="index paths of the .t7 nn.Sequential: 0 conv, 1 BN, 4..7 stages of blocks "
            "{j}.0.{0: main, 1: shortcut}.*, 10 Linear; main nested (release), flat "
            "(fb.resnet.torch) or form (b)")
