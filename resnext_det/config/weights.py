@@ -9,7 +9,8 @@ import logging
 import numpy as np
 
 from ..checkpoint.metadata import WeightsMetadata
-from ..modeling.config_args import PER_CHANNEL_NORMS, resnext_node, resolve_template
+from ..modeling.config_args import (PER_CHANNEL_NORMS, TEMPLATE_KEYS, resnext_node,
+                                     resolve_template)
 from ..modeling.templates import parse_template
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,6 @@ logger = logging.getLogger(__name__)
 # Config key -> metadata field, for the keys that are copied one to one.
 _DIRECT = {"MODEL.RESNETS.STRIDE_IN_1X1": "stride_in_1x1", "INPUT.FORMAT": "input_format",
            "MODEL.PIXEL_MEAN": "pixel_mean", "MODEL.PIXEL_STD": "pixel_std"}
-_TEMPLATE_KEYS = {"DEPTH": "depth", "NUM_GROUPS": "cardinality", "WIDTH_PER_GROUP": "bottleneck_width"}
 
 
 def _get(cfg, dotted):
@@ -52,7 +52,7 @@ def _template_warnings(cfg, meta):
     if resnext_node(cfg).TEMPLATE:
         return [("MODEL.RESNEXT.TEMPLATE", resnext_node(cfg).TEMPLATE, meta.template)]
     return [(f"MODEL.RESNETS.{key}", getattr(found, attr), getattr(wanted, attr))
-            for key, attr in _TEMPLATE_KEYS.items() if getattr(found, attr) != getattr(wanted, attr)]
+            for key, attr in TEMPLATE_KEYS.items() if getattr(found, attr) != getattr(wanted, attr)]
 
 
 def config_mismatches(cfg, meta):
@@ -91,7 +91,7 @@ def apply_metadata(cfg, meta):
     """
     meta = meta if isinstance(meta, WeightsMetadata) else WeightsMetadata.from_dict(meta)
     template = parse_template(meta.template)
-    wanted = {f"MODEL.RESNETS.{k}": getattr(template, a) for k, a in _TEMPLATE_KEYS.items()}
+    wanted = {f"MODEL.RESNETS.{k}": getattr(template, a) for k, a in TEMPLATE_KEYS.items()}
     wanted.update({k: getattr(meta, a) for k, a in _DIRECT.items()})
     if "RESNEXT" in cfg.MODEL:
         wanted.update({"MODEL.RESNEXT.TEMPLATE": meta.template,

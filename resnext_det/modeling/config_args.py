@@ -10,7 +10,8 @@ from .templates import Template, parse_template
 
 # detectron2's defaults for the keys a template also sets (config/defaults.py there).
 _D2_DEFAULTS = {"DEPTH": 50, "NUM_GROUPS": 1, "WIDTH_PER_GROUP": 64}
-_TEMPLATE_KEYS = {"DEPTH": "depth", "NUM_GROUPS": "cardinality", "WIDTH_PER_GROUP": "bottleneck_width"}
+# MODEL.RESNETS keys a template sets -> its Template field
+TEMPLATE_KEYS = {"DEPTH": "depth", "NUM_GROUPS": "cardinality", "WIDTH_PER_GROUP": "bottleneck_width"}
 # get_norm names whose statistics are per channel, which forms (a) and (b) need.
 PER_CHANNEL_NORMS = ("FrozenBN", "BN", "SyncBN", "nnSyncBN", "naiveSyncBN")
 NORMS = PER_CHANNEL_NORMS + ("GN",)
@@ -30,7 +31,7 @@ def resolve_template(cfg):
     if not name:
         return Template(r.DEPTH, r.NUM_GROUPS, r.WIDTH_PER_GROUP)
     template = parse_template(name)
-    for key, field in _TEMPLATE_KEYS.items():
+    for key, field in TEMPLATE_KEYS.items():
         value, wanted = r[key], getattr(template, field)
         if value not in (wanted, _D2_DEFAULTS[key]):
             raise ConfigError(

@@ -16,7 +16,7 @@ from omegaconf import ListConfig
 from ..config.defaults import add_resnext_config
 from ..config.errors import ConfigError
 from .backbone import build_resnext_backbone
-from .config_args import resnext_backbone_args
+from .config_args import TEMPLATE_KEYS, resnext_backbone_args
 
 # ResNeXt's argument -> the yacs key it stands for.
 ARG_KEYS = {
@@ -34,9 +34,6 @@ ARG_KEYS = {
     "deform_modulated": "MODEL.RESNETS.DEFORM_MODULATED",
     "deform_num_groups": "MODEL.RESNETS.DEFORM_NUM_GROUPS",
 }
-# Keys a template sets; an error on one of them is an error of the template.
-_TEMPLATE_KEYS = ("MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NUM_GROUPS",
-                  "MODEL.RESNETS.WIDTH_PER_GROUP")
 
 
 def rename_keys(text, names):
@@ -75,7 +72,8 @@ def renamed(error, names, value=None):
 def arg_names(prefix=""):
     """{yacs key: prefix + argument} for ResNeXt's arguments, for `renamed`."""
     names = {key: prefix + arg for arg, key in ARG_KEYS.items()}
-    names.update({key: prefix + "template" for key in _TEMPLATE_KEYS})
+    # a template sets these: an error on one of them is an error of the template
+    names.update({f"MODEL.RESNETS.{key}": prefix + "template" for key in TEMPLATE_KEYS})
     return names
 
 
@@ -111,7 +109,7 @@ def check_resnext_args(prefix="", **kwargs):
     try:
         resnext_backbone_args(cfg)
     except ConfigError as e:
-        value = kwargs.get("template") if e.key in _TEMPLATE_KEYS else None
+        value = kwargs.get("template") if e.key.rpartition(".")[2] in TEMPLATE_KEYS else None
         raise renamed(e, arg_names(prefix), value=value) from None
     return cfg
 
