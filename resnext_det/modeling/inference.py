@@ -28,7 +28,9 @@ _FOLDABLE = (FrozenBatchNorm2d, nn.BatchNorm2d, nn.SyncBatchNorm)
 def _foldable(norm):
     """A per-channel norm with fixed statistics: FrozenBN, or BN / SyncBN in eval mode
     that keeps running statistics."""
-    if not isinstance(norm, _FOLDABLE) or (isinstance(norm, nn.BatchNorm2d) and norm.training):
+    if not isinstance(norm, _FOLDABLE):
+        return False
+    if norm.training and not isinstance(norm, FrozenBatchNorm2d):  # batch statistics
         return False
     return getattr(norm, "running_var", None) is not None
 

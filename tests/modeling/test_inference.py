@@ -29,11 +29,15 @@ def test_backbone_outputs_unchanged(norm, form, image):
     assert model.res2[0].shortcut.norm is not None  # the original keeps its norms
 
 
-def test_training_bn_is_not_folded():
-    cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_2x2d", "MODEL.RESNETS.NORM", "BN",
+@pytest.mark.parametrize("norm", ["BN", "SyncBN"])
+def test_training_bn_is_not_folded(norm):
+    """A BN or SyncBN in training mode normalizes by batch statistics: folding its running
+    ones would change the outputs (SyncBatchNorm is not a BatchNorm2d subclass)."""
+    cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_2x2d", "MODEL.RESNETS.NORM", norm,
                    "MODEL.BACKBONE.FREEZE_AT", 0)
     model = build_backbone(cfg, ShapeSpec(channels=3)).train()
     assert fold_norms(model) == 0
+    assert fold_norms(model.eval()) > 0
 
 
 def test_faster_rcnn_detections_unchanged():
