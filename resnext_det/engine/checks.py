@@ -1,9 +1,11 @@
 """Checks that turn a missing dataset or weights file, or bad training data, into one clear
 error (or a logged skip) before training."""
+import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.build import filter_images_with_only_crowd_annotations
+from detectron2.utils import comm
 
 from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
@@ -57,6 +59,19 @@ def check_weights(cfg):
                       "Download the weights the config names in its first lines (see the "
                       "README's weights table), point MODEL.WEIGHTS at them, or pass "
                       "MODEL.WEIGHTS '' to train from scratch.")
+
+
+def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT"):
+    """Warn when stages are frozen (freeze_at > 0) while there are no weights to load: they
+    would keep their random initialization for the whole run (detectron2 says nothing)."""
+    if weights or not isinstance(freeze_at, int) or freeze_at <= 0 or not comm.is_main_process():
+        return
+    frozen = "the stem" + (f" and res2..res{freeze_at}" if freeze_at > 2 else
+                           " and res2" if freeze_at == 2 else "")
+    logging.getLogger(__name__).warning(
+        f"{key}={freeze_at} with no weights to load: {frozen} keep their random "
+        f"initialization for the whole run (with ZERO_INIT_RESIDUAL their residual paths "
+        f"stay off). Set {key} 0 to train from scratch, or give weights to start from.")
 
 
 # detectron2 builds these samplers from a load of its own of DATASETS.TRAIN, one weight per

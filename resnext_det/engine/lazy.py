@@ -32,7 +32,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
 from ..config.checks import roi_align_impl
@@ -45,7 +45,7 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .checks import check_datasets, check_weights, checked_train_dicts
+from .checks import check_datasets, check_weights, checked_train_dicts, warn_frozen_from_scratch
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -232,6 +232,10 @@ def do_train(setup, resume=False):
     resuming = resume and checkpointer.has_checkpoint()
     if resume and not resuming:
         setup.checked(check_weights)
+    if not resuming:
+        warn_frozen_from_scratch(train.init_checkpoint,
+                                 OmegaConf.select(cfg, "model.backbone.bottom_up.freeze_at"),
+                                 "model.backbone.bottom_up.freeze_at")
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
     # the checkpoint holds the iteration that had just finished
     trainer.train(trainer.iter + 1 if resuming else 0, train.max_iter)

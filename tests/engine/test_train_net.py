@@ -74,7 +74,9 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
 
 def test_two_cpu_processes(datasets_root, tmp_path):
     out = tmp_path / "ddp"
-    log = _train(datasets_root, out, "SOLVER.MAX_ITER", 2, num_gpus=2)
+    log = _train(datasets_root, out, "SOLVER.MAX_ITER", 2, "MODEL.BACKBONE.FREEZE_AT", 1,
+                 num_gpus=2)
+    assert log.count("MODEL.BACKBONE.FREEZE_AT=1 with no weights to load") == 1  # rank 0
     assert (out / "log.txt").is_file() and (out / "log.txt.rank1").is_file()
     assert "Starting training from iteration 0" in (out / "log.txt.rank1").read_text()
     assert log.count("COCO metrics written to") == 1  # rank 0 only
@@ -188,3 +190,17 @@ def test_output_dir_that_is_a_file(datasets_root, tmp_path, capsys):
                                  *map(str, TINY)])
     assert "OUTPUT_DIR=" in error and "expected a folder" in error
     assert (tmp_path / "taken").read_text() == "a file"
+
+
+@pytest.mark.parametrize("freeze_at, weights, frozen", [
+    (2, "", "the stem and res2 keep"), (4, "", "the stem and res2..res4 keep"),
+    (1, "", "the stem keep"), (0, "", None), (2, "x.pth", None)])
+def test_frozen_stages_without_weights_are_warned(caplog, freeze_at, weights, frozen):
+    from resnext_det.engine.checks import warn_frozen_from_scratch
+
+    with caplog.at_level("WARNING"):
+        warn_frozen_from_scratch(weights, freeze_at)
+    if frozen is None:
+        assert not caplog.records
+    else:
+        assert f"MODEL.BACKBONE.FREEZE_AT={freeze_at} with no weights to load: {frozen}" in caplog.text
