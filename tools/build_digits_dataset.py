@@ -9,9 +9,12 @@ rebuilds). The layout and the source are described in resnext_det/data/digits.py
 a spec field that cannot work exits 2 with a message naming the option.
 """
 import argparse
+import sys
 import time
 
 from resnext_det.data import DigitsSpec, build_digits_dataset, digits_root, is_current, read_manifest
+from resnext_det.errors import UserError
+from resnext_det.utils.cli import EXIT_USER_ERROR, report
 
 
 def parse_args(argv=None):
@@ -48,7 +51,14 @@ def main(argv=None):
         print(f"{args.output}: up to date ({read_manifest(args.output)['counts']})")
         return
     start = time.perf_counter()
-    manifest = build_digits_dataset(args.output, spec, args.progress_every)
+    try:
+        manifest = build_digits_dataset(args.output, spec, args.progress_every)
+    except UserError as error:
+        report(error)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as error:  # a read-only or full disk
+        report(UserError(f"cannot write the digits set under {args.output!r}: {error}"))
+        sys.exit(EXIT_USER_ERROR)
     print(f"built {args.output} in {time.perf_counter() - start:.1f}s: {manifest['counts']}")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from ..config.errors import is_whole
+from .checks import DatasetError
 from . import render
 from .source import (
     DIGIT_CLASSES,
@@ -39,6 +40,7 @@ SPLITS = ("train", "val")
 RENDER_VERSION = 2
 MANIFEST = "manifest.json"
 _OUTPUTS = ("annotations", "images", "classification", MANIFEST)  # all that a build owns
+BUILD_MARK = ".digits_build"  # written first: the folders here are a build's, even cut short
 _DETECTION, _CLASSIFICATION = 0, 1  # first words of the per-image seeds
 
 
@@ -249,8 +251,22 @@ def build_classification_split(root, split, spec, glyphs, labels, pool, progress
 
 
 def clear_outputs(root):
-    """Remove what a build writes under root (and nothing else there)."""
-    for name in _OUTPUTS:
+    """Remove what a build wrote under root (and nothing else there).
+
+    The folders are removed only when a build wrote them (its manifest or, for one that
+    was interrupted, its mark is there): a folder of the user's own images/ or
+    annotations/ is an error, never deleted.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"--output {str(root)!r} is a file; the digits set needs a folder")
+    found = [name for name in _OUTPUTS if (root / name).exists()]
+    if found and not any((root / mark).is_file() for mark in (MANIFEST, BUILD_MARK)):
+        raise DatasetError(
+            f"{root} holds {', '.join(found)} that no digits build wrote (no {MANIFEST}); "
+            "a build would replace them. Choose an empty or new folder for the digits set "
+            "(--output), or move them away.")
+    for name in (*_OUTPUTS, BUILD_MARK):
         path = Path(root) / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -265,6 +281,8 @@ def build_digits_dataset(root, spec=None, progress_every=500):
     """
     spec = DigitsSpec() if spec is None else spec
     clear_outputs(root)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / BUILD_MARK).write_text("a digits build writes here (resnext_det/data/digits.py)\n")
     glyphs, labels = load_source_digits()
     pools = dict(zip(SPLITS, split_source(labels, spec.val_fraction)))
     counts = {}

@@ -270,3 +270,38 @@ def test_digit_sizes_are_clamped_to_small_images(source):
         assert image.shape == (20, 20, 3) and 1 <= len(digits)
         assert all(x + w <= 20 and y + h <= 20 for _, (x, y, w, h), _ in digits)
         assert all(mask.shape == (20, 20) and _tight_box(mask) == box for _, box, mask in digits)
+
+
+def test_a_build_never_deletes_folders_it_did_not_write(tmp_path, capsys, monkeypatch):
+    """--output a folder of the user's own images/ and annotations/: an error, both kept.
+    A build cut short (no manifest yet) is its own: the next build replaces it."""
+    main = load_tool("build_digits_dataset").main
+    args = ["--num-train", "2", "--num-val", "1", "--image-size", "64", "--progress-every",
+            "0", "--cls-copies", "0"]
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "holiday.jpg").write_bytes(b"my picture")
+    (mine / "annotations").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output", str(mine), *args])
+    assert exit_info.value.code == 2
+    assert "holds annotations, images that no digits build wrote" in capsys.readouterr().err
+    assert (mine / "images" / "holiday.jpg").read_bytes() == b"my picture"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--output", str(a_file), *args])
+    assert "is a file" in capsys.readouterr().err
+
+    cut = tmp_path / "cut"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(digits_module, "build_classification_split", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--output", str(cut), *args])
+    monkeypatch.undo()
+    assert (cut / "images").is_dir() and read_manifest(cut) is None
+    main(["--output", str(cut), *args])
+    assert read_manifest(cut)["counts"]["train"]["images"] == 2
