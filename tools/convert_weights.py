@@ -2,7 +2,7 @@
 """Convert ResNet/ResNeXt ImageNet weights to a resnext_det detectron2 .pkl.
 
     python tools/convert_weights.py SRC OUT.pkl [--keep-fc] [--block-form c] [--verbose]
-    python tools/convert_weights.py --list      # the catalog of public ImageNet weight files
+    python tools/convert_weights.py --list [X101]   # the catalog of public ImageNet weight files
 
 SRC may be any of (recognized by content, not by file name):
   torchvision / timm state dicts (.pth, .bin, .safetensors), pycls checkpoints (.pyth),
@@ -19,6 +19,7 @@ MODEL.RESNETS.STRIDE_IN_1X1, INPUT.FORMAT, MODEL.PIXEL_MEAN / PIXEL_STD, the tem
 OUT.pkl under "resnext_det" and checked against the config by ResNeXtCheckpointer.
 """
 import argparse
+import os
 import sys
 
 from resnext_det.checkpoint import catalog, convert_weights, save_converted
@@ -38,7 +39,9 @@ def parse_args(argv=None):
     p.add_argument("src", nargs="?", help="weights file of any supported format")
     p.add_argument("out", nargs="?", help="output .pkl for detectron2")
     p.add_argument("--list", action="store_true",
-                   help="print the catalog of public ImageNet weight files and exit")
+                   help="print the catalog of public ImageNet weight files and exit; a word "
+                        "after it keeps the rows that contain it (e.g. --list X101)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.add_argument("--keep-fc", action="store_true", help="keep the classifier (linear.*)")
     p.add_argument("--allow-partial", action="store_true",
                    help="skip unmatched/missing/mis-shaped keys (listed) instead of failing")
@@ -56,15 +59,29 @@ def parse_args(argv=None):
     p.add_argument("--pixel-mean", type=float, nargs=3, help="override MODEL.PIXEL_MEAN")
     p.add_argument("--pixel-std", type=float, nargs=3, help="override MODEL.PIXEL_STD")
     args = p.parse_args(argv)
+    if args.list and args.out is not None:
+        p.error("--list takes at most one word to filter the rows by")
     if not args.list and (args.src is None or args.out is None):
         p.error("SRC and OUT are required (or --list)")
+    if not args.list and os.path.exists(args.out):
+        if os.path.exists(args.src) and os.path.samefile(args.src, args.out):
+            p.error(f"OUT {args.out!r} is SRC: the conversion would replace the file it reads")
+        if not args.force:
+            p.error(f"OUT {args.out!r} exists; pass --force to replace it, or choose another name")
     return args
+
+
+def _listed(word):
+    """The catalog table; with `word`, its header and the rows that contain it."""
+    lines = catalog.table().splitlines()
+    rows = [line for line in lines[2:] if word is None or word.lower() in line.lower()]
+    return "\n".join(lines[:2] + rows) if rows else f"no catalog entry contains {word!r}"
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
-        print(catalog.table())
+        print(_listed(args.src))
         return 0
     overrides = {"stride_in_1x1": args.stride_in_1x1, "input_format": args.input_format,
                  "pixel_mean": args.pixel_mean, "pixel_std": args.pixel_std}

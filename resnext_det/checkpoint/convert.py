@@ -8,6 +8,7 @@ every key and shape against that template (validate) -> attach the metadata -> w
 (stem.*, res2.*, ...) by suffix, so one file loads into C4 (backbone.res2..4 and
 roi_heads.res5), FPN and RetinaNet (backbone.bottom_up.*) models.
 """
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
@@ -101,9 +102,19 @@ def _metadata(source, wrapper, template, state, block_form, overrides, preset, v
     if unknown:
         raise ConversionError(f"unknown metadata overrides {sorted(unknown)}; known: {METADATA_KEYS}")
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    _check_pixels(values.get("pixel_mean"), values.get("pixel_std"))
     linear = state.get("linear.weight")
     return WeightsMetadata(template=template.name, source_format=source.name, block_form=block_form,
                            num_classes=None if linear is None else int(linear.shape[0]), **values)
+
+
+def _check_pixels(mean, std):
+    """3 finite means and 3 finite stds > 0 (the model divides by the std)."""
+    for key, values, low in (("pixel_mean", mean, -math.inf), ("pixel_std", std, 0)):
+        if values is not None and (len(values) != 3 or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > low for v in values)):
+            raise ConversionError(f"{key} {list(values)} is not valid: expected 3 finite numbers"
+                                  f"{' > 0' if low == 0 else ''} (0-255 scale, one per channel)")
 
 
 def _check_fits(source, problems, state, weights):

@@ -37,3 +37,42 @@ def test_tool_names_the_bad_key(tiny_state, tmp_path, capsys):
     assert _tool().main([str(tmp_path / "bad.pth"), str(tmp_path / "bad.pkl")]) == 2
     assert "missing key 'res3.1.conv3.weight'" in capsys.readouterr().err
     assert not (tmp_path / "bad.pkl").exists()
+
+
+def test_tool_never_replaces_src_nor_an_existing_out_unasked(tiny_state, tmp_path, capsys):
+    import pytest
+
+    src, out = tmp_path / "tiny.pth", tmp_path / "mine.pkl"
+    torch.save(tiny_state, src)
+    before = src.read_bytes()
+    for same in (src, tmp_path / ".." / tmp_path.name / "tiny.pth"):
+        with pytest.raises(SystemExit) as exit_info:
+            _tool().main([str(src), str(same), "--force"])
+        assert exit_info.value.code == 2 and "is SRC" in capsys.readouterr().err
+    assert src.read_bytes() == before  # the fc the conversion drops is still there
+    out.write_bytes(b"the user's file")
+    with pytest.raises(SystemExit):
+        _tool().main([str(src), str(out)])
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's file"
+    assert _tool().main([str(src), str(out), "--force"]) == 0
+    assert load_pkl(out)["resnext_det"]["template"] == TINY
+
+
+def test_tool_refuses_pixel_std_that_cannot_normalize(tiny_state, tmp_path, capsys):
+    torch.save(tiny_state, tmp_path / "tiny.pth")
+    for flag, values in (("--pixel-std", ["0", "1", "1"]), ("--pixel-std", ["1", "-1", "1"]),
+                         ("--pixel-std", ["1", "1", "nan"]), ("--pixel-mean", ["inf", "0", "0"])):
+        assert _tool().main([str(tmp_path / "tiny.pth"), str(tmp_path / "o.pkl"), flag,
+                             *values]) == 2
+        assert f"{flag[2:].replace('-', '_')} [" in capsys.readouterr().err
+    assert not (tmp_path / "o.pkl").exists()
+
+
+def test_list_keeps_the_rows_with_the_word(capsys):
+    assert _tool().main(["--list", "x101_64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name") and len(lines) > 2
+    assert all("64x4d" in line for line in lines[2:])
+    assert _tool().main(["--list"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) > len(lines)
