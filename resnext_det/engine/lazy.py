@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
 from ..config.checks import roi_align_impl
+from ..config.errors import ConfigError
 from ..config.weights import check_config
 from ..data import register_digits_named_in
 from ..data.checks import BadImageGuard, DatasetError
@@ -248,6 +249,9 @@ def evaluate(setup, resume=False):
     model = _ddp(setup, build_model(setup))
     checkpointer = build_checkpointer(setup, model)
     if not (resume and checkpointer.has_checkpoint()):
+        if not setup.cfg.train.init_checkpoint:  # detectron2 would evaluate the random init
+            raise ConfigError("train.init_checkpoint", "", "a checkpoint to evaluate (or "
+                              "--resume with a checkpoint in train.output_dir)")
         setup.checked(check_weights)
     checkpointer.resume_or_load(setup.cfg.train.init_checkpoint, resume=resume)
     return do_test(setup, model)

@@ -489,3 +489,12 @@ def test_dataset_argument_registers_a_json_for_a_python_config(datasets_root, tm
                   "model.roi_heads.num_classes=3")
     with pytest.raises(DatasetError, match=r"model.roi_heads.num_classes=3 does not match .* 10 "):
         build_train_loader(LazySetup(cfg))
+
+
+def test_eval_only_without_a_checkpoint_is_a_clear_error(capsys, tmp_path, datasets_root,
+                                                         monkeypatch):
+    """detectron2 evaluated the random initialization; the config's init_checkpoint is ''."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    error = _user_error(capsys, "--eval-only", *TINY_MODEL, *TINY_DATA,
+                        f"train.output_dir={tmp_path}", "train.init_checkpoint=''")
+    assert error.startswith("error: train.init_checkpoint='' is not valid: expected a checkpoint")

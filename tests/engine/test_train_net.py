@@ -105,14 +105,37 @@ class GroundTruthDetector(torch.nn.Module):
         return outputs
 
 
+class _NoLoading:
+    """A checkpointer that loads nothing: the ground-truth detector has no weights."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def has_checkpoint(self):
+        return False
+
+    def resume_or_load(self, path, *, resume=True):
+        return {}
+
+
+def _ground_truth_model(monkeypatch, folder, detector=None):
+    """Trainer builds a ground-truth detector and loads nothing into it; returns the
+    MODEL.WEIGHTS to give (a file must be named: --eval-only needs weights)."""
+    detector = detector or GroundTruthDetector
+    monkeypatch.setattr(Trainer, "build_model", classmethod(
+        lambda cls, cfg: detector(cfg.DATASETS.TEST[0])))
+    monkeypatch.setattr(Trainer, "build_checkpointer", classmethod(_NoLoading))
+    (folder / "no_weights.pth").write_bytes(b"")
+    return str(folder / "no_weights.pth")
+
+
 def test_eval_only_scores_a_perfect_detector_100(datasets_root, tmp_path, monkeypatch):
     """tools/train_net.py --eval-only (data loader, FAST_INFERENCE copy, evaluator, class
     ids, box modes, coco_metrics.json) on a model that returns the ground truth: AP 100."""
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     register_digits(datasets_root / "digits")
-    monkeypatch.setattr(Trainer, "build_model", classmethod(
-        lambda cls, cfg: GroundTruthDetector(cfg.DATASETS.TEST[0])))
-    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "",
+    weights = _ground_truth_model(monkeypatch, tmp_path)
+    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", weights,
                                 *map(str, TINY), "OUTPUT_DIR", str(tmp_path)])
     bbox = _metrics(tmp_path)["bbox"]
     present = {k: v for k, v in bbox.items() if not math.isnan(v)}  # classes in the 4 images
@@ -132,9 +155,8 @@ def test_evaluation_batches_follow_test_ims_per_batch(datasets_root, tmp_path, m
             seen.append(len(batched_inputs))
             return super().forward(batched_inputs)
 
-    monkeypatch.setattr(Trainer, "build_model", classmethod(
-        lambda cls, cfg: Recording(cfg.DATASETS.TEST[0])))
-    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "",
+    weights = _ground_truth_model(monkeypatch, tmp_path, Recording)
+    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", weights,
                                 *map(str, TINY), "TEST.IMS_PER_BATCH", "3",
                                 "OUTPUT_DIR", str(tmp_path)])
     assert seen == [3, 1]
@@ -162,6 +184,17 @@ def test_missing_weights_file_is_a_clear_error(datasets_root, tmp_path, capsys):
     error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS",
                                  "missing/x.pth", "OUTPUT_DIR", str(tmp_path), *map(str, TINY)])
     assert re.search(r"MODEL.WEIGHTS='missing/x.pth' .*existing", error)
+
+
+def test_eval_only_without_weights_is_a_clear_error(datasets_root, tmp_path, capsys):
+    """detectron2 evaluated the random initialization (an INFO line said "from scratch")."""
+    register_digits(datasets_root / "digits")
+    for resume in ([], ["--resume"]):  # --resume on a folder without checkpoints alike
+        error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", *resume,
+                                     "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path / "empty"),
+                                     *map(str, TINY)])
+        assert re.search(r"MODEL.WEIGHTS='' .*a checkpoint to evaluate", error)
+    assert not list((tmp_path / "empty").glob("inference/*/coco_metrics.json"))
 
 
 def test_missing_coco_file_names_the_file(tmp_path, capsys):
