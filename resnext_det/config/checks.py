@@ -45,15 +45,20 @@ def merge_config(cfg, config_file, opts):
             raise ConfigFileError(f"--config-file {config_file!r}: {e.strerror}: {e.filename!r}, "
                                   "which its _BASE_ (or a _BASE_'s _BASE_) names, relative to "
                                   "the file that names it.") from None
+        except RecursionError:
+            raise ConfigFileError(f"--config-file {config_file!r}: its _BASE_ chain loops (a "
+                                  "file names itself, or a file that names it, as _BASE_).") from None
         except _FILE_ERRORS as e:
-            hint = (" It must be a YAML mapping of KEY: value (e.g. MODEL: ...)."
-                    if isinstance(e, AttributeError) else "")
+            not_mapping = isinstance(e, AttributeError) or "NoneType" in str(e)  # empty: None
+            hint = " It must be a YAML mapping of KEY: value (e.g. MODEL: ...)." if not_mapping else ""
             raise ConfigFileError(f"--config-file {config_file!r}: {_one_line(e)}.{hint}") from None
     try:
         cfg.merge_from_list(list(opts))
     except _MERGE_ERRORS as e:
+        options = [o for o in opts if str(o).startswith("--")]
+        hint = (f" Options ({', '.join(options)}) go before them." if options else "")
         raise ConfigFileError(f"command-line overrides: {_one_line(e)}. They are KEY VALUE "
-                              "pairs of existing keys, e.g. SOLVER.MAX_ITER 1000.") from None
+                              f"pairs of existing keys, e.g. SOLVER.MAX_ITER 1000.{hint}") from None
 
 
 def _one_line(error):

@@ -42,6 +42,20 @@ def test_bad_config_files_are_one_line(capsys, tmp_path):
     assert "gone/Base.yaml" in error and "_BASE_" in error
     (tmp_path / "list.yaml").write_text("- MODEL\n- SOLVER\n")
     assert "a YAML mapping" in _error(capsys, "--config-file", str(tmp_path / "list.yaml"))
+    (tmp_path / "empty.yaml").write_text("")
+    assert "a YAML mapping" in _error(capsys, "--config-file", str(tmp_path / "empty.yaml"))
+    # a _BASE_ chain that loops: yacs recursed until Python's RecursionError
+    (tmp_path / "self.yaml").write_text('_BASE_: "self.yaml"\n')
+    (tmp_path / "a.yaml").write_text('_BASE_: "b.yaml"\n')
+    (tmp_path / "b.yaml").write_text('_BASE_: "a.yaml"\n')
+    for name in ("self.yaml", "a.yaml"):
+        assert "its _BASE_ chain loops" in _error(capsys, "--config-file", str(tmp_path / name))
+
+
+def test_options_after_the_overrides_are_named(capsys, tmp_path):
+    """argparse leaves an option typed after KEY VALUE pairs among them."""
+    error = _error(capsys, "--config-file", CONFIG, "OUTPUT_DIR", str(tmp_path), "--resume")
+    assert "Override list has odd length" in error and "Options (--resume) go before them" in error
 
 
 # detectron2 stops on each of these later: a ZeroDivisionError at the first checkpoint, an
