@@ -7,7 +7,8 @@
 
 Counts come from fvcore's FlopCountAnalysis (one multiply-add = one FLOP, the paper's
 convention) for one 224x224 image and 1000 classes, stride in the 3x3 as in the paper.
-Exits 1 when a template with a paper figure falls outside that figure's tolerance.
+Exits 1 when a template with a paper figure falls outside that figure's tolerance (at
+224x224 only: the paper's figures are for that size); bad arguments exit 2.
 """
 import argparse
 import sys
@@ -15,6 +16,7 @@ import sys
 from tabulate import tabulate
 
 from resnext_det.analysis import complexity_table
+from resnext_det.config.errors import ConfigError
 from resnext_det.modeling.templates import (
     TABLE3,
     TABLE4,
@@ -28,10 +30,14 @@ def _fmt_dev(row, key):
     return "" if key not in row else f"{row[key]:+.1%}"
 
 
-def complexity_rows(rows):
+PAPER_SIZE = 224  # the input side of the paper's figures
+MAX_WIDTH = 4096  # C x d of res2 above which a model is too large to count here
+
+
+def complexity_rows(rows, size=PAPER_SIZE):
     out, ok = [], True
     for row in rows:
-        paper = row["paper"]
+        paper = row["paper"] if size == PAPER_SIZE else None  # not comparable at another size
         within = paper is None or (
             abs(row["gflops_dev"]) <= paper.tolerance
             and abs(row.get("params_dev", 0.0)) <= paper.tolerance)
@@ -65,6 +71,11 @@ def main(argv=None):
                         help="C values for the complexity-preserving width solver")
     parser.add_argument("--solver-only", action="store_true", help="skip the fvcore counts")
     args = parser.parse_args(argv)
+    if args.size < 32:
+        parser.error(f"--size {args.size}: expected >= 32 (ResNeXt downsamples by 32)")
+    if any(c < 1 for c in args.cardinalities):
+        parser.error(f"--cardinalities {args.cardinalities}: expected integers >= 1")
+    templates = [_template(parser, n) for n in args.templates] if args.templates else TABLE3 + TABLE4
 
     print("Complexity-preserving bottleneck width (paper Table 2: res2 block of ResNet-50 = "
           f"{bottleneck_params(1, 64):,} weights)")
@@ -72,14 +83,31 @@ def main(argv=None):
                    headers=["C", "d", "template", "res2 block weights", "vs ResNet"]))
     if args.solver_only:
         return 0
-    templates = [parse_template(n) for n in args.templates] if args.templates else TABLE3 + TABLE4
     rows, ok = complexity_rows(complexity_table(templates, size=args.size,
-                                                stride_in_1x1=args.stride_in_1x1))
+                                                stride_in_1x1=args.stride_in_1x1), args.size)
     print(f"\nClassifier at {args.size}x{args.size}, 1000 classes, stride in the "
           f"{'1x1' if args.stride_in_1x1 else '3x3'} (fvcore counts; FLOPs = multiply-adds)")
     print(tabulate(rows, headers=["template", "C", "d", "params M", "paper", "dev", "GFLOPs",
                                   "paper", "dev", "tol", "source", "within"]))
+    if args.size != PAPER_SIZE:
+        print(f"(the paper's figures are for {PAPER_SIZE}x{PAPER_SIZE}: not compared)")
     return 0 if ok else 1
+
+
+def _template(parser, name):
+    """The Template `name` stands for; a bad or oversized one ends the tool (exit 2)."""
+    try:
+        template = parse_template(name)
+    except ConfigError as e:
+        part = {"MODEL.RESNETS.DEPTH": "depth", "MODEL.RESNETS.NUM_GROUPS": "C",
+                "MODEL.RESNETS.WIDTH_PER_GROUP": "d"}.get(e.key)
+        parser.error(f"--templates {name!r} is not valid: expected "
+                     f"{f'{part} ' if part else ''}{e.expected}")
+    width = template.cardinality * template.bottleneck_width
+    if width > MAX_WIDTH:
+        parser.error(f"--templates {name!r}: C x d = {width} is over {MAX_WIDTH} (the widest "
+                     "published ResNeXt, X101_32x48d, has 1536)")
+    return template
 
 
 if __name__ == "__main__":

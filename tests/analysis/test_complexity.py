@@ -62,3 +62,28 @@ def test_tool_prints_table_and_passes(capsys):
     assert main(["--templates", "R50", "X50_32x4d", "--cardinalities", "3", "32"]) == 0
     out = capsys.readouterr().out
     assert "X50_32x4d" in out and "32x4d" in out and "Table 1" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--templates", "X50_0x4d"], "'X50_0x4d' is not valid: expected C an integer >= 1"),
+    (["--templates", "X50_32x0d"], "expected d an integer >= 1"),
+    (["--templates", "R34"], "expected depth one of [50, 101, 152]"),
+    (["--templates", "x50_32x4d"], "expected 'R<depth>' or 'X<depth>_<C>x<d>d'"),
+    (["--templates", "X50_99999999x4d"], "C x d = 399999996 is over 4096"),  # was a MemoryError
+    (["--size", "0"], "--size 0: expected >= 32"),
+    (["--cardinalities", "0"], "--cardinalities [0]: expected integers >= 1"),
+])
+def test_tool_bad_arguments_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("analyze_complexity").main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_tool_does_not_judge_other_sizes_by_the_papers_224_figures(capsys):
+    """At 32 px R50 has ~2% of its 224 px multiply-adds: not a failed paper check."""
+    assert load_tool("analyze_complexity").main(["--templates", "R50", "--size", "32",
+                                                 "--solver-only"]) == 0
+    assert load_tool("analyze_complexity").main(["--templates", "R50", "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "for 224x224: not compared" in out and " NO" not in out
