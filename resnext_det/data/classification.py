@@ -44,6 +44,20 @@ def read_image(path):
         raise BadImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
 
+def _check_each_folder_once(root):
+    """ImageFolder walks `root` following links: a folder reached twice (a link to a folder
+    above it, or two links to one folder) would be read again, under another class, or
+    without end."""
+    seen = {}
+    for folder, _, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise DatasetError(f"{folder}: the folder {seen[real]} again, through a symbolic "
+                               "link; its images would be read twice, under two classes, or "
+                               "without end. Remove the link (or link the images, not folders).")
+        seen[real] = folder
+
+
 class FolderDataset(ImageFolder):
     """ImageFolder with errors that name the folder, and DATA.ON_BAD_IMAGE: "skip" logs a
     bad image once with its path and, with `replace_bad`, uses the next one (training),
@@ -58,6 +72,7 @@ class FolderDataset(ImageFolder):
         if not os.path.isdir(split_dir):
             raise DatasetError(f"{split_dir}: no such folder. Expected an ImageNet-style layout "
                                f"{split_dir}/<class>/<image> (set DATA.ROOT and DATA.*_SPLIT).")
+        _check_each_folder_once(split_dir)
         ends = tuple(e.lower() for e in extensions)
         try:
             super().__init__(split_dir, transform, loader=read_image,
@@ -68,10 +83,15 @@ class FolderDataset(ImageFolder):
 
     def find_classes(self, directory):
         try:
-            return super().find_classes(directory)
+            classes, class_to_idx = super().find_classes(directory)
         except FileNotFoundError:
-            raise DatasetError(f"{directory}: no class folders found. Expected one folder per "
-                               f"class holding its images, e.g. {directory}/n01440764/x.JPEG.")
+            classes = []
+        if len(classes) < 2:  # one class would train to loss 0 and 0% error
+            raise DatasetError(f"{directory}: {len(classes) or 'no'} class folder"
+                               f"{'' if len(classes) == 1 else 's'} found{f' ({classes[0]})' if classes else ''}; "
+                               "a classifier needs at least 2. Expected one folder per class "
+                               f"holding its images, e.g. {directory}/n01440764/x.JPEG.")
+        return classes, class_to_idx
 
     def __getitem__(self, index):
         for step in range(min(len(self), 100)):

@@ -85,10 +85,34 @@ def test_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=f"{tmp_path}/empty: no class folders found"):
         FolderDataset(str(tmp_path / "empty"))
-    (tmp_path / "one" / "cat").mkdir(parents=True)
-    (tmp_path / "one" / "cat" / "notes.txt").write_text("no image")
-    with pytest.raises(DatasetError, match=f"{tmp_path}/one: .*no valid file for the classes cat"):
-        FolderDataset(str(tmp_path / "one"))
+    for name in ("cat", "dog"):
+        (tmp_path / "none" / name).mkdir(parents=True)
+        (tmp_path / "none" / name / "notes.txt").write_text("no image")
+    with pytest.raises(DatasetError, match=f"{tmp_path}/none: .*no valid file for the classes cat"):
+        FolderDataset(str(tmp_path / "none"))
+
+
+def test_one_class_and_folders_reached_twice_are_errors(tmp_path):
+    """One class trained to loss 0 and 0% error; a link to a folder above (train/red/up ->
+    ..) made 18 images into thousands, each labelled by the first folder of its path."""
+    folder = write_folder(tmp_path / "data")
+    train = folder / "train"
+    classes = sorted(p.name for p in train.iterdir())
+    assert len(FolderDataset(str(train)).classes) == len(classes) >= 2
+    (train / classes[0] / "up").symlink_to("..")
+    with pytest.raises(DatasetError, match=f"{train}/{classes[0]}/up: the folder {train} again"):
+        FolderDataset(str(train))
+    (train / classes[0] / "up").unlink()
+    (train / "copy").symlink_to(train / classes[1])  # one folder as two classes
+    with pytest.raises(DatasetError, match="through a symbolic link"):
+        FolderDataset(str(train))
+    (train / "copy").unlink()
+    single = tmp_path / "single"
+    single.mkdir()
+    (train / classes[0]).rename(single / classes[0])
+    with pytest.raises(DatasetError, match=rf"{single}: 1 class folder found \({classes[0]}\); "
+                                           "a classifier needs at least 2"):
+        FolderDataset(str(single))
 
 
 def test_empty_training_folder_through_main(tmp_path):
