@@ -14,6 +14,7 @@ import traceback
 from ..errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 _DEBUG = "RESNEXT_DET_DEBUG"
 
 
@@ -67,6 +68,11 @@ class ExitOnUserError:
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes)
+            if debugging():
+                raise
+            print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 def run_tool(launch_fn):

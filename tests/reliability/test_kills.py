@@ -207,3 +207,23 @@ def test_resume_cuts_only_the_interrupted_runs_tail_of_metrics(tmp_path):
     path.write_text("".join(earlier) + killed[0].strip())
     assert drop_trailing_records(path, 5) == 0
     assert path.read_text() == "".join(earlier + killed[:1])
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root, tmp_path):
+    """SIGINT (Ctrl-C) while training: 'interrupted (Ctrl-C)', exit status 130, no Python
+    traceback; every checkpoint written so far loads."""
+    out = tmp_path / "run"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
+    env.pop("RESNEXT_DET_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",
+                             CONFIG, *map(str, TINY), "SOLVER.CHECKPOINT_PERIOD", "1",
+                             "SOLVER.MAX_ITER", "400", "OUTPUT_DIR", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not _checkpoints(out) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.rstrip().endswith("interrupted (Ctrl-C)") and "Traceback" not in err, err[-3000:]
+    assert _all_checkpoints_load(out) >= 0
