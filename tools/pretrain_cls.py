@@ -21,7 +21,7 @@ from detectron2.utils import comm
 
 import resnext_det  # noqa: F401  (registers the backbones)
 from resnext_det.classification import main
-from resnext_det.utils.cli import ExitOnUserError, run_tool
+from resnext_det.utils.cli import ExitOnUserError, parse_launch_args, run_tool
 
 
 def init_from_torchrun():
@@ -37,7 +37,7 @@ def init_from_torchrun():
 def run(argv=None):
     """`main` in this process (under torchrun, which started the processes) or in the
     --num-gpus x --num-machines processes of detectron2's `launch`."""
-    args = default_argument_parser().parse_args(argv)
+    args = parse_launch_args(default_argument_parser(), argv)
     guarded = ExitOnUserError(main)  # bad input: one message, exit status 2
     if "LOCAL_RANK" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -26,7 +26,7 @@ from resnext_det.data import register_digits_named_in
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.engine import run as run_config
 from resnext_det.engine import lazy_main, setup_cfg
-from resnext_det.utils.cli import ExitOnUserError, run_tool
+from resnext_det.utils.cli import ExitOnUserError, parse_launch_args, run_tool
 
 
 def main(args):
@@ -40,7 +40,7 @@ def main(args):
 
 
 def run(argv=None):
-    args = add_dataset_argument(default_argument_parser()).parse_args(argv)
+    args = parse_launch_args(add_dataset_argument(default_argument_parser()), argv)
     return run_tool(lambda: launch(ExitOnUserError(main), args.num_gpus,
                                    num_machines=args.num_machines, machine_rank=args.machine_rank,
                                    dist_url=args.dist_url, args=(args,)))

@@ -4,6 +4,7 @@ Every MODEL.RESNEXT key is checked here, so that a typo stops the run in its fir
 rather than at the first evaluation after hours of training; the builders check the
 keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
+import math
 import os
 
 import torch
@@ -37,7 +38,8 @@ def merge_config(cfg, config_file, opts):
     """
     if config_file:
         if not os.path.isfile(config_file):
-            raise ConfigFileError(f"--config-file {config_file!r}: no such file. The configs "
+            what = "a folder, not a file" if os.path.isdir(config_file) else "no such file"
+            raise ConfigFileError(f"--config-file {config_file!r}: {what}. The configs "
                                   "are under configs/ (e.g. configs/faster_rcnn_X50_32x4d.yaml).")
         try:
             cfg.merge_from_file(config_file)
@@ -129,6 +131,21 @@ def roi_align_impl(cfg):
     return resnext_choice(cfg, "ROI_ALIGN", ROI_ALIGN_IMPLS)
 
 
+def _check_pixel_stats(cfg):
+    """MODEL.PIXEL_MEAN / PIXEL_STD: one finite number per input channel, stds > 0 (the model
+    divides by them: a 0 trained to a FloatingPointError, a short list to a shape error)."""
+    channels = 1 if cfg.get("INPUT", {}).get("FORMAT") == "L" else 3
+    for key, low in (("PIXEL_MEAN", -math.inf), ("PIXEL_STD", 0)):
+        values = cfg.MODEL.get(key)
+        if values is None:
+            continue
+        values = list(values)
+        if len(values) != channels or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > low for v in values):
+            raise ConfigError(f"MODEL.{key}", values, f"{channels} finite numbers"
+                              f"{' > 0' if low == 0 else ''}, one per channel of INPUT.FORMAT")
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
     TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED and INFERENCE_DTYPE with MODEL.DEVICE
@@ -145,6 +162,9 @@ def check_resnext_keys(cfg):
     if backend is not None:
         check_choice("TEST.COCO_EVAL_BACKEND", backend, COCO_EVAL_BACKENDS)
     check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
+    check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
+                " (0: load in the main process)")
+    _check_pixel_stats(cfg)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations

@@ -75,6 +75,20 @@ class ExitOnUserError:
             sys.exit(EXIT_INTERRUPTED)
 
 
+def parse_launch_args(parser, argv=None):
+    """parser.parse_args(argv), with detectron2's launch options checked: --num-gpus and
+    --num-machines >= 1, 0 <= --machine-rank < --num-machines (launch took -1 processes for
+    one, and a rank past the machines for a valid one)."""
+    args = parser.parse_args(argv)
+    for option, value in (("--num-gpus", args.num_gpus), ("--num-machines", args.num_machines)):
+        if value < 1:
+            parser.error(f"{option} {value}: expected >= 1 (processes per machine, machines)")
+    if not 0 <= args.machine_rank < args.num_machines:
+        parser.error(f"--machine-rank {args.machine_rank}: expected 0..{args.num_machines - 1} "
+                     f"(this machine's index among --num-machines {args.num_machines})")
+    return args
+
+
 def run_tool(launch_fn):
     """Call `launch_fn()`; a spawned process that exited with 2 makes this one exit with 2."""
     import torch.multiprocessing as mp

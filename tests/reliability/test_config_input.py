@@ -28,6 +28,13 @@ def _error(capsys, *argv):
      "MODEL.RESNEXT.TEMPLATE='X50_3x' is not valid"),
     (["--config-file", CONFIG, "TEST.COCO_EVAL_BACKEND", "fast"],
      "TEST.COCO_EVAL_BACKEND='fast' is not valid"),
+    # detectron2: a FloatingPointError after training began, a shape error, a ValueError
+    (["--config-file", CONFIG, "MODEL.PIXEL_STD", "[0.0, 1.0, 1.0]"],
+     "MODEL.PIXEL_STD=[0.0, 1.0, 1.0] is not valid: expected 3 finite numbers > 0"),
+    (["--config-file", CONFIG, "MODEL.PIXEL_MEAN", "[1.0, 1.0]"],
+     "MODEL.PIXEL_MEAN=[1.0, 1.0] is not valid: expected 3 finite numbers, one per channel"),
+    (["--config-file", CONFIG, "DATALOADER.NUM_WORKERS", "-1"],
+     "DATALOADER.NUM_WORKERS=-1 is not valid: expected a whole number >= 0"),
 ])
 def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
@@ -76,3 +83,22 @@ def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path
     error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
     assert expected in error
     assert not list(tmp_path.rglob("model_*.pth"))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--num-gpus", "-1"], "--num-gpus -1: expected >= 1"),
+    (["--num-gpus", "0"], "--num-gpus 0: expected >= 1"),
+    (["--machine-rank", "5"], "--machine-rank 5: expected 0..0"),
+    (["--num-machines", "0"], "--num-machines 0: expected >= 1"),
+])
+@pytest.mark.parametrize("tool", ["train_net", "pretrain_cls"])
+def test_launch_options_are_checked(tool, argv, expected, capsys, tmp_path):
+    """detectron2's launch ran -1 processes as one, and a machine rank past the machines."""
+    with pytest.raises(SystemExit) as exit_:
+        load_tool(tool).run(["--config-file", CONFIG, *argv, "OUTPUT_DIR", str(tmp_path / "o")])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_as_config_file_is_named_so(capsys, tmp_path):
+    assert "a folder, not a file" in _error(capsys, "--config-file", str(tmp_path))
