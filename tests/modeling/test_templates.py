@@ -62,3 +62,18 @@ def test_template_rules_width_doubles_per_stage():
         assert block.conv2.out_channels == 8 * 3 * 2**k
         assert block.conv3.out_channels == 256 * 2**k
         assert len(getattr(net, stage)) == (3, 4, 6, 3)[k]
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    ("R101", "resnet101"), ("R152", "resnet152"), ("X101_32x8d", "resnext101_32x8d"),
+    ("X101_64x4d", "resnext101_64x4d")])
+def test_deeper_templates_have_torchvisions_blocks_and_parameter_counts(ours, theirs):
+    """Blocks per stage (STAGE_BLOCKS) and parameters, against torchvision's own models
+    (built on the meta device: shapes only)."""
+    import torch
+
+    with torch.device("meta"):
+        model, reference = resnext_classifier(ours), getattr(torchvision.models, theirs)()
+    assert [len(getattr(model, f"res{k}")) for k in range(2, 6)] == [
+        len(getattr(reference, f"layer{k}")) for k in range(1, 5)]
+    assert _params(model) == _params(reference)
