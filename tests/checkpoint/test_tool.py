@@ -2,6 +2,7 @@
 import importlib.util
 import pathlib
 
+import pytest
 import torch
 
 from ckpt_helpers import TINY, load_pkl
@@ -40,8 +41,6 @@ def test_tool_names_the_bad_key(tiny_state, tmp_path, capsys):
 
 
 def test_tool_never_replaces_src_nor_an_existing_out_unasked(tiny_state, tmp_path, capsys):
-    import pytest
-
     src, out = tmp_path / "tiny.pth", tmp_path / "mine.pkl"
     torch.save(tiny_state, src)
     before = src.read_bytes()
@@ -76,3 +75,24 @@ def test_list_keeps_the_rows_with_the_word(capsys):
     assert all("64x4d" in line for line in lines[2:])
     assert _tool().main(["--list"]) == 0
     assert len(capsys.readouterr().out.splitlines()) > len(lines)
+
+
+def test_tool_writes_torchvisions_own_normalization_and_keeps_it_when_reconverted(tmp_path,
+                                                                                  capsys):
+    """The tool without flags on a torchvision file: the metadata is torchvision's own
+    ImageNet transform (its weights' mean / std, x 255, RGB); converting our .pkl again keeps
+    every convention (the second conversion reads them from the first's metadata)."""
+    import torchvision
+
+    transform = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+    want = {"input_format": "RGB", "pixel_mean": [255 * m for m in transform.mean],
+            "pixel_std": [255 * s for s in transform.std], "stride_in_1x1": False}
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    assert _tool().main([str(tmp_path / "r50.pth"), str(tmp_path / "once.pkl")]) == 0
+    assert _tool().main([str(tmp_path / "once.pkl"), str(tmp_path / "twice.pkl")]) == 0
+    for name in ("once.pkl", "twice.pkl"):
+        meta = load_pkl(tmp_path / name)["resnext_det"]
+        got = {k: meta[k] for k in want}
+        assert got["pixel_mean"] == pytest.approx(want["pixel_mean"])
+        assert got["pixel_std"] == pytest.approx(want["pixel_std"])
+        assert (got["input_format"], got["stride_in_1x1"]) == ("RGB", False), name
