@@ -261,3 +261,45 @@ def test_rle_masks_with_polygon_format_name_the_key(tmp_path):
     loader = Trainer.build_train_loader(make_cfg(name, "MODEL.MASK_ON", True,
                                                  "INPUT.MASK_FORMAT", "bitmask"))
     assert next(iter(loader))[0]["instances"].gt_masks.tensor.shape[-2:] == (SIZE, SIZE)
+
+
+def test_wholly_outside_agrees_with_detectron2s_intersection_on_a_wide_image():
+    """box_problem's "wholly outside" on a 100x50 (w x h) image is detectron2's
+    pairwise_intersection with the image being 0, for boxes all around and on its edges, in
+    XYWH and XYXY; sizes that are not positive or finite are named."""
+    import torch
+    from detectron2.structures import Boxes, BoxMode
+    from detectron2.structures.boxes import pairwise_intersection
+
+    from resnext_det.data.checks import box_problem
+
+    height, width = 50, 100
+    image = Boxes(torch.tensor([[0.0, 0.0, width, height]]))
+    rng = np.random.default_rng(0)
+    corners = np.concatenate([rng.uniform(-30, 130, (400, 2)),
+                              rng.choice([-8.0, 0.0, 50.0, 92.0, 100.0], (100, 2))])
+    sizes = rng.choice([4.0, 8.0, 20.0], (len(corners), 2))
+    outside = 0
+    for (x, y), (w, h) in zip(corners, sizes):
+        overlap = pairwise_intersection(Boxes(torch.tensor([[x, y, x + w, y + h]])), image)
+        expected = "lies wholly outside the 100x50 image" if overlap.item() == 0 else None
+        outside += expected is not None
+        assert box_problem([x, y, w, h], BoxMode.XYWH_ABS, (height, width)) == expected
+        assert box_problem([x, y, x + w, y + h], BoxMode.XYXY_ABS, (height, width)) == expected
+    assert 50 < outside < len(corners) - 50
+    assert box_problem([float("nan"), 0, 5, 5], BoxMode.XYWH_ABS, (height, width)) == "is not finite"
+    assert box_problem([0, 0, 5, 0], BoxMode.XYWH_ABS, (height, width)) == "height 0 is not positive"
+
+
+def test_category_ids_must_lie_below_num_classes_and_crowds_are_not_box_checked():
+    """category_id == NUM_CLASSES is detectron2's background class: an error, not a box."""
+    from resnext_det.data.checks import check_category_ids, find_bad_boxes
+
+    record = {"file_name": "a.jpg", "height": 50, "width": 100,
+              "annotations": [{"bbox": [1, 1, 5, 5], "bbox_mode": 1, "category_id": 2}]}
+    check_category_ids([record], 3, key="MODEL.ROI_HEADS.NUM_CLASSES")
+    with pytest.raises(DatasetError, match=r"a.jpg: category_id 2"):
+        check_category_ids([record], 2, key="MODEL.ROI_HEADS.NUM_CLASSES")
+    crowd = {"bbox": [1, 1, 0, 5], "bbox_mode": 1, "category_id": 0, "iscrowd": 1}
+    record["annotations"].append(crowd)
+    assert find_bad_boxes([record]) == ([], 1, 0)  # the crowd box is neither checked nor bad
