@@ -116,3 +116,31 @@ def test_schedule_errors_name_the_key():
 def test_topk_correct():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.05], [0.2, 0.3, 0.5]])
     assert topk_correct(logits, torch.tensor([1, 2, 0]), ks=(1, 2, 5)) == [1, 1, 3]
+
+
+def test_topk_evaluator_is_timms_accuracy_and_the_mean_cross_entropy():
+    """Over batches of unequal size, rows labelled IGNORED_LABEL among them: top-1 / top-5
+    error = 100 - timm.utils.accuracy's, loss = F.cross_entropy of all kept rows at once."""
+    from timm.utils import accuracy
+
+    from resnext_det.classification.evaluator import TopKEvaluator
+    from resnext_det.data.classification import IGNORED_LABEL
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(37, 10, generator=generator)
+    labels = torch.randint(0, 10, (37,), generator=generator)
+    ignored = torch.zeros(37, dtype=torch.bool)
+    ignored[[3, 20]] = True
+    evaluator = TopKEvaluator()
+    evaluator.reset()
+    for rows in (slice(0, 5), slice(5, 21), slice(21, 37)):
+        batch_labels = torch.where(ignored[rows], IGNORED_LABEL, labels[rows])
+        evaluator.process((None, batch_labels), logits[rows])
+    result = evaluator.evaluate()
+    acc1, acc5 = accuracy(logits[~ignored], labels[~ignored], topk=(1, 5))
+    assert 0 < acc1 < acc5 < 100  # both ranks matter on these logits
+    assert result["top1_err"] == pytest.approx(100 - float(acc1))
+    assert result["top5_err"] == pytest.approx(100 - float(acc5))
+    want = torch.nn.functional.cross_entropy(logits[~ignored], labels[~ignored])
+    assert result["loss"] == pytest.approx(float(want))
+    assert (result["images"], result["skipped"]) == (35, 2)

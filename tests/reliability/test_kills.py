@@ -227,3 +227,40 @@ def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root
     assert proc.returncode == 130, err[-3000:]
     assert err.rstrip().endswith("interrupted (Ctrl-C)") and "Traceback" not in err, err[-3000:]
     assert _all_checkpoints_load(out) >= 0
+
+
+def test_saved_rng_states_restore_every_generator_a_step_draws_from(tmp_path):
+    """torch, numpy (detectron2's augmentations) and python's random, through a checkpoint
+    file read back with weights_only: the draws after restoring are the draws after saving."""
+    import random
+
+    import numpy as np
+
+    from resnext_det.engine.resume import rng_state, set_rng_state
+
+    torch.save({"rng": rng_state()}, tmp_path / "state.pth")
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    first = draws()
+    set_rng_state(torch.load(tmp_path / "state.pth", weights_only=True)["rng"])
+    assert draws() == first
+
+
+def test_a_fresh_run_keeps_an_earlier_runs_metrics(tmp_path):
+    """DropRecordsAfterCheckpoint cuts only when resuming (start_iter > 0)."""
+    from types import SimpleNamespace
+
+    from resnext_det.engine.resume import DropRecordsAfterCheckpoint
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter')
+    before = path.read_bytes()
+    hook = DropRecordsAfterCheckpoint(str(tmp_path))
+    hook.trainer = SimpleNamespace(start_iter=0)
+    hook.before_train()
+    assert path.read_bytes() == before
+    hook.trainer = SimpleNamespace(start_iter=3)
+    hook.before_train()
+    assert path.read_text() == '{"iteration": 0, "total_loss": 1.0}\n'
