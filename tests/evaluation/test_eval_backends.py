@@ -208,3 +208,42 @@ def test_a_kill_while_writing_keeps_the_previous_evaluations_files(digits_val, t
     second = torch.load(tmp_path / "instances_predictions.pth", weights_only=True)
     assert second[0]["instances"] == [] and (tmp_path / RESULTS_FILE).read_bytes() != first[RESULTS_FILE]
     assert not list(tmp_path.glob(".staging*"))
+
+
+def _pycocotools_stats(gt, results, **params):
+    """pycocotools' COCOeval run by hand, `params` set on its Params: the oracle."""
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "bbox")
+        for name, value in params.items():
+            setattr(coco_eval.params, name, value)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return np.asarray(coco_eval.stats)
+
+
+def test_a_subset_of_images_and_class_agnostic_ap_give_pycocotools_numbers():
+    """evaluate_on_coco(img_ids=...) on both backends, and our C++ COCOeval (whose box IoUs
+    we compute) with useCats=0, against pycocotools' COCOeval given the same params."""
+    from resnext_det.evaluation.coco import cocoeval_class
+
+    dataset, results = generated_set(num_images=300, dets_per_image=10)
+    gt = _coco(dataset)
+    subset = sorted(gt.getImgIds())[::3]
+    want = _pycocotools_stats(gt, results, imgIds=subset)
+    assert np.abs(want - _pycocotools_stats(gt, results)).max() > 0.005  # the subset matters
+    for backend in ("faster-coco-eval", "pycocotools"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            got = evaluate_on_coco(gt, [dict(r) for r in results], "bbox", backend, img_ids=subset)
+        assert np.abs(np.asarray(got.stats) - want).max() < TOL, backend
+    agnostic = _pycocotools_stats(gt, results, useCats=0)
+    assert agnostic[0] > _pycocotools_stats(gt, results)[0] + 0.01  # wrong classes count here
+    with contextlib.redirect_stdout(io.StringIO()):
+        ours = cocoeval_class("faster-coco-eval")(gt, gt.loadRes([dict(r) for r in results]), "bbox")
+        ours.params.useCats = 0
+        ours.evaluate()
+        ours.accumulate()
+        ours.summarize()
+    assert np.abs(np.asarray(ours.stats) - agnostic).max() < TOL
