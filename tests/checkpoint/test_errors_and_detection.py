@@ -9,9 +9,9 @@ import torchvision
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from ckpt_helpers import TINY, to_caffe2_blobs
+from ckpt_helpers import FEATURES, TINY, ours_backbone, to_caffe2_blobs
 from resnext_det import add_resnext_config
-from resnext_det.utils.testing import max_rel_error
+from resnext_det.utils.testing import max_rel_error, randomize_norms_
 from resnext_det.checkpoint import (ConversionError, KeyMismatchError, ResNeXtCheckpointer,
                                     convert_weights, save_converted, sniff_container)
 
@@ -261,3 +261,34 @@ def test_a_cache_that_cannot_be_written_is_not_an_error(tv_state, tmp_path, capl
                             convert_kwargs={"keep_fc": True}).load(str(path))
     assert "Cannot cache the conversion" in caplog.text
     assert torch.equal(model.linear.weight, tv_state["fc.weight"])
+
+
+def test_a_detectron2_fpn_detectors_checkpoint_converts_to_its_backbone(tmp_path, images):
+    """detectron2's own ResNeXt FPN Faster R-CNN (build_resnet_fpn_backbone, weights under
+    backbone.bottom_up.), saved by its DetectionCheckpointer: the conversion holds its
+    bottom-up ResNeXt, and our backbone loaded with it computes detectron2's res2..res5."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE, cfg.MODEL.BACKBONE.NAME = "cpu", "build_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 2, 4
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS, cfg.MODEL.RESNETS.NORM = 256, "BN"
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.OUT_FEATURES = FEATURES
+    cfg.MODEL.FPN.IN_FEATURES, cfg.MODEL.FPN.OUT_CHANNELS = FEATURES, 16
+    cfg.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    cfg.MODEL.ROI_HEADS.NAME, cfg.MODEL.ROI_BOX_HEAD.NAME = "StandardROIHeads", "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]
+    torch.manual_seed(0)
+    detector = randomize_norms_(build_model(cfg)).eval()
+    DetectionCheckpointer(detector, save_dir=str(tmp_path)).save("d2_fpn")
+    result = convert_weights(tmp_path / "d2_fpn.pth")
+    assert result.metadata.template == TINY
+    bottom_up = detector.backbone.bottom_up
+    with torch.no_grad():
+        want = bottom_up(images)
+        got = ours_backbone(TINY, result.state_dict, norm="BN").eval()(images)
+    for name in FEATURES:
+        assert max_rel_error(got[name], want[name]) < 1e-5, name
