@@ -13,7 +13,8 @@ import torch
 import torchvision
 
 from reference_models import (fb_resnet_tree, form_b_resnext50, ours_outputs,
-                              pretrainedmodels_resnext, release_tree, torchvision_resnet50)
+                              pretrainedmodels_resnext, release_tree, sequential_outputs,
+                              torchvision_resnet50)
 from resnext_det.checkpoint import ConversionError, convert_weights, sniff_container
 from resnext_det.checkpoint.detect import unwrap
 from resnext_det.checkpoint.readers import read_weights_file
@@ -145,3 +146,21 @@ def test_a_file_cut_inside_its_last_tensor_is_unreadable(tmp_path):
         (tmp_path / "cut.t7").write_bytes(data[:-cut])
         with pytest.raises(UnreadableFileError, match=r"cut\.t7: a truncated Torch7 file"):
             read_weights_file(tmp_path / "cut.t7")
+
+
+def test_the_files_bn_eps_is_used(tmp_path):
+    """A tree whose BNs normalize with eps 1e-3 (not torch's 1e-5): converted, our model
+    computes that tree's outputs (the eps is folded into running_var)."""
+    tree, image, _ = form_b_resnext50()
+    for m in tree.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.running_var.uniform_(1e-3, 3e-3)  # var near eps: the eps matters
+    with torch.no_grad():
+        expected, logits = sequential_outputs(tree, image)
+    expected["linear"] = logits
+    path = write_t7(tmp_path / "eps.t7", to_t7(tree))
+    result = convert_weights(path, keep_fc=True)
+    got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
+                       stride_in_1x1=result.metadata.stride_in_1x1)
+    assert max_rel_error(got, expected) < TOL
