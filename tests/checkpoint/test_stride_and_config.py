@@ -71,3 +71,27 @@ def test_apply_metadata_then_no_warning(tmp_path):
     assert changed["INPUT.FORMAT"] == "RGB" and changed["MODEL.RESNEXT.TEMPLATE"] == "X50_32x4d"
     assert cfg.MODEL.PIXEL_MEAN == [123.675, 116.28, 103.53]
     assert check_config(cfg, meta) == []
+
+
+def test_unknown_conventions_leave_the_config_and_norms_are_compared_by_family():
+    """Metadata with None conventions (our naming without metadata) changes no key but the
+    template's; a BN-trained file warns under GN, not under FrozenBN or SyncBN."""
+    from resnext_det.checkpoint.metadata import WeightsMetadata
+
+    meta = WeightsMetadata(template=TINY, source_format="resnext_det", norm="BN")
+    cfg = _config()
+    before = cfg.clone()
+    changed = {key for key, _, _ in apply_metadata(cfg, meta)}
+    assert changed == {"MODEL.RESNEXT.TEMPLATE", "MODEL.RESNETS.NUM_GROUPS",
+                       "MODEL.RESNETS.WIDTH_PER_GROUP"}  # X50_2x4d: depth 50 as before
+    cfg.MODEL.RESNEXT.TEMPLATE = before.MODEL.RESNEXT.TEMPLATE
+    for key in ("NUM_GROUPS", "WIDTH_PER_GROUP"):
+        cfg.MODEL.RESNETS[key] = before.MODEL.RESNETS[key]
+    assert cfg == before  # stride, input format, pixel stats and block form untouched
+    for norm, warned in (("FrozenBN", False), ("SyncBN", False), ("GN", True)):
+        cfg = _config(NORM=norm)
+        cfg.MODEL.RESNEXT.TEMPLATE = TINY
+        lines = check_config(cfg, meta, log=False)
+        assert [w for w in lines if w.startswith("MODEL.RESNETS.NORM=")] == (
+            [f"MODEL.RESNETS.NORM={norm!r} but the resnext_det weights ({TINY}) were trained "
+             "with 'BN'"] if warned else []), (norm, lines)
