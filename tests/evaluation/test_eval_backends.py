@@ -247,3 +247,57 @@ def test_a_subset_of_images_and_class_agnostic_ap_give_pycocotools_numbers():
         ours.accumulate()
         ours.summarize()
     assert np.abs(np.asarray(ours.stats) - agnostic).max() < TOL
+
+
+def _l_shape(x, y, size, thickness):
+    """An L-shaped polygon: its box is size x size, its area about 2 * size * thickness."""
+    return [[x, y, x + thickness, y, x + thickness, y + size - thickness, x + size,
+             y + size - thickness, x + size, y + size, x, y + size]]
+
+
+def test_mask_ap_sorts_objects_by_mask_area_not_box_area():
+    """Thin L-shaped objects (mask area small, box area medium) with detections that carry a
+    box, as detectron2's results do: our segm numbers are pycocotools' on the results
+    without boxes (COCO's segm result format), not those of loadRes' box branch."""
+    import pycocotools.mask as mask_util
+
+    from resnext_det.evaluation.coco import BACKENDS
+
+    rng = np.random.default_rng(0)
+    images, anns, results = [], [], []
+    for image_id in range(1, 21):
+        images.append({"id": image_id, "width": 200, "height": 200, "file_name": f"{image_id}.png"})
+        for _ in range(3):
+            x, y = (float(v) for v in rng.uniform(0, 120, 2))
+            size, thick = float(rng.uniform(40, 70)), float(rng.uniform(3, 6))
+            poly = _l_shape(x, y, size, thick)
+            rle = mask_util.merge(mask_util.frPyObjects(poly, 200, 200))
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
+                         "segmentation": poly, "area": float(mask_util.area(rle)),
+                         "bbox": [x, y, size, size], "iscrowd": 0})
+            shift = float(rng.normal(0, 2))
+            det = mask_util.merge(mask_util.frPyObjects(_l_shape(x + shift, y, size, thick), 200, 200))
+            det["counts"] = det["counts"].decode()
+            results.append({"image_id": image_id, "category_id": 1, "segmentation": det,
+                            "bbox": [x + shift, y, size, size], "score": float(rng.random())})
+    gt = _coco({"images": images, "annotations": anns,
+                "categories": [{"id": 1, "name": "L"}]})
+    assert all(a["area"] < 32 ** 2 < a["bbox"][2] * a["bbox"][3] for a in anns)
+
+    def pycocotools_segm(dets):
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval = COCOeval(gt, gt.loadRes(dets), "segm")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        return np.asarray(coco_eval.stats)
+
+    want = pycocotools_segm([{k: v for k, v in r.items() if k != "bbox"} for r in results])
+    boxed = pycocotools_segm([dict(r) for r in results])
+    assert want[3] > 0 and abs(want[3] - boxed[3]) > 0.05  # APs: detections small by mask only
+    for backend in BACKENDS:
+        with contextlib.redirect_stdout(io.StringIO()):
+            got = evaluate_on_coco(gt, [dict(r) for r in results], "segm", backend)
+        assert np.abs(np.asarray(got.stats) - want).max() < TOL, backend
