@@ -123,6 +123,9 @@ BAD = [
      "annotations[1] (id 11): has area None; expected a number >= 0"),
     ("annotation without iscrowd", lambda d: d["annotations"][2].pop("iscrowd"),
      "annotations[2] (id 12): has iscrowd None"),
+    ("iscrowd a bool", _set("annotations", 1, "iscrowd", True),  # JSON true: not COCO's 0/1
+     "annotations[1] (id 11): has iscrowd True; expected 0 (an object) or 1"),
+    ("area negative", _set("annotations", 0, "area", -1), "annotations[0] (id 10): has area -1"),
     ("image id a list", _set("annotations", 0, "image_id", [1]),  # was: unhashable TypeError
      "annotations[0] (id 10): has image_id [1]; expected an integer"),
 ]
@@ -204,3 +207,12 @@ def test_num_classes_mismatch_is_an_error(tmp_path):
         num_classes_opts(config, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"], classes)
     with pytest.raises(DatasetError, match="different numbers of classes"):
         num_classes_opts(config, ["DATASETS.TEST", "('other',)"], {**classes, "other": ["a"]})
+
+
+def test_zero_area_and_crowd_regions_are_valid(tmp_path):
+    """COCO has objects of area 0 (a degenerate mask) and crowd regions (iscrowd 1)."""
+    data = coco_dict()
+    data["annotations"][0]["area"] = 0
+    data["annotations"][1]["iscrowd"] = 1
+    json_file, images = write(tmp_path, data)
+    check_coco_json(json_file, images)
