@@ -22,6 +22,7 @@ import time
 from detectron2.modeling import build_model
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
+from resnext_det.checkpoint.checkpointer import CHECKPOINT_NAME, LAST
 from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.engine import build_checkpointer, setup_cfg, train
 from resnext_det.evaluation import METRICS_FILE
@@ -48,6 +49,17 @@ def draw_demo_predictions(cfg, out_path):
     return draw_predictions(model, cfg.DATASETS.TEST[0], out_path, input_format=cfg.INPUT.FORMAT)
 
 
+def clear_previous_demo(output_dir):
+    """The demo starts anew each time: a previous demo's checkpoints and metrics.json in its
+    output folder are removed (a training would refuse to overwrite them)."""
+    previous = [os.path.join(output_dir, name) for name in os.listdir(output_dir)
+                if name in ("metrics.json", LAST) or CHECKPOINT_NAME.fullmatch(name)]
+    if previous:
+        print(f"Replacing the previous demo run in {output_dir} ({len(previous)} files)")
+    for path in previous:
+        os.remove(path)
+
+
 def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     """Build and register the digits set, train, evaluate, draw, plot.
 
@@ -57,6 +69,7 @@ def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     start = time.perf_counter()
     ensure_digits_dataset(digits_root(), **(dataset or DATASET))  # registers digits_train/_val
     cfg = setup_cfg(demo_args(config_file, opts))
+    clear_previous_demo(cfg.OUTPUT_DIR)
     results = train(cfg)
     test_set = cfg.DATASETS.TEST[0]
     files = {

@@ -197,6 +197,11 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         of ours here: model_<iteration>.pth or model_final.pth, not any .pth a user put here."""
         return super().has_checkpoint() or bool(self._checkpoint_files())
 
+    def checkpoint_names(self):
+        """The base names of the checkpoints here (model_*.pth, and the pointer), sorted."""
+        names = sorted(os.path.basename(p) for p in self._checkpoint_files())
+        return names + ([LAST] if os.path.isfile(os.path.join(self.save_dir, LAST)) else [])
+
     def _checkpoint_files(self):
         """The files detectron2's PeriodicCheckpointer names (model_0004999.pth, model_final.pth)."""
         found = glob.glob(os.path.join(glob.escape(self.save_dir), "model_*.pth"))

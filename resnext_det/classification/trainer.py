@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from ..config.errors import ConfigError
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
-from ..engine.checks import check_weights
+from ..engine.checks import check_no_earlier_run, check_weights
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -182,6 +182,8 @@ class ClsTrainer(DefaultTrainer):
         """Resume from the newest readable checkpoint (iteration, optimizer, schedule, RNG
         states, place in the data), or start from MODEL.WEIGHTS of any format."""
         resuming = resume and self.checkpointer.has_checkpoint()
+        if not resume:
+            check_no_earlier_run(self.checkpointer)
         if not resuming:
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)

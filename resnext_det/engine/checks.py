@@ -61,6 +61,18 @@ def check_weights(cfg):
                       "MODEL.WEIGHTS '' to train from scratch.")
 
 
+def check_no_earlier_run(checkpointer, key="OUTPUT_DIR"):
+    """A new training (not --resume) would overwrite the checkpoints of the run already in
+    the output folder (detectron2 does, and mixes both runs in metrics.json): an error."""
+    if not checkpointer.has_checkpoint():
+        return
+    names = checkpointer.checkpoint_names()
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise ConfigError(key, checkpointer.save_dir, "a folder without an earlier run's "
+                      f"checkpoints, for a new training (it holds {shown})", "Pass --resume to "
+                      f"continue that run, choose another {key}, or remove its checkpoints.")
+
+
 def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT"):
     """Warn when stages are frozen (freeze_at > 0) while there are no weights to load: they
     would keep their random initialization for the whole run (detectron2 says nothing)."""

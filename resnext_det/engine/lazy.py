@@ -46,7 +46,8 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .checks import check_datasets, check_weights, checked_train_dicts, warn_frozen_from_scratch
+from .checks import (check_datasets, check_no_earlier_run, check_weights, checked_train_dicts,
+                     warn_frozen_from_scratch)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -231,6 +232,8 @@ def do_train(setup, resume=False):
                              period=train.log_period) if main else None,
     ])
     resuming = resume and checkpointer.has_checkpoint()
+    if not resume:
+        check_no_earlier_run(checkpointer, "train.output_dir")
     if resume and not resuming:
         setup.checked(check_weights)
     if not resuming:

@@ -16,8 +16,8 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
-from .checks import (bad_data_policies, check_datasets, check_weights, checked_train_dicts,
-                     warn_frozen_from_scratch)
+from .checks import (bad_data_policies, check_datasets, check_no_earlier_run, check_weights,
+                     checked_train_dicts, warn_frozen_from_scratch)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -100,6 +100,8 @@ class Trainer(DefaultTrainer):
         return build_checkpointer(cfg, model, **checkpointables)
 
     def resume_or_load(self, resume=True):
+        if not resume:
+            check_no_earlier_run(self.checkpointer)
         if not (resume and self.checkpointer.has_checkpoint()):
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -237,3 +237,21 @@ def test_frozen_stages_without_weights_are_warned(caplog, freeze_at, weights, fr
         assert not caplog.records
     else:
         assert f"MODEL.BACKBONE.FREEZE_AT={freeze_at} with no weights to load: {frozen}" in caplog.text
+
+
+def test_a_new_training_never_overwrites_an_earlier_runs_checkpoints(datasets_root, tmp_path,
+                                                                     capsys):
+    """detectron2 trains over them (and appends to the same metrics.json): an error naming
+    the files and --resume; nothing in the folder changes. Evaluation may use the folder."""
+    register_digits(datasets_root / "digits")
+    out = tmp_path / "run"
+    out.mkdir()
+    for name, data in (("model_final.pth", b"the earlier run's model"),
+                       ("metrics.json", b'{"iteration": 9}\n')):
+        (out / name).write_bytes(data)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.MAX_ITER", "2",
+                                 "OUTPUT_DIR", str(out)])
+    assert re.search(r"OUTPUT_DIR='.*run' is not valid: expected a folder without an earlier "
+                     r"run's checkpoints, .*model_final.pth.*Pass --resume", error)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before

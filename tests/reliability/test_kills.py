@@ -7,6 +7,7 @@ newest checkpoint makes --resume fall back to the newest readable one, naming th
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ def _kill_inside_a_write(cmd, env, out, timeout=300):
     """Start `cmd` until a SIGKILL lands while it writes a checkpoint (not the first one,
     so that one complete checkpoint exists); the attempts made."""
     for attempt in range(1, ATTEMPTS + 1):
+        shutil.rmtree(out, ignore_errors=True)  # each attempt a new run (no --resume)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
