@@ -24,6 +24,7 @@ import time
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.classification.main import main as pretrain_main
 from resnext_det.data import digits_root, ensure_digits_dataset
+from resnext_det.utils.cli import ExitOnUserError
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,6 +53,8 @@ def detection_budget(det_iters):
 def pretrain(output_dir, cls_epochs, extra_opts=()):
     """Pretrain on the digits classification folder; returns (weights path, eval, seconds)."""
     start = time.perf_counter()
+    if os.path.isdir(output_dir):  # the pipeline starts anew, as the demo does
+        demo.clear_previous_demo(output_dir)
     opts = ["DATA.ROOT", os.path.join(digits_root(), "classification"),
             "SOLVER.MAX_EPOCHS", str(cls_epochs), "OUTPUT_DIR", output_dir, *extra_opts]
     args = argparse.Namespace(config_file=CLS_CONFIG, opts=opts, eval_only=False, resume=False,
@@ -100,11 +103,18 @@ def parse(argv=None):
     parser.add_argument("--det-iters", type=int, default=800,
                         help="detection iterations, for each of the two detectors (demo: 1500)")
     parser.add_argument("--output", default="output/pretrain_then_detect")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for option, value in (("--cls-epochs", args.cls_epochs), ("--det-iters", args.det_iters)):
+        if value < 1:
+            parser.error(f"{option} {value}: expected >= 1")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output!r} is a file; expected a folder")
+    return args
 
 
 if __name__ == "__main__":
     args = parse()
     print(f"Budget: {args.cls_epochs} pretraining epochs, "
           f"{args.det_iters} detection iterations for each detector")
-    run_pipeline(args.output, cls_epochs=args.cls_epochs, det_iters=args.det_iters)
+    ExitOnUserError(run_pipeline)(args.output, cls_epochs=args.cls_epochs,
+                                  det_iters=args.det_iters)  # bad input: one line, exit 2

@@ -14,3 +14,30 @@ def test_flags():
     args = tool.parse(["--cls-epochs", "3", "--det-iters", "50"])
     assert (args.cls_epochs, args.det_iters) == (3, 50)
     assert tool.CLS_CONFIG.endswith("configs/cls/digits_X50_8x4d.yaml")
+
+
+def test_bad_flags_are_one_line(tmp_path, capsys):
+    import pytest
+
+    (tmp_path / "afile").write_text("x")
+    for argv, message in ((["--cls-epochs", "0"], "--cls-epochs 0: expected >= 1"),
+                          (["--det-iters", "-1"], "--det-iters -1: expected >= 1"),
+                          (["--output", str(tmp_path / "afile")], "is a file; expected a folder")):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.parse(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_pretraining_step_starts_anew_in_its_folder(tmp_path, monkeypatch):
+    """A second run of the pipeline: the pretraining folder's earlier checkpoints are cleared
+    (a new training refuses to overwrite them); other files stay."""
+    folder = tmp_path / "pretrain"
+    folder.mkdir()
+    for name in ("model_0000009.pth", "model_final.pth", "last_checkpoint", "metrics.json",
+                 "notes.txt"):
+        (folder / name).write_text("earlier")
+    seen = {}
+    monkeypatch.setattr(tool, "pretrain_main",
+                        lambda args: seen.update(files=sorted(p.name for p in folder.iterdir())))
+    tool.pretrain(str(folder), 1)
+    assert seen["files"] == ["notes.txt"]
