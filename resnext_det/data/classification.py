@@ -87,10 +87,10 @@ class FolderDataset(ImageFolder):
         except FileNotFoundError:
             classes = []
         if len(classes) < 2:  # one class would train to loss 0 and 0% error
-            raise DatasetError(f"{directory}: {len(classes) or 'no'} class folder"
-                               f"{'' if len(classes) == 1 else 's'} found{f' ({classes[0]})' if classes else ''}; "
-                               "a classifier needs at least 2. Expected one folder per class "
-                               f"holding its images, e.g. {directory}/n01440764/x.JPEG.")
+            found = f"1 class folder found ({classes[0]})" if classes else "no class folders found"
+            raise DatasetError(f"{directory}: {found}; a classifier needs at least 2. Expected "
+                               "one folder per class holding its images, e.g. "
+                               f"{directory}/n01440764/x.JPEG.")
         return classes, class_to_idx
 
     def __getitem__(self, index):

@@ -81,9 +81,9 @@ def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT")
     frozen = "the stem" + (f" and res2..res{freeze_at}" if freeze_at > 2 else
                            " and res2" if freeze_at == 2 else "")
     logging.getLogger(__name__).warning(
-        f"{key}={freeze_at} with no weights to load: {frozen} keep their random "
-        f"initialization for the whole run (with ZERO_INIT_RESIDUAL their residual paths "
-        f"stay off). Set {key} 0 to train from scratch, or give weights to start from.")
+        f"{key}={freeze_at} with no weights to load: {frozen} would stay at their random "
+        f"initialization for the whole run (with ZERO_INIT_RESIDUAL, residual paths off). "
+        f"Set {key} 0 to train from scratch, or give weights to start from.")
 
 
 # detectron2 builds these samplers from a load of its own of DATASETS.TRAIN, one weight per

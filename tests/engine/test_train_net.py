@@ -226,8 +226,8 @@ def test_output_dir_that_is_a_file(datasets_root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("freeze_at, weights, frozen", [
-    (2, "", "the stem and res2 keep"), (4, "", "the stem and res2..res4 keep"),
-    (1, "", "the stem keep"), (0, "", None), (2, "x.pth", None)])
+    (2, "", "the stem and res2 would stay"), (4, "", "the stem and res2..res4 would stay"),
+    (1, "", "the stem would stay"), (0, "", None), (2, "x.pth", None)])
 def test_frozen_stages_without_weights_are_warned(caplog, freeze_at, weights, frozen):
     from resnext_det.engine.checks import warn_frozen_from_scratch
 
