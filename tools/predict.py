@@ -30,7 +30,7 @@ from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.data.inputs import expand_inputs
 from resnext_det.engine import setup_cfg
-from resnext_det.engine.predict import check_output_dir_holds_no_input, predict
+from resnext_det.engine.predict import check_output_dir_holds_no_input, claim_output_dir, predict
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 
 _TOP_KEYS = set(resnext_det.add_resnext_config(get_cfg()).keys())  # MODEL, SOLVER, SEED, ...
@@ -98,6 +98,7 @@ def main(args):
     if not paths:
         raise DatasetError(f"--input names no image or video: {_reasons(missing)}.")
     check_output_dir_holds_no_input(args.output, paths)  # before config.yaml is written there
+    claim_output_dir(args.output)  # likewise: not a training's folder, nor the user's files
     cfg = setup_cfg(args)
     register_digits_named_in(cfg)
     summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)

@@ -264,6 +264,25 @@ def check_output_dir_holds_no_input(output_dir, paths):
                            "Choose another --output folder.")
 
 
+PREDICT_MARK = ".predict_output"  # in every --output predict wrote: its files may be replaced
+
+
+def claim_output_dir(output_dir):
+    """Make `output_dir` predict's: new, empty, or an earlier prediction's. A folder of other
+    files (a training's config.yaml and checkpoints, the user's own pictures) is an error:
+    the drawn pictures, json files and config.yaml would replace files of the same names."""
+    if os.path.isdir(output_dir) and not os.path.isfile(os.path.join(output_dir, PREDICT_MARK)):
+        others = sorted(os.listdir(output_dir))
+        if others:
+            raise DatasetError(f"--output {output_dir!r} holds {len(others)} files that predict "
+                               f"did not write (e.g. {others[0]!r}), which its pictures, json "
+                               "files and config.yaml could replace. Choose an empty or new "
+                               "--output folder.")
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, PREDICT_MARK), "w") as f:
+        f.write("tools/predict.py writes here\n")
+
+
 def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     """Predict on `paths` (expand_inputs' files) in batches; write pictures and json files.
 

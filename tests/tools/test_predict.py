@@ -336,3 +336,24 @@ def test_pictures_at_another_size_than_the_json_get_new_ids(tmp_path, caplog):
     ids = {Path(img["file_name"]).name: img["id"] for img in images["images"]}
     assert ids["1.png"] == 101 and ids["2.png"] == 102 and ids["0.png"] not in (100, 101, 102)
     assert "1 pictures are listed in the dataset's json at another size" in caplog.text
+
+
+def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
+        datasets_root, digits_model, tmp_path, capsys, monkeypatch):
+    """--output a training's folder (its config.yaml) or the user's pictures: an error before
+    anything is written (default_setup replaced config.yaml, the drawings x.png); a folder an
+    earlier prediction wrote takes the next one."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, data in (("config.yaml", b"the training's config"), ("x.png", b"my picture")):
+        (mine / name).write_bytes(data)
+    argv = ["--config-file", CONFIG, "--input", *paths, *TINY, "MODEL.WEIGHTS", digits_model]
+    error = _user_error(capsys, argv[:4] + ["--output", mine] + argv[4:])
+    assert "holds 2 files that predict did not write (e.g. 'config.yaml')" in error
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == {
+        "config.yaml": b"the training's config", "x.png": b"my picture"}
+    for _ in range(2):  # the second run into the first's folder
+        load_tool("predict").run(list(map(str, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])))
+    assert len(read_outputs(tmp_path / "out")[1]["images"]) == 1
