@@ -127,7 +127,7 @@ def _conv(m):
     return T7Module("cudnn.SpatialConvolution", weight=m.weight, nInputPlane=m.in_channels,
                     nOutputPlane=m.out_channels, kW=m.kernel_size[1], kH=m.kernel_size[0],
                     dW=m.stride[1], dH=m.stride[0], padW=m.padding[1], padH=m.padding[0],
-                    groups=m.groups)
+                    groups=m.groups, **({} if m.bias is None else {"bias": m.bias}))
 
 
 def _batch_norm(m):

@@ -164,3 +164,21 @@ def test_the_files_bn_eps_is_used(tmp_path):
     got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
                        stride_in_1x1=result.metadata.stride_in_1x1)
     assert max_rel_error(got, expected) < TOL
+
+
+@pytest.mark.parametrize("bias, fails", [(1e-3, True), (0.0, False)])
+def test_a_convolution_bias_is_refused_unless_zero(tmp_path, bias, fails):
+    """Our convolutions have no bias: a non-zero one would be dropped (outputs shifted)."""
+    tree, _, _ = form_b_resnext50()
+    stem = tree[0]
+    tree[0] = torch.nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size,
+                              stem.stride, stem.padding, bias=True)
+    with torch.no_grad():
+        tree[0].weight.copy_(stem.weight)
+        tree[0].bias.fill_(bias)
+    path = write_t7(tmp_path / "bias.t7", to_t7(tree))
+    if fails:
+        with pytest.raises(ConversionError, match=r"^0\.bias: non-zero convolution bias"):
+            convert_weights(path)
+    else:
+        assert convert_weights(path).metadata.template == "X50_2x4d"
