@@ -21,7 +21,7 @@ from torch.utils.data import default_collate
 from ..config.errors import ConfigError
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
-from ..engine.checks import check_no_earlier_run, check_weights
+from ..engine.checks import check_no_earlier_run, check_weights, check_weights_to_evaluate
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -70,10 +70,7 @@ def evaluate_only(cfg, resume=False):
     model = build_model_for(cfg, dataset)
     checkpointer = build_cls_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):
-        if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate (or --resume "
-                              "with a checkpoint in OUTPUT_DIR)")
-        check_weights(cfg)
+        check_weights_to_evaluate(cfg)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     return evaluate(cfg, model, dataset)
 

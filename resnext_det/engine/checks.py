@@ -86,6 +86,15 @@ def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT")
         f"Set {key} 0 to train from scratch, or give weights to start from.")
 
 
+def check_weights_to_evaluate(cfg):
+    """check_weights, and MODEL.WEIGHTS is not empty: detectron2 would evaluate the random
+    initialization (an evaluation without a checkpoint to resume from)."""
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate (or --resume with a "
+                          "checkpoint in OUTPUT_DIR)")
+    check_weights(cfg)
+
+
 # detectron2 builds these samplers from a load of its own of DATASETS.TRAIN, one weight per
 # image: with them, an image whose boxes were all skipped is kept, so that the weights line up.
 WEIGHTED_SAMPLERS = ("WeightedTrainingSampler", "WeightedCategoryTrainingSampler")

@@ -36,7 +36,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
 from ..config.checks import roi_align_impl
-from ..config.errors import ConfigError
 from ..config.weights import check_config
 from ..data import register_digits_named_in
 from ..data.checks import BadImageGuard, DatasetError
@@ -46,8 +45,8 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .checks import (check_datasets, check_no_earlier_run, check_weights, checked_train_dicts,
-                     warn_frozen_from_scratch)
+from .checks import (check_datasets, check_no_earlier_run, check_weights,
+                     check_weights_to_evaluate, checked_train_dicts, warn_frozen_from_scratch)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -252,10 +251,7 @@ def evaluate(setup, resume=False):
     model = _ddp(setup, build_model(setup))
     checkpointer = build_checkpointer(setup, model)
     if not (resume and checkpointer.has_checkpoint()):
-        if not setup.cfg.train.init_checkpoint:  # detectron2 would evaluate the random init
-            raise ConfigError("train.init_checkpoint", "", "a checkpoint to evaluate (or "
-                              "--resume with a checkpoint in train.output_dir)")
-        setup.checked(check_weights)
+        setup.checked(check_weights_to_evaluate)
     checkpointer.resume_or_load(setup.cfg.train.init_checkpoint, resume=resume)
     return do_test(setup, model)
 

@@ -2,8 +2,7 @@
 from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
-from ..config.errors import ConfigError
-from .checks import check_datasets, check_weights
+from .checks import check_datasets, check_weights_to_evaluate
 from .setup import setup_cfg
 from .trainer import Trainer
 
@@ -14,10 +13,7 @@ def evaluate(cfg, resume=False):
     model = Trainer.build_model(cfg)
     checkpointer = Trainer.build_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):
-        if not cfg.MODEL.WEIGHTS:  # detectron2 would evaluate the random initialization
-            raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate (or --resume "
-                              "with a checkpoint in OUTPUT_DIR)")
-        check_weights(cfg)
+        check_weights_to_evaluate(cfg)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     return Trainer.test(cfg, model)
 

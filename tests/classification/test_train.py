@@ -161,3 +161,14 @@ def test_crash_during_checkpoint_write_keeps_last(folder, tmp_path, monkeypatch)
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000001.pth")
     assert load(checkpointer.get_checkpoint_file())["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
+
+
+def test_evaluation_without_weights_is_an_error(tmp_path):
+    """Evaluating the random initialization is refused, with or without --resume."""
+    from resnext_det.config.errors import ConfigError
+
+    folder = write_folder(tmp_path / "data")
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS='' .*a checkpoint to evaluate"):
+            main(cls_args(tiny_opts(folder, tmp_path / "out", "MODEL.WEIGHTS", ""),
+                          resume=resume, eval_only=True))
