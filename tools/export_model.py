@@ -13,7 +13,8 @@ Writes into --output: model.ts or model.onnx, config.yaml and log.txt (--output 
 OUTPUT_DIR), and for TorchScript detectron2's dump of the code and graphs. Tracing runs the
 model on --sample-image (resized as INPUT.MIN/MAX_SIZE_TEST), or else on the first image
 of DATASETS.TEST[0]; the written file is then run on that image and its detections compared
-with the model's (one log line). Bad input ends with one `error: ...` line and exit status
+with the model's (one log line). --output must be new, empty or an earlier export's (a
+training's folder is refused: its config.yaml would be replaced). Bad input ends with one `error: ...` line and exit status
 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
 import argparse
@@ -22,6 +23,7 @@ import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.engine import setup_cfg
 from resnext_det.export import FORMATS, METHODS, check_options
+from resnext_det.export.main import claim_output_dir
 from resnext_det.export.main import run as run_export
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 
@@ -44,6 +46,7 @@ def argument_parser():
 
 def main(args):
     check_options(args.format, args.export_method)  # before the config and the model
+    claim_output_dir(args.output)  # before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
     cfg = setup_cfg(args)
     register_digits_named_in(cfg)

@@ -10,6 +10,7 @@ from detectron2.utils import comm
 from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
                            check_category_ids, check_image_files)
+from ..utils.io import LOCK_NAME, lock_folder
 
 _COCO_HELP = (
     "Put COCO under $DETECTRON2_DATASETS/coco (DETECTRON2_DATASETS={root}), laid out as in "
@@ -71,6 +72,17 @@ def check_no_earlier_run(checkpointer, key="OUTPUT_DIR"):
     raise ConfigError(key, checkpointer.save_dir, "a folder without an earlier run's "
                       f"checkpoints, for a new training (it holds {shown})", "Pass --resume to "
                       f"continue that run, choose another {key}, or remove its checkpoints.")
+
+
+def lock_output_dir(folder, key="OUTPUT_DIR"):
+    """A training holds its output folder's lock (utils/io.lock_folder) from before it writes
+    config.yaml to its end: a second training into the folder, --resume or not, would replace
+    the first one's checkpoints, metrics.json and config.yaml as they go. Main process only."""
+    holder = lock_folder(folder) if comm.is_main_process() else None
+    if holder is not None:
+        raise ConfigError(key, folder, "a folder no other training writes in", f"Process "
+                          f"{holder} trains into it (it holds {os.path.join(folder, LOCK_NAME)}):"
+                          f" wait until it ends, or choose another {key}.")
 
 
 def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT"):

@@ -26,7 +26,7 @@ import logging
 import torch
 from detectron2.config import instantiate
 from detectron2.data.build import get_detection_dataset_dicts
-from detectron2.engine import default_setup, default_writers, hooks
+from detectron2.engine import default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -44,12 +44,14 @@ from ..modeling.lazy import rename_keys, renamed
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
+from ..utils.io import release_folder
 from .amp import build_step_trainer
 from .checks import (check_datasets, check_no_earlier_run, check_weights,
                      check_weights_to_evaluate, checked_train_dicts, warn_frozen_from_scratch)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
+from .setup import run_default_setup
 from .trainer import inference_model
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
@@ -89,7 +91,8 @@ def setup_lazy(args):
     registered its --dataset jsons before).
     """
     setup = LazySetup(load_lazy_config(args.config_file, args.opts))
-    default_setup(setup.cfg, args)  # logging, config.yaml in train.output_dir, train.seed
+    # logging, config.yaml in train.output_dir, train.seed
+    run_default_setup(setup.cfg, args, setup.cfg.train.output_dir, "train.output_dir")
     quiet_user_errors()
     setup_logger(setup.cfg.train.output_dir, distributed_rank=comm.get_rank(), name="resnext_det")
     if setup.note:
@@ -259,6 +262,9 @@ def evaluate(setup, resume=False):
 def main(args):
     """tools/train_net.py's per-process entry point for a .py --config-file."""
     setup = setup_lazy(args)
-    results = (evaluate if args.eval_only else do_train)(setup, resume=args.resume)
+    try:
+        results = (evaluate if args.eval_only else do_train)(setup, resume=args.resume)
+    finally:
+        release_folder(setup.cfg.train.output_dir)
     comm.synchronize()
     return results

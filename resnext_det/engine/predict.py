@@ -27,7 +27,7 @@ from ..config.errors import ConfigError
 from ..data.checks import DatasetError
 from ..data.inputs import count_pictures, read_inputs
 from ..evaluation.coco import RESULTS_FILE
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, claim_folder
 from .checks import check_weights, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
@@ -271,16 +271,12 @@ def claim_output_dir(output_dir):
     """Make `output_dir` predict's: new, empty, or an earlier prediction's. A folder of other
     files (a training's config.yaml and checkpoints, the user's own pictures) is an error:
     the drawn pictures, json files and config.yaml would replace files of the same names."""
-    if os.path.isdir(output_dir) and not os.path.isfile(os.path.join(output_dir, PREDICT_MARK)):
-        others = sorted(os.listdir(output_dir))
-        if others:
-            raise DatasetError(f"--output {output_dir!r} holds {len(others)} files that predict "
-                               f"did not write (e.g. {others[0]!r}), which its pictures, json "
-                               "files and config.yaml could replace. Choose an empty or new "
-                               "--output folder.")
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, PREDICT_MARK), "w") as f:
-        f.write("tools/predict.py writes here\n")
+    others = claim_folder(output_dir, PREDICT_MARK, "tools/predict.py writes here\n")
+    if others:
+        raise DatasetError(f"--output {output_dir!r} holds {len(others)} files that predict "
+                           f"did not write (e.g. {others[0]!r}), which its pictures, json "
+                           "files and config.yaml could replace. Choose an empty or new "
+                           "--output folder.")
 
 
 def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):

@@ -1,5 +1,7 @@
 """Config set-up in detectron2's canonical order, for the command-line tools."""
+import contextlib
 import logging
+import os
 
 import torch
 from detectron2.config import get_cfg
@@ -11,6 +13,7 @@ from ..config.checks import (check_device, check_output_dir, check_resnext_keys,
                              merge_config)
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
+from .checks import lock_output_dir
 from .weights import config_from_weights
 
 
@@ -20,6 +23,39 @@ def device_fallback(cfg):
         cfg.MODEL.DEVICE = "cpu"
         return "No CUDA device here: MODEL.DEVICE set to 'cpu'."
     return None
+
+
+@contextlib.contextmanager
+def _training_config_kept(output_dir):
+    """An evaluation into a training's folder writes its config.yaml to
+    OUTPUT_DIR/inference/config.yaml, beside its results, and leaves the training's in place
+    (detectron2's default_setup replaces it). A kill in between leaves it as
+    config.yaml.kept-<pid>."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not (comm.is_main_process() and os.path.isfile(path)):
+        yield
+        return
+    kept = f"{path}.kept-{os.getpid()}"
+    os.replace(path, kept)
+    try:
+        yield
+        if os.path.isfile(path):
+            os.makedirs(os.path.join(output_dir, "inference"), exist_ok=True)
+            os.replace(path, os.path.join(output_dir, "inference", "config.yaml"))
+    finally:
+        os.replace(kept, path)
+
+
+def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR"):
+    """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
+    for the output folder: a training (args.eval_only False) locks it first (lock_output_dir),
+    an evaluation (--eval-only) keeps a training's config.yaml there. Tools without
+    --eval-only (export) do neither."""
+    evaluating = getattr(args, "eval_only", None)
+    if evaluating is False:
+        lock_output_dir(output_dir, key)
+    with _training_config_kept(output_dir) if evaluating else contextlib.nullcontext():
+        default_setup(cfg, args)
 
 
 def setup_cfg(args, cfg=None):
@@ -38,7 +74,7 @@ def setup_cfg(args, cfg=None):
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()
     check_output_dir(cfg)
-    default_setup(cfg, args)  # sets up logging and writes the final config.yaml
+    run_default_setup(cfg, args, cfg.OUTPUT_DIR)  # logging, the final config.yaml
     quiet_user_errors()
     # our modules log under "resnext_det" (e.g. weights vs config warnings): same files
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")

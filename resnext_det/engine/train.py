@@ -2,6 +2,7 @@
 from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
+from ..utils.io import release_folder
 from .checks import check_datasets, check_weights_to_evaluate
 from .setup import setup_cfg
 from .trainer import Trainer
@@ -20,10 +21,13 @@ def evaluate(cfg, resume=False):
 
 def train(cfg, resume=False):
     """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
-    check_training_keys(cfg, comm.get_world_size())
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
+    try:
+        check_training_keys(cfg, comm.get_world_size())
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=resume)
+        trainer.train()
+    finally:
+        release_folder(cfg.OUTPUT_DIR)  # the lock setup_cfg took (engine/checks.lock_output_dir)
     # DefaultTrainer.train returns results only when TEST.EXPECTED_RESULTS is set; the
     # final evaluation (its EvalHook) keeps them here in any case.
     return getattr(trainer, "_last_eval_results", None)

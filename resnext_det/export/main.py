@@ -9,15 +9,32 @@ from detectron2.data.detection_utils import read_image
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
+from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
 from ..engine.checks import check_datasets, check_weights
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
+from ..utils.io import claim_folder
 from ..utils.testing import detection_error
 from .export import ExportError, check_options, export_model, require_onnx
 from .runtime import ExportedDetector
 
 logger = logging.getLogger(__name__)
+
+
+EXPORT_MARK = ".export_output"  # in every --output export_model wrote: its files may be replaced
+
+
+def claim_output_dir(output_dir):
+    """Make --output export's: new, empty, or an earlier export's. A folder of other files (a
+    training's config.yaml and checkpoints) is an error: config.yaml, log.txt and the
+    exported file would replace files of the same names."""
+    others = claim_folder(output_dir, EXPORT_MARK, "tools/export_model.py writes here\n")
+    if others:
+        raise ConfigError("--output", output_dir, "a new or empty folder, or one that "
+                          "export_model wrote", f"It holds {len(others)} files that export "
+                          f"did not write (e.g. {others[0]!r}), which its config.yaml, log.txt "
+                          "and exported file could replace.")
 
 
 def load_model(cfg):

@@ -1,8 +1,13 @@
-"""Writes that never leave a half-written file behind."""
+"""Writes that never leave a half-written file behind, and folders that one run owns."""
 import contextlib
 import glob
 import os
 import shutil
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder locks
+    fcntl = None
 
 
 def _fsync_dir(folder):
@@ -70,3 +75,51 @@ def staged_folder(folder):
         _fsync_dir(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+LOCK_NAME = ".lock"
+_held = {}  # realpath of a lock file -> its open file, while this process holds it
+
+
+def lock_folder(folder):
+    """Take `folder`'s lock: an exclusive flock on folder/.lock, held until release_folder or
+    the end of this process (the system drops it then, kill -9 included, so a dead run's lock
+    never stays). Returns None once held, or the pid written by the process that holds it."""
+    path = os.path.realpath(os.path.join(folder, LOCK_NAME))
+    if fcntl is None or path in _held:
+        return None
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        return holder
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held[path] = f
+    return None
+
+
+def release_folder(folder):
+    """Give back the lock that lock_folder took (no-op when this process holds none)."""
+    f = _held.pop(os.path.realpath(os.path.join(folder, LOCK_NAME)), None)
+    if f is not None:
+        f.truncate(0)
+        f.close()  # closing drops the flock
+
+
+def claim_folder(folder, mark, text):
+    """Make `folder` the output of one tool: new, empty, or one it wrote before (its `mark`
+    file, written with `text`). Returns the names of the files a folder holds that the tool
+    did not write (the folder is then left as it was), or [] once it is claimed."""
+    if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, mark)):
+        others = sorted(os.listdir(folder))
+        if others:
+            return others
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, mark), "w") as f:
+        f.write(text)
+    return []

@@ -57,12 +57,12 @@ def test_checkpoint_starts_the_demo_detector(pretrained, tmp_path, name):
     assert cfg.MODEL.RESNEXT.TEMPLATE == "X50_2x2d"
 
 
-def test_digits_pretraining_has_the_demo_backbone_shapes():
+def test_digits_pretraining_has_the_demo_backbone_shapes(tmp_path):
     """configs/cls/digits_X50_8x4d.yaml builds exactly the demo detector's backbone."""
     cls_cfg = get_cls_cfg()
     cls_cfg.merge_from_file(DIGITS_CLS)
     classifier = build_cls_model(cls_cfg, 10).state_dict()
-    det_cfg = setup_cfg(demo_args(DEMO, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", "/tmp/unused"]))
+    det_cfg = setup_cfg(demo_args(DEMO, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)]))
     backbone = _backbone(build_model(det_cfg))
     assert {k: v.shape for k, v in backbone.items()} == {
         k: v.shape for k, v in classifier.items() if not k.startswith("linear.")}

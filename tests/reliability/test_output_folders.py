@@ -1,0 +1,147 @@
+"""Output folders that hold another run's files: nothing of that run is replaced.
+
+A training locks its folder for its whole run (a second training there, --resume or not,
+is refused while the first runs, and takes the folder once it is gone, kill -9 included);
+an --eval-only run into a training's folder leaves the training's config.yaml in place;
+export refuses a folder of files it did not write.
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resnext_det.config.errors import ConfigError
+from resnext_det.engine import setup_cfg, setup_lazy
+from resnext_det.utils.io import lock_folder, release_folder
+from tests.engine.test_train_net import CONFIG, TINY
+from tests.helpers import load_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+LAZY = str(ROOT / "configs/lazy/faster_rcnn_X50_digits.py")
+CLS = str(ROOT / "configs/cls/digits_X50_8x4d.yaml")
+TRAINING_CONFIG = "# the training's own config.yaml\nSOLVER:\n  BASE_LR: 0.123\n"
+
+
+def _args(config_file, opts, eval_only=False, resume=False):
+    return argparse.Namespace(config_file=config_file, opts=[str(o) for o in opts],
+                              eval_only=eval_only, resume=resume, num_gpus=1, num_machines=1,
+                              machine_rank=0, dist_url="auto")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another process that holds the lock of tmp_path/run, as a running training does."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
+            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    yield folder, proc
+    proc.kill()
+    proc.wait()
+
+
+def _tool_error(capsys, tool, argv):
+    with pytest.raises(SystemExit) as exit_:
+        load_tool(tool).run(argv)
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+@pytest.mark.parametrize("tool, argv, key", [
+    ("train_net", ["--config-file", CONFIG, *TINY, "OUTPUT_DIR", "{out}"], "OUTPUT_DIR"),
+    ("train_net", ["--config-file", CONFIG, "--resume", *TINY, "OUTPUT_DIR", "{out}"], "OUTPUT_DIR"),
+    ("train_net", ["--config-file", LAZY, "train.output_dir={out}"], "train.output_dir"),
+    ("pretrain_cls", ["--config-file", CLS, "OUTPUT_DIR", "{out}"], "OUTPUT_DIR"),
+])
+def test_a_second_training_into_a_locked_folder_is_refused(holder, capsys, tool, argv, key):
+    folder, proc = holder
+    argv = [str(a).replace("{out}", str(folder)) for a in argv]
+    error = _tool_error(capsys, tool, argv)
+    assert re.search(rf"{re.escape(key)}='.*run' is not valid: expected a folder no other "
+                     rf"training writes in\. Process {proc.pid} trains into it", error), error
+    assert sorted(os.listdir(folder)) == [".lock"]  # no config.yaml, log.txt written
+
+
+def test_the_lock_goes_with_its_process_even_after_kill_9(holder):
+    folder, proc = holder
+    assert lock_folder(folder) == str(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        assert lock_folder(folder) is None  # taken: the dead run's lock did not stay
+        assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        release_folder(folder)
+    assert (folder / ".lock").read_text() == ""
+
+
+def test_a_training_gives_its_lock_back_when_it_ends(tmp_path):
+    """setup_cfg takes the lock; the end of engine.train gives it back (here: a failure)."""
+    from resnext_det.engine import run
+
+    out = tmp_path / "run"
+    cfg = setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out, "DATASETS.TRAIN", "('nowhere',)"]))
+    code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
+    taken = [sys.executable, "-c", code, str(out)]
+    assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() \
+        == str(os.getpid())
+    with pytest.raises(Exception):
+        run(cfg, _args(CONFIG, []))
+    assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_an_evaluation_keeps_the_trainings_config(tmp_path, lazy):
+    """detectron2's default_setup replaces OUTPUT_DIR/config.yaml; the evaluation's config
+    goes to OUTPUT_DIR/inference/config.yaml instead."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(TRAINING_CONFIG)
+    if lazy:
+        setup_lazy(_args(LAZY, [f"train.output_dir={out}"], eval_only=True))
+    else:
+        setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out], eval_only=True))
+    assert (out / "config.yaml").read_text() == TRAINING_CONFIG
+    written = (out / "inference/config.yaml").read_text()
+    assert str(out) in written and "0.123" not in written
+    assert not [n for n in os.listdir(out) if ".kept-" in n]
+
+
+def test_export_refuses_a_trainings_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    files = {"config.yaml": TRAINING_CONFIG, "model_final.pth": "the training's weights"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    error = _tool_error(capsys, "export_model", ["--output", str(out), "--config-file", CONFIG,
+                                                 *map(str, TINY)])
+    assert re.search(r"--output='.*run' is not valid: expected a new or empty folder, or one "
+                     r"that export_model wrote\. It holds 2 files that export did not write "
+                     r"\(e\.g\. 'config\.yaml'\)", error), error
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+
+
+def test_export_takes_a_new_or_its_own_folder(tmp_path):
+    from resnext_det.export.main import claim_output_dir
+
+    out = tmp_path / "export"
+    claim_output_dir(str(out))  # new
+    (out / "model.ts").write_text("an earlier export")
+    claim_output_dir(str(out))  # its own: the next export may replace its files
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_output_dir(str(empty))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/notes.txt").write_text("")
+    with pytest.raises(ConfigError, match="It holds 1 files"):
+        claim_output_dir(str(tmp_path / "other"))
