@@ -120,7 +120,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         if allow_partial:  # a foreign file's conversion skips what does not fit, too
             self.convert_kwargs.setdefault("allow_partial", True)
         self.last_metadata = self.last_incompatible = None
-        self._loading = None
+        self._loading, self._resuming = None, False
 
     # ------------------------------------------------------------------ loading
     def load(self, path, *args, **kwargs):
@@ -154,6 +154,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         incompatible = super()._load_model(checkpoint)
         self.last_incompatible = incompatible
+        if self._resuming:
+            self._check_resumed(incompatible)
         lines = _mismatch_lines(incompatible, file_shapes, model_shapes)
         if lines and not self.allow_partial:
             shown = "\n  ".join(lines)
@@ -166,6 +168,25 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         for line in lines:
             self.logger.warning(f"WEIGHTS_ALLOW_PARTIAL: not loaded: {line}")
         return incompatible
+
+    def _check_resumed(self, incompatible):
+        """A checkpoint of this run fits the model whole, or the config changed since it was
+        written: an error (detectron2 loads what fits, and SGD then fails on the momentum
+        buffers of the old shapes, or goes on with new layers at their random start)."""
+        lines = [f"{k!r}: checkpoint {tuple(a)}, model {tuple(b)}"
+                 for k, a, b in incompatible.incorrect_shapes]
+        shaped = {k for k, _, _ in incompatible.incorrect_shapes}  # detectron2 dropped them
+        lines += [f"{k!r}: not in the checkpoint" for k in incompatible.missing_keys
+                  if k not in shaped]
+        lines += [f"{k!r}: not in the model" for k in incompatible.unexpected_keys]
+        if lines:
+            shown = "\n  ".join(lines[:4] + ([f"... ({len(lines)} keys)"] if len(lines) > 4 else []))
+            raise WeightsMismatchError(
+                f"{self._loading}: this run's checkpoint does not fit the model the config "
+                f"builds now:\n  {shown}\nThe config changed since the checkpoint was written. "
+                "Resume with the config the run was trained with, or train the new one into "
+                "another output folder (MODEL.WEIGHTS set to the checkpoint starts it from the "
+                "weights that fit).")
 
     # ------------------------------------------------------------------ saving
     def save(self, name, **kwargs):
@@ -237,11 +258,14 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             self.remove_stale_temporaries()
         bad = []
         for candidate in candidates:
+            self._resuming = True
             try:
                 return self.load(candidate)
             except UnreadableFileError as e:
                 self.logger.warning(f"Cannot resume from {candidate} ({e}); trying an older checkpoint")
                 bad.append(candidate)
+            finally:
+                self._resuming = False
         raise UnreadableFileError(self.save_dir, f"no readable checkpoint to resume from (tried "
                                   f"{', '.join(bad) or 'none'})", "Start without --resume, or "
                                   "remove the damaged files")

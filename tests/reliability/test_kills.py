@@ -7,6 +7,7 @@ newest checkpoint makes --resume fall back to the newest readable one, naming th
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,6 +183,34 @@ def test_a_pointer_to_a_missing_checkpoint_is_an_error(tmp_path):
     os.remove(tmp_path / "model_0000009.pth")
     with pytest.raises(UnreadableFileError, match=r"last_checkpoint: names .*model_0000009\.pth"):
         checkpointer.resume_or_load("", resume=True)
+
+
+def test_a_resume_with_another_models_shapes_is_an_error(tmp_path, caplog):
+    """detectron2 loaded what fit; SGD then failed on the momentum buffers of the old
+    shapes (a traceback), or went on with the changed layers at their random start. The same
+    file as MODEL.WEIGHTS of a new run still loads what fits (fine-tuning), with warnings."""
+    from resnext_det.checkpoint import WeightsMismatchError
+
+    def model(head):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, head, 1))
+
+    ResNeXtCheckpointer(model(5), str(tmp_path)).save("model_0000003")
+    changed = model(7)
+    with pytest.raises(WeightsMismatchError, match=r"(?s)model_0000003\.pth: this run's checkpoint "
+                       r"does not fit the model the config builds now:\n  '1\.weight': "
+                       r"checkpoint \(5, 4, 1, 1\), model \(7, 4, 1, 1\)\n  '1\.bias'.*"
+                       r"The config changed"):
+        ResNeXtCheckpointer(changed, str(tmp_path)).resume_or_load("", resume=True)
+    bigger = torch.nn.Sequential(*model(5), torch.nn.Conv2d(5, 5, 1))
+    for net, what in ((bigger, "'2.weight': not in the checkpoint"),
+                      (model(5)[:1], "'1.weight': not in the model")):
+        with pytest.raises(WeightsMismatchError, match=re.escape(what)):
+            ResNeXtCheckpointer(net, str(tmp_path)).resume_or_load("", resume=True)
+    with caplog.at_level("WARNING"):
+        ResNeXtCheckpointer(changed, str(tmp_path / "new")).resume_or_load(
+            str(tmp_path / "model_0000003.pth"), resume=True)
+    assert "Skip loading parameter '1.weight'" in caplog.text
+    assert torch.equal(changed[0].weight, torch.load(tmp_path / "model_0000003.pth")["model"]["0.weight"])
 
 
 def test_a_failed_load_leaves_the_checkpointer_usable(tmp_path):
