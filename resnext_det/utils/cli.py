@@ -8,6 +8,7 @@ record to the message for a UserError.
 """
 import logging
 import os
+import re
 import sys
 import traceback
 
@@ -86,7 +87,24 @@ def parse_launch_args(parser, argv=None):
     if not 0 <= args.machine_rank < args.num_machines:
         parser.error(f"--machine-rank {args.machine_rank}: expected 0..{args.num_machines - 1} "
                      f"(this machine's index among --num-machines {args.num_machines})")
+    check_dist_url(parser, args.dist_url, args.num_gpus * args.num_machines, args.num_machines)
     return args
+
+
+# what torch.distributed's rendezvous takes (launch passes --dist-url to init_process_group)
+_DIST_URL = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):\d{1,5}|file:///.+|env://")
+
+
+def check_dist_url(parser, url, world_size, num_machines):
+    """--dist-url, which only a run of several processes reads: 'auto' on one machine (a free
+    local port), else tcp://HOST:PORT, file:///PATH or env:// (torch raised "No rendezvous
+    handler" in each process, and detectron2 asserted on 'auto' across machines)."""
+    if world_size == 1 or (url == "auto" and num_machines == 1) or _DIST_URL.fullmatch(url):
+        return
+    where = "across machines: " if url == "auto" else ""
+    parser.error(f"--dist-url {url}: expected {where}tcp://HOST:PORT (the rank-0 machine's "
+                 "address and a free port), file:///SHARED/FILE or env://"
+                 + ("" if num_machines > 1 else ", or auto (a free port on this machine)"))
 
 
 def run_tool(launch_fn):

@@ -90,6 +90,9 @@ def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path
     (["--num-gpus", "0"], "--num-gpus 0: expected >= 1"),
     (["--machine-rank", "5"], "--machine-rank 5: expected 0..0"),
     (["--num-machines", "0"], "--num-machines 0: expected >= 1"),
+    (["--num-gpus", "2", "--dist-url", "bogus"], "--dist-url bogus: expected tcp://HOST:PORT"),
+    (["--num-gpus", "2", "--dist-url", "tcp://10.0.0.1"], "--dist-url tcp://10.0.0.1: expected"),
+    (["--num-machines", "2", "--dist-url", "auto"], "--dist-url auto: expected across machines"),
 ])
 @pytest.mark.parametrize("tool", ["train_net", "pretrain_cls"])
 def test_launch_options_are_checked(tool, argv, expected, capsys, tmp_path):
@@ -98,6 +101,17 @@ def test_launch_options_are_checked(tool, argv, expected, capsys, tmp_path):
         load_tool(tool).run(["--config-file", CONFIG, *argv, "OUTPUT_DIR", str(tmp_path / "o")])
     assert exit_.value.code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("url", ["tcp://10.0.0.1:29500", "tcp://[fe80::1]:29500",
+                                 "tcp://node-0.cluster:1234", "file:///shared/rendezvous", "env://"])
+def test_launch_takes_torchs_rendezvous_urls(url):
+    from detectron2.engine import default_argument_parser
+
+    from resnext_det.utils.cli import parse_launch_args
+
+    argv = ["--num-machines", "2", "--dist-url", url]
+    assert parse_launch_args(default_argument_parser(), argv).dist_url == url
 
 
 def test_a_folder_as_config_file_is_named_so(capsys, tmp_path):
