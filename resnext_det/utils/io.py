@@ -1,5 +1,6 @@
 """Writes that never leave a half-written file behind, and folders that one run owns."""
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -82,16 +83,21 @@ _held = {}  # realpath of a lock file -> its open file, while this process holds
 
 
 def lock_folder(folder):
-    """Take `folder`'s lock: an exclusive flock on folder/.lock, held until release_folder or
-    the end of this process (the system drops it then, kill -9 included, so a dead run's lock
-    never stays). Returns None once held, or the pid written by the process that holds it."""
+    """Take `folder`'s lock: an exclusive POSIX lock (lockf) on folder/.lock, held until
+    release_folder or the end of this process (the system drops it then, kill -9 included, so
+    a dead run's lock never stays). A POSIX lock is the process's own: the data loader's
+    forked workers do not inherit it (they would keep an flock after their parent ended).
+    Returns None once held, or the pid written by the process that holds it."""
     path = os.path.realpath(os.path.join(folder, LOCK_NAME))
     if fcntl is None or path in _held:
         return None
     f = open(path, "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES):  # a file system without locks (NFS)
+            f.close()
+            return None
         f.seek(0)
         holder = f.read().strip() or "?"
         f.close()
@@ -108,7 +114,7 @@ def release_folder(folder):
     f = _held.pop(os.path.realpath(os.path.join(folder, LOCK_NAME)), None)
     if f is not None:
         f.truncate(0)
-        f.close()  # closing drops the flock
+        f.close()  # closing drops the lock
 
 
 def claim_folder(folder, mark, text):
