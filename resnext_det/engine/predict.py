@@ -36,6 +36,12 @@ logger = logging.getLogger(__name__)
 IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
 
 
+def resizes_to_nothing(transform, image):
+    """Whether a resize `transform` gives `image` a side of 0 pixels (PIL then raises)."""
+    h, w = image.shape[:2]
+    return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
+
+
 class BatchPredictor:
     """detectron2's DefaultPredictor over a list of BGR pictures, in one forward: each
     picture flipped to the model's INPUT.FORMAT, resized by `aug`, detections in its pixels."""
@@ -68,11 +74,7 @@ class BatchPredictor:
 
     def too_thin(self, image):
         """Whether the test resize would give `image` a side of 0 pixels (1 x 2000, say)."""
-        if self.aug is None:
-            return False
-        h, w = image.shape[:2]
-        transform = self.aug.get_transform(image)
-        return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
+        return self.aug is not None and resizes_to_nothing(self.aug.get_transform(image), image)
 
     def _input(self, image):
         """DefaultPredictor.__call__'s model input of one BGR picture."""

@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
 from ..engine.checks import check_datasets, check_weights
+from ..engine.predict import resizes_to_nothing
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
 from ..utils.io import claim_folder
@@ -68,7 +69,12 @@ def sample_inputs(cfg, sample_image=None):
         raise ExportError(f"--sample-image {sample_image!r}: cannot read it as an image "
                           f"({type(e).__name__}: {e}).") from None
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    image = resize.get_transform(picture).apply_image(picture)
+    transform = resize.get_transform(picture)
+    if resizes_to_nothing(transform, picture):
+        raise ExportError(f"--sample-image {sample_image!r}: its {picture.shape[0]} x "
+                          f"{picture.shape[1]} pixels resize (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) "
+                          "to a side of 0 pixels. Pass a picture of more even sides.")
+    image = transform.apply_image(picture)
     return [{"image": torch.as_tensor(image.astype("float32").transpose(2, 0, 1)),
              "height": picture.shape[0], "width": picture.shape[1]}]
 

@@ -63,6 +63,21 @@ def test_unreadable_sample_image_exits_2(tmp_path, capsys):
     assert f"error: --sample-image '{bad}': cannot read it as an image" in capsys.readouterr().err
 
 
+def test_a_sample_image_the_resize_makes_empty_exits_2(tmp_path, capsys):
+    """1 x 2000 pixels resize to 0 x 64 at INPUT.MIN/MAX_SIZE_TEST 64: PIL raised ValueError."""
+    import cv2
+    import numpy as np
+
+    thin = tmp_path / "thin.png"
+    cv2.imwrite(str(thin), np.full((1, 2000, 3), 128, np.uint8))
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("export_model").run(["--output", str(tmp_path / "out"), "--sample-image",
+                                       str(thin), *_cli_args()])
+    assert exit_info.value.code == 2
+    assert (f"error: --sample-image '{thin}': its 1 x 2000 pixels resize (INPUT.MIN_SIZE_TEST, "
+            "MAX_SIZE_TEST) to a side of 0 pixels") in capsys.readouterr().err
+
+
 class _NotScriptable(torch.nn.Module):
     """A block whose forward goes through numpy, which TorchScript cannot compile."""
 
