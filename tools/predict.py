@@ -117,7 +117,8 @@ def report(summary, missing):
     n, seconds, model = summary["pictures"], summary["seconds"], summary["model_seconds"]
     print(f"Predicted {n} images, {summary['detections']} detections, in {seconds:.1f} s: "
           f"{n / seconds:.2f} images/s ({n / model:.2f} images/s in the model). Wrote "
-          f"{', '.join(summary['files'])} and the pictures.")
+          f"{', '.join(summary['files'])} and the pictures"
+          + (f" (not {summary['undrawn']} too large to draw)." if summary["undrawn"] else "."))
     print(f"Skipped {len(skipped)} inputs{': ' + _reasons(skipped) if skipped else ''}.")
     return summary
 

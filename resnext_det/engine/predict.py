@@ -156,17 +156,22 @@ class DatasetIds:
         return contiguous if self.category_ids is None else self.category_ids[contiguous]
 
 
+MAX_DRAWN_PIXELS = 2**30  # OpenCV's CV_IO_MAX_IMAGE_PIXELS: it reads no larger picture
+
+
 class PredictionWriter:
     """Draws each picture's detections into output_dir and collects them as COCO results.
 
     An image file gives `<stem>.png`; a video gives `<stem>.mp4` (OpenCV's mp4v), or one
     `<stem>_frame<N>.png` per frame where OpenCV cannot write mp4v. Names that repeat get
-    `_2`, `_3`, ... `close()` writes coco_instances_results.json and images.json.
+    `_2`, `_3`, ... A picture that --scale would draw larger than MAX_DRAWN_PIXELS is not
+    drawn (its "output" is null). `close()` writes coco_instances_results.json and images.json.
     """
 
     def __init__(self, output_dir, metadata, ids, scale=1.0):
         self.output_dir, self.metadata, self.ids, self.scale = output_dir, metadata, ids, scale
         self.results, self.images, self.names, self.videos = [], [], set(), {}
+        self.undrawn = set()  # files too large to draw at this scale
 
     def _name(self, path, ext):
         stem = os.path.splitext(os.path.basename(path))[0] or "picture"
@@ -206,14 +211,28 @@ class PredictionWriter:
         cv2.imwrite(os.path.join(self.output_dir, name), drawn)
         return name
 
+    def _drawable(self, picture):
+        """Whether the drawing fits in MAX_DRAWN_PIXELS; a warning (once per file) if not."""
+        height, width = (round(side * self.scale) for side in picture.image.shape[:2])
+        if height * width <= MAX_DRAWN_PIXELS:
+            return True
+        if picture.path not in self.undrawn:
+            self.undrawn.add(picture.path)
+            logger.warning(f"{picture.path!r}: not drawn: at --scale {self.scale:g} it would be "
+                           f"{height} x {width} pixels, more than OpenCV reads (2^30). Its "
+                           "detections are in the json; a smaller --scale draws it.")
+        return False
+
     def add(self, picture, instances):
         """Draw and record the detections (Instances on the CPU) of one Picture."""
         image_id = self.ids.image_id(picture.path, picture.frame, picture.image.shape[:2])
         for result in instances_to_coco_json(instances, image_id):
             result["category_id"] = self.ids.category_id(result["category_id"])
             self.results.append(result)
-        name = self._save(picture, draw_instances(picture.image, instances, self.metadata,
-                                                  self.scale))
+        name = None
+        if self._drawable(picture):
+            name = self._save(picture, draw_instances(picture.image, instances, self.metadata,
+                                                      self.scale))
         height, width = picture.image.shape[:2]
         entry = {"id": image_id, "file_name": picture.path, "width": width, "height": height,
                  "output": name}
@@ -291,8 +310,9 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
         batch_size (int): pictures per forward.
         scale (float): the drawn pictures' size relative to the inputs.
     Returns:
-        dict: pictures (predicted), detections, skipped [(path, reason)], seconds (all),
-        model_seconds (forwards only), files (the json files).
+        dict: pictures (predicted), detections, skipped [(path, reason)], undrawn (files
+        too large to draw at `scale`), seconds (all), model_seconds (forwards only), files
+        (the json files).
     """
     check_output_dir_holds_no_input(output_dir, paths)
     os.makedirs(output_dir, exist_ok=True)
@@ -322,4 +342,5 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     finally:  # a crash or Ctrl-C keeps the results of the pictures done so far
         files = writer.close()
     return {"pictures": done, "detections": len(writer.results), "skipped": skipped,
+            "undrawn": len(writer.undrawn),
             "seconds": time.perf_counter() - start, "model_seconds": model_seconds, "files": files}

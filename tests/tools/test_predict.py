@@ -313,6 +313,25 @@ def test_inputs_are_never_overwritten_and_results_survive_a_crash(tmp_path, monk
     assert {r["image_id"] for r in results} <= {img["id"] for img in images["images"]}
 
 
+def test_a_picture_too_large_to_draw_keeps_its_detections(tmp_path, caplog):
+    """--scale 520 would draw 64 x 64 pixels at 33280 x 33280, more than OpenCV reads (the
+    Visualizer ran out of memory); 4 x 4 at 2080 x 2080 is drawn."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()",
+                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
+    paths = _pictures(tmp_path / "in", [(64, 64), (4, 4)])
+    with caplog.at_level("WARNING"):
+        summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=520)
+    assert summary["pictures"] == 2 and summary["undrawn"] == 1
+    assert f"{paths[0]!r}: not drawn: at --scale 520 it would be 33280 x 33280 pixels" in caplog.text
+    results, images = read_outputs(tmp_path / "out")
+    outputs = {img["file_name"]: img["output"] for img in images["images"]}
+    assert outputs[paths[0]] is None
+    assert cv2.imread(str(tmp_path / "out" / outputs[paths[1]])).shape == (2080, 2080, 3)
+    big = next(img["id"] for img in images["images"] if img["file_name"] == paths[0])
+    assert any(r["image_id"] == big for r in results)
+
+
 def test_pictures_at_another_size_than_the_json_get_new_ids(tmp_path, caplog):
     """The json says 128 x 128, the files are 64 x 64: boxes are in the files' pixels, so
     the results must not carry the json's ids (scoring them there would be wrong)."""
