@@ -44,20 +44,25 @@ BUILD_MARK = ".digits_build"  # written first: the folders here are a build's, e
 _DETECTION, _CLASSIFICATION = 0, 1  # first words of the per-image seeds
 
 
+# A demo set's bounds: the renderer holds a few int64 arrays of an image's size (100000 px
+# asked for 149 GiB), and every source digit is written at cls_image_size.
+MAX_IMAGE_SIZE, MAX_CLS_SIZE = 4096, 512
+
+
 @dataclass(frozen=True)
 class DigitsSpec:
     """What a digits demo set is built from; a build with the same spec is byte-identical."""
 
     num_train: int = 2000  # detection images in train (>= 1)
     num_val: int = 300  # detection images in val (>= 1)
-    image_size: int = 128  # detection images are image_size x image_size (>= digit_sizes[0])
+    image_size: int = 128  # detection images are image_size squared (digit_sizes[0]..4096)
     seed: int = 0  # >= 0; fixes every pixel. The source split does not depend on it
     digit_sizes: tuple = (12, 48)  # (min, max) digit height in px, drawn log-uniformly
     max_digits: int = 5  # digits per detection image: 1..max_digits (fewer when crowded)
     max_clutter: int = 6  # lines and rectangles per detection background: 0..max_clutter
     max_fragments: int = 3  # faint unannotated digit pieces per detection image: 0..max
     image_format: str = "jpg"  # detection images: "jpg" (quality 95) or "png"
-    cls_image_size: int = 32  # classification images are cls_image_size squared (>= 8)
+    cls_image_size: int = 32  # classification images are cls_image_size squared (8..512)
     cls_copies: int = 1  # renderings of each source digit for classification; 0: none
     val_fraction: float = 0.2  # of each class's source digits kept for val (0 < x < 1)
 
@@ -71,11 +76,11 @@ class DigitsSpec:
         _require("digit_sizes", low_high, "(min, max) integers with 4 <= min <= max",
                  len(low_high) == 2 and all(is_whole(s, 4) for s in low_high)
                  and low_high[0] <= low_high[1])
-        _require("image_size", self.image_size,
-                 f"an integer >= digit_sizes[0]={low_high[0]}, the smallest digit",
-                 is_whole(self.image_size, low_high[0]))
-        _require("cls_image_size", self.cls_image_size, "an integer >= 8",
-                 is_whole(self.cls_image_size, 8))
+        _require("image_size", self.image_size, f"an integer from digit_sizes[0]={low_high[0]} "
+                 f"(the smallest digit) to {MAX_IMAGE_SIZE}",
+                 is_whole(self.image_size, low_high[0]) and self.image_size <= MAX_IMAGE_SIZE)
+        _require("cls_image_size", self.cls_image_size, f"an integer from 8 to {MAX_CLS_SIZE}",
+                 is_whole(self.cls_image_size, 8) and self.cls_image_size <= MAX_CLS_SIZE)
         _require("image_format", self.image_format, "'jpg' or 'png'",
                  self.image_format in ("jpg", "png"))
         _require("val_fraction", self.val_fraction, "a number with 0 < x < 1",

@@ -230,6 +230,8 @@ def test_ensure_builds_once_and_rebuilds_on_new_spec(tmp_path, monkeypatch):
     ({"num_train": 0}, r"num_train=0 is not valid: expected an integer >= 1"),
     ({"num_val": 2.5}, r"num_val=2.5 "),
     ({"image_size": 10}, r"image_size=10 .*digit_sizes\[0\]=12"),
+    ({"image_size": 100000}, r"image_size=100000 .*to 4096"),  # was a MemoryError: 149 GiB
+    ({"cls_image_size": 5000}, r"cls_image_size=5000 .*from 8 to 512"),  # 1797 files of 25 Mpx
     ({"digit_sizes": (30, 20)}, r"digit_sizes=\(30, 20\) .*min <= max"),
     ({"seed": -1}, r"seed=-1 "),
     ({"cls_copies": -1}, r"cls_copies=-1 .*>= 0"),
