@@ -44,6 +44,8 @@ def _expand_one(text):
     if glob.has_magic(text):
         found = sorted(p for p in glob.glob(text, recursive=True) if _known(p))
         return (found, None) if found else ([], "matches no image or video file")
+    if os.path.exists(text):  # /dev/null, a fifo, a socket
+        return [], "is not a file or folder"
     return [], "does not exist"
 
 

@@ -245,10 +245,11 @@ def test_no_readable_input_and_no_weights_are_errors(datasets_root, digits_model
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     (tmp_path / "bad.png").write_bytes(b"no")
     error = _user_error(capsys, ["--config-file", CONFIG, "--input", tmp_path / "bad.png",
-                                 tmp_path / "none", "--output", tmp_path / "o1", *TINY,
-                                 "MODEL.WEIGHTS", digits_model])
+                                 tmp_path / "none", os.devnull, "--output", tmp_path / "o1",
+                                 *TINY, "MODEL.WEIGHTS", digits_model])
     assert "no input could be read" in error and "bad.png' cannot be read as an image" in error
     assert f"'{tmp_path / 'none'}' does not exist" in error
+    assert f"'{os.devnull}' is not a file or folder" in error  # it said "does not exist"
     error = _user_error(capsys, ["--config-file", CONFIG, "--input", tmp_path, "--output",
                                  tmp_path / "o2", *TINY])
     assert error.startswith("error: MODEL.WEIGHTS='' is not valid")
