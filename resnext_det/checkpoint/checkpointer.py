@@ -21,7 +21,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
-from ..utils.io import atomic_write, process_runs
+from ..utils.io import atomic_write, left_by_ended_writers
 from .block_forms import convert_block_form
 from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
@@ -232,10 +232,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         """Delete what a killed atomic write left (never a complete checkpoint): the
         `<file>.tmp-<pid>` of processes that no longer run. A live writer's is kept (a
         training run saving while an --eval-only --resume starts on its folder)."""
-        for tmp in glob.glob(os.path.join(glob.escape(self.save_dir), "*.tmp-*")):
-            pid = tmp.rsplit(".tmp-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and process_runs(int(pid)):
-                continue
+        for tmp in left_by_ended_writers(os.path.join(self.save_dir, "*.tmp-*")):
             self.logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
             try:
                 os.remove(tmp)

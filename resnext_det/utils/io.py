@@ -51,6 +51,19 @@ def process_runs(pid):
     return True
 
 
+def left_by_ended_writers(pattern):
+    """The files matching `pattern` (a path with a glob in its name, e.g. `dir/*.tmp-*`) whose
+    `.tmp-<pid>` writer no longer writes: that process is gone, or it is this one (which is
+    writing none at the time of asking). A live writer's temporary is never among them."""
+    folder, name = os.path.split(pattern)
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(folder), name)):
+        pid = path.rsplit(".tmp-", 1)[1]
+        if not (pid.isdigit() and int(pid) != os.getpid() and process_runs(int(pid))):
+            found.append(path)
+    return found
+
+
 @contextlib.contextmanager
 def staged_folder(folder):
     """Yield a staging folder whose files move into `folder` when the block ends without an
@@ -58,10 +71,8 @@ def staged_folder(folder):
     written leaves the previous ones whole. The staging folder, `folder/.staging.tmp-<pid>`,
     is removed after; those of processes that no longer run are removed on entry."""
     os.makedirs(folder, exist_ok=True)
-    for stale in glob.glob(os.path.join(glob.escape(folder), ".staging.tmp-*")):
-        pid = stale.rsplit(".tmp-", 1)[1]
-        if not (pid.isdigit() and process_runs(int(pid))):
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in left_by_ended_writers(os.path.join(folder, ".staging.tmp-*")):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = os.path.join(folder, f".staging.tmp-{os.getpid()}")
     os.makedirs(staging, exist_ok=True)
     try:
