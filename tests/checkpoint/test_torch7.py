@@ -20,7 +20,8 @@ from resnext_det.checkpoint.detect import unwrap
 from resnext_det.checkpoint.readers import read_weights_file
 from resnext_det.checkpoint.sources import SOURCES, pretrainedmodels, torch7
 from resnext_det.utils.testing import max_rel_error
-from t7_writer import to_t7, write_t7
+import t7_writer
+from t7_writer import T7Module, to_t7, write_t7
 
 TOL = 1e-5
 
@@ -160,6 +161,44 @@ def test_the_files_bn_eps_is_used(tmp_path):
         expected, logits = sequential_outputs(tree, image)
     expected["linear"] = logits
     path = write_t7(tmp_path / "eps.t7", to_t7(tree))
+    result = convert_weights(path, keep_fc=True)
+    got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
+                       stride_in_1x1=result.metadata.stride_in_1x1)
+    assert max_rel_error(got, expected) < TOL
+
+
+class _OldNNBatchNorm(torch.nn.BatchNorm2d):
+    """nn.SpatialBatchNormalization before torch/nn moved to running_var (2016): it kept
+    running_std, a running average of 1 / sqrt(var + eps), and normalized with it at test
+    time: y = (x - running_mean) * running_std * weight + bias."""
+
+    def forward(self, x):
+        scale = (self.running_std * self.weight).view(1, -1, 1, 1)
+        return (x - self.running_mean.view(1, -1, 1, 1)) * scale + self.bias.view(1, -1, 1, 1)
+
+
+def _old_nn_batch_norm(m):
+    return T7Module("nn.SpatialBatchNormalization", weight=m.weight, bias=m.bias,
+                    running_mean=m.running_mean, running_std=m.running_std, eps=m.eps,
+                    momentum=m.momentum, affine=m.affine)
+
+
+def test_an_old_nn_running_std_is_read(tmp_path, monkeypatch):
+    """Files of old nn have running_std and no running_var: converted, our model computes the
+    outputs of that tree (its test-time formula, above)."""
+    monkeypatch.setitem(t7_writer._LUA, "_OldNNBatchNorm", _old_nn_batch_norm)
+    tree, image, _ = form_b_resnext50()
+    for parent in list(tree.modules()):
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.BatchNorm2d:
+                old = _OldNNBatchNorm(child.num_features).eval()
+                old.load_state_dict(child.state_dict())
+                old.register_buffer("running_std", torch.rand(child.num_features) + 0.5)
+                setattr(parent, name, old)
+    with torch.no_grad():
+        expected, logits = sequential_outputs(tree, image)
+    expected["linear"] = logits
+    path = write_t7(tmp_path / "old_nn.t7", to_t7(tree))
     result = convert_weights(path, keep_fc=True)
     got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
                        stride_in_1x1=result.metadata.stride_in_1x1)
