@@ -16,8 +16,11 @@ import torch
 from ..modeling.blocks import BLOCK_FORMS
 
 FORMS = tuple(BLOCK_FORMS)  # the paper's Figure 3 forms, as the model builds them
-_PATH_KEY = re.compile(r"^(.*)\.paths\.(\d+)\.(conv[123])\.(.+)$")
-_GROUPED_CONV2 = re.compile(r"^(.*)\.conv2\.weight$")
+# Blocks are the children of the stages res2..res5 (C4's res5 sits in roi_heads): a box
+# head's conv1..conv4 (NUM_CONV >= 3) is no block, though it has a conv2 and a conv3.
+_BLOCK = r"(?:.*\.)?res[2-5]\.\d+"
+_PATH_KEY = re.compile(rf"^({_BLOCK})\.paths\.(\d+)\.(conv[123])\.(.+)$")
+_GROUPED_CONV2 = re.compile(rf"^({_BLOCK})\.conv2\.weight$")
 
 
 def _split(tensor, parts, dim):

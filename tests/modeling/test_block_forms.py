@@ -64,3 +64,41 @@ def test_zero_init_last_norm_makes_blocks_identity(form):
     block = net.res2[1]  # no projection: y = relu(x + 0)
     x = torch.rand(1, 256, 8, 8)
     assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("form", OTHER_FORMS)
+@pytest.mark.parametrize("kind, head_norm", [("FPN", ""), ("FPN", "GN"), ("C4", "")])
+def test_a_detectors_own_checkpoint_loads_whole_in_forms_a_b(tmp_path, form, kind, head_norm):
+    """A box head of NUM_CONV >= 3 (conv1..conv4: it has a conv2 and a conv3) was taken for a
+    ResNeXt block and split into paths: its convolutions kept their random start (b, a with
+    GN) or the load raised an IndexError (a). C4's res5 blocks (in roi_heads) are blocks."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from resnext_det import add_resnext_config
+    from resnext_det.checkpoint import ResNeXtCheckpointer
+
+    cfg = add_resnext_config(get_cfg())
+    zoo = {"FPN": "faster_rcnn_R_50_FPN_1x", "C4": "faster_rcnn_R_50_C4_1x"}[kind]
+    cfg.merge_from_file(model_zoo.get_config_file(f"COCO-Detection/{zoo}.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNEXT.TEMPLATE",
+                         "X50_2x4d", "MODEL.RESNEXT.BLOCK_FORM", form])
+    if kind == "FPN":
+        cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_resnext_fpn_backbone",
+                             "MODEL.ROI_BOX_HEAD.NUM_CONV", 4, "MODEL.ROI_BOX_HEAD.NUM_FC", 1,
+                             "MODEL.ROI_BOX_HEAD.NORM", head_norm])
+    else:
+        cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_resnext_backbone",
+                             "MODEL.ROI_HEADS.NAME", "ResNeXtRes5ROIHeads"])
+    torch.manual_seed(0)
+    trained = build_model(cfg)
+    randomize_norms_(trained)
+    ResNeXtCheckpointer(trained, str(tmp_path)).save("model_final")
+    torch.manual_seed(1)
+    fresh = build_model(cfg)
+    checkpointer = ResNeXtCheckpointer(fresh, str(tmp_path), block_form=form)
+    checkpointer.load(str(tmp_path / "model_final.pth"))
+    assert not checkpointer.last_incompatible.missing_keys
+    expected = trained.state_dict()
+    assert [k for k, v in fresh.state_dict().items() if not torch.equal(v, expected[k])] == []
