@@ -8,6 +8,8 @@ Each .t7 is written from a torch module tree one module to one Lua module
 The expected outputs are each tree's own forward (pretrainedmodels', torchvision's, the
 form-(b) tree's), never our converter's belief.
 """
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -153,6 +155,7 @@ def test_the_files_bn_eps_is_used(tmp_path):
     """A tree whose BNs normalize with eps 1e-3 (not torch's 1e-5): converted, our model
     computes that tree's outputs (the eps is folded into running_var)."""
     tree, image, _ = form_b_resnext50()
+    tree = copy.deepcopy(tree)  # shared (cached) by the other tests
     for m in tree.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eps = 1e-3
@@ -188,6 +191,7 @@ def test_an_old_nn_running_std_is_read(tmp_path, monkeypatch):
     outputs of that tree (its test-time formula, above)."""
     monkeypatch.setitem(t7_writer._LUA, "_OldNNBatchNorm", _old_nn_batch_norm)
     tree, image, _ = form_b_resnext50()
+    tree = copy.deepcopy(tree)  # shared (cached) by the other tests
     for parent in list(tree.modules()):
         for name, child in parent.named_children():
             if type(child) is torch.nn.BatchNorm2d:
@@ -208,7 +212,7 @@ def test_an_old_nn_running_std_is_read(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bias, fails", [(1e-3, True), (0.0, False)])
 def test_a_convolution_bias_is_refused_unless_zero(tmp_path, bias, fails):
     """Our convolutions have no bias: a non-zero one would be dropped (outputs shifted)."""
-    tree, _, _ = form_b_resnext50()
+    tree = copy.deepcopy(form_b_resnext50()[0])  # shared (cached) by the other tests
     stem = tree[0]
     tree[0] = torch.nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size,
                               stem.stride, stem.padding, bias=True)
