@@ -151,23 +151,32 @@ def test_a_file_cut_inside_its_last_tensor_is_unreadable(tmp_path):
             read_weights_file(tmp_path / "cut.t7")
 
 
+def _form_b_copy():
+    """form_b_resnext50's tree (a copy: the cached one is shared by the other tests), image."""
+    tree, image, _ = form_b_resnext50()
+    return copy.deepcopy(tree), image
+
+
+def _assert_converts_to_the_trees_outputs(tree, image, path):
+    """`tree` written to `path`, converted: our model computes the tree's own outputs."""
+    with torch.no_grad():
+        expected, logits = sequential_outputs(tree, image)
+    expected["linear"] = logits
+    result = convert_weights(write_t7(path, to_t7(tree)), keep_fc=True)
+    got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
+                       stride_in_1x1=result.metadata.stride_in_1x1)
+    assert max_rel_error(got, expected) < TOL
+
+
 def test_the_files_bn_eps_is_used(tmp_path):
     """A tree whose BNs normalize with eps 1e-3 (not torch's 1e-5): converted, our model
     computes that tree's outputs (the eps is folded into running_var)."""
-    tree, image, _ = form_b_resnext50()
-    tree = copy.deepcopy(tree)  # shared (cached) by the other tests
+    tree, image = _form_b_copy()
     for m in tree.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eps = 1e-3
             m.running_var.uniform_(1e-3, 3e-3)  # var near eps: the eps matters
-    with torch.no_grad():
-        expected, logits = sequential_outputs(tree, image)
-    expected["linear"] = logits
-    path = write_t7(tmp_path / "eps.t7", to_t7(tree))
-    result = convert_weights(path, keep_fc=True)
-    got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
-                       stride_in_1x1=result.metadata.stride_in_1x1)
-    assert max_rel_error(got, expected) < TOL
+    _assert_converts_to_the_trees_outputs(tree, image, tmp_path / "eps.t7")
 
 
 class _OldNNBatchNorm(torch.nn.BatchNorm2d):
@@ -190,8 +199,7 @@ def test_an_old_nn_running_std_is_read(tmp_path, monkeypatch):
     """Files of old nn have running_std and no running_var: converted, our model computes the
     outputs of that tree (its test-time formula, above)."""
     monkeypatch.setitem(t7_writer._LUA, "_OldNNBatchNorm", _old_nn_batch_norm)
-    tree, image, _ = form_b_resnext50()
-    tree = copy.deepcopy(tree)  # shared (cached) by the other tests
+    tree, image = _form_b_copy()
     for parent in list(tree.modules()):
         for name, child in parent.named_children():
             if type(child) is torch.nn.BatchNorm2d:
@@ -199,20 +207,13 @@ def test_an_old_nn_running_std_is_read(tmp_path, monkeypatch):
                 old.load_state_dict(child.state_dict())
                 old.register_buffer("running_std", torch.rand(child.num_features) + 0.5)
                 setattr(parent, name, old)
-    with torch.no_grad():
-        expected, logits = sequential_outputs(tree, image)
-    expected["linear"] = logits
-    path = write_t7(tmp_path / "old_nn.t7", to_t7(tree))
-    result = convert_weights(path, keep_fc=True)
-    got = ours_outputs("X50_2x4d", result.state_dict, image, num_classes=10,
-                       stride_in_1x1=result.metadata.stride_in_1x1)
-    assert max_rel_error(got, expected) < TOL
+    _assert_converts_to_the_trees_outputs(tree, image, tmp_path / "old_nn.t7")
 
 
 @pytest.mark.parametrize("bias, fails", [(1e-3, True), (0.0, False)])
 def test_a_convolution_bias_is_refused_unless_zero(tmp_path, bias, fails):
     """Our convolutions have no bias: a non-zero one would be dropped (outputs shifted)."""
-    tree = copy.deepcopy(form_b_resnext50()[0])  # shared (cached) by the other tests
+    tree, _ = _form_b_copy()
     stem = tree[0]
     tree[0] = torch.nn.Conv2d(stem.in_channels, stem.out_channels, stem.kernel_size,
                               stem.stride, stem.padding, bias=True)
