@@ -272,7 +272,7 @@ def num_classes_opts(config_file, opts, classes_by_name):
     """The `KEY VALUE` overrides that set NUM_CLASSES from --dataset jsons; [] if none needed.
 
     The datasets considered are those of `classes_by_name` that DATASETS.TRAIN or
-    DATASETS.TEST name; they must have as many classes as each other and as NUM_CLASSES
+    DATASETS.TEST name; they must have the same classes in the same order, and as many as NUM_CLASSES
     when the config file or `opts` set it (MODEL.ROI_HEADS.NUM_CLASSES, or
     MODEL.RETINANET.NUM_CLASSES for RetinaNet).
 
@@ -301,6 +301,16 @@ def num_classes_opts(config_file, opts, classes_by_name):
         raise DatasetError(f"The --dataset sets that DATASETS.TRAIN / DATASETS.TEST name have "
                            f"different numbers of classes: {counts}. Give them the same "
                            "'categories'.")
+    first = list(classes_by_name[used[0]])
+    for name in used[1:]:  # same count, other names or order: each class scored as another
+        other = list(classes_by_name[name])
+        if other != first:
+            i = next(i for i, (a, b) in enumerate(zip(first, other)) if a != b)
+            raise DatasetError(
+                f"--dataset {name!r} and {used[0]!r} order their classes differently: class {i} "
+                f"is {other[i]!r} in {name!r} and {first[i]!r} in {used[0]!r} ({other} vs {first}; "
+                "classes are the json's categories sorted by id). Give both jsons the same "
+                "'categories' (names and ids).")
     key, value = found
     num = counts[used[0]]
     where = _where_set(key, config_file, opts)

@@ -209,6 +209,19 @@ def test_num_classes_mismatch_is_an_error(tmp_path):
         num_classes_opts(config, ["DATASETS.TEST", "('other',)"], {**classes, "other": ["a"]})
 
 
+@pytest.mark.parametrize("val", [["dog", "cat"], ["cat", "bird"]])
+def test_train_and_test_sets_with_other_classes_are_an_error(tmp_path, val):
+    """Same count, other names or order: class 0 was trained as 'cat' and scored as 'dog'."""
+    config = _yaml(tmp_path, 'DATASETS:\n  TRAIN: ("mine",)\n  TEST: ("theirs",)\n')
+    classes = {"mine": ["cat", "dog"], "theirs": val}
+    i = 0 if val[0] != "cat" else 1
+    with pytest.raises(DatasetError, match=rf"'theirs' and 'mine' order their classes "
+                       rf"differently: class {i} is '{val[i]}' in 'theirs' and '{['cat', 'dog'][i]}' in 'mine'"):
+        num_classes_opts(config, [], classes)
+    assert num_classes_opts(config, [], {**classes, "theirs": ["cat", "dog"]}) == [
+        "MODEL.ROI_HEADS.NUM_CLASSES", "2"]
+
+
 def test_zero_area_and_crowd_regions_are_valid(tmp_path):
     """COCO has objects of area 0 (a degenerate mask) and crowd regions (iscrowd 1)."""
     data = coco_dict()
