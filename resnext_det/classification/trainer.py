@@ -19,6 +19,8 @@ from detectron2.utils import comm
 from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
+from ..checkpoint import WeightsMismatchError
+from ..data.checks import DatasetError
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import check_no_earlier_run, check_weights, check_weights_to_evaluate
@@ -71,8 +73,32 @@ def evaluate_only(cfg, resume=False):
     checkpointer = build_cls_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):
         check_weights_to_evaluate(cfg)
-    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    check_classifier_fits(checkpointer, extra, dataset.classes)
     return evaluate(cfg, model, dataset)
+
+
+def check_classifier_fits(checkpointer, extra, classes):
+    """The file just loaded holds the classifier of the validation folder's `classes`: a
+    training checkpoint's class names are the folder's; any file's `linear.*` loaded whole
+    (detectron2 leaves a layer of another shape at its random start, with a warning only)."""
+    source = checkpointer._loading
+    if "classes" in extra:  # a checkpoint of tools/pretrain_cls.py
+        try:
+            check_same_classes(extra["classes"], classes, ("the checkpoint", "the validation folder"))
+        except DatasetError as e:
+            raise DatasetError(f"{source}: {e} Evaluate on data of the classes it was trained on.")
+    incompatible = checkpointer.last_incompatible
+    shaped = {k: a for k, a, _ in incompatible.incorrect_shapes}
+    if "linear.weight" in shaped:
+        raise WeightsMismatchError(
+            f"{source}: holds a classifier of {shaped['linear.weight'][0]} classes, the "
+            f"validation folder has {len(classes)}; the evaluation would score a random "
+            "classifier. Evaluate on data of the classes it was trained on.")
+    if any(k.startswith("linear.") for k in incompatible.missing_keys):
+        raise WeightsMismatchError(
+            f"{source}: holds no classifier (linear.weight, linear.bias); the evaluation would "
+            "score a random one. Evaluate a classification checkpoint.")
 
 
 class Throughput(hooks.HookBase):
@@ -108,7 +134,7 @@ class ClsTrainer(DefaultTrainer):
         schedule = build_param_scheduler(s)  # checks SOLVER first
         self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
         self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
-        check_same_classes(self.train_set, self.val_set)
+        check_same_classes(self.train_set.classes, self.val_set.classes)
         self.net = build_model_for(cfg, self.train_set)
         if s.IMS_PER_BATCH > len(self.train_set):
             raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH,

@@ -183,11 +183,11 @@ def build_dataset(cfg, train, transform):
     raise DatasetError(f"DATA.NAME={d.NAME!r} is not valid: expected one of {['folder', *CIFAR]}")
 
 
-def check_same_classes(train_set, val_set):
-    """Validation labels mean what training labels mean: the same class list."""
-    if train_set.classes != val_set.classes:
-        only = [sorted(set(a.classes) - set(b.classes))[:5]
-                for a, b in ((train_set, val_set), (val_set, train_set))]
-        raise DatasetError(f"training and validation classes differ (only in train: {only[0]}, "
-                           f"only in val: {only[1]}); labels are class folder indices, so both "
-                           "splits need the same class folders.")
+def check_same_classes(classes, other, names=("train", "val")):
+    """Labels of `other` mean what labels of `classes` mean: the same class list (`names`: what
+    the two lists are, in the message)."""
+    if list(classes) != list(other):
+        only = [sorted(set(a) - set(b))[:5] for a, b in ((classes, other), (other, classes))]
+        raise DatasetError(f"the classes differ (only in {names[0]}: {only[0]}, only in "
+                           f"{names[1]}: {only[1]}); labels are indices in the sorted class "
+                           "folder names, so both need the same class folders.")

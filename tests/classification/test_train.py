@@ -1,6 +1,7 @@
 """tools/pretrain_cls.py on a tiny folder: training, metrics.json, checkpoints, exact resume."""
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -172,3 +173,37 @@ def test_evaluation_without_weights_is_an_error(tmp_path):
         with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS='' .*a checkpoint to evaluate"):
             main(cls_args(tiny_opts(folder, tmp_path / "out", "MODEL.WEIGHTS", ""),
                           resume=resume, eval_only=True))
+
+
+def test_evaluation_needs_the_checkpoints_classes(tmp_path):
+    """--eval-only builds the classifier from the validation folder: one with other classes
+    than training's is refused (its labels would mean other classes, or the classifier would
+    keep its random start), for a training checkpoint (names) and model_final.pkl (count)."""
+    from resnext_det.checkpoint import WeightsMismatchError
+    from resnext_det.data.checks import DatasetError
+
+    folder = write_folder(tmp_path / "data")
+    main(cls_args(tiny_opts(folder, tmp_path / "run", "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0)))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(folder, renamed)
+    (renamed / "val" / "green").rename(renamed / "val" / "yellow")
+    fewer = tmp_path / "fewer"
+    shutil.copytree(folder, fewer)
+    shutil.rmtree(fewer / "val" / "green")
+
+    def evaluate(data, weights):
+        opts = tiny_opts(data, tmp_path / "eval", "MODEL.WEIGHTS", tmp_path / "run" / weights)
+        return main(cls_args(opts, eval_only=True))
+
+    assert evaluate(folder, "model_final.pth")["images"] == 6  # the training's classes: fine
+    with pytest.raises(DatasetError, match=r"model_final.pth.*only in the checkpoint: "
+                       r"\['green'\], only in the validation folder: \['yellow'\]"):
+        evaluate(renamed, "model_final.pth")
+    with pytest.raises(DatasetError, match=r"only in the checkpoint: \['green'\], only in the "
+                       r"validation folder: \[\]"):
+        evaluate(fewer, "model_final.pth")
+    with pytest.raises(WeightsMismatchError, match=r"model_final.pkl.*classifier of 3 classes, "
+                       r"the validation folder has 2"):
+        evaluate(fewer, "model_final.pkl")
+    with pytest.raises(DatasetError, match=r"only in train: \['green'\], only in val: \['yellow'\]"):
+        main(cls_args(tiny_opts(renamed, tmp_path / "again", "SOLVER.MAX_ITER", 1)))
