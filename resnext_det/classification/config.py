@@ -92,7 +92,7 @@ def _solver():
     s.BASE_LR = 0.1
     s.REFERENCE_BATCH = 256
     s.MOMENTUM = 0.9
-    s.NESTEROV = False
+    s.NESTEROV = True  # the authors' train.lua: optim.sgd with nesterov = true, dampening 0
     s.WEIGHT_DECAY = 1e-4  # on every weight, norms included (fb.resnet.torch)
     # Epochs of training data, round(epochs * images / IMS_PER_BATCH) iterations (ImageNet:
     # 1281167 / 256 = 5004.6 per epoch). The paper divides lr by 10 three times, at STEPS.

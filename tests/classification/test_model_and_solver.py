@@ -54,6 +54,40 @@ def test_config_errors_name_the_key():
         build_cls_model(cfg, 10)
 
 
+def _torch7_sgd(weights, grads, lr, momentum, weight_decay):
+    """The authors' update (ResNeXt train.lua: optim.sgd with nesterov = true, dampening 0;
+    optim/sgd.lua): dfdx += wd * x; v = dfdx at the first step, else momentum * v + dfdx;
+    x -= lr * (dfdx + momentum * v)."""
+    x, v = weights.clone(), None
+    for g in grads:
+        d = g + weight_decay * x
+        v = d.clone() if v is None else momentum * v + d
+        x = x - lr * (d + momentum * v)
+    return x
+
+
+@pytest.mark.parametrize("name, weight_decay", [("imagenet_X50_32x4d.yaml", 1e-4),
+                                                ("cifar10_X29_8x64d.yaml", 5e-4)])
+def test_paper_configs_step_as_the_authors_sgd(name, weight_decay):
+    """The paper's recipe steps as the authors' Torch code (opts.lua: lr 0.1, momentum 0.9,
+    weightDecay 1e-4 on ImageNet, 5e-4 on CIFAR; 256 and 128 images per batch)."""
+    from resnext_det.classification.solver import build_optimizer
+
+    cfg = get_cls_cfg()
+    cfg.merge_from_file(str(CONFIGS / name))
+    model = torch.nn.Linear(4, 3)
+    start = [p.detach().clone() for p in model.parameters()]
+    grads = [[torch.randn_like(p) for p in model.parameters()] for _ in range(4)]
+    optimizer = build_optimizer(cfg, model)
+    for step in grads:
+        for p, g in zip(model.parameters(), step):
+            p.grad = g.clone()
+        optimizer.step()
+    for i, p in enumerate(model.parameters()):
+        expected = _torch7_sgd(start[i], [step[i] for step in grads], 0.1, 0.9, weight_decay)
+        torch.testing.assert_close(p.detach(), expected)
+
+
 def _lrs(cfg, iterations, total):
     """The lr of detectron2's LRMultiplier at each of `iterations` (in increasing order)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=scaled_lr(cfg.SOLVER))
