@@ -8,7 +8,8 @@
 Each `--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR` is checked, then registered with detectron2's
 `register_coco_instances`, whose `load_coco_json` reads it when training starts. The check
 turns what load_coco_json and pycocotools answer with a KeyError, an assert or silence (an
-annotation of an image id that is not in the file is dropped with a warning) into one
+annotation of an image id that is not in the file is dropped with a warning, an object
+without a polygon of 3 points is dropped with its box) into one
 DatasetError naming the file and its first bad entry. A box with no positive width or height
 is not an error here: training's check (DATALOADER.ON_BAD_BOX, resnext_det/data/checks.py)
 leaves such boxes out with a count ("skip", the default) or stops naming them ("error").
@@ -153,15 +154,12 @@ def _annotation_problem(ann, image_ids, category_ids):
         return (f"has category_id {ann.get('category_id')!r}, which is the id of no entry of "
                 f"'categories' (ids {sorted(category_ids)[:10]})")
     box = ann.get("bbox")
-    if (not isinstance(box, list) or len(box) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in box)):
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
         return f"has bbox {box!r}; expected [x, y, width, height], 4 finite numbers"
     # COCO's evaluation reads both: pycocotools stops on a KeyError at the end of training,
     # faster-coco-eval takes a missing area as 0 (every object "small": wrong APs / APm / APl)
     area = ann.get("area")
-    if not (isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area)
-            and area >= 0):
+    if not (_is_number(area) and area >= 0):
         return (f"has area {area!r}; expected a number >= 0 (COCO evaluation sorts objects into "
                 "small / medium / large by it: the mask's pixel count, or the box's width x height)")
     if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
@@ -169,7 +167,41 @@ def _annotation_problem(ann, image_ids, category_ids):
     if ann.get("ignore", 0):
         return ("has 'ignore' set, which detectron2 does not support; remove the annotation or "
                 "the flag")
+    return _segmentation_problem(ann.get("segmentation"))
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _segmentation_problem(segm):
+    """A mask as load_coco_json reads it: polygons [[x1, y1, x2, y2, ...], ...] or an RLE
+    {"counts", "size"}. It keeps the polygons of >= 3 points and drops an object that has
+    none, box included, with only a count in a warning; other forms are a TypeError there."""
+    if not segm:  # absent or empty: an object without a mask
+        return None
+    if isinstance(segm, dict):
+        size = segm.get("size")
+        if (not isinstance(segm.get("counts"), (str, list)) or not isinstance(size, list)
+                or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size)):
+            return (f"has segmentation {_short(segm)}; an RLE mask is {{'counts': ..., 'size': "
+                    "[height, width]}")
+        return None
+    if not isinstance(segm, list) or not all(
+            isinstance(p, list) and all(_is_number(v) for v in p) for p in segm):
+        return (f"has segmentation {_short(segm)}; expected polygons [[x1, y1, x2, y2, ...], "
+                "...] (a list of lists of numbers) or an RLE {'counts': ..., 'size': [h, w]}")
+    if not any(len(p) % 2 == 0 and len(p) >= 6 for p in segm):
+        return (f"has segmentation {_short(segm)}, no polygon of 3 points or more (an even "
+                "count >= 6 of numbers); detectron2's load_coco_json drops such an object, box "
+                "included. Give it a polygon of >= 3 points, or leave 'segmentation' out (a box "
+                "without a mask)")
     return None
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...]"
 
 
 def _is_bad_box(ann):
@@ -197,8 +229,9 @@ def check_coco_json(json_file, image_root):
 
     Checked: the file is JSON; 'images', 'annotations' and 'categories' are non-empty lists;
     ids are integers and unique per section; each image has a file_name under `image_root`,
-    a width and a height; each annotation names an existing image and category and has a
-    bbox of 4 finite numbers. Boxes with no positive width or height are counted, not refused.
+    a width and a height; each annotation names an existing image and category, has a bbox
+    of 4 finite numbers, an area, iscrowd 0 or 1, and a segmentation (if any) that
+    load_coco_json keeps: a polygon of >= 3 points or an RLE. Boxes with no positive width or height are counted, not refused.
 
     Args:
         json_file (str): the annotations.

@@ -128,6 +128,16 @@ BAD = [
     ("area negative", _set("annotations", 0, "area", -1), "annotations[0] (id 10): has area -1"),
     ("image id a list", _set("annotations", 0, "image_id", [1]),  # was: unhashable TypeError
      "annotations[0] (id 10): has image_id [1]; expected an integer"),
+    # load_coco_json drops the object, box included (test_objects_without_a_polygon_...)
+    ("polygon of 2 points", _set("annotations", 1, "segmentation", [[5, 5, 25, 13]]),
+     "annotations[1] (id 11): has segmentation [[5, 5, 25, 13]], no polygon of 3 points"),
+    ("polygon of odd length", _set("annotations", 0, "segmentation", [[2, 3, 12, 3, 12]]),
+     "annotations[0] (id 10): has segmentation [[2, 3, 12, 3, 12]], no polygon"),
+    # load_coco_json: TypeError (len() of a float); pycocotools: a box
+    ("polygon not nested", _set("annotations", 2, "segmentation", [1, 1, 5, 1, 5, 5]),
+     "annotations[2] (id 12): has segmentation [1, 1, 5, 1, 5, 5]; expected polygons"),
+    ("RLE without size", _set("annotations", 0, "segmentation", {"counts": "abc"}),
+     "annotations[0] (id 10): has segmentation {'counts': 'abc'}; an RLE mask is"),
 ]
 
 
@@ -220,6 +230,26 @@ def test_train_and_test_sets_with_other_classes_are_an_error(tmp_path, val):
         num_classes_opts(config, [], classes)
     assert num_classes_opts(config, [], {**classes, "theirs": ["cat", "dog"]}) == [
         "MODEL.ROI_HEADS.NUM_CLASSES", "2"]
+
+
+def test_objects_without_a_polygon_are_dropped_by_detectron2(tmp_path):
+    """Why a polygon of < 3 points is an error: detectron2's own loader leaves the whole
+    object out (its box too), and keeps the objects whose masks it can read."""
+    from detectron2.data.datasets import load_coco_json
+
+    data = coco_dict()
+    data["annotations"][0]["segmentation"] = [[2, 3, 12, 3, 12, 15]]  # kept
+    data["annotations"][1]["segmentation"] = [[5, 5, 25, 13]]  # a line: dropped
+    data["annotations"][2]["segmentation"] = {"counts": [0, 16, 1008], "size": [32, 32]}
+    json_file, images = write(tmp_path, data)
+    loaded = load_coco_json(json_file, images, fresh_name())
+    assert sorted(a["bbox"][2] for r in loaded for a in r["annotations"]) == [4, 10]
+    with pytest.raises(DatasetError, match=r"annotations\[1\] \(id 11\).*no polygon"):
+        check_coco_json(json_file, images)
+    data["annotations"][1]["segmentation"] = [[5, 5, 25, 13], [5, 5, 25, 5, 25, 13]]
+    json_file, images = write(tmp_path, data)
+    assert len(load_coco_json(json_file, images, fresh_name())[1]["annotations"]) == 2
+    assert check_coco_json(json_file, images).num_annotations == 3
 
 
 def test_zero_area_and_crowd_regions_are_valid(tmp_path):
