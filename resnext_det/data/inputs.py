@@ -24,6 +24,12 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 Picture = namedtuple("Picture", "path frame image")
 
 
+def resizes_to_nothing(transform, image):
+    """Whether a resize `transform` gives `image` a side of 0 pixels (PIL then raises)."""
+    h, w = image.shape[:2]
+    return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
+
+
 def is_video(path):
     return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 

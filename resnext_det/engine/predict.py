@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config.errors import ConfigError
 from ..data.checks import DatasetError
-from ..data.inputs import count_pictures, read_inputs
+from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE
 from ..utils.io import atomic_write, claim_folder
 from .checks import check_weights, num_classes_key
@@ -34,12 +34,6 @@ from .weights import build_checkpointer
 
 logger = logging.getLogger(__name__)
 IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
-
-
-def resizes_to_nothing(transform, image):
-    """Whether a resize `transform` gives `image` a side of 0 pixels (PIL then raises)."""
-    h, w = image.shape[:2]
-    return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
 
 
 class BatchPredictor:

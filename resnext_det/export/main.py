@@ -11,8 +11,8 @@ from detectron2.modeling import build_model
 
 from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
+from ..data.inputs import resizes_to_nothing
 from ..engine.checks import check_datasets, check_weights
-from ..engine.predict import resizes_to_nothing
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
 from ..utils.io import claim_folder
