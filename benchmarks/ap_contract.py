@@ -40,7 +40,7 @@ import resnext_det  # noqa: F401  (registers the backbones and heads)
 from resnext_det.config.errors import ConfigError
 from resnext_det.data import register_digits_named_in
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
-from resnext_det.engine import Trainer, setup_cfg
+from resnext_det.engine import Trainer, setup_cfg, task_of
 from resnext_det.engine.checks import check_datasets, check_weights
 from resnext_det.engine.trainer import inference_model
 from resnext_det.engine.weights import build_checkpointer
@@ -129,7 +129,7 @@ def table(numbers, times):
 
 def main(args):
     args = register_dataset_args(args)
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, task=task_of(args))
     register_digits_named_in(cfg)
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("MODEL.WEIGHTS", "", "the trained weights to measure",

@@ -33,7 +33,7 @@ def build_trainer(opts, out_dir):
     """The demo's Trainer with config `opts` ("threads:N" among them: its steps' threads)."""
     threads = [int(o.split(":")[1]) for o in opts if o.startswith("threads:")]
     opts = [o for o in opts if not o.startswith("threads:")]
-    cfg = setup_cfg(demo_args(DEMO_CONFIG, list(opts) + ["OUTPUT_DIR", out_dir]))
+    cfg = setup_cfg(demo_args(DEMO_CONFIG, list(opts) + ["OUTPUT_DIR", out_dir]), task="train")
     trainer = Trainer(cfg)  # its build_model applies MODEL.RESNEXT.ROI_ALIGN
     trainer.threads = threads[0] if threads else torch.get_num_threads()
     trainer.resume_or_load(resume=False)

@@ -68,7 +68,7 @@ def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     """
     start = time.perf_counter()
     ensure_digits_dataset(digits_root(), **(dataset or DATASET))  # registers digits_train/_val
-    cfg = setup_cfg(demo_args(config_file, opts))
+    cfg = setup_cfg(demo_args(config_file, opts), task="train")
     clear_previous_demo(cfg.OUTPUT_DIR)
     results = train(cfg)
     test_set = cfg.DATASETS.TEST[0]

@@ -48,7 +48,7 @@ def main(args):
     check_options(args.format, args.export_method)  # before the config and the model
     claim_output_dir(args.output)  # before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, task="other")
     register_digits_named_in(cfg)
     return run_export(cfg, args)
 

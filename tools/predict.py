@@ -99,7 +99,7 @@ def main(args):
         raise DatasetError(f"--input names no image or video: {_reasons(missing)}.")
     check_output_dir_holds_no_input(args.output, paths)  # before config.yaml is written there
     claim_output_dir(args.output)  # likewise: not a training's folder, nor the user's files
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, task="other")
     register_digits_named_in(cfg)
     summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
     return report(summary, missing)

@@ -25,7 +25,7 @@ import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.engine import run as run_config
-from resnext_det.engine import lazy_main, setup_cfg
+from resnext_det.engine import lazy_main, setup_cfg, task_of
 from resnext_det.utils.cli import ExitOnUserError, parse_launch_args, run_tool
 
 
@@ -34,7 +34,7 @@ def main(args):
     args = register_dataset_args(args)  # --dataset: checked, registered; NUM_CLASSES from the json
     if args.config_file.endswith(".py"):
         return lazy_main(args)
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, task=task_of(args))
     register_digits_named_in(cfg)
     return run_config(cfg, args)
 

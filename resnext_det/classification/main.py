@@ -1,5 +1,5 @@
 """The body of tools/pretrain_cls.py: config set-up and the per-process main."""
-from ..engine.setup import setup_cfg
+from ..engine.setup import setup_cfg, task_of
 from ..utils.io import release_folder
 from .config import get_cls_cfg
 from .trainer import ClsTrainer, evaluate_only
@@ -8,7 +8,7 @@ from .trainer import ClsTrainer, evaluate_only
 def setup_cls_cfg(args):
     """resnext_det.engine.setup_cfg (merge, checks, CPU fallback, freeze, default_setup) on
     get_cls_cfg() instead of detectron2's detection config."""
-    return setup_cfg(args, get_cls_cfg())
+    return setup_cfg(args, get_cls_cfg(), task=task_of(args))
 
 
 def main(args):

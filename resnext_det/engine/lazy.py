@@ -51,7 +51,7 @@ from .checks import (check_datasets, check_no_earlier_run, check_weights,
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
-from .setup import run_default_setup
+from .setup import run_default_setup, task_of
 from .trainer import inference_model
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
@@ -92,7 +92,8 @@ def setup_lazy(args):
     """
     setup = LazySetup(load_lazy_config(args.config_file, args.opts))
     # logging, config.yaml in train.output_dir, train.seed
-    run_default_setup(setup.cfg, args, setup.cfg.train.output_dir, "train.output_dir")
+    run_default_setup(setup.cfg, args, setup.cfg.train.output_dir, "train.output_dir",
+                      task=task_of(args))
     quiet_user_errors()
     setup_logger(setup.cfg.train.output_dir, distributed_rank=comm.get_rank(), name="resnext_det")
     if setup.note:

@@ -46,25 +46,35 @@ def _training_config_kept(output_dir):
         os.replace(kept, path)
 
 
-def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR"):
+TASKS = ("train", "evaluate", "other")  # what a tool does with its output folder
+
+
+def task_of(args):
+    """A training tool's task: "evaluate" with --eval-only, else "train"."""
+    return "evaluate" if args.eval_only else "train"
+
+
+def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
     """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
-    for the output folder: a training (args.eval_only False) locks it first (lock_output_dir),
-    an evaluation (--eval-only) keeps a training's config.yaml there. Tools without
-    --eval-only (export) do neither."""
-    evaluating = getattr(args, "eval_only", None)
-    if evaluating is False:
+    for the output folder: a training (task "train") locks it first (lock_output_dir), an
+    evaluation ("evaluate") keeps a training's config.yaml there; "other" tools (predict,
+    export: folders of their own) do neither."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: expected one of {TASKS}")
+    if task == "train":
         lock_output_dir(output_dir, key)
-    with _training_config_kept(output_dir) if evaluating else contextlib.nullcontext():
+    with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
         default_setup(cfg, args)
 
 
-def setup_cfg(args, cfg=None):
+def setup_cfg(args, cfg=None, *, task):
     """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
 
     Between merge and freeze: every MODEL.RESNEXT key is checked, then the CPU fallback
     and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS, whose changes are logged once default_setup has
     set up logging; OUTPUT_DIR is checked before default_setup writes into it. `cfg`: the
-    defaults to merge into instead (classification: get_cls_cfg()).
+    defaults to merge into instead (classification: get_cls_cfg()); `task`: as
+    run_default_setup ("train", "evaluate" or "other").
     """
     cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
     merge_config(cfg, args.config_file, args.opts)
@@ -74,7 +84,7 @@ def setup_cfg(args, cfg=None):
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()
     check_output_dir(cfg)
-    run_default_setup(cfg, args, cfg.OUTPUT_DIR)  # logging, the final config.yaml
+    run_default_setup(cfg, args, cfg.OUTPUT_DIR, task=task)  # logging, the final config.yaml
     quiet_user_errors()
     # our modules log under "resnext_det" (e.g. weights vs config warnings): same files
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")

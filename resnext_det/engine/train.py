@@ -4,7 +4,7 @@ from detectron2.utils import comm
 from ..config.checks import check_training_keys
 from ..utils.io import release_folder
 from .checks import check_datasets, check_weights_to_evaluate
-from .setup import setup_cfg
+from .setup import setup_cfg, task_of
 from .trainer import Trainer
 
 
@@ -42,4 +42,4 @@ def run(cfg, args):
 
 def main(args):
     """Per-process entry point that detectron2's `launch` calls."""
-    return run(setup_cfg(args), args)
+    return run(setup_cfg(args, task=task_of(args)), args)

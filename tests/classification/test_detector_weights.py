@@ -40,7 +40,8 @@ def test_checkpoint_starts_the_demo_detector(pretrained, tmp_path, name):
     path = str(pretrained / name)
     cfg = setup_cfg(demo_args(DEMO, TINY_DETECTOR + [
         "MODEL.WEIGHTS", path, "OUTPUT_DIR", str(tmp_path),
-        "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", "True"]))  # reads the .pkl's metadata: no change
+        "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", "True"]),  # reads the .pkl's metadata: no change
+        task="train")
     model = build_model(cfg)
     checkpointer = build_checkpointer(cfg, model)
     checkpointer.load(cfg.MODEL.WEIGHTS)
@@ -62,7 +63,8 @@ def test_digits_pretraining_has_the_demo_backbone_shapes(tmp_path):
     cls_cfg = get_cls_cfg()
     cls_cfg.merge_from_file(DIGITS_CLS)
     classifier = build_cls_model(cls_cfg, 10).state_dict()
-    det_cfg = setup_cfg(demo_args(DEMO, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)]))
+    det_cfg = setup_cfg(demo_args(DEMO, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path)]),
+                        task="train")
     backbone = _backbone(build_model(det_cfg))
     assert {k: v.shape for k, v in backbone.items()} == {
         k: v.shape for k, v in classifier.items() if not k.startswith("linear.")}

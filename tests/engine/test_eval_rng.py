@@ -20,7 +20,8 @@ def _trained_weights(tmp_path, eval_period):
     opts = [*TINY, "SOLVER.MAX_ITER", 5, "TEST.EVAL_PERIOD", eval_period, "SOLVER.CHECKPOINT_PERIOD", 100,
             "DATASETS.TRAIN", f"('{NAMES[0]}',)", "DATASETS.TEST", f"('{NAMES[1]}',)",
             "TEST.IMS_PER_BATCH", 1, "OUTPUT_DIR", str(tmp_path / f"eval{eval_period}")]
-    cfg = setup_cfg(Namespace(config_file=CONFIG, opts=[str(o) for o in opts], eval_only=False))
+    cfg = setup_cfg(Namespace(config_file=CONFIG, opts=[str(o) for o in opts], eval_only=False),
+                    task="train")
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     evaluations = []

@@ -184,7 +184,7 @@ def test_float16_is_checked_after_the_cpu_fallback(tmp_path):
     args = Namespace(config_file="", opts=["MODEL.DEVICE", "cuda", "OUTPUT_DIR", str(tmp_path),
                                            "MODEL.RESNEXT.INFERENCE_DTYPE", "float16"])
     with pytest.raises(ConfigError, match=r"'float16' .* MODEL.DEVICE='cpu'"):
-        setup_cfg(args)
+        setup_cfg(args, task="other")
 
 
 def test_lazy_configs_name_train_inference_dtype(tmp_path):

@@ -29,7 +29,7 @@ def test_config_from_weights_and_cached_conversion(tmp_path):
                           "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", True,
                           "MODEL.RESNETS.STRIDE_IN_1X1", True, "INPUT.FORMAT", "BGR",
                           "MODEL.RESNETS.STEM_OUT_CHANNELS", 64,
-                          "MODEL.RESNETS.RES2_OUT_CHANNELS", 256))
+                          "MODEL.RESNETS.RES2_OUT_CHANNELS", 256), task="evaluate")
     assert cfg.MODEL.RESNEXT.TEMPLATE == "X50_2x2d"
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.INPUT.FORMAT == "RGB"
     assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]
@@ -55,7 +55,7 @@ def test_config_disagreeing_with_weights_is_one_log_line(tmp_path):
                           "MODEL.RESNEXT.TEMPLATE", "X50_2x2d",
                           "MODEL.RESNETS.STRIDE_IN_1X1", True,
                           "MODEL.RESNETS.STEM_OUT_CHANNELS", 64,
-                          "MODEL.RESNETS.RES2_OUT_CHANNELS", 256))
+                          "MODEL.RESNETS.RES2_OUT_CHANNELS", 256), task="evaluate")
     build_checkpointer(cfg, build_model(cfg)).load(str(weights))
     lines = [line for line in (out / "log.txt").read_text().splitlines()
              if "MODEL.RESNETS.STRIDE_IN_1X1=True but the torchvision weights" in line]

@@ -377,7 +377,8 @@ def test_deformable_fpn_trains_then_evaluates(datasets_root, tmp_path):
             "MODEL.RESNETS.DEFORM_MODULATED", "True", "MODEL.DEVICE", "cpu",
             "OUTPUT_DIR", str(tmp_path)]
     demo_args = load_tool("demo").demo_args
-    cfg = setup_cfg(demo_args(str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml"), tiny))
+    cfg = setup_cfg(demo_args(str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml"), tiny),
+                    task="train")
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()

@@ -90,7 +90,8 @@ def test_a_training_gives_its_lock_back_when_it_ends(tmp_path):
     from resnext_det.engine import run
 
     out = tmp_path / "run"
-    cfg = setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out, "DATASETS.TRAIN", "('nowhere',)"]))
+    cfg = setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out, "DATASETS.TRAIN", "('nowhere',)"]),
+                    task="train")
     code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
     taken = [sys.executable, "-c", code, str(out)]
     assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() \
@@ -110,7 +111,7 @@ def test_an_evaluation_keeps_the_trainings_config(tmp_path, lazy):
     if lazy:
         setup_lazy(_args(LAZY, [f"train.output_dir={out}"], eval_only=True))
     else:
-        setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out], eval_only=True))
+        setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out], eval_only=True), task="evaluate")
     assert (out / "config.yaml").read_text() == TRAINING_CONFIG
     written = (out / "inference/config.yaml").read_text()
     assert str(out) in written and "0.123" not in written
