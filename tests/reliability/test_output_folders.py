@@ -96,7 +96,7 @@ def test_a_training_gives_its_lock_back_when_it_ends(tmp_path):
     taken = [sys.executable, "-c", code, str(out)]
     assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() \
         == str(os.getpid())
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="DATASETS.TRAIN='nowhere'"):
         run(cfg, _args(CONFIG, []))
     assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() == "None"
 
