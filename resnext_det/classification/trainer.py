@@ -78,16 +78,23 @@ def evaluate_only(cfg, resume=False):
     return evaluate(cfg, model, dataset)
 
 
+def check_checkpoint_classes(checkpointer, extra, classes, what, fix):
+    """The class names a checkpoint of tools/pretrain_cls.py stores (none in other files)
+    are `classes`, those of `what`: else a DatasetError naming the file, ending in `fix`."""
+    if "classes" in extra:
+        try:
+            check_same_classes(extra["classes"], classes, ("the checkpoint", what))
+        except DatasetError as e:
+            raise DatasetError(f"{checkpointer._loading}: {e} {fix}") from None
+
+
 def check_classifier_fits(checkpointer, extra, classes):
     """The file just loaded holds the classifier of the validation folder's `classes`: a
     training checkpoint's class names are the folder's; any file's `linear.*` loaded whole
     (detectron2 leaves a layer of another shape at its random start, with a warning only)."""
     source = checkpointer._loading
-    if "classes" in extra:  # a checkpoint of tools/pretrain_cls.py
-        try:
-            check_same_classes(extra["classes"], classes, ("the checkpoint", "the validation folder"))
-        except DatasetError as e:
-            raise DatasetError(f"{source}: {e} Evaluate on data of the classes it was trained on.")
+    check_checkpoint_classes(checkpointer, extra, classes, "the validation folder",
+                             "Evaluate on data of the classes it was trained on.")
     incompatible = checkpointer.last_incompatible
     shaped = {k: a for k, a, _ in incompatible.incorrect_shapes}
     if "linear.weight" in shaped:
@@ -211,6 +218,10 @@ class ClsTrainer(DefaultTrainer):
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resuming:
+            check_checkpoint_classes(
+                self.checkpointer, extra, self.train_set.classes, "the data",
+                "Resume on the class folders the run was trained on, or train into another "
+                "OUTPUT_DIR (MODEL.WEIGHTS set to the checkpoint starts from its weights).")
             self.start_iter = self.iter + 1
             restore_rng(extra)
             self.sampler.seed = extra.get("data_seed", self.sampler.seed)

@@ -205,5 +205,26 @@ def test_evaluation_needs_the_checkpoints_classes(tmp_path):
     with pytest.raises(WeightsMismatchError, match=r"model_final.pkl.*classifier of 3 classes, "
                        r"the validation folder has 2"):
         evaluate(fewer, "model_final.pkl")
+    trunk = torch.load(tmp_path / "run" / "model_final.pth", weights_only=False)
+    trunk["model"] = {k: v for k, v in trunk["model"].items() if not k.startswith("linear.")}
+    del trunk["classes"]
+    torch.save(trunk, tmp_path / "run" / "trunk.pth")
+    with pytest.raises(WeightsMismatchError, match=r"trunk.pth: holds no classifier"):
+        evaluate(folder, "trunk.pth")
     with pytest.raises(DatasetError, match=r"only in train: \['green'\], only in val: \['yellow'\]"):
         main(cls_args(tiny_opts(renamed, tmp_path / "again", "SOLVER.MAX_ITER", 1)))
+
+
+def test_resume_on_other_classes_is_an_error(tmp_path):
+    """A resumed run whose class folders were renamed since (same count: the checkpoint
+    fits) would go on with each label meaning another class."""
+    from resnext_det.data.checks import DatasetError
+
+    folder = write_folder(tmp_path / "data")
+    opts = tiny_opts(folder, tmp_path / "run", "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0)
+    main(cls_args(opts))
+    for split in ("train", "val"):
+        (folder / split / "green").rename(folder / split / "yellow")
+    with pytest.raises(DatasetError, match=r"model_final.pth: the classes differ \(only in the "
+                       r"checkpoint: \['green'\], only in the data: \['yellow'\]\)"):
+        main(cls_args(opts[:-4] + ["SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "0"], resume=True))
