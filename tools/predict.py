@@ -12,7 +12,8 @@ with the class names of the config's DATASETS.TEST[0]; `coco_instances_results.j
 all inputs (COCO results: image_id, category_id of the dataset's json, bbox as
 [x, y, width, height], score); `images.json` (each image_id's file, frame and picture,
 and the categories); config.yaml and log.txt. Pictures go through the model
---batch-size at a time, on the MODEL.RESNEXT.FAST_INFERENCE copy. A missing or unreadable
+--batch-size at a time (of one input size: padding would change the smaller ones'
+detections), on the MODEL.RESNEXT.FAST_INFERENCE copy. A missing or unreadable
 input is named and skipped, and the run ends saying how many were; none readable is an
 error. `--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR` registers a COCO json (for its class
 names: DATASETS.TEST "('NAME',)"). `KEY VALUE` overrides come last; MODEL.WEIGHTS of any

@@ -94,6 +94,10 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
     Attributes:
         last_metadata: the "resnext_det" metadata of the last file loaded, or None.
         last_incompatible: missing / unexpected / mis-shaped keys of the last load.
+        last_classes: the class names the last file loaded stores ("classes"), or None.
+        loaded_file: the path of the last file loaded (converted or not), or None.
+        classes: class names each checkpoint saved here stores (None: none), so that an
+            evaluation or a resume can see data of other classes (or order).
     """
 
     def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
@@ -119,8 +123,9 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         self.block_form = block_form
         if allow_partial:  # a foreign file's conversion skips what does not fit, too
             self.convert_kwargs.setdefault("allow_partial", True)
-        self.last_metadata = self.last_incompatible = None
-        self._loading, self._resuming = None, False
+        self.last_metadata = self.last_incompatible = self.last_classes = None
+        self.classes = None
+        self.loaded_file, self._resuming = None, False
 
     # ------------------------------------------------------------------ loading
     def load(self, path, *args, **kwargs):
@@ -134,7 +139,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             self._parsed_url_during_load = None
 
     def _load_file(self, filename):
-        self._loading = filename
+        self.loaded_file = filename
         loaded = load_weights(filename, cache_dir=self.cache_dir, trust_pickle=self.trust_pickle,
                               **self.convert_kwargs)
         if loaded.converted_to:
@@ -150,6 +155,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
                      for k, v in checkpoint["model"].items()}
             checkpoint["model"] = convert_block_form(state, self.block_form)
+        self.last_classes = checkpoint.get("classes")
         file_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["model"].items()}
         model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         incompatible = super()._load_model(checkpoint)
@@ -160,7 +166,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         if lines and not self.allow_partial:
             shown = "\n  ".join(lines)
             raise WeightsMismatchError(
-                f"{self._loading}: its ResNeXt weights do not fit the model:\n  {shown}\n"
+                f"{self.loaded_file}: its ResNeXt weights do not fit the model:\n  {shown}\n"
                 "The weights are of another depth / cardinality / width than the config builds "
                 "(MODEL.RESNEXT.TEMPLATE or MODEL.RESNETS.*; MODEL.RESNEXT.CONFIG_FROM_WEIGHTS "
                 "True takes them from the file). MODEL.RESNEXT.WEIGHTS_ALLOW_PARTIAL True loads "
@@ -169,20 +175,40 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             self.logger.warning(f"WEIGHTS_ALLOW_PARTIAL: not loaded: {line}")
         return incompatible
 
-    def _check_resumed(self, incompatible):
-        """A checkpoint of this run fits the model whole, or the config changed since it was
-        written: an error (detectron2 loads what fits, and SGD then fails on the momentum
-        buffers of the old shapes, or goes on with new layers at their random start)."""
+    @staticmethod
+    def _unloaded(incompatible, unexpected=True):
+        """'key: why' for each model key the load left as it was (and each file key that
+        found no place, with `unexpected`), the first 4 and a count."""
         lines = [f"{k!r}: checkpoint {tuple(a)}, model {tuple(b)}"
                  for k, a, b in incompatible.incorrect_shapes]
         shaped = {k for k, _, _ in incompatible.incorrect_shapes}  # detectron2 dropped them
         lines += [f"{k!r}: not in the checkpoint" for k in incompatible.missing_keys
                   if k not in shaped]
-        lines += [f"{k!r}: not in the model" for k in incompatible.unexpected_keys]
-        if lines:
-            shown = "\n  ".join(lines[:4] + ([f"... ({len(lines)} keys)"] if len(lines) > 4 else []))
+        if unexpected:
+            lines += [f"{k!r}: not in the model" for k in incompatible.unexpected_keys]
+        if not lines:
+            return ""
+        return "\n  ".join(lines[:4] + ([f"... ({len(lines)} keys)"] if len(lines) > 4 else []))
+
+    def check_loaded_whole(self, fix):
+        """After a load for evaluation or prediction: every key of the model came from the
+        file with its shape, else a WeightsMismatchError naming them and ending in `fix`
+        (detectron2 leaves such layers at their random start, with warnings only: a class
+        count or head that differs from the training's gives random outputs)."""
+        shown = self._unloaded(self.last_incompatible, unexpected=False)
+        if shown:
             raise WeightsMismatchError(
-                f"{self._loading}: this run's checkpoint does not fit the model the config "
+                f"{self.loaded_file}: these weights do not fill the model the config builds:"
+                f"\n  {shown}\nThose layers would keep their random start. {fix}")
+
+    def _check_resumed(self, incompatible):
+        """A checkpoint of this run fits the model whole, or the config changed since it was
+        written: an error (detectron2 loads what fits, and SGD then fails on the momentum
+        buffers of the old shapes, or goes on with new layers at their random start)."""
+        shown = self._unloaded(incompatible)
+        if shown:
+            raise WeightsMismatchError(
+                f"{self.loaded_file}: this run's checkpoint does not fit the model the config "
                 f"builds now:\n  {shown}\nThe config changed since the checkpoint was written. "
                 "Resume with the config the run was trained with, or train the new one into "
                 "another output folder (MODEL.WEIGHTS set to the checkpoint starts it from the "
@@ -194,6 +220,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict(), "__author__": AUTHOR}  # ours: loads as it is
+        if self.classes is not None:
+            data["classes"] = list(self.classes)
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         basename = f"{name}.pth"

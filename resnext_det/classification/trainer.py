@@ -20,7 +20,7 @@ from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
 from ..checkpoint import WeightsMismatchError
-from ..data.checks import DatasetError
+from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import check_no_earlier_run, check_weights, check_weights_to_evaluate
@@ -73,28 +73,18 @@ def evaluate_only(cfg, resume=False):
     checkpointer = build_cls_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):
         check_weights_to_evaluate(cfg)
-    extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    check_classifier_fits(checkpointer, extra, dataset.classes)
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    check_classifier_fits(checkpointer, dataset.classes)
     return evaluate(cfg, model, dataset)
 
 
-def check_checkpoint_classes(checkpointer, extra, classes, what, fix):
-    """The class names a checkpoint of tools/pretrain_cls.py stores (none in other files)
-    are `classes`, those of `what`: else a DatasetError naming the file, ending in `fix`."""
-    if "classes" in extra:
-        try:
-            check_same_classes(extra["classes"], classes, ("the checkpoint", what))
-        except DatasetError as e:
-            raise DatasetError(f"{checkpointer._loading}: {e} {fix}") from None
-
-
-def check_classifier_fits(checkpointer, extra, classes):
+def check_classifier_fits(checkpointer, classes):
     """The file just loaded holds the classifier of the validation folder's `classes`: a
     training checkpoint's class names are the folder's; any file's `linear.*` loaded whole
     (detectron2 leaves a layer of another shape at its random start, with a warning only)."""
-    source = checkpointer._loading
-    check_checkpoint_classes(checkpointer, extra, classes, "the validation folder",
-                             "Evaluate on data of the classes it was trained on.")
+    source = checkpointer.loaded_file
+    check_stored_classes(source, checkpointer.last_classes, classes, "the validation folder",
+                         "Evaluate on data of the classes it was trained on.")
     incompatible = checkpointer.last_incompatible
     shaped = {k: a for k, a, _ in incompatible.incorrect_shapes}
     if "linear.weight" in shaped:
@@ -141,7 +131,7 @@ class ClsTrainer(DefaultTrainer):
         schedule = build_param_scheduler(s)  # checks SOLVER first
         self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
         self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
-        check_same_classes(self.train_set.classes, self.val_set.classes)
+        check_same_classes(self.train_set, self.val_set)
         self.net = build_model_for(cfg, self.train_set)
         if s.IMS_PER_BATCH > len(self.train_set):
             raise ConfigError("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH,
@@ -218,8 +208,9 @@ class ClsTrainer(DefaultTrainer):
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resuming:
-            check_checkpoint_classes(
-                self.checkpointer, extra, self.train_set.classes, "the data",
+            check_stored_classes(
+                self.checkpointer.loaded_file, self.checkpointer.last_classes,
+                self.train_set.classes, "the data",
                 "Resume on the class folders the run was trained on, or train into another "
                 "OUTPUT_DIR (MODEL.WEIGHTS set to the checkpoint starts from its weights).")
             self.start_iter = self.iter + 1

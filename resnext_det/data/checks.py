@@ -12,6 +12,8 @@ import logging
 import math
 import os
 
+import numpy as np
+
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
 from PIL import Image
@@ -31,6 +33,56 @@ DECODE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 class DatasetError(UserError, ValueError):
     """Training data that cannot be trained on as it is; the message names files and a fix."""
+
+
+class BadImageError(UserError, OSError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
+
+
+# PIL's modes of one-channel pictures deeper than 8 bits. PIL's convert("RGB") (detectron2's
+# read_image, torchvision's loader) clips their values to 255: a 16-bit PNG comes out white.
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def as_rgb(image, path):
+    """A PIL image as 8-bit RGB, as PIL's convert("RGB") makes it, except that a 16-bit
+    one-channel picture keeps its top 8 bits (what OpenCV reads from such a file); a
+    floating-point one, or integers beyond 16 bits, have no one scale: BadImageError."""
+    if image.mode not in HIGH_DEPTH_MODES:
+        return image.convert("RGB")
+    values = np.asarray(image)
+    if image.mode == "F" or values.min() < 0 or values.max() > 65535:
+        kind = "floating-point" if image.mode == "F" else "32-bit integer"
+        raise BadImageError(f"{path}: is a {kind} picture (PIL mode {image.mode!r}), whose "
+                            "values have no one 8-bit scale; convert it to 8 or 16 bits")
+    return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
+
+
+def classes_difference(classes, other, names):
+    """None when the two class name lists are equal, else what differs (`names`: what the
+    two lists are, in the message)."""
+    classes, other = list(classes), list(other)
+    if classes == other:
+        return None
+    only = [sorted(set(a) - set(b))[:5] for a, b in ((classes, other), (other, classes))]
+    if only[0] or only[1] or len(classes) != len(other):
+        return (f"the classes differ (only in {names[0]}: {only[0]}, only in {names[1]}: "
+                f"{only[1]})")
+    i = next(i for i, (a, b) in enumerate(zip(classes, other)) if a != b)
+    return (f"the classes are in another order (class {i} is {classes[i]!r} in {names[0]}, "
+            f"{other[i]!r} in {names[1]})")
+
+
+def check_stored_classes(source, stored, classes, what, fix):
+    """The class names a checkpoint stores (`stored`; our trainings write them, other files
+    have none) are those of the data it meets (`classes`, of `what`): else a DatasetError
+    naming the file `source`, ending in `fix`. Either None: nothing to compare."""
+    if not (isinstance(stored, (list, tuple)) and all(isinstance(c, str) for c in stored)
+            and classes is not None):  # another program's "classes" entry: not ours to judge
+        return
+    problem = classes_difference(stored, classes, ("the checkpoint", what))
+    if problem:
+        raise DatasetError(f"{source}: {problem}; each label would mean another class. {fix}")
 
 
 def _number(value):

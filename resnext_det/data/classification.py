@@ -17,8 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from ..checkpoint.readers import WeightsUnpickler
-from .checks import DatasetError  # detection's: one error type for unusable data
-from ..errors import UserError
+from .checks import BadImageError, DatasetError, as_rgb, classes_difference
 
 logger = logging.getLogger(__name__)
 # The label of a skipped validation image: its (blank) picture keeps the batch shape, and
@@ -31,15 +30,13 @@ CIFAR = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1,
                       b"fine_label_names")}
 
 
-class BadImageError(UserError, OSError):
-    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
-
-
 def read_image(path):
     """An RGB PIL image, fully decoded; BadImageError naming the path if it cannot be."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")  # decodes all pixels: truncation shows here
+            return as_rgb(image, path)  # decodes all pixels: truncation shows here
+    except BadImageError:
+        raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError
         raise BadImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
@@ -183,11 +180,9 @@ def build_dataset(cfg, train, transform):
     raise DatasetError(f"DATA.NAME={d.NAME!r} is not valid: expected one of {['folder', *CIFAR]}")
 
 
-def check_same_classes(classes, other, names=("train", "val")):
-    """Labels of `other` mean what labels of `classes` mean: the same class list (`names`: what
-    the two lists are, in the message)."""
-    if list(classes) != list(other):
-        only = [sorted(set(a) - set(b))[:5] for a, b in ((classes, other), (other, classes))]
-        raise DatasetError(f"the classes differ (only in {names[0]}: {only[0]}, only in "
-                           f"{names[1]}: {only[1]}); labels are indices in the sorted class "
-                           "folder names, so both need the same class folders.")
+def check_same_classes(train_set, val_set):
+    """Validation labels mean what training labels mean: the same class folders."""
+    problem = classes_difference(train_set.classes, val_set.classes, ("train", "val"))
+    if problem:
+        raise DatasetError(f"{problem}; labels are indices in the sorted class folder names, "
+                           "so both splits need the same class folders.")

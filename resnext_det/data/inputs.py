@@ -10,9 +10,11 @@ import os
 from collections import namedtuple
 
 import cv2
+import numpy as np
 from detectron2.data.detection_utils import read_image
+from PIL import Image, ImageOps
 
-from .checks import DECODE_ERRORS
+from .checks import DECODE_ERRORS, HIGH_DEPTH_MODES, as_rgb
 
 # What a folder or a glob contributes; a file named on its own is read whatever its name.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
@@ -28,6 +30,19 @@ def resizes_to_nothing(transform, image):
     """Whether a resize `transform` gives `image` a side of 0 pixels (PIL then raises)."""
     h, w = image.shape[:2]
     return min(getattr(transform, "new_h", h), getattr(transform, "new_w", w)) < 1
+
+
+def read_picture(path, format="BGR"):
+    """HxWx3 uint8 in `format`, as detectron2's read_image reads it (PIL, EXIF orientation
+    applied), except for 16-bit one-channel pictures, which keep their contrast (as_rgb:
+    read_image makes them white); BadImageError for pictures of no one 8-bit scale."""
+    with Image.open(path) as image:
+        deep = image.mode in HIGH_DEPTH_MODES and format in ("RGB", "BGR")
+        if deep:
+            rgb = np.asarray(as_rgb(ImageOps.exif_transpose(image), path))
+    if not deep:
+        return read_image(path, format=format)
+    return np.ascontiguousarray(rgb[:, :, ::-1]) if format == "BGR" else rgb
 
 
 def is_video(path):
@@ -116,7 +131,7 @@ def read_inputs(paths, skipped):
             yield from _video_frames(path, skipped)
             continue
         try:
-            image = read_image(path, format="BGR")  # PIL, EXIF orientation applied, as detectron2
+            image = read_picture(path)  # PIL, EXIF orientation applied, as detectron2
         except DECODE_ERRORS as e:
             skipped.append((path, f"cannot be read as an image ({type(e).__name__}: {e})"))
             continue

@@ -9,7 +9,7 @@ from detectron2.utils import comm
 
 from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
-                           check_category_ids, check_image_files)
+                           check_category_ids, check_image_files, check_stored_classes)
 from ..utils.io import LOCK_NAME, lock_folder
 
 _COCO_HELP = (
@@ -96,6 +96,43 @@ def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT")
         f"{key}={freeze_at} with no weights to load: {frozen} would stay at their random "
         f"initialization for the whole run (with ZERO_INIT_RESIDUAL, residual paths off). "
         f"Set {key} 0 to train from scratch, or give weights to start from.")
+
+
+def dataset_classes(names):
+    """The class names (thing_classes) of the datasets `names`, those of the first that has
+    them (detectron2 requires one list for all), or None."""
+    for name in names:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None:
+            return list(classes)
+    return None
+
+
+RESUME_FIX = ("Resume on the data the run was trained on, or train into another output folder "
+              "(with the checkpoint as its starting weights: fine-tuning).")
+EVALUATE_FIX = ("Name a dataset of the classes the weights were trained on, in their order "
+                "(a --dataset json: the same categories, the same ids).")
+
+
+def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
+    """The class names the file just loaded stores (our trainings' checkpoints) are those
+    of each dataset in `names` (the value of `key`): else a DatasetError (data/checks.py's
+    check_stored_classes), as its labels would mean other classes."""
+    for name in names:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        check_stored_classes(checkpointer.loaded_file, checkpointer.last_classes, classes,
+                             f"{key} {name!r}", fix)
+
+
+WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "
+             "the same class count and heads.")
+
+
+def check_weights_to_infer(checkpointer, names, key):
+    """After the load of weights to evaluate, predict with or export: they fill the whole
+    model (check_loaded_whole) and store the classes of `names` if any (check_weights_classes)."""
+    checkpointer.check_loaded_whole(WHOLE_FIX)
+    check_weights_classes(checkpointer, names, key)
 
 
 def check_weights_to_evaluate(cfg):

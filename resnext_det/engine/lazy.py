@@ -46,8 +46,9 @@ from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from ..utils.io import release_folder
 from .amp import build_step_trainer
-from .checks import (check_datasets, check_no_earlier_run, check_weights,
-                     check_weights_to_evaluate, checked_train_dicts, warn_frozen_from_scratch)
+from .checks import (RESUME_FIX, check_datasets, check_no_earlier_run, check_weights,
+                     check_weights_classes, check_weights_to_evaluate, check_weights_to_infer,
+                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -218,6 +219,7 @@ def do_train(setup, resume=False):
     # SimpleTrainer; with train.amp.enabled AMPTrainer on CUDA, bfloat16 autocast on CPUs
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
+    checkpointer.classes = dataset_classes(setup.view.DATASETS.TRAIN)  # in each checkpoint
     last = {}
 
     def evaluate():
@@ -244,6 +246,9 @@ def do_train(setup, resume=False):
                                  OmegaConf.select(cfg, "model.backbone.bottom_up.freeze_at"),
                                  "model.backbone.bottom_up.freeze_at")
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
+    if resuming:
+        check_weights_classes(checkpointer, setup.view.DATASETS.TRAIN,
+                              "dataloader.train.dataset.names", RESUME_FIX)
     # the checkpoint holds the iteration that had just finished
     trainer.train(trainer.iter + 1 if resuming else 0, train.max_iter)
     return last.get("results")
@@ -257,6 +262,7 @@ def evaluate(setup, resume=False):
     if not (resume and checkpointer.has_checkpoint()):
         setup.checked(check_weights_to_evaluate)
     checkpointer.resume_or_load(setup.cfg.train.init_checkpoint, resume=resume)
+    check_weights_to_infer(checkpointer, setup.view.DATASETS.TEST, "dataloader.test.dataset.names")
     return do_test(setup, model)
 
 

@@ -7,7 +7,6 @@ MODEL.WEIGHTS of any supported format, on the copy MODEL.RESNEXT.FAST_INFERENCE 
 (`draw_instances`, which also draws the demo's grid: utils/visualize.py) and collects them
 as COCO results; `predict` runs the two over tools/predict.py's inputs.
 """
-import itertools
 import json
 import logging
 import os
@@ -16,7 +15,8 @@ import time
 
 import cv2
 import torch
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
@@ -28,7 +28,7 @@ from ..data.checks import DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE
 from ..utils.io import atomic_write, claim_folder
-from .checks import check_weights, num_classes_key
+from .checks import check_weights, check_weights_to_infer, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
 
@@ -49,6 +49,7 @@ class BatchPredictor:
                 they come.
         """
         self.model, self.input_format, self.aug = model.eval(), input_format, aug
+        self.classes = None  # the class names the weights store (our trainings'), if any
 
     @classmethod
     def from_config(cls, cfg):
@@ -62,13 +63,24 @@ class BatchPredictor:
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ConfigError("INPUT.FORMAT", cfg.INPUT.FORMAT, "'RGB' or 'BGR'")
         model = build_model(cfg)
-        build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
+        checkpointer = build_checkpointer(cfg, model)
+        checkpointer.load(cfg.MODEL.WEIGHTS)
+        check_weights_to_infer(checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
         aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        return cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
+        predictor = cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
+        predictor.classes = checkpointer.last_classes
+        return predictor
 
     def too_thin(self, image):
         """Whether the test resize would give `image` a side of 0 pixels (1 x 2000, say)."""
         return self.aug is not None and resizes_to_nothing(self.aug.get_transform(image), image)
+
+    def input_size(self, image):
+        """(height, width) of `image` as the model takes it, after the test resize."""
+        if self.aug is None:
+            return image.shape[:2]
+        transform = self.aug.get_transform(image)
+        return getattr(transform, "new_h", image.shape[0]), getattr(transform, "new_w", image.shape[1])
 
     def _input(self, image):
         """DefaultPredictor.__call__'s model input of one BGR picture."""
@@ -114,9 +126,16 @@ class DatasetIds:
     def __init__(self, metadata):
         json_file, root = metadata.get("json_file", None), metadata.get("image_root", "")
         data = _read_json(json_file) if json_file else None
+        id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if json_file and not isinstance(data, dict) and id_map is None:
+            raise DatasetError(
+                f"DATASETS.TEST[0] {metadata.name!r}: its json {json_file!r} cannot be read as a "
+                "COCO json, and its category ids are nowhere else: the results' category_id "
+                "would be guessed. Point DETECTRON2_DATASETS (or --dataset) at the json, or "
+                "pass DATASETS.TEST \"()\" for class indices.")
         if json_file and not isinstance(data, dict):
             logger.warning(f"The dataset's json {json_file!r} cannot be read as a COCO json: "
-                           "every picture gets a new image_id, and category ids are guessed.")
+                           "every picture gets a new image_id (categories: the metadata's).")
         data = data if isinstance(data, dict) else {}  # not readable: new ids, logged below
         images = [img for img in data.get("images", [])
                   if isinstance(img, dict) and "file_name" in img and "id" in img]
@@ -125,7 +144,6 @@ class DatasetIds:
         self.sizes = {img["id"]: (img.get("height"), img.get("width")) for img in images}
         self.resized = []  # pictures listed in the json at another size: new ids
         self.next_id = max(self.known.values(), default=0) + 1
-        id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
         categories = [c for c in data.get("categories", []) if isinstance(c, dict) and "id" in c]
         if id_map is None and categories:
             ids = sorted(c["id"] for c in categories)  # load_coco_json's order
@@ -256,9 +274,12 @@ class PredictionWriter:
 def prediction_metadata(cfg):
     """The metadata of DATASETS.TEST[0] (class names, json ids), checked against NUM_CLASSES."""
     if not cfg.DATASETS.TEST:
-        logger.warning("DATASETS.TEST is empty: pictures show class indices, results hold them.")
-        return MetadataCatalog.get("__predict_no_dataset")
+        return Metadata(name="no dataset")  # the weights' class names may come (predict)
     name = cfg.DATASETS.TEST[0]
+    if name not in DatasetCatalog.list():  # MetadataCatalog.get would make an empty entry
+        raise ConfigError("DATASETS.TEST[0]", name, "a registered dataset name (its class "
+                          "names and json ids label the results)", "Register it (--dataset "
+                          "NAME=JSON:DIR), or pass DATASETS.TEST \"()\" for class indices.")
     metadata = MetadataCatalog.get(name)
     classes, found = metadata.get("thing_classes", None), num_classes_key(cfg)
     if classes is not None and found is not None and len(classes) != found[1]:
@@ -294,6 +315,24 @@ def claim_output_dir(output_dir):
                            "--output folder.")
 
 
+def _batches(predictor, pictures, batch_size, skipped):
+    """Lists of up to `batch_size` pictures in order, all of one input size: detectron2 pads
+    a batch to its largest picture, and the padding changes a smaller picture's detections
+    (DefaultPredictor's, one at a time, are the reference). Too thin ones go to `skipped`."""
+    batch, size = [], None
+    for picture in pictures:
+        if predictor.too_thin(picture.image):
+            skipped.append((picture.path, "is too thin: a side would resize to 0 pixels"))
+            continue
+        picture_size = predictor.input_size(picture.image)
+        if batch and (picture_size != size or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch, size = batch + [picture], picture_size
+    if batch:
+        yield batch
+
+
 def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     """Predict on `paths` (expand_inputs' files) in batches; write pictures and json files.
 
@@ -311,28 +350,28 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     check_output_dir_holds_no_input(output_dir, paths)
     os.makedirs(output_dir, exist_ok=True)
     metadata = prediction_metadata(cfg)  # checked before the model is built
+    ids = DatasetIds(metadata)
     predictor = BatchPredictor.from_config(cfg)
-    writer = PredictionWriter(output_dir, metadata, DatasetIds(metadata), scale)
+    if not cfg.DATASETS.TEST and predictor.classes:
+        metadata = Metadata(name="MODEL.WEIGHTS", thing_classes=predictor.classes)
+        logger.info(f"DATASETS.TEST is empty: class names from {cfg.MODEL.WEIGHTS}")
+    elif not cfg.DATASETS.TEST:
+        logger.warning("DATASETS.TEST is empty and the weights store no class names: pictures "
+                       "show class indices, results hold them.")
+    writer = PredictionWriter(output_dir, metadata, ids, scale)
     skipped, done, model_seconds = [], 0, 0.0
     start = time.perf_counter()
     try:
         with tqdm(total=count_pictures(paths), unit=" images", desc="predict",
                   file=sys.stderr) as bar:
-            batch = []
-            for picture in itertools.chain(read_inputs(paths, skipped), [None]):  # None: flush
-                if picture is not None and predictor.too_thin(picture.image):
-                    skipped.append((picture.path, "is too thin: a side would resize to 0 pixels"))
-                elif picture is not None:
-                    batch.append(picture)
-                if batch and (picture is None or len(batch) == batch_size):
-                    t0 = time.perf_counter()
-                    outputs = predictor([p.image for p in batch])
-                    model_seconds += time.perf_counter() - t0
-                    for p, output in zip(batch, outputs):
-                        writer.add(p, output["instances"].to("cpu"))
-                    done += len(batch)
-                    bar.update(len(batch))
-                    batch = []
+            for batch in _batches(predictor, read_inputs(paths, skipped), batch_size, skipped):
+                t0 = time.perf_counter()
+                outputs = predictor([p.image for p in batch])
+                model_seconds += time.perf_counter() - t0
+                for p, output in zip(batch, outputs):
+                    writer.add(p, output["instances"].to("cpu"))
+                done += len(batch)
+                bar.update(len(batch))
     finally:  # a crash or Ctrl-C keeps the results of the pictures done so far
         files = writer.close()
     return {"pictures": done, "detections": len(writer.results), "skipped": skipped,

@@ -3,7 +3,7 @@ from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
 from ..utils.io import release_folder
-from .checks import check_datasets, check_weights_to_evaluate
+from .checks import check_datasets, check_weights_to_evaluate, check_weights_to_infer
 from .setup import setup_cfg, task_of
 from .trainer import Trainer
 
@@ -16,6 +16,7 @@ def evaluate(cfg, resume=False):
     if not (resume and checkpointer.has_checkpoint()):
         check_weights_to_evaluate(cfg)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    check_weights_to_infer(checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
     return Trainer.test(cfg, model)
 
 

@@ -16,8 +16,9 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
-from .checks import (bad_data_policies, check_datasets, check_no_earlier_run, check_weights,
-                     checked_train_dicts, warn_frozen_from_scratch)
+from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
+                     check_weights, check_weights_classes, checked_train_dicts, dataset_classes,
+                     warn_frozen_from_scratch)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -74,6 +75,7 @@ class Trainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
+        self.checkpointer.classes = dataset_classes(cfg.DATASETS.TRAIN)  # in each checkpoint
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
 
@@ -102,10 +104,14 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         if not resume:
             check_no_earlier_run(self.checkpointer)
-        if not (resume and self.checkpointer.has_checkpoint()):
+        resuming = resume and self.checkpointer.has_checkpoint()
+        if not resuming:
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)
         super().resume_or_load(resume=resume)
+        if resuming:  # MODEL.WEIGHTS of other classes is fine-tuning: not checked
+            check_weights_classes(self.checkpointer, self.cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
+                                  RESUME_FIX)
 
     def build_hooks(self):
         """DefaultTrainer's hooks, led by one that cuts a resumed run's metrics.json back to

@@ -5,14 +5,13 @@ import os
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import read_image
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
 from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
-from ..data.inputs import resizes_to_nothing
-from ..engine.checks import check_datasets, check_weights
+from ..data.inputs import read_picture, resizes_to_nothing
+from ..engine.checks import check_datasets, check_weights, check_weights_to_infer
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
 from ..utils.io import claim_folder
@@ -46,7 +45,9 @@ def load_model(cfg):
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         check_weights(cfg)
-        build_checkpointer(cfg, model).load(cfg.MODEL.WEIGHTS)
+        checkpointer = build_checkpointer(cfg, model)
+        checkpointer.load(cfg.MODEL.WEIGHTS)
+        check_weights_to_infer(checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting the randomly initialized model.")
     return inference_model(cfg, model.eval(), for_export=True)
@@ -64,7 +65,7 @@ def sample_inputs(cfg, sample_image=None):
         record = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]
         return [DatasetMapper(cfg, is_train=False)(record)]
     try:
-        picture = read_image(sample_image, format=cfg.INPUT.FORMAT)
+        picture = read_picture(sample_image, format=cfg.INPUT.FORMAT)
     except DECODE_ERRORS as e:
         raise ExportError(f"--sample-image {sample_image!r}: cannot read it as an image "
                           f"({type(e).__name__}: {e}).") from None

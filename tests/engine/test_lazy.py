@@ -300,6 +300,7 @@ def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, mon
     # the killed run's record of iteration 1 was cut: each iteration once
     assert [json.loads(line)["iteration"] for line in lines if "total_loss" in line] == [2]
     assert torch.load(out / "model_final.pth")["iteration"] == 2
+    assert torch.load(out / "model_final.pth")["classes"] == [str(d) for d in range(10)]
     final = _coco_metrics(out)
     assert math.isfinite(final["bbox"]["AP"]) and "AP-9" in final["bbox"]
 

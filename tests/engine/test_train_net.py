@@ -106,9 +106,14 @@ class GroundTruthDetector(torch.nn.Module):
 
 
 class _NoLoading:
-    """A checkpointer that loads nothing: the ground-truth detector has no weights."""
+    """A checkpointer that loads nothing: the ground-truth detector has no weights (so none
+    are missing, and no class names are stored)."""
+    loaded_file = last_classes = None
 
     def __init__(self, *args, **kwargs):
+        pass
+
+    def check_loaded_whole(self, fix):
         pass
 
     def has_checkpoint(self):

@@ -255,6 +255,27 @@ def test_no_readable_input_and_no_weights_are_errors(datasets_root, digits_model
     assert error.startswith("error: MODEL.WEIGHTS='' is not valid")
 
 
+def test_a_test_set_that_cannot_label_the_results_is_an_error(datasets_root, digits_model,
+                                                              tmp_path, capsys, monkeypatch):
+    """A misspelt DATASETS.TEST[0] (detectron2's MetadataCatalog made an empty entry) and a
+    registered one whose json is gone (its category ids nowhere else): the results' ids
+    were the model's indices 0..K-1, one off against the digits json's 1..10."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    images = datasets_root / "digits/images/val"
+    common = ["--config-file", CONFIG, "--input", images, *TINY, "MODEL.WEIGHTS", digits_model]
+    error = _user_error(capsys, [*common[:4], "--output", tmp_path / "o1", *common[4:],
+                                 "DATASETS.TEST", "('digits_vall',)"])
+    assert error.startswith("error: DATASETS.TEST[0]='digits_vall' is not valid: expected a "
+                            "registered dataset name")
+    name = f"gone_{os.getpid()}_{tmp_path.name}"
+    register_coco_instances(name, {"thing_classes": [str(d) for d in range(10)]},
+                            str(tmp_path / "gone.json"), str(images))
+    error = _user_error(capsys, [*common[:4], "--output", tmp_path / "o2", *common[4:],
+                                 "DATASETS.TEST", f"('{name}',)"])
+    assert f"gone.json' cannot be read as a COCO json" in error and "would be guessed" in error
+    assert not (tmp_path / "o2" / "coco_instances_results.json").exists()
+
+
 def test_overrides_after_input_are_overrides(tmp_path, monkeypatch):
     """`--input a.png MODEL.WEIGHTS w.pth`: --input's nargs stops at the first config key;
     camera names (IMG_0001.JPG) are files; a SCORE_THRESH_TEST the user names wins."""
@@ -377,3 +398,36 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     for _ in range(2):  # the second run into the first's folder
         load_tool("predict").run(list(map(str, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])))
     assert len(read_outputs(tmp_path / "out")[1]["images"]) == 1
+
+
+def test_pictures_of_other_sizes_get_defaultpredictors_detections(datasets_root, digits_model,
+                                                                   tmp_path, monkeypatch):
+    """One --batch-size 8 run over pictures of three input sizes: detectron2 pads a batch to
+    its largest picture, which changed the smaller ones' detections; batches now hold one
+    size, and each picture's detections are DefaultPredictor's."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    val = sorted((datasets_root / "digits/images/val").iterdir())
+    a, b = (cv2.imread(str(p)) for p in val[:2])
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pictures = {"0_square.png": a, "1_wide.png": np.concatenate([a, b], axis=1),
+                "2_square.png": b, "3_short.png": a[12:52]}
+    for name, picture in pictures.items():
+        cv2.imwrite(str(folder / name), picture)
+    sizes = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128"]
+    out = tmp_path / "out"
+    load_tool("predict").run(["--config-file", CONFIG, "--input", str(folder), "--output", str(out),
+                              "--confidence-threshold", str(THRESHOLD), "--batch-size", "8",
+                              *TINY, *sizes, "MODEL.WEIGHTS", digits_model])
+    results, images = read_outputs(out)
+    category_ids = [c["id"] for c in images["categories"]]
+    predictor = DefaultPredictor(tiny_cfg(*sizes, "MODEL.WEIGHTS", digits_model,
+                                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESHOLD)))
+    compared = 0
+    for image in images["images"]:
+        picture = pictures[Path(image["file_name"]).name]
+        expected = predictor(picture)["instances"]
+        got = as_instances(results, image["id"], picture.shape[:2], category_ids)
+        assert detection_error(got, expected) < 1e-4, image["file_name"]
+        compared += len(expected)
+    assert compared == len(results) > 0 and len(images["images"]) == 4

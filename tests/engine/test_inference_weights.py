@@ -1,0 +1,151 @@
+"""Weights to evaluate, predict with or export must be the model's whole, and of its classes.
+
+- Every key of the model comes from the file with its shape: detectron2 leaves a head of
+  another shape or class count at its random start with warnings only.
+- A detection checkpoint stores the class names of its training data (DATASETS.TRAIN's
+  thing_classes); an evaluation, prediction, export or resume on a dataset whose classes
+  differ in name or order is refused, since each label would be scored or named as another.
+  The reordered set is a --dataset json written here from the digits json, the categories
+  renamed: detectron2's own load gives it the other thing_classes.
+"""
+import json
+import re
+import uuid
+
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+
+from resnext_det.data import register_digits
+from resnext_det.data.digits import detection_paths
+from tests.engine.test_train_net import CONFIG, TINY, _user_error
+from tests.helpers import load_tool
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    """One iteration on digits_train; returns (output folder, digits classes)."""
+    register_digits(datasets_root / "digits")
+    out = tmp_path_factory.mktemp("trained")
+    load_tool("train_net").run(["--config-file", CONFIG, *map(str, TINY), "SOLVER.MAX_ITER", "1",
+                                "OUTPUT_DIR", str(out)])
+    return out, list(MetadataCatalog.get("digits_train").thing_classes)
+
+
+@pytest.fixture
+def renamed(datasets_root, tmp_path):
+    """--dataset NAME=JSON:IMAGES DATASETS.TEST "('NAME',)": digits_val with its category
+    names in reversed order, under a new name in each test."""
+    json_file, images = detection_paths(datasets_root / "digits", "val")
+    data = json.loads(open(json_file).read())
+    names = [c["name"] for c in data["categories"]][::-1]
+    for category, name in zip(data["categories"], names):
+        category["name"] = name
+    path = tmp_path / "renamed.json"
+    path.write_text(json.dumps(data))
+    name = f"renamed_{uuid.uuid4().hex[:8]}"
+    return ["--dataset", f"{name}={path}:{images}", "DATASETS.TEST", f"('{name}',)"]
+
+
+def test_checkpoints_store_the_training_classes(trained):
+    out, classes = trained
+    assert classes == [str(d) for d in range(10)]  # the digits' names, detectron2's metadata
+    assert torch.load(out / "model_final.pth", weights_only=False)["classes"] == classes
+
+
+def test_evaluation_on_other_classes_is_an_error(trained, renamed, tmp_path, capsys):
+    out, _ = trained
+    error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", *renamed, *map(str, TINY),
+                                 "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                                 "OUTPUT_DIR", str(tmp_path / "eval")])
+    assert re.search(r"model_final.pth: the classes are in another order \(class 0 is '0' in "
+                     r"the checkpoint, '9' in DATASETS.TEST 'renamed_\w+'\)", error), error
+    assert not list((tmp_path / "eval").glob("inference/*/coco_metrics.json"))
+
+
+def test_prediction_and_export_on_other_classes_are_errors(trained, renamed, datasets_root,
+                                                           tmp_path, capsys):
+    out, _ = trained
+    images = detection_paths(datasets_root / "digits", "val")[1]
+    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    # predict registers the --dataset json; export (which has no --dataset) finds it so
+    for tool, argv in (("predict", ["--input", images, "--output", tmp_path / "p", *renamed]),
+                       ("export_model", ["--output", tmp_path / "x", "--format", "torchscript",
+                                         "--export-method", "tracing", *renamed[2:]])):
+        with pytest.raises(SystemExit) as exit_:
+            load_tool(tool).run(["--config-file", CONFIG, *map(str, argv), *map(str, TINY),
+                                 *weights])
+        assert exit_.value.code == 2, tool
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "the classes are in another order" in error and "DATASETS.TEST[0] 'renamed_" in error
+
+
+def test_resume_on_other_classes_is_an_error(trained, renamed, tmp_path, capsys):
+    import shutil
+
+    out, _ = trained
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "run" / ".lock").unlink(missing_ok=True)
+    error = _user_error(capsys, ["--config-file", CONFIG, "--resume", *renamed[:2],
+                                 "DATASETS.TRAIN", renamed[3], *map(str, TINY),
+                                 "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path / "run")])
+    assert "model_final.pth: the classes are in another order" in error
+    assert "in DATASETS.TRAIN 'renamed_" in error and "Resume on the data" in error
+
+
+def test_lazy_evaluation_on_other_classes_is_an_error(trained, renamed, tmp_path, capsys):
+    """The .py config path: dataloader.test.dataset.names of other classes."""
+    from tests.engine.test_lazy import DIGITS, TINY_DATA, TINY_MODEL
+
+    out, _ = trained
+    with pytest.raises(SystemExit) as exit_:
+        load_tool("train_net").run([
+            "--config-file", DIGITS, "--eval-only", *renamed[:2], *TINY_MODEL, *TINY_DATA,
+            f"dataloader.test.dataset.names={renamed[3][2:-3]}",
+            f"train.init_checkpoint={out / 'model_final.pth'}", f"train.output_dir={tmp_path}"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model_final.pth: the classes are in another order" in error
+    assert "in dataloader.test.dataset.names 'renamed_" in error
+
+
+def test_prediction_without_a_dataset_names_the_weights_classes(trained, datasets_root,
+                                                                tmp_path):
+    """DATASETS.TEST empty: the pictures and images.json name the classes the weights store
+    (they were indices)."""
+    out, classes = trained
+    images = detection_paths(datasets_root / "digits", "val")[1]
+    load_tool("predict").run(["--config-file", CONFIG, "--input", images, "--output",
+                              str(tmp_path / "p"), *map(str, TINY), "DATASETS.TEST", "()",
+                              "MODEL.WEIGHTS", str(out / "model_final.pth")])
+    written = json.loads((tmp_path / "p" / "images.json").read_text())
+    assert [c["name"] for c in written["categories"]] == classes
+    assert [c["id"] for c in written["categories"]] == list(range(10))  # the model's indices
+
+
+@pytest.mark.parametrize("tool, options, overrides, key", [
+    ("train_net", ["--eval-only"], ["MODEL.ROI_BOX_HEAD.FC_DIM", "64"],
+     "roi_heads.box_head.fc1.weight"),
+    ("predict", [], ["MODEL.ROI_HEADS.NUM_CLASSES", "3", "DATASETS.TEST", "()"],
+     "roi_heads.box_predictor.cls_score.weight"),
+    ("export_model", ["--format", "torchscript", "--export-method", "tracing"],
+     ["MODEL.ROI_BOX_HEAD.FC_DIM", "64"], "roi_heads.box_head.fc1.weight"),
+])
+def test_weights_that_leave_layers_random_are_an_error(trained, datasets_root, tmp_path, capsys,
+                                                       tool, options, overrides, key):
+    """A config of another head or class count than the training's: those layers would be
+    evaluated / drawn / exported at their random start."""
+    out, _ = trained
+    images = detection_paths(datasets_root / "digits", "val")[1]
+    output = str(tmp_path / "o")
+    where = {"train_net": [], "predict": ["--input", images, "--output", output],
+             "export_model": ["--output", output]}[tool]
+    tail = ["OUTPUT_DIR", output] if tool == "train_net" else []
+    with pytest.raises(SystemExit) as exit_:
+        load_tool(tool).run(["--config-file", CONFIG, *options, *where, *map(str, TINY),
+                             "MODEL.WEIGHTS", str(out / "model_final.pth"), *overrides, *tail])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "model_final.pth: these weights do not fill the model the config builds" in error
+    assert repr(key) in error and "Use the config the weights were trained with" in error
+    assert not list(tmp_path.glob("o/**/coco_metrics.json")) and not list(tmp_path.glob("o/*.ts"))
