@@ -40,6 +40,7 @@ SPLITS = ("train", "val")
 RENDER_VERSION = 2
 MANIFEST = "manifest.json"
 _OUTPUTS = ("annotations", "images", "classification", MANIFEST)  # all that a build owns
+DIGITS_SOURCE = "sklearn.datasets.load_digits"  # the manifest's source name: ours, not a look-alike
 BUILD_MARK = ".digits_build"  # written first: the folders here are a build's, even cut short
 _DETECTION, _CLASSIFICATION = 0, 1  # first words of the per-image seeds
 
@@ -266,11 +267,11 @@ def clear_outputs(root):
     if root.exists() and not root.is_dir():
         raise DatasetError(f"--output {str(root)!r} is a file; the digits set needs a folder")
     found = [name for name in _OUTPUTS if (root / name).exists()]
-    if found and not any((root / mark).is_file() for mark in (MANIFEST, BUILD_MARK)):
+    if found and not ((root / BUILD_MARK).is_file() or read_manifest(root) is not None):
         raise DatasetError(
-            f"{root} holds {', '.join(found)} that no digits build wrote (no {MANIFEST}); "
-            "a build would replace them. Choose an empty or new folder for the digits set "
-            "(--output), or move them away.")
+            f"{root} holds {', '.join(found)} that no digits build wrote (no {BUILD_MARK}, no "
+            f"digits {MANIFEST}); a build would replace them. Choose an empty or new folder "
+            "for the digits set (--output), or move them away.")
     for name in (*_OUTPUTS, BUILD_MARK):
         path = Path(root) / name
         if path.is_dir():
@@ -287,7 +288,8 @@ def build_digits_dataset(root, spec=None, progress_every=500):
     spec = DigitsSpec() if spec is None else spec
     clear_outputs(root)
     Path(root).mkdir(parents=True, exist_ok=True)
-    (Path(root) / BUILD_MARK).write_text("a digits build writes here (resnext_det/data/digits.py)\n")
+    (Path(root) / BUILD_MARK).write_text("a digits build writes here "
+                                         "(resnext_det/data/digits.py)\n")
     glyphs, labels = load_source_digits()
     pools = dict(zip(SPLITS, split_source(labels, spec.val_fraction)))
     counts = {}
@@ -300,16 +302,26 @@ def build_digits_dataset(root, spec=None, progress_every=500):
             "classification_images": build_classification_split(
                 root, split, spec, glyphs, labels, pools[split], progress_every)}
     manifest = {"render_version": RENDER_VERSION, "spec": spec.as_json(), "counts": counts,
-                "source": {"name": "sklearn.datasets.load_digits", "num_digits": len(labels),
+                "source": {"name": DIGITS_SOURCE, "num_digits": len(labels),
                            "sha256": source_fingerprint(glyphs, labels)}}
     (Path(root) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 def read_manifest(root):
-    """The manifest under root, or None when there is none (never built, or interrupted)."""
+    """The digits manifest under root, or None when there is none (never built, or
+    interrupted) or the file there is not one (damaged, or another program's manifest.json:
+    it must name the digits source)."""
     path = Path(root) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, a folder, not JSON or not UTF-8
+        return None
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    if not (isinstance(source, dict) and source.get("name") == DIGITS_SOURCE
+            and "render_version" in manifest and "spec" in manifest):
+        return None
+    return manifest
 
 
 def is_current(root, spec):

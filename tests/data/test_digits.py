@@ -289,6 +289,14 @@ def test_a_build_never_deletes_folders_it_did_not_write(tmp_path, capsys, monkey
     assert exit_info.value.code == 2
     assert "holds annotations, images that no digits build wrote" in capsys.readouterr().err
     assert (mine / "images" / "holiday.jpg").read_bytes() == b"my picture"
+    # a manifest.json of another program (or a damaged one) is no digits build's
+    for text in ('{"name": "my web app"}', "{", "[1]", '{"source": "x"}'):
+        (mine / "manifest.json").write_text(text)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--output", str(mine), *args])
+        assert exit_info.value.code == 2 and "no digits build wrote" in capsys.readouterr().err
+        assert (mine / "images" / "holiday.jpg").read_bytes() == b"my picture"
+        assert read_manifest(mine) is None
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(SystemExit):
