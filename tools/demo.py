@@ -19,14 +19,19 @@ import os
 import sys
 import time
 
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.checkpoint.checkpointer import CHECKPOINT_NAME, LAST
+from resnext_det.config import add_resnext_config
+from resnext_det.config.checks import merge_config
+from resnext_det.config.errors import ConfigError
 from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.engine import build_checkpointer, setup_cfg, train
 from resnext_det.evaluation import METRICS_FILE
 from resnext_det.utils.cli import ExitOnUserError
+from resnext_det.utils.io import claim_folder
 from resnext_det.utils.plots import plot_training_curves
 from resnext_det.utils.visualize import draw_predictions
 
@@ -49,9 +54,32 @@ def draw_demo_predictions(cfg, out_path):
     return draw_predictions(model, cfg.DATASETS.TEST[0], out_path, input_format=cfg.INPUT.FORMAT)
 
 
+DEMO_MARK = ".demo_output"  # in each output folder the demo (or pretrain_then_detect) wrote
+
+
+def output_dir_of(config_file, opts):
+    """OUTPUT_DIR as the config file and the overrides set it (before setup_cfg writes there)."""
+    cfg = add_resnext_config(get_cfg())
+    merge_config(cfg, config_file, opts)
+    return cfg.OUTPUT_DIR
+
+
+def claim_demo_output(output_dir):
+    """Make `output_dir` the demo's before anything is written there: new, empty, or a
+    folder an earlier demo wrote (its mark). A folder of other files (another training's
+    checkpoints) is an error: the demo replaces its previous run's files."""
+    others = claim_folder(output_dir, DEMO_MARK, "tools/demo.py writes here\n")
+    if others:
+        raise ConfigError("OUTPUT_DIR", output_dir, "a folder the demo wrote, or an empty or "
+                          f"new one (it holds {len(others)} files the demo did not write, e.g. "
+                          f"{others[0]!r}, which its run would replace)",
+                          "Choose another OUTPUT_DIR, or move those files away.")
+
+
 def clear_previous_demo(output_dir):
     """The demo starts anew each time: a previous demo's checkpoints and metrics.json in its
-    output folder are removed (a training would refuse to overwrite them)."""
+    output folder (claimed by claim_demo_output) are removed (a training would refuse to
+    overwrite them)."""
     previous = [os.path.join(output_dir, name) for name in os.listdir(output_dir)
                 if name in ("metrics.json", LAST) or CHECKPOINT_NAME.fullmatch(name)]
     if previous:
@@ -68,6 +96,7 @@ def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     """
     start = time.perf_counter()
     ensure_digits_dataset(digits_root(), **(dataset or DATASET))  # registers digits_train/_val
+    claim_demo_output(output_dir_of(config_file, opts))  # before setup_cfg writes there
     cfg = setup_cfg(demo_args(config_file, opts), task="train")
     clear_previous_demo(cfg.OUTPUT_DIR)
     results = train(cfg)

@@ -53,8 +53,8 @@ def detection_budget(det_iters):
 def pretrain(output_dir, cls_epochs, extra_opts=()):
     """Pretrain on the digits classification folder; returns (weights path, eval, seconds)."""
     start = time.perf_counter()
-    if os.path.isdir(output_dir):  # the pipeline starts anew, as the demo does
-        demo.clear_previous_demo(output_dir)
+    demo.claim_demo_output(output_dir)  # a folder of another run's files is refused
+    demo.clear_previous_demo(output_dir)  # the pipeline starts anew, as the demo does
     opts = ["DATA.ROOT", os.path.join(digits_root(), "classification"),
             "SOLVER.MAX_EPOCHS", str(cls_epochs), "OUTPUT_DIR", output_dir, *extra_opts]
     args = argparse.Namespace(config_file=CLS_CONFIG, opts=opts, eval_only=False, resume=False,

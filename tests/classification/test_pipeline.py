@@ -1,4 +1,6 @@
 """tools/pretrain_then_detect.py: its flags and the detection budget it gives both detectors."""
+import pytest
+
 from tests.helpers import load_tool
 
 tool = load_tool("pretrain_then_detect")
@@ -17,8 +19,6 @@ def test_flags():
 
 
 def test_bad_flags_are_one_line(tmp_path, capsys):
-    import pytest
-
     (tmp_path / "afile").write_text("x")
     for argv, message in ((["--cls-epochs", "0"], "--cls-epochs 0: expected >= 1"),
                           (["--det-iters", "-1"], "--det-iters -1: expected >= 1"),
@@ -30,14 +30,21 @@ def test_bad_flags_are_one_line(tmp_path, capsys):
 
 def test_the_pretraining_step_starts_anew_in_its_folder(tmp_path, monkeypatch):
     """A second run of the pipeline: the pretraining folder's earlier checkpoints are cleared
-    (a new training refuses to overwrite them); other files stay."""
+    (a new training refuses to overwrite them); other files stay. A folder the pipeline did
+    not write (no mark: another training's) is refused, and nothing in it is touched."""
+    from resnext_det.config.errors import ConfigError
+
     folder = tmp_path / "pretrain"
     folder.mkdir()
-    for name in ("model_0000009.pth", "model_final.pth", "last_checkpoint", "metrics.json",
-                 "notes.txt"):
+    names = ("model_0000009.pth", "model_final.pth", "last_checkpoint", "metrics.json", "notes.txt")
+    for name in names:
         (folder / name).write_text("earlier")
     seen = {}
     monkeypatch.setattr(tool, "pretrain_main",
                         lambda args: seen.update(files=sorted(p.name for p in folder.iterdir())))
+    with pytest.raises(ConfigError, match=r"OUTPUT_DIR=.* files the demo did not write"):
+        tool.pretrain(str(folder), 1)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names) and not seen
+    (folder / tool.demo.DEMO_MARK).write_text("an earlier pipeline run's")
     tool.pretrain(str(folder), 1)
-    assert seen["files"] == ["notes.txt"]
+    assert seen["files"] == [".demo_output", "notes.txt"]

@@ -31,3 +31,23 @@ def test_demo_writes_metrics_and_pictures(tmp_path, monkeypatch, capsys):
     # the tool registered the set it built (import resnext_det registers none)
     assert MetadataCatalog.get("digits_val").image_root == str(
         (tmp_path / "datasets" / "digits" / "images" / "val").resolve())
+
+
+def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch):
+    """OUTPUT_DIR holding another training's run: its checkpoints, metrics.json and
+    config.yaml were replaced by the demo's; now an error before anything is written."""
+    from resnext_det.config.errors import ConfigError
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    demo = load_tool("demo")
+    run = tmp_path / "my_training"
+    run.mkdir()
+    for name in ("model_final.pth", "last_checkpoint", "metrics.json", "config.yaml"):
+        (run / name).write_text("my training's")
+    with pytest.raises(ConfigError, match=r"OUTPUT_DIR=.*my_training.* 4 files the demo did not"):
+        demo.run_demo(demo.DEMO_CONFIG, [*map(str, TINY), "SOLVER.MAX_ITER", "1", "OUTPUT_DIR",
+                                         str(run)], dataset=dict(num_train=2, num_val=1,
+                                                                 image_size=64, digit_sizes=(12, 24)))
+    assert {p.name: p.read_text() for p in run.iterdir()} == {
+        name: "my training's" for name in ("model_final.pth", "last_checkpoint", "metrics.json",
+                                           "config.yaml")}
