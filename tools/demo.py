@@ -77,11 +77,12 @@ def claim_demo_output(output_dir):
 
 
 def clear_previous_demo(output_dir):
-    """The demo starts anew each time: a previous demo's checkpoints and metrics.json in its
-    output folder (claimed by claim_demo_output) are removed (a training would refuse to
-    overwrite them)."""
+    """The demo starts anew each time: a previous demo's checkpoints, metrics.json and
+    (pretraining's) model_final.pkl in its output folder (claimed by claim_demo_output) are
+    removed (a training would refuse to overwrite them)."""
     previous = [os.path.join(output_dir, name) for name in os.listdir(output_dir)
-                if name in ("metrics.json", LAST) or CHECKPOINT_NAME.fullmatch(name)]
+                if name in ("metrics.json", LAST, "model_final.pkl")
+                or CHECKPOINT_NAME.fullmatch(name)]
     if previous:
         print(f"Replacing the previous demo run in {output_dir} ({len(previous)} files)")
     for path in previous:

@@ -202,8 +202,8 @@ class ClsTrainer(DefaultTrainer):
         """Resume from the newest readable checkpoint (iteration, optimizer, schedule, RNG
         states, place in the data), or start from MODEL.WEIGHTS of any format."""
         resuming = resume and self.checkpointer.has_checkpoint()
-        if not resume:
-            check_no_earlier_run(self.checkpointer)
+        if not resume:  # model_final.pkl too: all a detector needs, often the one file kept
+            check_no_earlier_run(self.checkpointer, outputs=("model_final.pkl",))
         if not resuming:
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)

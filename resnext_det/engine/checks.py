@@ -62,12 +62,15 @@ def check_weights(cfg):
                       "MODEL.WEIGHTS '' to train from scratch.")
 
 
-def check_no_earlier_run(checkpointer, key="OUTPUT_DIR"):
+def check_no_earlier_run(checkpointer, key="OUTPUT_DIR", outputs=()):
     """A new training (not --resume) would overwrite the checkpoints of the run already in
-    the output folder (detectron2 does, and mixes both runs in metrics.json): an error."""
-    if not checkpointer.has_checkpoint():
+    the output folder (detectron2 does, and mixes both runs in metrics.json), or one of the
+    files `outputs` it writes at its end (pretraining's model_final.pkl): an error."""
+    folder = checkpointer.save_dir
+    written = [name for name in outputs if os.path.isfile(os.path.join(folder, name))]
+    if not (checkpointer.has_checkpoint() or written):
         return
-    names = checkpointer.checkpoint_names()
+    names = checkpointer.checkpoint_names() + written
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     raise ConfigError(key, checkpointer.save_dir, "a folder without an earlier run's "
                       f"checkpoints, for a new training (it holds {shown})", "Pass --resume to "

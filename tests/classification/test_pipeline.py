@@ -36,7 +36,8 @@ def test_the_pretraining_step_starts_anew_in_its_folder(tmp_path, monkeypatch):
 
     folder = tmp_path / "pretrain"
     folder.mkdir()
-    names = ("model_0000009.pth", "model_final.pth", "last_checkpoint", "metrics.json", "notes.txt")
+    names = ("model_0000009.pth", "model_final.pth", "model_final.pkl", "last_checkpoint",
+             "metrics.json", "notes.txt")
     for name in names:
         (folder / name).write_text("earlier")
     seen = {}

@@ -228,3 +228,18 @@ def test_resume_on_other_classes_is_an_error(tmp_path):
     with pytest.raises(DatasetError, match=r"model_final.pth: the classes differ \(only in the "
                        r"checkpoint: \['green'\], only in the data: \['yellow'\]\)"):
         main(cls_args(opts[:-4] + ["SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "0"], resume=True))
+
+
+def test_a_new_run_never_replaces_an_earlier_runs_detection_weights(tmp_path):
+    """A folder where only model_final.pkl was kept (all a detector needs): a new run
+    replaced it without a word; now the earlier-run error, the file unchanged."""
+    from resnext_det.config.errors import ConfigError
+
+    folder = write_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model_final.pkl").write_bytes(b"an earlier run's backbone")
+    with pytest.raises(ConfigError, match=r"without an earlier run's checkpoints, .*it holds "
+                       r"model_final.pkl.*Pass --resume"):
+        main(cls_args(tiny_opts(folder, out, "SOLVER.MAX_ITER", 1)))
+    assert (out / "model_final.pkl").read_bytes() == b"an earlier run's backbone"
