@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from ..data.checks import DatasetError
 from ..data.classification import IGNORED_LABEL
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,11 @@ class TopKEvaluator(DatasetEvaluator):
     def evaluate(self):
         """{"top1_err", "top5_err", "loss", "images", "skipped"}, on every process."""
         loss, top1, top5, count, skipped = sum(comm.all_gather(self._sums)).tolist()
-        n = max(count, 1)
+        if not count:  # the errors would read 100%, as if the model were wrong on everything
+            raise DatasetError(f"no validation image could be read ({int(skipped)} left out as "
+                               "bad, each named in the log above); the errors would mean "
+                               "nothing. Fix or replace the validation images (DATA.ROOT).")
+        n = count
         result = {"top1_err": 100 * (1 - top1 / n), "top5_err": 100 * (1 - top5 / n),
                   "loss": loss / n, "images": int(count), "skipped": int(skipped)}
         left_out = f", {result['skipped']} bad images left out" if skipped else ""

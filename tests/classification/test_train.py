@@ -211,7 +211,8 @@ def test_evaluation_needs_the_checkpoints_classes(tmp_path):
     torch.save(trunk, tmp_path / "run" / "trunk.pth")
     with pytest.raises(WeightsMismatchError, match=r"trunk.pth: holds no classifier"):
         evaluate(folder, "trunk.pth")
-    with pytest.raises(DatasetError, match=r"only in train: \['green'\], only in val: \['yellow'\]"):
+    with pytest.raises(DatasetError,
+                       match=r"only in train: \['green'\], only in val: \['yellow'\]"):
         main(cls_args(tiny_opts(renamed, tmp_path / "again", "SOLVER.MAX_ITER", 1)))
 
 
@@ -243,3 +244,17 @@ def test_a_new_run_never_replaces_an_earlier_runs_detection_weights(tmp_path):
                        r"model_final.pkl.*Pass --resume"):
         main(cls_args(tiny_opts(folder, out, "SOLVER.MAX_ITER", 1)))
     assert (out / "model_final.pkl").read_bytes() == b"an earlier run's backbone"
+
+
+def test_evaluation_with_no_readable_image_is_an_error(tmp_path):
+    """Every validation image bad (skipped): the run reported 100% errors on 0 images."""
+    from resnext_det.data.checks import DatasetError
+
+    folder = write_folder(tmp_path / "data")
+    main(cls_args(tiny_opts(folder, tmp_path / "run", "SOLVER.MAX_ITER", 1, "TEST.EVAL_PERIOD", 0)))
+    for image in (folder / "val").glob("*/*.png"):
+        image.write_bytes(b"garbage")
+    opts = tiny_opts(folder, tmp_path / "eval", "MODEL.WEIGHTS",
+                     tmp_path / "run" / "model_final.pth")
+    with pytest.raises(DatasetError, match=r"no validation image could be read \(6 left out"):
+        main(cls_args(opts, eval_only=True))
