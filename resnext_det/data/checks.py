@@ -239,12 +239,14 @@ class BadImageGuard:
     "error" -> DatasetError naming the file; "skip" -> log the path (once per file and
     process) and return None, which detectron2's MapDataset answers by mapping another,
     random image of the set; `max_in_a_row` bad images in a row end the run with a
-    DatasetError (no image left to try, or the folder is not the right one).
+    DatasetError (no image left to try, or the folder is not the right one). An evaluation's
+    mapper (`evaluating`) has "error" only: a left-out image would change the AP unseen.
     """
 
-    def __init__(self, mapper, on_bad_image="error", max_in_a_row=100):
+    def __init__(self, mapper, on_bad_image="error", max_in_a_row=100, evaluating=False):
         check_choice("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
         self.mapper, self.on_bad_image, self.max_in_a_row = mapper, on_bad_image, max_in_a_row
+        self.evaluating = evaluating
         self._reported, self._in_a_row = set(), 0
 
     def __call__(self, dataset_dict):
@@ -254,6 +256,10 @@ class BadImageGuard:
             return mapped
         except (*DECODE_ERRORS, SizeMismatchError) as e:  # size: the file is not the json's
             path, reason = dataset_dict.get("file_name"), f"{type(e).__name__}: {e}"
+            if self.evaluating:
+                raise DatasetError(
+                    f"Evaluation image {path!r} cannot be read ({reason}). Replace the file, "
+                    "or remove the image from the test set's annotations.") from e
             if self.on_bad_image == "error":
                 raise DatasetError(
                     f"Training image {path!r} cannot be read ({reason}). Replace or remove "

@@ -206,6 +206,16 @@ def check_mask_format(cfg, dataset_dicts, source):
                     "dict), which detectron2 reads only as a bitmask.")
 
 
+def check_test_images(cfg):
+    """Every image file of DATASETS.TEST exists, before a training or an evaluation starts
+    (a missing one stopped the first evaluation, after the training, with a bare
+    FileNotFoundError)."""
+    for name in cfg.DATASETS.TEST:
+        dicts = DatasetCatalog.get(name)
+        if isinstance(dicts, list):
+            check_image_files(dicts, source=f"DATASETS.TEST {name!r}")
+
+
 def checked_train_dicts(cfg):
     """DATASETS.TRAIN's dataset dicts, loaded once as detectron2 loads them, and checked.
 

@@ -80,7 +80,8 @@ class BatchPredictor:
         if self.aug is None:
             return image.shape[:2]
         transform = self.aug.get_transform(image)
-        return getattr(transform, "new_h", image.shape[0]), getattr(transform, "new_w", image.shape[1])
+        height, width = image.shape[:2]
+        return getattr(transform, "new_h", height), getattr(transform, "new_w", width)
 
     def _input(self, image):
         """DefaultPredictor.__call__'s model input of one BGR picture."""

@@ -3,7 +3,8 @@ from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
 from ..utils.io import release_folder
-from .checks import check_datasets, check_weights_to_evaluate, check_weights_to_infer
+from .checks import (check_datasets, check_test_images, check_weights_to_evaluate,
+                     check_weights_to_infer)
 from .setup import setup_cfg, task_of
 from .trainer import Trainer
 
@@ -11,6 +12,7 @@ from .trainer import Trainer
 def evaluate(cfg, resume=False):
     """Load MODEL.WEIGHTS (or the last checkpoint with resume) and run COCO evaluation."""
     check_datasets(cfg, fields=("TEST",))
+    check_test_images(cfg)
     model = Trainer.build_model(cfg)
     checkpointer = Trainer.build_checkpointer(cfg, model)
     if not (resume and checkpointer.has_checkpoint()):

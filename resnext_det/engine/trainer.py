@@ -17,8 +17,8 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
-                     check_weights, check_weights_classes, checked_train_dicts, dataset_classes,
-                     warn_frozen_from_scratch)
+                     check_test_images, check_weights, check_weights_classes,
+                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -65,6 +65,7 @@ class Trainer(DefaultTrainer):
         """
         TrainerBase.__init__(self)
         check_datasets(cfg)
+        check_test_images(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -131,8 +132,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader, TEST.IMS_PER_BATCH images per batch."""
-        return build_detection_test_loader(cfg, dataset_name, batch_size=cfg.TEST.IMS_PER_BATCH)
+        """detectron2's test loader, TEST.IMS_PER_BATCH images per batch; an image that cannot
+        be decoded is an error naming it (BadImageGuard)."""
+        mapper = BadImageGuard(DatasetMapper(cfg, is_train=False), evaluating=True)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper,
+                                           batch_size=cfg.TEST.IMS_PER_BATCH)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

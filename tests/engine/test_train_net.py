@@ -260,3 +260,30 @@ def test_a_new_training_never_overwrites_an_earlier_runs_checkpoints(datasets_ro
     assert re.search(r"OUTPUT_DIR='.*run' is not valid: expected a folder without an earlier "
                      r"run's checkpoints, .*model_final.pth.*Pass --resume", error)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+
+
+def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys, monkeypatch):
+    """A missing DATASETS.TEST image stopped the first evaluation, after the training, with a
+    bare FileNotFoundError; a truncated one with an OSError. Now: missing, before the first
+    iteration; undecodable, an error naming it."""
+    import shutil
+
+    root = tmp_path / "datasets"
+    shutil.copytree(datasets_root / "digits", root / "digits")
+    register_digits(root / "digits")
+    val = sorted((root / "digits/images/val").iterdir())
+    val[0].unlink()
+    try:
+        error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.MAX_ITER",
+                                     "2", "OUTPUT_DIR", str(tmp_path / "run")])
+        assert re.search(r"1 of 4 images of DATASETS.TEST 'digits_val' do not exist: "
+                         rf"'.*{val[0].name}'", error), error
+        assert not (tmp_path / "run" / "model_final.pth").exists()
+        shutil.copy(val[1], val[0])
+        val[1].write_bytes(val[1].read_bytes()[:200])  # truncated
+        weights = _ground_truth_model(monkeypatch, tmp_path)
+        error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", *map(str, TINY),
+                                     "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp_path / "e")])
+    finally:
+        register_digits(datasets_root / "digits")  # the other tests' set again
+    assert f"Evaluation image '{val[1]}' cannot be read" in error, error
