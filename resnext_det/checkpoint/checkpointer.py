@@ -15,6 +15,7 @@ with a warning naming the bad file.
 import glob
 import os
 import re
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -133,10 +134,23 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         leaves its URL state set on an error, and asserts on it at the next load)."""
         if path and "://" not in path and not os.path.isfile(path):
             read_weights(path)  # fvcore asserts; this names what is wrong (missing, a folder)
+        if path and "://" in path:
+            self._download(path)
         try:
             return super().load(path, *args, **kwargs)
         finally:
             self._parsed_url_during_load = None
+
+    def _download(self, url):
+        """Fetch a detectron2:// or https:// file into detectron2's cache before fvcore's
+        load does (which then finds it there): no network is an error naming the URL."""
+        try:
+            self.path_manager.get_local_path(urlparse(url)._replace(query="").geturl())
+        except OSError as e:  # urllib's URLError, HTTPError, a refused connection, ...
+            raise UnreadableFileError(url, f"could not be downloaded ({type(e).__name__}: "
+                                      f"{getattr(e, 'reason', e)})", "Download it where there "
+                                      "is a network and set MODEL.WEIGHTS to the local file "
+                                      "(any format tools/convert_weights.py reads)") from None
 
     def _load_file(self, filename):
         self.loaded_file = filename

@@ -287,3 +287,14 @@ def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys
     finally:
         register_digits(datasets_root / "digits")  # the other tests' set again
     assert f"Evaluation image '{val[1]}' cannot be read" in error, error
+
+
+def test_weights_url_without_network_is_a_clear_error(datasets_root, tmp_path, capsys):
+    """detectron2's configs name detectron2:// and https:// weights; with no network the
+    download was a urllib traceback. (Port 9 on this machine refuses at once.)"""
+    register_digits(datasets_root / "digits")
+    url = "https://127.0.0.1:9/ImageNetPretrained/X-50.pkl"
+    error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", *map(str, TINY),
+                                 "MODEL.WEIGHTS", url, "OUTPUT_DIR", str(tmp_path)])
+    assert error.startswith(f"error: {url}: could not be downloaded (URLError: ")
+    assert "set MODEL.WEIGHTS to the local file" in error
