@@ -89,6 +89,19 @@ def _mismatch_lines(incompatible, file_shapes, model_shapes):
     return lines
 
 
+def local_copy(url, path_manager):
+    """The local path of a detectron2:// or https:// file (`path_manager` downloads it into
+    its cache once; a ?query is detectron2's, not the server's): no network is an error
+    naming the URL, not a urllib traceback."""
+    try:
+        return path_manager.get_local_path(urlparse(url)._replace(query="").geturl())
+    except OSError as e:  # urllib's URLError, HTTPError, a refused connection, ...
+        raise UnreadableFileError(url, f"could not be downloaded ({type(e).__name__}: "
+                                  f"{getattr(e, 'reason', e)})", "Download it where there "
+                                  "is a network and set MODEL.WEIGHTS to the local file "
+                                  "(any format tools/convert_weights.py reads)") from None
+
+
 class ResNeXtCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer + the one way in for weights, strict ResNeXt keys, atomic saves.
 
@@ -135,22 +148,11 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         if path and "://" not in path and not os.path.isfile(path):
             read_weights(path)  # fvcore asserts; this names what is wrong (missing, a folder)
         if path and "://" in path:
-            self._download(path)
+            local_copy(path, self.path_manager)  # fvcore's load then finds it in the cache
         try:
             return super().load(path, *args, **kwargs)
         finally:
             self._parsed_url_during_load = None
-
-    def _download(self, url):
-        """Fetch a detectron2:// or https:// file into detectron2's cache before fvcore's
-        load does (which then finds it there): no network is an error naming the URL."""
-        try:
-            self.path_manager.get_local_path(urlparse(url)._replace(query="").geturl())
-        except OSError as e:  # urllib's URLError, HTTPError, a refused connection, ...
-            raise UnreadableFileError(url, f"could not be downloaded ({type(e).__name__}: "
-                                      f"{getattr(e, 'reason', e)})", "Download it where there "
-                                      "is a network and set MODEL.WEIGHTS to the local file "
-                                      "(any format tools/convert_weights.py reads)") from None
 
     def _load_file(self, filename):
         self.loaded_file = filename

@@ -6,6 +6,7 @@ config step asks it to remember its result, and the checkpointer's load reuses i
 from detectron2.utils.file_io import PathManager
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for, load_weights
+from ..checkpoint.checkpointer import local_copy
 from ..config.weights import apply_metadata, check_config
 
 
@@ -34,7 +35,8 @@ def config_from_weights(cfg):
     if options.pop("allow_partial"):  # converted as the checkpointer will: one read for both
         options["allow_partial"] = True
     # a detectron2:// or https:// name, as the checkpointer resolves it (download, cache)
-    local = PathManager.get_local_path(cfg.MODEL.WEIGHTS)
+    local = local_copy(cfg.MODEL.WEIGHTS, PathManager) if "://" in cfg.MODEL.WEIGHTS \
+        else cfg.MODEL.WEIGHTS
     meta = load_weights(local, remember=True, **options).metadata
     if meta is None:
         return [f"MODEL.RESNEXT.CONFIG_FROM_WEIGHTS: {cfg.MODEL.WEIGHTS!r} carries no "

@@ -298,3 +298,7 @@ def test_weights_url_without_network_is_a_clear_error(datasets_root, tmp_path, c
                                  "MODEL.WEIGHTS", url, "OUTPUT_DIR", str(tmp_path)])
     assert error.startswith(f"error: {url}: could not be downloaded (URLError: ")
     assert "set MODEL.WEIGHTS to the local file" in error
+    error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", *map(str, TINY),
+                                 "MODEL.WEIGHTS", url, "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", "True",
+                                 "OUTPUT_DIR", str(tmp_path)])
+    assert error.startswith(f"error: {url}: could not be downloaded (URLError: ")
