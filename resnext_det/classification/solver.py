@@ -48,6 +48,9 @@ def build_param_scheduler(s):
     for key in ("IMS_PER_BATCH", "REFERENCE_BATCH", "MAX_EPOCHS"):
         if s[key] <= 0:
             raise ConfigError(f"SOLVER.{key}", s[key], "a number > 0")
+    if s.MAX_TO_KEEP < 0:  # detectron2's PeriodicCheckpointer asserts on it
+        raise ConfigError("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, "checkpoints >= 1 to keep, or 0 "
+                          "for all")
     if s.CHECKPOINT_PERIOD < 0:
         raise ConfigError("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD,
                           "iterations >= 1, or 0 for every epoch")

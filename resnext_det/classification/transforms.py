@@ -24,9 +24,32 @@ class ToModelInput:
         return ((x.flip(0) if self.bgr else x) - self.mean) / self.std
 
 
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_sizes(inp):
+    """The INPUT sizes and ranges, checked when the transforms are built (torchvision
+    answers a bad one with an error from inside the data loader, TEST_CROP at the first
+    evaluation, after an epoch of training)."""
+    for key in ("TRAIN_SIZE", "TEST_RESIZE", "TEST_CROP"):
+        if not (isinstance(inp[key], int) and not isinstance(inp[key], bool) and inp[key] >= 1):
+            raise ConfigError(f"INPUT.{key}", inp[key], "a whole number of pixels >= 1")
+    if not (isinstance(inp.PAD, int) and inp.PAD >= 0):
+        raise ConfigError("INPUT.PAD", inp.PAD, "a whole number of pixels >= 0")
+    for key, top, what in (("SCALE", 1.0, "area fractions 0 < low <= high <= 1, e.g. (0.08, 1.0)"),
+                           ("RATIO", float("inf"), "aspect ratios 0 < low <= high, e.g. "
+                                                   "(0.75, 1.333)")):
+        pair = tuple(inp[key])
+        if not (len(pair) == 2 and all(_is_number(v) for v in pair)
+                and 0 < pair[0] <= pair[1] <= top):
+            raise ConfigError(f"INPUT.{key}", pair, what)
+
+
 def build_train_transform(cfg):
     """Crop (INPUT.TRAIN_CROP), optional flip and color jitter, normalize."""
     inp = cfg.INPUT
+    check_sizes(inp)
     crops = {"random_resized": lambda: T.RandomResizedCrop(inp.TRAIN_SIZE, tuple(inp.SCALE),
                                                            tuple(inp.RATIO)),
              "pad_crop": lambda: T.RandomCrop(inp.TRAIN_SIZE, padding=inp.PAD),
@@ -42,6 +65,7 @@ def build_train_transform(cfg):
 def build_test_transform(cfg):
     """Shorter side to INPUT.TEST_RESIZE, center INPUT.TEST_CROP crop, normalize."""
     inp = cfg.INPUT
+    check_sizes(inp)
     if inp.TEST_CROP > inp.TEST_RESIZE:
         raise ConfigError("INPUT.TEST_CROP", inp.TEST_CROP,
                           f"<= INPUT.TEST_RESIZE={inp.TEST_RESIZE}")

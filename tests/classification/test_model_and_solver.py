@@ -145,6 +145,26 @@ def test_schedule_errors_name_the_key():
     cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.LR_SCHEDULER = 0, "poly"
     with pytest.raises(ConfigError, match="SOLVER.LR_SCHEDULER"):
         build_param_scheduler(cfg.SOLVER)
+    cfg.SOLVER.LR_SCHEDULER, cfg.SOLVER.MAX_TO_KEEP = "step", -1  # was: detectron2's assert
+    with pytest.raises(ConfigError, match=r"SOLVER.MAX_TO_KEEP=-1 .*or 0 for all"):
+        build_param_scheduler(cfg.SOLVER)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("TRAIN_SIZE", 0, "a whole number of pixels >= 1"),  # was: ValueError in a loader worker
+    ("TEST_CROP", 0, "a whole number of pixels >= 1"),  # was: at the first evaluation
+    ("SCALE", (1.0, 0.5), "area fractions 0 < low <= high <= 1"),  # was: a RuntimeError
+    ("RATIO", (0.0, 0.0), "aspect ratios 0 < low <= high"),
+    ("PAD", -3, "a whole number of pixels >= 0"),
+])
+def test_input_errors_name_the_key_when_the_transforms_are_built(key, value, expected):
+    from resnext_det.classification.transforms import build_test_transform, build_train_transform
+
+    cfg = get_cls_cfg()
+    cfg.INPUT[key] = value
+    for build in (build_train_transform, build_test_transform):
+        with pytest.raises(ConfigError, match=rf"INPUT.{key}=.* is not valid: expected {expected}"):
+            build(cfg)
 
 
 def test_topk_correct():
