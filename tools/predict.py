@@ -20,6 +20,7 @@ names: DATASETS.TEST "('NAME',)"). `KEY VALUE` overrides come last; MODEL.WEIGHT
 format tools/convert_weights.py reads. Bad input ends with `error: ...` and exit status 2.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -48,8 +49,8 @@ def _fraction(text):
 
 def _positive_float(text):
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number > 0")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
     return value
 
 

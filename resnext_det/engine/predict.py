@@ -225,15 +225,21 @@ class PredictionWriter:
         return name
 
     def _drawable(self, picture):
-        """Whether the drawing fits in MAX_DRAWN_PIXELS; a warning (once per file) if not."""
+        """Whether the drawing has 1 to MAX_DRAWN_PIXELS pixels; a warning (once per file)
+        if not."""
         height, width = (round(side * self.scale) for side in picture.image.shape[:2])
-        if height * width <= MAX_DRAWN_PIXELS:
+        smallest = min(picture.image.shape[:2]) * self.scale  # the Visualizer's canvas rounds down
+        if smallest >= 1 and height * width <= MAX_DRAWN_PIXELS:
             return True
         if picture.path not in self.undrawn:
             self.undrawn.add(picture.path)
+            if smallest >= 1:
+                size = f"{height} x {width} pixels, more than OpenCV reads (2^30); a smaller"
+            else:
+                h, w = (side * self.scale for side in picture.image.shape[:2])
+                size = f"{h:.3g} x {w:.3g} pixels, less than one; a larger"
             logger.warning(f"{picture.path!r}: not drawn: at --scale {self.scale:g} it would be "
-                           f"{height} x {width} pixels, more than OpenCV reads (2^30). Its "
-                           "detections are in the json; a smaller --scale draws it.")
+                           f"{size} --scale draws it. Its detections are in the json.")
         return False
 
     def add(self, picture, instances):

@@ -5,6 +5,8 @@ import glob
 import os
 import shutil
 
+from ..errors import UserError
+
 try:
     import fcntl
 except ImportError:  # Windows: no folder locks
@@ -128,15 +130,26 @@ def release_folder(folder):
         f.close()  # closing drops the lock
 
 
+class FolderError(UserError, ValueError):
+    """An output folder that is a file, or cannot be made."""
+
+
 def claim_folder(folder, mark, text):
     """Make `folder` the output of one tool: new, empty, or one it wrote before (its `mark`
     file, written with `text`). Returns the names of the files a folder holds that the tool
-    did not write (the folder is then left as it was), or [] once it is claimed."""
+    did not write (the folder is then left as it was), or [] once it is claimed; a path
+    that is a file, or under one, is a FolderError."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FolderError(f"{folder!r} is a file, not a folder; give the output a folder.")
     if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, mark)):
         others = sorted(os.listdir(folder))
         if others:
             return others
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:  # under a file, no permission, read-only file system
+        raise FolderError(f"{folder!r} cannot be made as a folder ({e.strerror}); give the "
+                          "output a folder that can be written.") from None
     with open(os.path.join(folder, mark), "w") as f:
         f.write(text)
     return []

@@ -354,6 +354,26 @@ def test_a_picture_too_large_to_draw_keeps_its_detections(tmp_path, caplog):
     assert any(r["image_id"] == big for r in results)
 
 
+def test_a_picture_too_small_to_draw_keeps_its_detections(tmp_path, caplog):
+    """--scale 0.02 draws 64 x 64 pixels at 1.28 x 1.28 and 32 x 32 at 0.64 x 0.64, whose
+    empty canvas OpenCV could not convert (a cv2.error, with results for an image
+    images.json did not list)."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()",
+                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
+    paths = _pictures(tmp_path / "in", [(64, 64), (32, 32)])
+    with caplog.at_level("WARNING"):
+        summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=0.02)
+    assert summary["pictures"] == 2 and summary["undrawn"] == 1
+    assert f"{paths[1]!r}: not drawn: at --scale 0.02 it would be 0.64 x 0.64 pixels, less" \
+        in caplog.text
+    results, images = read_outputs(tmp_path / "out")
+    outputs = {img["file_name"]: img["output"] for img in images["images"]}
+    assert outputs[paths[1]] is None and outputs[paths[0]] is not None
+    small = next(img["id"] for img in images["images"] if img["file_name"] == paths[1])
+    assert any(r["image_id"] == small for r in results)
+
+
 def test_pictures_at_another_size_than_the_json_get_new_ids(tmp_path, caplog):
     """The json says 128 x 128, the files are 64 x 64: boxes are in the files' pixels, so
     the results must not carry the json's ids (scoring them there would be wrong)."""
@@ -398,6 +418,12 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     for _ in range(2):  # the second run into the first's folder
         load_tool("predict").run(list(map(str, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])))
     assert len(read_outputs(tmp_path / "out")[1]["images"]) == 1
+    a_file = tmp_path / "a_file"  # was: FileExistsError / NotADirectoryError tracebacks
+    a_file.write_bytes(b"mine")
+    error = _user_error(capsys, argv[:4] + ["--output", a_file] + argv[4:])
+    assert f"'{a_file}' is a file, not a folder" in error and a_file.read_bytes() == b"mine"
+    error = _user_error(capsys, argv[:4] + ["--output", a_file / "sub"] + argv[4:])
+    assert f"'{a_file / 'sub'}' cannot be made as a folder (Not a directory)" in error
 
 
 def test_pictures_of_other_sizes_get_defaultpredictors_detections(datasets_root, digits_model,
