@@ -62,6 +62,11 @@ def solver_rows(cardinalities):
     return rows
 
 
+# fvcore counts on a real forward: R50 at 20000 px asked for one 4.8 GB tensor (and more);
+# at 4096 px that tensor is 0.2 GB. The paper's figures are at 224.
+MAX_SIZE = 4096
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--templates", nargs="*", help="template names (default: Tables 3 and 4)")
@@ -71,8 +76,11 @@ def main(argv=None):
                         help="C values for the complexity-preserving width solver")
     parser.add_argument("--solver-only", action="store_true", help="skip the fvcore counts")
     args = parser.parse_args(argv)
-    if args.size < 32:
-        parser.error(f"--size {args.size}: expected >= 32 (ResNeXt downsamples by 32)")
+    if not 32 <= args.size <= MAX_SIZE:
+        parser.error(f"--size {args.size}: expected 32 (ResNeXt downsamples by 32) to "
+                     f"{MAX_SIZE} (a larger one's activations outgrow a machine's memory)")
+    if args.templates == []:  # `--templates` with no name: not the default tables unasked
+        parser.error("--templates: expected one or more template names, e.g. X50_32x4d")
     if any(c < 1 for c in args.cardinalities):
         parser.error(f"--cardinalities {args.cardinalities}: expected integers >= 1")
     templates = [_template(parser, n) for n in args.templates] if args.templates else TABLE3 + TABLE4

@@ -31,8 +31,13 @@ def main(argv=None):
     if args.check is None:
         print(table)
         return 0
-    with open(args.check, encoding="utf-8") as f:
-        block = readme_block(f.read())
+    try:
+        with open(args.check, encoding="utf-8") as f:
+            block = readme_block(f.read())
+    except (OSError, UnicodeDecodeError) as e:  # missing, a folder, not UTF-8 text
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        print(f"{args.check}: cannot be read ({reason}); --check takes the README", file=sys.stderr)
+        return 2
     if block is None:
         print(f"{args.check}: no {BEGIN} ... {END} block", file=sys.stderr)
         return 2

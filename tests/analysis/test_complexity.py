@@ -70,7 +70,9 @@ def test_tool_prints_table_and_passes(capsys):
     (["--templates", "R34"], "expected depth one of [50, 101, 152]"),
     (["--templates", "x50_32x4d"], "expected 'R<depth>' or 'X<depth>_<C>x<d>d'"),
     (["--templates", "X50_99999999x4d"], "C x d = 399999996 is over 4096"),  # was a MemoryError
-    (["--size", "0"], "--size 0: expected >= 32"),
+    (["--size", "0"], "--size 0: expected 32 (ResNeXt downsamples by 32) to 4096"),
+    (["--size", "20000"], "--size 20000: expected 32"),  # was: 4.8 GB asked of the allocator
+    (["--templates"], "--templates: expected one or more template names"),  # was: the defaults
     (["--cardinalities", "0"], "--cardinalities [0]: expected integers >= 1"),
 ])
 def test_tool_bad_arguments_are_one_line(argv, message, capsys):

@@ -245,6 +245,12 @@ def test_weights_table_tool(tmp_path, capsys):
     assert tool.main(["--check", str(readme)]) == 1
     readme.write_text("no block\n")
     assert tool.main(["--check", str(readme)]) == 2
+    readme.write_bytes(b"\xff\xfe not UTF-8")  # these three were tracebacks, exit 1
+    for path, reason in ((readme, "not UTF-8 text"), (tmp_path / "gone.md", "No such file"),
+                         (tmp_path, "Is a directory")):
+        capsys.readouterr()
+        assert tool.main(["--check", str(path)]) == 2
+        assert capsys.readouterr().err.startswith(f"{path}: cannot be read ({reason}")
 
 
 def test_readme_table_is_the_generated_one():
