@@ -226,3 +226,18 @@ def check_training_keys(cfg, world_size=1):
     if not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")
+    check_input_sizes(cfg.INPUT)
+
+
+def check_input_sizes(inp):
+    """INPUT's resize sizes (detectron2's ResizeShortestEdge: a ValueError at the first image,
+    for MAX_SIZE_TEST at the evaluation after the training). MIN_SIZE_TEST 0: no test resize,
+    as detectron2 documents it."""
+    sizes = list(inp.MIN_SIZE_TRAIN) if isinstance(inp.MIN_SIZE_TRAIN, (list, tuple)) \
+        else [inp.MIN_SIZE_TRAIN]
+    if not sizes or not all(is_whole(v, 1) for v in sizes):
+        raise ConfigError("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "whole numbers of pixels "
+                          ">= 1, e.g. (640, 672, 704, 736, 768, 800)")
+    check_whole("INPUT.MAX_SIZE_TRAIN", inp.MAX_SIZE_TRAIN, 1, " (pixels)")
+    check_whole("INPUT.MIN_SIZE_TEST", inp.MIN_SIZE_TEST, 0, " (pixels; 0: no test resize)")
+    check_whole("INPUT.MAX_SIZE_TEST", inp.MAX_SIZE_TEST, 1, " (pixels)")

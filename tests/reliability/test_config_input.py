@@ -78,6 +78,10 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["INPUT.FORMAT", "rgb"], "INPUT.FORMAT='rgb' is not valid"),
     (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE='gpu' is not valid"),
     (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN=[] is not valid"),
+    # ResizeShortestEdge's ValueError: MAX_SIZE_TEST at the evaluation after the training
+    (["INPUT.MAX_SIZE_TEST", "0"], "INPUT.MAX_SIZE_TEST=0 is not valid: expected a whole number"),
+    (["INPUT.MIN_SIZE_TRAIN", "(0,)"], "INPUT.MIN_SIZE_TRAIN=(0,) is not valid"),
+    (["INPUT.MIN_SIZE_TEST", "-1"], "INPUT.MIN_SIZE_TEST=-1 is not valid"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
     error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
