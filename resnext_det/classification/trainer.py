@@ -23,7 +23,8 @@ from ..checkpoint import WeightsMismatchError
 from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
-from ..engine.checks import check_no_earlier_run, check_weights, check_weights_to_evaluate
+from ..engine.checks import (check_no_earlier_run, check_weights, check_weights_to_evaluate,
+                             warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -204,6 +205,8 @@ class ClsTrainer(DefaultTrainer):
         resuming = resume and self.checkpointer.has_checkpoint()
         if not resume:  # model_final.pkl too: all a detector needs, often the one file kept
             check_no_earlier_run(self.checkpointer, outputs=("model_final.pkl",))
+        if resume and not resuming:
+            warn_resume_finds_nothing(self.checkpointer, self.cfg.MODEL.WEIGHTS)
         if not resuming:
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)

@@ -88,6 +88,16 @@ def lock_output_dir(folder, key="OUTPUT_DIR"):
                           f" wait until it ends, or choose another {key}.")
 
 
+def warn_resume_finds_nothing(checkpointer, weights, key="MODEL.WEIGHTS"):
+    """--resume into a folder without a checkpoint (a mistyped OUTPUT_DIR, say) starts a
+    new training: said as a warning (detectron2 says so in an INFO line among hundreds)."""
+    if comm.is_main_process():
+        start = f"{key}={weights!r}" if weights else "scratch (no weights)"
+        logging.getLogger(__name__).warning(
+            f"--resume: {checkpointer.save_dir!r} holds no checkpoint to resume from; a new "
+            f"training starts from {start}. Check the output folder if a run was meant to go on.")
+
+
 def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT"):
     """Warn when stages are frozen (freeze_at > 0) while there are no weights to load: they
     would keep their random initialization for the whole run (detectron2 says nothing)."""

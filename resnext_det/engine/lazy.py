@@ -48,7 +48,8 @@ from ..utils.io import release_folder
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, check_datasets, check_no_earlier_run, check_weights,
                      check_weights_classes, check_weights_to_evaluate, check_weights_to_infer,
-                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch)
+                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch,
+                     warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -240,6 +241,7 @@ def do_train(setup, resume=False):
     if not resume:
         check_no_earlier_run(checkpointer, "train.output_dir")
     if resume and not resuming:
+        warn_resume_finds_nothing(checkpointer, train.init_checkpoint, "train.init_checkpoint")
         setup.checked(check_weights)
     if not resuming:
         warn_frozen_from_scratch(train.init_checkpoint,

@@ -18,7 +18,8 @@ from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
                      check_test_images, check_weights, check_weights_classes,
-                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch)
+                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch,
+                     warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -106,6 +107,8 @@ class Trainer(DefaultTrainer):
         if not resume:
             check_no_earlier_run(self.checkpointer)
         resuming = resume and self.checkpointer.has_checkpoint()
+        if resume and not resuming:
+            warn_resume_finds_nothing(self.checkpointer, self.cfg.MODEL.WEIGHTS)
         if not resuming:
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -302,3 +302,17 @@ def test_weights_url_without_network_is_a_clear_error(datasets_root, tmp_path, c
                                  "MODEL.WEIGHTS", url, "MODEL.RESNEXT.CONFIG_FROM_WEIGHTS", "True",
                                  "OUTPUT_DIR", str(tmp_path)])
     assert error.startswith(f"error: {url}: could not be downloaded (URLError: ")
+
+
+def test_resume_without_a_checkpoint_warns(datasets_root, tmp_path):
+    """--resume into a folder with no checkpoint (a mistyped OUTPUT_DIR) trains anew; it
+    was an INFO line of detectron2's among hundreds."""
+    from tests.helpers import captured
+
+    register_digits(datasets_root / "digits")
+    with captured("resnext_det") as records:
+        load_tool("train_net").run(["--config-file", CONFIG, "--resume", *map(str, TINY),
+                                    "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "typo")])
+    assert any(f"--resume: '{tmp_path / 'typo'}' holds no checkpoint to resume from; a new "
+               "training starts from scratch" in r for r in records), records
+    assert (tmp_path / "typo" / "model_final.pth").is_file()
