@@ -24,7 +24,7 @@ from .metadata import WeightsMetadata
 from .readers import WeightsFile, read_weights
 from .sources import DROP
 from .sources.base import as_tensor
-from .template_infer import infer_template
+from .template_infer import infer_template, infer_widths
 from .validate import expected_shapes, key_problems, keep_matching
 
 AUTHOR = "resnext_det"
@@ -180,7 +180,7 @@ def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c",
     entry, overrides = _catalog(weights, source, template, variant, overrides, caffe2_preset)
     ours = _drop_fc(ours, keep_fc, report)
     num_classes = ours["linear.weight"].shape[0] if "linear.weight" in ours else None
-    expected = expected_shapes(template, num_classes if keep_fc else None)
+    expected = expected_shapes(template, num_classes if keep_fc else None, **infer_widths(ours))
     problems += key_problems(ours, expected)
     ours = keep_matching(ours, expected, problems, allow_partial)
     report.skipped.extend(problems)

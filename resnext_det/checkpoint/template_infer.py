@@ -20,6 +20,14 @@ def stage_blocks(state):
     return tuple(counts[s] for s in range(2, 6))
 
 
+def infer_widths(state):
+    """{"stem_out_channels", "res2_out_channels"} off stem.conv1 and res2.0.conv3 (64 and
+    256 in the paper; the later stages double them), the paper's where a key is missing."""
+    stem, res2 = state.get("stem.conv1.weight"), state.get("res2.0.conv3.weight")
+    return {"stem_out_channels": stem.shape[0] if stem is not None and stem.dim() == 4 else 64,
+            "res2_out_channels": res2.shape[0] if res2 is not None and res2.dim() == 4 else 256}
+
+
 def infer_template(state):
     """The Template of form-(c) weights in our naming; ConversionError if none fits."""
     blocks = stage_blocks(state)

@@ -9,10 +9,13 @@ from ..modeling.resnext import build_resnext
 from .errors import KeyMismatchError
 
 
-def expected_shapes(template, num_classes=None):
-    """{key: shape} of our form-(c) BN classifier (num_classes None: no `linear`)."""
+def expected_shapes(template, num_classes=None, stem_out_channels=64, res2_out_channels=256):
+    """{key: shape} of our form-(c) BN classifier (num_classes None: no `linear`), of the
+    paper's widths unless told (our trainings' may be narrower: the digits demo's)."""
     with torch.device("meta"):
-        model = build_resnext(template, num_classes=num_classes, norm="BN")
+        model = build_resnext(template, num_classes=num_classes, norm="BN",
+                              stem_out_channels=stem_out_channels,
+                              res2_out_channels=res2_out_channels)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()
             if not k.endswith("num_batches_tracked")}
 

@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 
+import numpy as np
 import pytest
 import torch
 from detectron2.data import MetadataCatalog
@@ -149,3 +150,22 @@ def test_weights_that_leave_layers_random_are_an_error(trained, datasets_root, t
     assert "model_final.pth: these weights do not fill the model the config builds" in error
     assert repr(key) in error and "Use the config the weights were trained with" in error
     assert not list(tmp_path.glob("o/**/coco_metrics.json")) and not list(tmp_path.glob("o/*.ts"))
+
+
+def test_a_detector_of_other_widths_converts_to_its_backbone(trained, tmp_path):
+    """tools/convert_weights.py on a train_net.py checkpoint of widths other than the
+    paper's 64 / 256 (stem 8, res2 16 here; the digits demo's 32 / 64): every ResNeXt
+    tensor comes out as the detector holds it (it was 121 key problems)."""
+    import pickle
+
+    out, _ = trained
+    assert load_tool("convert_weights").main([str(out / "model_final.pth"),
+                                              str(tmp_path / "x.pkl")]) in (None, 0)
+    converted = pickle.loads((tmp_path / "x.pkl").read_bytes())["model"]
+    detector = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    prefix = "backbone.bottom_up."
+    trunk = {k[len(prefix):]: v for k, v in detector.items()
+             if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
+    assert converted["stem.conv1.weight"].shape[0] == 8 and set(converted) == set(trunk)
+    for key, value in trunk.items():
+        np.testing.assert_array_equal(converted[key], value.numpy(), err_msg=key)
