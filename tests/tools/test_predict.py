@@ -335,43 +335,31 @@ def test_inputs_are_never_overwritten_and_results_survive_a_crash(tmp_path, monk
     assert {r["image_id"] for r in results} <= {img["id"] for img in images["images"]}
 
 
-def test_a_picture_too_large_to_draw_keeps_its_detections(tmp_path, caplog):
-    """--scale 520 would draw 64 x 64 pixels at 33280 x 33280, more than OpenCV reads (the
-    Visualizer ran out of memory); 4 x 4 at 2080 x 2080 is drawn."""
+@pytest.mark.parametrize("sizes, scale, drawn_shape, warning", [
+    # 64 px at 33280 x 33280: more than OpenCV reads (the Visualizer ran out of memory)
+    ([(64, 64), (4, 4)], 520, (2080, 2080, 3), "at --scale 520 it would be 33280 x 33280 pixels"),
+    # 32 px at 0.64 x 0.64: an empty canvas, a cv2.error (with results for an image
+    # images.json did not list)
+    ([(32, 32), (64, 64)], 0.02, (1, 1, 3), "at --scale 0.02 it would be 0.64 x 0.64 pixels, less"),
+])
+def test_a_picture_that_cannot_be_drawn_keeps_its_detections(tmp_path, caplog, sizes, scale,
+                                                            drawn_shape, warning):
+    """The first picture cannot be drawn at --scale (a warning, no picture); the second is
+    drawn; both have their detections in the json."""
     weights = save_model(tmp_path / "tiny.pth", 10)
     cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()",
                    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
-    paths = _pictures(tmp_path / "in", [(64, 64), (4, 4)])
+    paths = _pictures(tmp_path / "in", sizes)
     with caplog.at_level("WARNING"):
-        summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=520)
+        summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=scale)
     assert summary["pictures"] == 2 and summary["undrawn"] == 1
-    assert f"{paths[0]!r}: not drawn: at --scale 520 it would be 33280 x 33280 pixels" in caplog.text
+    assert f"{paths[0]!r}: not drawn: {warning}" in caplog.text
     results, images = read_outputs(tmp_path / "out")
     outputs = {img["file_name"]: img["output"] for img in images["images"]}
     assert outputs[paths[0]] is None
-    assert cv2.imread(str(tmp_path / "out" / outputs[paths[1]])).shape == (2080, 2080, 3)
-    big = next(img["id"] for img in images["images"] if img["file_name"] == paths[0])
-    assert any(r["image_id"] == big for r in results)
-
-
-def test_a_picture_too_small_to_draw_keeps_its_detections(tmp_path, caplog):
-    """--scale 0.02 draws 64 x 64 pixels at 1.28 x 1.28 and 32 x 32 at 0.64 x 0.64, whose
-    empty canvas OpenCV could not convert (a cv2.error, with results for an image
-    images.json did not list)."""
-    weights = save_model(tmp_path / "tiny.pth", 10)
-    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()",
-                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
-    paths = _pictures(tmp_path / "in", [(64, 64), (32, 32)])
-    with caplog.at_level("WARNING"):
-        summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=0.02)
-    assert summary["pictures"] == 2 and summary["undrawn"] == 1
-    assert f"{paths[1]!r}: not drawn: at --scale 0.02 it would be 0.64 x 0.64 pixels, less" \
-        in caplog.text
-    results, images = read_outputs(tmp_path / "out")
-    outputs = {img["file_name"]: img["output"] for img in images["images"]}
-    assert outputs[paths[1]] is None and outputs[paths[0]] is not None
-    small = next(img["id"] for img in images["images"] if img["file_name"] == paths[1])
-    assert any(r["image_id"] == small for r in results)
+    assert cv2.imread(str(tmp_path / "out" / outputs[paths[1]])).shape == drawn_shape
+    undrawn = next(img["id"] for img in images["images"] if img["file_name"] == paths[0])
+    assert any(r["image_id"] == undrawn for r in results)
 
 
 def test_pictures_at_another_size_than_the_json_get_new_ids(tmp_path, caplog):
