@@ -112,6 +112,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         loaded_file: the path of the last file loaded (converted or not), or None.
         classes: class names each checkpoint saved here stores (None: none), so that an
             evaluation or a resume can see data of other classes (or order).
+        trained_input: {config key: value} of the input the model trains on (format, pixel
+            statistics), stored likewise (None: none); last_input: the last file's.
     """
 
     def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
@@ -137,8 +139,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         self.block_form = block_form
         if allow_partial:  # a foreign file's conversion skips what does not fit, too
             self.convert_kwargs.setdefault("allow_partial", True)
-        self.last_metadata = self.last_incompatible = self.last_classes = None
-        self.classes = None
+        self.last_metadata = self.last_incompatible = self.last_classes = self.last_input = None
+        self.classes = self.trained_input = None
         self.loaded_file, self._resuming = None, False
 
     # ------------------------------------------------------------------ loading
@@ -171,7 +173,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
                      for k, v in checkpoint["model"].items()}
             checkpoint["model"] = convert_block_form(state, self.block_form)
-        self.last_classes = checkpoint.get("classes")
+        self.last_classes, self.last_input = checkpoint.get("classes"), checkpoint.get("input")
         file_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["model"].items()}
         model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         incompatible = super()._load_model(checkpoint)
@@ -238,6 +240,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict(), "__author__": AUTHOR}  # ours: loads as it is
         if self.classes is not None:
             data["classes"] = list(self.classes)
+        if self.trained_input is not None:
+            data["input"] = dict(self.trained_input)
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         basename = f"{name}.pth"

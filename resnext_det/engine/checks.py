@@ -137,14 +137,41 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
                              f"{key} {name!r}", fix)
 
 
+def input_conventions(cfg):
+    """{key: value} of what a model's weights expect of its input, as trained: the channel
+    order and the pixel statistics (the model normalizes with them)."""
+    return {"INPUT.FORMAT": cfg.INPUT.FORMAT,
+            "MODEL.PIXEL_MEAN": [float(v) for v in cfg.MODEL.PIXEL_MEAN],
+            "MODEL.PIXEL_STD": [float(v) for v in cfg.MODEL.PIXEL_STD]}
+
+
+def check_input_conventions(cfg, checkpointer):
+    """The input the file just loaded was trained on (our trainings store it) is the one
+    `cfg` gives the model: else a ConfigError naming the key (a detector fed BGR for RGB, or
+    other statistics, detects little, silently)."""
+    stored = checkpointer.last_input
+    if not isinstance(stored, dict):  # files of others, and ours from before
+        return
+    for key, value in input_conventions(cfg).items():
+        trained = stored.get(key, value)
+        same = trained == value if isinstance(value, str) else (
+            len(trained) == len(value) and all(abs(a - b) < 1e-6 for a, b in zip(trained, value)))
+        if not same:
+            raise ConfigError(key, value, f"{trained!r}, the value {checkpointer.loaded_file} "
+                              "was trained with", WHOLE_FIX)
+
+
 WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "
              "the same class count and heads.")
 
 
-def check_weights_to_infer(checkpointer, names, key):
+def check_weights_to_infer(cfg, checkpointer, names, key):
     """After the load of weights to evaluate, predict with or export: they fill the whole
-    model (check_loaded_whole) and store the classes of `names` if any (check_weights_classes)."""
+    model (check_loaded_whole), were trained on the input `cfg` gives
+    (check_input_conventions) and store the classes of `names` if any
+    (check_weights_classes)."""
     checkpointer.check_loaded_whole(WHOLE_FIX)
+    check_input_conventions(cfg, checkpointer)
     check_weights_classes(checkpointer, names, key)
 
 

@@ -48,7 +48,8 @@ from ..utils.io import release_folder
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, check_datasets, check_no_earlier_run, check_weights,
                      check_weights_classes, check_weights_to_evaluate, check_weights_to_infer,
-                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch,
+                     checked_train_dicts, dataset_classes, input_conventions,
+                     warn_frozen_from_scratch,
                      warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
@@ -221,6 +222,7 @@ def do_train(setup, resume=False):
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
     checkpointer.classes = dataset_classes(setup.view.DATASETS.TRAIN)  # in each checkpoint
+    checkpointer.trained_input = input_conventions(setup.view)
     last = {}
 
     def evaluate():
@@ -264,7 +266,8 @@ def evaluate(setup, resume=False):
     if not (resume and checkpointer.has_checkpoint()):
         setup.checked(check_weights_to_evaluate)
     checkpointer.resume_or_load(setup.cfg.train.init_checkpoint, resume=resume)
-    check_weights_to_infer(checkpointer, setup.view.DATASETS.TEST, "dataloader.test.dataset.names")
+    setup.checked(check_weights_to_infer, checkpointer, setup.view.DATASETS.TEST,
+                  "dataloader.test.dataset.names")
     return do_test(setup, model)
 
 

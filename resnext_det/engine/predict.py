@@ -65,7 +65,7 @@ class BatchPredictor:
         model = build_model(cfg)
         checkpointer = build_checkpointer(cfg, model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
-        check_weights_to_infer(checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
+        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
         aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         predictor = cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
         predictor.classes = checkpointer.last_classes

@@ -18,7 +18,7 @@ def evaluate(cfg, resume=False):
     if not (resume and checkpointer.has_checkpoint()):
         check_weights_to_evaluate(cfg)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    check_weights_to_infer(checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
+    check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
     return Trainer.test(cfg, model)
 
 

@@ -18,7 +18,8 @@ from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
                      check_test_images, check_weights, check_weights_classes,
-                     checked_train_dicts, dataset_classes, warn_frozen_from_scratch,
+                     checked_train_dicts, dataset_classes, input_conventions,
+                     warn_frozen_from_scratch,
                      warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
@@ -78,6 +79,7 @@ class Trainer(DefaultTrainer):
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
         self.checkpointer.classes = dataset_classes(cfg.DATASETS.TRAIN)  # in each checkpoint
+        self.checkpointer.trained_input = input_conventions(cfg)
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
 

@@ -47,7 +47,7 @@ def load_model(cfg):
         check_weights(cfg)
         checkpointer = build_checkpointer(cfg, model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
-        check_weights_to_infer(checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
+        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting the randomly initialized model.")
     return inference_model(cfg, model.eval(), for_export=True)

@@ -51,7 +51,10 @@ def renamed(datasets_root, tmp_path):
 def test_checkpoints_store_the_training_classes(trained):
     out, classes = trained
     assert classes == [str(d) for d in range(10)]  # the digits' names, detectron2's metadata
-    assert torch.load(out / "model_final.pth", weights_only=False)["classes"] == classes
+    stored = torch.load(out / "model_final.pth", weights_only=False)
+    assert stored["classes"] == classes
+    assert stored["input"] == {"INPUT.FORMAT": "RGB", "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53],
+                               "MODEL.PIXEL_STD": [58.395, 57.12, 57.375]}  # Base-ResNeXt.yaml's
 
 
 def test_evaluation_on_other_classes_is_an_error(trained, renamed, tmp_path, capsys):
@@ -169,3 +172,26 @@ def test_a_detector_of_other_widths_converts_to_its_backbone(trained, tmp_path):
     assert converted["stem.conv1.weight"].shape[0] == 8 and set(converted) == set(trunk)
     for key, value in trunk.items():
         np.testing.assert_array_equal(converted[key], value.numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize("tool, change", [
+    ("train_net", ["INPUT.FORMAT", "BGR"]),
+    ("predict", ["MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"]),
+    ("export_model", ["MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]"]),
+])
+def test_weights_trained_on_other_input_are_an_error(trained, datasets_root, tmp_path, capsys,
+                                                     tool, change):
+    """Channels in the other order, or other pixel statistics, than the training's: the
+    detector saw other pixels than it learned on, and detected little, silently."""
+    out, _ = trained
+    images = detection_paths(datasets_root / "digits", "val")[1]
+    output = str(tmp_path / "o")
+    where = {"train_net": ["--eval-only"], "predict": ["--input", images, "--output", output],
+             "export_model": ["--output", output]}[tool]
+    tail = ["OUTPUT_DIR", output] if tool == "train_net" else []
+    with pytest.raises(SystemExit) as exit_:
+        load_tool(tool).run(["--config-file", CONFIG, *where, *map(str, TINY), "MODEL.WEIGHTS",
+                             str(out / "model_final.pth"), *change, *tail])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {change[0]}=") and "model_final.pth was trained with" in error

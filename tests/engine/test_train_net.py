@@ -108,7 +108,7 @@ class GroundTruthDetector(torch.nn.Module):
 class _NoLoading:
     """A checkpointer that loads nothing: the ground-truth detector has no weights (so none
     are missing, and no class names are stored)."""
-    loaded_file = last_classes = None
+    loaded_file = last_classes = last_input = None
 
     def __init__(self, *args, **kwargs):
         pass
