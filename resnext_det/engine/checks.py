@@ -137,6 +137,11 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
                              f"{key} {name!r}", fix)
 
 
+WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "
+             "the same class count and heads.")
+INPUT_FIX = "Use the config the weights were trained with (their training's config.yaml)."
+
+
 def input_conventions(cfg):
     """{key: value} of what a model's weights expect of its input, as trained: the channel
     order and the pixel statistics (the model normalizes with them)."""
@@ -154,15 +159,14 @@ def check_input_conventions(cfg, checkpointer):
         return
     for key, value in input_conventions(cfg).items():
         trained = stored.get(key, value)
-        same = trained == value if isinstance(value, str) else (
-            len(trained) == len(value) and all(abs(a - b) < 1e-6 for a, b in zip(trained, value)))
+        if isinstance(value, str):
+            same = trained == value
+        else:  # statistics as floats, from YAML or the command line
+            same = (isinstance(trained, (list, tuple)) and len(trained) == len(value)
+                    and all(abs(float(a) - b) < 1e-6 for a, b in zip(trained, value)))
         if not same:
             raise ConfigError(key, value, f"{trained!r}, the value {checkpointer.loaded_file} "
-                              "was trained with", WHOLE_FIX)
-
-
-WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "
-             "the same class count and heads.")
+                              "was trained with", INPUT_FIX)
 
 
 def check_weights_to_infer(cfg, checkpointer, names, key):
