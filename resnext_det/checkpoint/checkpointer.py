@@ -213,6 +213,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         file with its shape, else a WeightsMismatchError naming them and ending in `fix`
         (detectron2 leaves such layers at their random start, with warnings only: a class
         count or head that differs from the training's gives random outputs)."""
+        if self.last_incompatible is None:  # nothing was loaded (no weights given)
+            return
         shown = self._unloaded(self.last_incompatible, unexpected=False)
         if shown:
             raise WeightsMismatchError(
