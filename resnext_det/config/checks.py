@@ -200,6 +200,8 @@ def check_device(cfg):
 LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
 TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubsetTrainingSampler")
 INPUT_FORMATS = ("BGR", "RGB", "YUV-BT.601", "L")
+CROP_TYPES = ("relative_range", "relative", "absolute", "absolute_range")  # detectron2's RandomCrop
+CLIP_TYPES = ("value", "norm")  # detectron2's GradientClipType
 
 
 def check_training_keys(cfg, world_size=1):
@@ -227,6 +229,10 @@ def check_training_keys(cfg, world_size=1):
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")
     check_input_sizes(cfg.INPUT)
+    if cfg.INPUT.CROP.ENABLED:  # detectron2: a bare assert in the loader
+        check_choice("INPUT.CROP.TYPE", cfg.INPUT.CROP.TYPE, CROP_TYPES)
+    if s.CLIP_GRADIENTS.ENABLED:  # detectron2: a ValueError when the optimizer is built
+        check_choice("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", s.CLIP_GRADIENTS.CLIP_TYPE, CLIP_TYPES)
 
 
 def check_input_sizes(inp):

@@ -82,6 +82,10 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["INPUT.MAX_SIZE_TEST", "0"], "INPUT.MAX_SIZE_TEST=0 is not valid: expected a whole number"),
     (["INPUT.MIN_SIZE_TRAIN", "(0,)"], "INPUT.MIN_SIZE_TRAIN=(0,) is not valid"),
     (["INPUT.MIN_SIZE_TEST", "-1"], "INPUT.MIN_SIZE_TEST=-1 is not valid"),
+    (["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "bogus"],  # was: a bare AssertionError
+     "INPUT.CROP.TYPE='bogus' is not valid: expected one of"),
+    (["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "bogus"],
+     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE='bogus' is not valid"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
     error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
