@@ -165,9 +165,27 @@ def check_resnext_keys(cfg):
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)
+    _check_anchors(cfg)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations
+
+
+def _check_anchors(cfg):
+    """MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS: one list for all features, or one per
+    feature of the head that takes them (detectron2 asserts when the model is built)."""
+    anchors = cfg.MODEL.get("ANCHOR_GENERATOR")
+    retina = cfg.MODEL.get("META_ARCHITECTURE") == "RetinaNet"
+    head = cfg.MODEL.get("RETINANET" if retina else "RPN")
+    if anchors is None or head is None or "IN_FEATURES" not in head:
+        return
+    key = f"MODEL.{'RETINANET' if retina else 'RPN'}.IN_FEATURES"
+    for name in ("SIZES", "ASPECT_RATIOS"):
+        value = anchors.get(name)
+        if value is not None and len(value) not in (1, len(head.IN_FEATURES)):
+            raise ConfigError(f"MODEL.ANCHOR_GENERATOR.{name}", value, f"one list for all "
+                              f"features, or one per feature of {key} "
+                              f"({len(head.IN_FEATURES)}: {list(head.IN_FEATURES)})")
 
 
 def check_output_dir(cfg):

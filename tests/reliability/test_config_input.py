@@ -86,6 +86,9 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
      "INPUT.CROP.TYPE='bogus' is not valid: expected one of"),
     (["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "bogus"],
      "SOLVER.CLIP_GRADIENTS.CLIP_TYPE='bogus' is not valid"),
+    (["MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64]]"],  # was: detectron2's assert at build
+     "MODEL.ANCHOR_GENERATOR.SIZES=[[32], [64]] is not valid: expected one list for all "
+     "features, or one per feature of MODEL.RPN.IN_FEATURES (5: ['p2', 'p3', 'p4', 'p5', 'p6'])"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
     error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
