@@ -55,6 +55,7 @@ def draw_demo_predictions(cfg, out_path):
 
 
 DEMO_MARK = ".demo_output"  # in each output folder the demo (or pretrain_then_detect) wrote
+EARLIER_DEMO = {"predictions.png", "curves.png"}  # what only the demo writes, before the mark
 
 
 def output_dir_of(config_file, opts):
@@ -66,9 +67,14 @@ def output_dir_of(config_file, opts):
 
 def claim_demo_output(output_dir):
     """Make `output_dir` the demo's before anything is written there: new, empty, or a
-    folder an earlier demo wrote (its mark). A folder of other files (another training's
-    checkpoints) is an error: the demo replaces its previous run's files."""
+    folder an earlier demo wrote (its mark; from before the mark, its predictions.png and
+    curves.png). A folder of other files (another training's checkpoints) is an error: the
+    demo replaces its previous run's files."""
     others = claim_folder(output_dir, DEMO_MARK, "tools/demo.py writes here\n")
+    if others and EARLIER_DEMO <= set(others):  # a demo's from before the mark: the demo's
+        with open(os.path.join(output_dir, DEMO_MARK), "w") as f:
+            f.write("tools/demo.py writes here\n")
+        return
     if others:
         raise ConfigError("OUTPUT_DIR", output_dir, "a folder the demo wrote, or an empty or "
                           f"new one (it holds {len(others)} files the demo did not write, e.g. "

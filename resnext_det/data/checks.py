@@ -44,6 +44,16 @@ class BadImageError(UserError, OSError):
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
+def deep_mode(path):
+    """The PIL mode of the picture at `path` if it is deeper than 8 bits (HIGH_DEPTH_MODES),
+    else None (also when it cannot be opened: the reader names that). Reads the header only."""
+    try:
+        with Image.open(path) as image:
+            return image.mode if image.mode in HIGH_DEPTH_MODES else None
+    except DECODE_ERRORS:
+        return None
+
+
 def as_rgb(image, path):
     """A PIL image as 8-bit RGB, as PIL's convert("RGB") makes it, except that a 16-bit
     one-channel picture keeps its top 8 bits (what OpenCV reads from such a file); a
@@ -250,6 +260,14 @@ class BadImageGuard:
         self._reported, self._in_a_row = set(), 0
 
     def __call__(self, dataset_dict):
+        path = dataset_dict.get("file_name")
+        mode = deep_mode(path) if path else None
+        if mode is not None:  # detectron2's read_image would give the model a white picture
+            role = "Evaluation" if self.evaluating else "Training"
+            raise DatasetError(
+                f"{role} image {path!r} is a picture of more than 8 bits (PIL mode {mode!r}), "
+                "which detectron2's reader turns white above 255. Convert the set to 8 bits "
+                "per channel (tools/predict.py reads such files by their top 8 bits, as OpenCV).")
         try:
             mapped = self.mapper(dataset_dict)
             self._in_a_row = 0

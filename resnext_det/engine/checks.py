@@ -9,7 +9,8 @@ from detectron2.utils import comm
 
 from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
-                           check_category_ids, check_image_files, check_stored_classes)
+                           check_category_ids, check_image_files, check_stored_classes,
+                           classes_difference)
 from ..utils.io import LOCK_NAME, lock_folder
 
 _COCO_HELP = (
@@ -121,6 +122,27 @@ def dataset_classes(names):
     return None
 
 
+def trained_classes(cfg):
+    """The class names a training's checkpoints store: DATASETS.TRAIN's thing_classes;
+    None for a model whose outputs carry no class (ProposalNetwork: proposals only)."""
+    if cfg.MODEL.get("META_ARCHITECTURE") == "ProposalNetwork":
+        return None
+    return dataset_classes(cfg.DATASETS.TRAIN)
+
+
+def check_test_classes(cfg, train_key="DATASETS.TRAIN", test_key="DATASETS.TEST"):
+    """The datasets a training evaluates on have its classes in its order: else each class
+    would be scored as another, in every evaluation of the run."""
+    classes = trained_classes(cfg)
+    for name in cfg.DATASETS.TEST if classes is not None else ():
+        other = MetadataCatalog.get(name).get("thing_classes", None)
+        problem = other is not None and classes_difference(
+            classes, other, (train_key, f"{test_key} {name!r}"))
+        if problem:
+            raise DatasetError(f"{problem}; the evaluations would score each class as another. "
+                               "Evaluate on a dataset of the training's classes, in their order.")
+
+
 RESUME_FIX = ("Resume on the data the run was trained on, or train into another output folder "
               "(with the checkpoint as its starting weights: fine-tuning).")
 EVALUATE_FIX = ("Name a dataset of the classes the weights were trained on, in their order "
@@ -169,14 +191,15 @@ def check_input_conventions(cfg, checkpointer):
                               "was trained with", INPUT_FIX)
 
 
-def check_weights_to_infer(cfg, checkpointer, names, key):
+def check_weights_to_infer(cfg, checkpointer, names, key, fix=EVALUATE_FIX):
     """After the load of weights to evaluate, predict with or export: they fill the whole
     model (check_loaded_whole), were trained on the input `cfg` gives
     (check_input_conventions) and store the classes of `names` if any
-    (check_weights_classes)."""
+    (check_weights_classes, ending in `fix`)."""
+    if cfg.MODEL.get("META_ARCHITECTURE") != "ProposalNetwork":  # its outputs have no class
+        check_weights_classes(checkpointer, names, key, fix)  # first: it tells most
     checkpointer.check_loaded_whole(WHOLE_FIX)
     check_input_conventions(cfg, checkpointer)
-    check_weights_classes(checkpointer, names, key)
 
 
 def check_weights_to_evaluate(cfg):

@@ -48,7 +48,8 @@ from ..utils.io import release_folder
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, check_datasets, check_no_earlier_run, check_weights,
                      check_weights_classes, check_weights_to_evaluate, check_weights_to_infer,
-                     checked_train_dicts, dataset_classes, input_conventions,
+                     checked_train_dicts, check_test_classes, check_test_images,
+                     input_conventions, trained_classes,
                      warn_frozen_from_scratch,
                      warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
@@ -211,6 +212,9 @@ def do_train(setup, resume=False):
     require(cfg, REQUIRED_TO_TRAIN)
     if "evaluator" in cfg.dataloader:
         setup.checked(check_datasets, fields=("TEST",))
+        setup.checked(check_test_classes, "dataloader.train.dataset.names",
+                      "dataloader.test.dataset.names")
+        setup.checked(check_test_images)
     if not resume:  # before anything is built; with resume, once it is known there is no checkpoint
         setup.checked(check_weights)
     model = build_model(setup)
@@ -221,7 +225,7 @@ def do_train(setup, resume=False):
     # SimpleTrainer; with train.amp.enabled AMPTrainer on CUDA, bfloat16 autocast on CPUs
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
-    checkpointer.classes = dataset_classes(setup.view.DATASETS.TRAIN)  # in each checkpoint
+    checkpointer.classes = trained_classes(setup.view)  # in each checkpoint
     checkpointer.trained_input = input_conventions(setup.view)
     last = {}
 
@@ -250,7 +254,7 @@ def do_train(setup, resume=False):
                                  OmegaConf.select(cfg, "model.backbone.bottom_up.freeze_at"),
                                  "model.backbone.bottom_up.freeze_at")
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
-    if resuming:
+    if resuming and checkpointer.classes is not None:  # init_checkpoint: fine-tuning
         check_weights_classes(checkpointer, setup.view.DATASETS.TRAIN,
                               "dataloader.train.dataset.names", RESUME_FIX)
     # the checkpoint holds the iteration that had just finished
@@ -261,6 +265,7 @@ def do_train(setup, resume=False):
 def evaluate(setup, resume=False):
     """Load train.init_checkpoint (or, with resume, the last checkpoint) and evaluate."""
     setup.checked(check_datasets, fields=("TEST",))
+    setup.checked(check_test_images)
     model = _ddp(setup, build_model(setup))
     checkpointer = build_checkpointer(setup, model)
     if not (resume and checkpointer.has_checkpoint()):

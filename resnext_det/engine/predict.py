@@ -33,6 +33,9 @@ from .trainer import inference_model
 from .weights import build_checkpointer
 
 logger = logging.getLogger(__name__)
+# DATASETS.TEST "()": the class names the weights store label the pictures (our trainings')
+PREDICT_FIX = ("Name the dataset the weights were trained on, or pass DATASETS.TEST \"()\" "
+               "for the class names the weights store.")
 IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
 
 
@@ -65,7 +68,8 @@ class BatchPredictor:
         model = build_model(cfg)
         checkpointer = build_checkpointer(cfg, model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
-        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
+        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]",
+                               PREDICT_FIX)
         aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         predictor = cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
         predictor.classes = checkpointer.last_classes
@@ -133,7 +137,7 @@ class DatasetIds:
                 f"DATASETS.TEST[0] {metadata.name!r}: its json {json_file!r} cannot be read as a "
                 "COCO json, and its category ids are nowhere else: the results' category_id "
                 "would be guessed. Point DETECTRON2_DATASETS (or --dataset) at the json, or "
-                "pass DATASETS.TEST \"()\" for class indices.")
+                "pass DATASETS.TEST \"()\" (category ids: the model's class indices).")
         if json_file and not isinstance(data, dict):
             logger.warning(f"The dataset's json {json_file!r} cannot be read as a COCO json: "
                            "every picture gets a new image_id (categories: the metadata's).")
@@ -286,7 +290,8 @@ def prediction_metadata(cfg):
     if name not in DatasetCatalog.list():  # MetadataCatalog.get would make an empty entry
         raise ConfigError("DATASETS.TEST[0]", name, "a registered dataset name (its class "
                           "names and json ids label the results)", "Register it (--dataset "
-                          "NAME=JSON:DIR), or pass DATASETS.TEST \"()\" for class indices.")
+                          "NAME=JSON:DIR), or pass DATASETS.TEST \"()\" (class names the "
+                          "weights store, else indices).")
     metadata = MetadataCatalog.get(name)
     classes, found = metadata.get("thing_classes", None), num_classes_key(cfg)
     if classes is not None and found is not None and len(classes) != found[1]:

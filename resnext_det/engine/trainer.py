@@ -18,7 +18,7 @@ from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
                      check_test_images, check_weights, check_weights_classes,
-                     checked_train_dicts, dataset_classes, input_conventions,
+                     checked_train_dicts, check_test_classes, input_conventions, trained_classes,
                      warn_frozen_from_scratch,
                      warn_resume_finds_nothing)
 from .precision import with_inference_dtype
@@ -67,6 +67,7 @@ class Trainer(DefaultTrainer):
         """
         TrainerBase.__init__(self)
         check_datasets(cfg)
+        check_test_classes(cfg)
         check_test_images(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
@@ -78,7 +79,7 @@ class Trainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
-        self.checkpointer.classes = dataset_classes(cfg.DATASETS.TRAIN)  # in each checkpoint
+        self.checkpointer.classes = trained_classes(cfg)  # in each checkpoint
         self.checkpointer.trained_input = input_conventions(cfg)
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
@@ -115,7 +116,7 @@ class Trainer(DefaultTrainer):
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)
         super().resume_or_load(resume=resume)
-        if resuming:  # MODEL.WEIGHTS of other classes is fine-tuning: not checked
+        if resuming and self.checkpointer.classes is not None:  # MODEL.WEIGHTS: fine-tuning
             check_weights_classes(self.checkpointer, self.cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
                                   RESUME_FIX)
 

@@ -142,7 +142,7 @@ def claim_folder(folder, mark, text):
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise FolderError(f"{folder!r} is a file, not a folder; give the output a folder.")
     if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, mark)):
-        others = sorted(os.listdir(folder))
+        others = sorted(set(os.listdir(folder)) - {LOCK_NAME})  # a training's lock, no file
         if others:
             return others
     try:

@@ -51,3 +51,24 @@ def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch):
     assert {p.name: p.read_text() for p in run.iterdir()} == {
         name: "my training's" for name in ("model_final.pth", "last_checkpoint", "metrics.json",
                                            "config.yaml")}
+
+
+def test_an_earlier_demos_folder_is_the_demos(tmp_path):
+    """A folder the demo wrote before it marked its folders (predictions.png, curves.png)
+    is taken; a training's lock file is not named as a file the demo did not write."""
+    from resnext_det.config.errors import ConfigError
+
+    demo = load_tool("demo")
+    earlier = tmp_path / "output_demo"
+    earlier.mkdir()
+    for name in ("predictions.png", "curves.png", "model_final.pth", "metrics.json", ".lock"):
+        (earlier / name).write_text("the demo's")
+    demo.claim_demo_output(str(earlier))
+    assert (earlier / demo.DEMO_MARK).is_file()
+    training = tmp_path / "training"
+    training.mkdir()
+    for name in (".lock", "model_final.pth"):
+        (training / name).write_text("a training's")
+    with pytest.raises(ConfigError, match=r"it holds 1 files the demo did not write, e.g. "
+                       r"'model_final.pth'"):
+        demo.claim_demo_output(str(training))

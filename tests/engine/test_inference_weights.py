@@ -91,7 +91,7 @@ def test_resume_on_other_classes_is_an_error(trained, renamed, tmp_path, capsys)
     shutil.copytree(out, tmp_path / "run")
     (tmp_path / "run" / ".lock").unlink(missing_ok=True)
     error = _user_error(capsys, ["--config-file", CONFIG, "--resume", *renamed[:2],
-                                 "DATASETS.TRAIN", renamed[3], *map(str, TINY),
+                                 "DATASETS.TRAIN", renamed[3], *renamed[2:], *map(str, TINY),
                                  "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path / "run")])
     assert "model_final.pth: the classes are in another order" in error
     assert "in DATASETS.TRAIN 'renamed_" in error and "Resume on the data" in error
@@ -195,3 +195,48 @@ def test_weights_trained_on_other_input_are_an_error(trained, datasets_root, tmp
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: {change[0]}=") and "model_final.pth was trained with" in error
+
+
+def test_checks_that_need_classes_leave_a_proposal_network_alone(datasets_root, renamed,
+                                                                  tmp_path):
+    """An RPN's outputs carry no class: its checkpoints store none, and its proposals may be
+    scored on data of other classes (box_proposals AR)."""
+    out = tmp_path / "rpn"
+    rpn = ["MODEL.META_ARCHITECTURE", "ProposalNetwork"]
+    load_tool("train_net").run(["--config-file", CONFIG, *map(str, TINY), *rpn,
+                                "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)])
+    assert "classes" not in torch.load(out / "model_final.pth", weights_only=False)
+    load_tool("train_net").run(["--config-file", CONFIG, "--eval-only", *renamed, *map(str, TINY),
+                                *rpn, "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                                "OUTPUT_DIR", str(tmp_path / "e")])
+    assert list((tmp_path / "e").glob("inference/*/coco_metrics.json"))
+
+
+def test_a_training_that_evaluates_on_other_classes_is_an_error(datasets_root, renamed,
+                                                                tmp_path, capsys):
+    """DATASETS.TEST of other classes than DATASETS.TRAIN: every evaluation of the run
+    scored each class as another (the --eval-only of its checkpoint is refused)."""
+    error = _user_error(capsys, ["--config-file", CONFIG, *renamed, *map(str, TINY),
+                                 "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "run")])
+    assert re.search(r"the classes are in another order \(class 0 is '0' in DATASETS.TRAIN, "
+                     r"'9' in DATASETS.TEST 'renamed_\w+'\); the evaluations would score", error)
+    assert not (tmp_path / "run" / "model_final.pth").exists()
+
+
+def test_data_of_other_classes_is_named_before_the_heads(trained, datasets_root, tmp_path,
+                                                         capsys):
+    """The training's config with NUM_CLASSES 3 for a 3-class json: the cause is the data's
+    classes, not the config (the whole-model error said "use the training's config")."""
+    out, _ = trained
+    json_file, images = detection_paths(datasets_root / "digits", "val")
+    data = json.loads(open(json_file).read())
+    data["categories"] = [{"id": i, "name": n} for i, n in ((1, "cat"), (2, "dog"), (3, "bird"))]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] <= 3]
+    (tmp_path / "three.json").write_text(json.dumps(data))
+    name = f"three_{uuid.uuid4().hex[:8]}"
+    error = _user_error(capsys, ["--config-file", CONFIG, "--eval-only", "--dataset",
+                                 f"{name}={tmp_path / 'three.json'}:{images}", "DATASETS.TEST",
+                                 f"('{name}',)", *map(str, TINY), "MODEL.ROI_HEADS.NUM_CLASSES",
+                                 "3", "MODEL.WEIGHTS", str(out / "model_final.pth"),
+                                 "OUTPUT_DIR", str(tmp_path / "e")])
+    assert "model_final.pth: the classes differ (only in the checkpoint: ['0', '1'" in error

@@ -279,6 +279,11 @@ def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys
         assert re.search(r"1 of 4 images of DATASETS.TEST 'digits_val' do not exist: "
                          rf"'.*{val[0].name}'", error), error
         assert not (tmp_path / "run" / "model_final.pth").exists()
+        from tests.engine.test_lazy import DIGITS, TINY_DATA, TINY_MODEL
+        error = _user_error(capsys, ["--config-file", DIGITS, "--eval-only", *TINY_MODEL,
+                                     *TINY_DATA, f"train.init_checkpoint={tmp_path / 'x.pth'}",
+                                     f"train.output_dir={tmp_path / 'lazy'}"])
+        assert "1 of 4 images of dataloader.test.dataset.names 'digits_val' do not" in error
         shutil.copy(val[1], val[0])
         val[1].write_bytes(val[1].read_bytes()[:200])  # truncated
         weights = _ground_truth_model(monkeypatch, tmp_path)
@@ -316,3 +321,27 @@ def test_resume_without_a_checkpoint_warns(datasets_root, tmp_path):
     assert any(f"--resume: '{tmp_path / 'typo'}' holds no checkpoint to resume from; a new "
                "training starts from scratch" in r for r in records), records
     assert (tmp_path / "typo" / "model_final.pth").is_file()
+
+
+def test_pictures_deeper_than_8_bits_are_named_not_trained_white(datasets_root, tmp_path,
+                                                                 capsys):
+    """detectron2's reader clips a 16-bit picture's values to 255: the model trained on
+    white pictures, silently. (tools/predict.py reads such files by their top 8 bits.)"""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "datasets"
+    shutil.copytree(datasets_root / "digits", root / "digits")
+    register_digits(root / "digits")
+    for path in (root / "digits/images/train").iterdir():  # PNG content; PIL reads by content
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(pixels).save(path, format="PNG")
+    try:
+        error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.MAX_ITER",
+                                     "1", "OUTPUT_DIR", str(tmp_path / "run")])
+    finally:
+        register_digits(datasets_root / "digits")
+    assert re.search(r"Training image '.*' is a picture of more than 8 bits \(PIL mode "
+                     r"'I;16'\)", error), error
