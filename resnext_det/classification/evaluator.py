@@ -46,9 +46,8 @@ class TopKEvaluator(DatasetEvaluator):
             raise DatasetError(f"no validation image could be read ({int(skipped)} left out as "
                                "bad, each named in the log above); the errors would mean "
                                "nothing. Fix or replace the validation images (DATA.ROOT).")
-        n = count
-        result = {"top1_err": 100 * (1 - top1 / n), "top5_err": 100 * (1 - top5 / n),
-                  "loss": loss / n, "images": int(count), "skipped": int(skipped)}
+        result = {"top1_err": 100 * (1 - top1 / count), "top5_err": 100 * (1 - top5 / count),
+                  "loss": loss / count, "images": int(count), "skipped": int(skipped)}
         left_out = f", {result['skipped']} bad images left out" if skipped else ""
         logger.info(f"top-1 error {result['top1_err']:.2f}%, top-5 error {result['top5_err']:.2f}% "
                     f"(loss {result['loss']:.4f}) on {result['images']} images{left_out}")

@@ -9,7 +9,7 @@ import torch
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-from ..config.errors import ConfigError, check_choice
+from ..config.errors import ConfigError, check_choice, check_whole
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def build_param_scheduler(s):
     for key in ("IMS_PER_BATCH", "REFERENCE_BATCH", "MAX_EPOCHS"):
         if s[key] <= 0:
             raise ConfigError(f"SOLVER.{key}", s[key], "a number > 0")
-    if s.MAX_TO_KEEP < 0:  # detectron2's PeriodicCheckpointer asserts on it
-        raise ConfigError("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, "checkpoints >= 1 to keep, or 0 "
-                          "for all")
+    check_whole("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, 0, " (0: keep all)")  # detectron2 asserts
     if s.CHECKPOINT_PERIOD < 0:
         raise ConfigError("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD,
                           "iterations >= 1, or 0 for every epoch")

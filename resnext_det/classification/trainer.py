@@ -18,13 +18,12 @@ from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from torch.utils.data import default_collate
 
-from ..config.errors import ConfigError
-from ..checkpoint import WeightsMismatchError
+from ..config.errors import ConfigError, check_whole
 from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
-from ..engine.checks import (check_no_earlier_run, check_weights, check_weights_to_evaluate,
-                             warn_resume_finds_nothing)
+from ..engine.checks import (RESUME_FIX, check_no_earlier_run, check_weights,
+                             check_weights_to_evaluate, warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -80,23 +79,12 @@ def evaluate_only(cfg, resume=False):
 
 
 def check_classifier_fits(checkpointer, classes):
-    """The file just loaded holds the classifier of the validation folder's `classes`: a
-    training checkpoint's class names are the folder's; any file's `linear.*` loaded whole
-    (detectron2 leaves a layer of another shape at its random start, with a warning only)."""
-    source = checkpointer.loaded_file
-    check_stored_classes(source, checkpointer.last_classes, classes, "the validation folder",
-                         "Evaluate on data of the classes it was trained on.")
-    incompatible = checkpointer.last_incompatible
-    shaped = {k: a for k, a, _ in incompatible.incorrect_shapes}
-    if "linear.weight" in shaped:
-        raise WeightsMismatchError(
-            f"{source}: holds a classifier of {shaped['linear.weight'][0]} classes, the "
-            f"validation folder has {len(classes)}; the evaluation would score a random "
-            "classifier. Evaluate on data of the classes it was trained on.")
-    if any(k.startswith("linear.") for k in incompatible.missing_keys):
-        raise WeightsMismatchError(
-            f"{source}: holds no classifier (linear.weight, linear.bias); the evaluation would "
-            "score a random one. Evaluate a classification checkpoint.")
+    """The file just loaded is a classifier of the validation folder's `classes`: their names
+    (a training checkpoint stores them) and the whole model, linear.* too, from the file."""
+    fix = f"Evaluate a classifier of the {len(classes)} classes of the validation folder."
+    check_stored_classes(checkpointer.loaded_file, checkpointer.last_classes, classes,
+                         "the validation folder", fix)
+    checkpointer.check_loaded_whole(fix)
 
 
 class Throughput(hooks.HookBase):
@@ -167,10 +155,8 @@ class ClsTrainer(DefaultTrainer):
 
     def build_hooks(self):
         c, s = self.cfg, self.cfg.SOLVER
-        if c.TEST.EVAL_PERIOD < 0:
-            raise ConfigError("TEST.EVAL_PERIOD", c.TEST.EVAL_PERIOD, "epochs >= 0 (0: at the end only)")
-        if c.LOG_PERIOD < 1:
-            raise ConfigError("LOG_PERIOD", c.LOG_PERIOD, "iterations >= 1")
+        check_whole("TEST.EVAL_PERIOD", c.TEST.EVAL_PERIOD, 0, " (epochs; 0: at the end only)")
+        check_whole("LOG_PERIOD", c.LOG_PERIOD, 1, " (iterations)")
         checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
         ret = [DropRecordsAfterCheckpoint(c.OUTPUT_DIR), hooks.IterationTimer(),
                Throughput(s.IMS_PER_BATCH, self.epoch_iters),
@@ -211,11 +197,8 @@ class ClsTrainer(DefaultTrainer):
             check_weights(self.cfg)
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resuming:
-            check_stored_classes(
-                self.checkpointer.loaded_file, self.checkpointer.last_classes,
-                self.train_set.classes, "the data",
-                "Resume on the class folders the run was trained on, or train into another "
-                "OUTPUT_DIR (MODEL.WEIGHTS set to the checkpoint starts from its weights).")
+            check_stored_classes(self.checkpointer.loaded_file, self.checkpointer.last_classes,
+                                 self.train_set.classes, "the data", RESUME_FIX)
             self.start_iter = self.iter + 1
             restore_rng(extra)
             self.sampler.seed = extra.get("data_seed", self.sampler.seed)

@@ -3,10 +3,12 @@
 detectron2's normalization, so that pretrained features transfer: 0-255 pixels in
 INPUT.FORMAT order, x' = (x - PIXEL_MEAN) / PIXEL_STD (torchvision's, with its statistics).
 """
+import math
+
 import torch
 from torchvision import transforms as T
 
-from ..config.errors import ConfigError, check_choice
+from ..config.errors import ConfigError, check_choice, check_whole
 
 
 class ToModelInput:
@@ -24,24 +26,15 @@ class ToModelInput:
         return ((x.flip(0) if self.bgr else x) - self.mean) / self.std
 
 
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def check_sizes(inp):
     """The INPUT sizes and ranges, checked when the transforms are built (torchvision
-    answers a bad one with an error from inside the data loader, TEST_CROP at the first
-    evaluation, after an epoch of training)."""
-    for key in ("TRAIN_SIZE", "TEST_RESIZE", "TEST_CROP"):
-        if not (isinstance(inp[key], int) and not isinstance(inp[key], bool) and inp[key] >= 1):
-            raise ConfigError(f"INPUT.{key}", inp[key], "a whole number of pixels >= 1")
-    if not (isinstance(inp.PAD, int) and inp.PAD >= 0):
-        raise ConfigError("INPUT.PAD", inp.PAD, "a whole number of pixels >= 0")
-    for key, top, what in (("SCALE", 1.0, "area fractions 0 < low <= high <= 1, e.g. (0.08, 1.0)"),
-                           ("RATIO", float("inf"), "aspect ratios 0 < low <= high, e.g. "
-                                                   "(0.75, 1.333)")):
+    answers a bad one from inside the data loader, TEST_CROP 0 after an epoch)."""
+    for key, low in (("TRAIN_SIZE", 1), ("TEST_RESIZE", 1), ("TEST_CROP", 1), ("PAD", 0)):
+        check_whole(f"INPUT.{key}", inp[key], low, " (pixels)")
+    for key, top, what in (("SCALE", 1.0, "area fractions 0 < low <= high <= 1, e.g. (0.08, 1)"),
+                           ("RATIO", math.inf, "aspect ratios 0 < low <= high, e.g. (0.75, 1.33)")):
         pair = tuple(inp[key])
-        if not (len(pair) == 2 and all(_is_number(v) for v in pair)
+        if not (len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair)
                 and 0 < pair[0] <= pair[1] <= top):
             raise ConfigError(f"INPUT.{key}", pair, what)
 

@@ -146,16 +146,16 @@ def test_schedule_errors_name_the_key():
     with pytest.raises(ConfigError, match="SOLVER.LR_SCHEDULER"):
         build_param_scheduler(cfg.SOLVER)
     cfg.SOLVER.LR_SCHEDULER, cfg.SOLVER.MAX_TO_KEEP = "step", -1  # was: detectron2's assert
-    with pytest.raises(ConfigError, match=r"SOLVER.MAX_TO_KEEP=-1 .*or 0 for all"):
+    with pytest.raises(ConfigError, match=r"SOLVER.MAX_TO_KEEP=-1 .*0: keep all"):
         build_param_scheduler(cfg.SOLVER)
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("TRAIN_SIZE", 0, "a whole number of pixels >= 1"),  # was: ValueError in a loader worker
-    ("TEST_CROP", 0, "a whole number of pixels >= 1"),  # was: at the first evaluation
+    ("TRAIN_SIZE", 0, "a whole number >= 1"),  # was: ValueError in a loader worker
+    ("TEST_CROP", 0, "a whole number >= 1"),  # was: at the first evaluation
     ("SCALE", (1.0, 0.5), "area fractions 0 < low <= high <= 1"),  # was: a RuntimeError
     ("RATIO", (0.0, 0.0), "aspect ratios 0 < low <= high"),
-    ("PAD", -3, "a whole number of pixels >= 0"),
+    ("PAD", -3, "a whole number >= 0"),
 ])
 def test_input_errors_name_the_key_when_the_transforms_are_built(key, value, expected):
     from resnext_det.classification.transforms import build_test_transform, build_train_transform
