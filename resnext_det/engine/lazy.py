@@ -151,8 +151,9 @@ def _call(node, **replaced):
 class _RenamedGuard(BadImageGuard):
     """BadImageGuard whose errors name the lazy keys (it runs in DataLoader workers)."""
 
-    def __init__(self, mapper, on_bad_image, max_in_a_row, names):
-        super().__init__(mapper, on_bad_image=on_bad_image, max_in_a_row=max_in_a_row)
+    def __init__(self, mapper, on_bad_image, max_in_a_row, names, evaluating=False):
+        super().__init__(mapper, on_bad_image=on_bad_image, max_in_a_row=max_in_a_row,
+                         evaluating=evaluating)
         self.names = names
 
     def __call__(self, dataset_dict):
@@ -178,6 +179,16 @@ def build_train_loader(setup):
     return _call(node, dataset=dicts, mapper=mapper)
 
 
+def build_test_loader(setup):
+    """dataloader.test, its mapper guarded as the YAML path's: a picture that cannot be
+    decoded (or of more than 8 bits) stops the evaluation naming it."""
+    node = setup.cfg.dataloader.test
+    if "mapper" not in node:
+        return instantiate(node)
+    return _call(node, mapper=_RenamedGuard(instantiate(node.mapper), "error", 1, setup.names,
+                                            evaluating=True))
+
+
 def do_test(setup, model):
     """Evaluate `model` (its train.fast_inference copy) on dataloader.test.
 
@@ -190,7 +201,7 @@ def do_test(setup, model):
         return {}
     fast = inference_model(setup.view, model)  # MODEL.RESNEXT.FAST_INFERENCE = train.fast_inference
     with torch.random.fork_rng(devices=[]):  # as Trainer.test: training samples as without it
-        results = inference_on_dataset(fast, instantiate(cfg.dataloader.test),
+        results = inference_on_dataset(fast, build_test_loader(setup),
                                        instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)
     return results

@@ -240,3 +240,29 @@ def test_data_of_other_classes_is_named_before_the_heads(trained, datasets_root,
                                  "3", "MODEL.WEIGHTS", str(out / "model_final.pth"),
                                  "OUTPUT_DIR", str(tmp_path / "e")])
     assert "model_final.pth: the classes differ (only in the checkpoint: ['0', '1'" in error
+
+
+def test_a_lazy_evaluation_names_an_undecodable_picture(trained, datasets_root, tmp_path,
+                                                        capsys):
+    """The .py config's test loader is guarded as the YAML one: a truncated picture stopped
+    the evaluation with a bare OSError."""
+    import shutil
+
+    from resnext_det.data import register_digits
+    from tests.engine.test_lazy import DIGITS, TINY_DATA, TINY_MODEL
+
+    out, _ = trained
+    shutil.copytree(datasets_root / "digits", tmp_path / "digits")
+    register_digits(tmp_path / "digits")
+    bad = sorted((tmp_path / "digits/images/val").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:200])
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            load_tool("train_net").run([
+                "--config-file", DIGITS, "--eval-only", *TINY_MODEL, *TINY_DATA,
+                f"train.init_checkpoint={out / 'model_final.pth'}",
+                f"train.output_dir={tmp_path / 'e'}"])
+    finally:
+        register_digits(datasets_root / "digits")
+    assert exit_.value.code == 2
+    assert f"Evaluation image '{bad}' cannot be read" in capsys.readouterr().err
