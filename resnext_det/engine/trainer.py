@@ -16,11 +16,10 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
-from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_no_earlier_run,
-                     check_test_images, check_weights, check_weights_classes,
-                     checked_train_dicts, check_test_classes, input_conventions, trained_classes,
-                     warn_frozen_from_scratch,
-                     warn_resume_finds_nothing)
+from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_input_conventions,
+                     check_no_earlier_run, check_test_classes, check_test_images, check_weights,
+                     check_weights_classes, checked_train_dicts, input_conventions, trained_classes,
+                     warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -116,7 +115,9 @@ class Trainer(DefaultTrainer):
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)
         super().resume_or_load(resume=resume)
-        if resuming and self.checkpointer.classes is not None:  # MODEL.WEIGHTS: fine-tuning
+        if resuming:  # the run goes on as it started (MODEL.WEIGHTS: fine-tuning, free)
+            check_input_conventions(self.cfg, self.checkpointer)
+        if resuming and self.checkpointer.classes is not None:
             check_weights_classes(self.checkpointer, self.cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
                                   RESUME_FIX)
 

@@ -266,3 +266,17 @@ def test_a_lazy_evaluation_names_an_undecodable_picture(trained, datasets_root, 
         register_digits(datasets_root / "digits")
     assert exit_.value.code == 2
     assert f"Evaluation image '{bad}' cannot be read" in capsys.readouterr().err
+
+
+def test_resume_with_other_input_is_an_error(trained, tmp_path, capsys):
+    """A resumed run fed BGR for RGB would go on learning from other pixels than it began."""
+    import shutil
+
+    out, _ = trained
+    shutil.copytree(out, tmp_path / "run")
+    (tmp_path / "run" / ".lock").unlink(missing_ok=True)
+    error = _user_error(capsys, ["--config-file", CONFIG, "--resume", *map(str, TINY),
+                                 "INPUT.FORMAT", "BGR", "SOLVER.MAX_ITER", "2",
+                                 "OUTPUT_DIR", str(tmp_path / "run")])
+    assert error.startswith("error: INPUT.FORMAT='BGR' is not valid: expected 'RGB', the value ")
+    assert "model_final.pth was trained with" in error
