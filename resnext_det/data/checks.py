@@ -257,11 +257,13 @@ class BadImageGuard:
         check_choice("DATALOADER.ON_BAD_IMAGE", on_bad_image, BAD_IMAGE_POLICIES)
         self.mapper, self.on_bad_image, self.max_in_a_row = mapper, on_bad_image, max_in_a_row
         self.evaluating = evaluating
-        self._reported, self._in_a_row = set(), 0
+        self._reported, self._in_a_row, self._shallow = set(), 0, set()
 
     def __call__(self, dataset_dict):
         path = dataset_dict.get("file_name")
-        mode = deep_mode(path) if path else None
+        mode = deep_mode(path) if path and path not in self._shallow else None
+        if path and mode is None:  # its header is read once per file and process
+            self._shallow.add(path)
         if mode is not None:  # detectron2's read_image would give the model a white picture
             role = "Evaluation" if self.evaluating else "Training"
             raise DatasetError(

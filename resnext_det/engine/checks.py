@@ -159,6 +159,21 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
                              f"{key} {name!r}", fix)
 
 
+def mark_checkpoints(checkpointer, cfg):
+    """Each checkpoint of the training of `cfg` stores its class names (trained_classes) and
+    its input (input_conventions), which evaluations and resumes check."""
+    checkpointer.classes = trained_classes(cfg)
+    checkpointer.trained_input = input_conventions(cfg)
+
+
+def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):
+    """A resumed run goes on as it started: the input and the class names its checkpoint
+    stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked)."""
+    check_input_conventions(cfg, checkpointer)
+    if checkpointer.classes is not None:
+        check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, train_key, RESUME_FIX)
+
+
 WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "
              "the same class count and heads.")
 INPUT_FIX = "Use the config the weights were trained with (their training's config.yaml)."

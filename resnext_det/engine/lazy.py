@@ -46,11 +46,10 @@ from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from ..utils.io import release_folder
 from .amp import build_step_trainer
-from .checks import (RESUME_FIX, check_datasets, check_input_conventions, check_no_earlier_run,
-                     check_test_classes, check_test_images, check_weights, check_weights_classes,
+from .checks import (check_datasets, check_no_earlier_run, check_resumed_training,
+                     check_test_classes, check_test_images, check_weights,
                      check_weights_to_evaluate, check_weights_to_infer, checked_train_dicts,
-                     input_conventions, trained_classes, warn_frozen_from_scratch,
-                     warn_resume_finds_nothing)
+                     mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
@@ -235,8 +234,7 @@ def do_train(setup, resume=False):
     # SimpleTrainer; with train.amp.enabled AMPTrainer on CUDA, bfloat16 autocast on CPUs
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
-    checkpointer.classes = trained_classes(setup.view)  # in each checkpoint
-    checkpointer.trained_input = input_conventions(setup.view)
+    mark_checkpoints(checkpointer, setup.view)
     last = {}
 
     def evaluate():
@@ -264,11 +262,8 @@ def do_train(setup, resume=False):
                                  OmegaConf.select(cfg, "model.backbone.bottom_up.freeze_at"),
                                  "model.backbone.bottom_up.freeze_at")
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
-    if resuming:  # the run goes on as it started (init_checkpoint: fine-tuning, free)
-        setup.checked(check_input_conventions, checkpointer)
-    if resuming and checkpointer.classes is not None:
-        check_weights_classes(checkpointer, setup.view.DATASETS.TRAIN,
-                              "dataloader.train.dataset.names", RESUME_FIX)
+    if resuming:
+        setup.checked(check_resumed_training, checkpointer, "dataloader.train.dataset.names")
     # the checkpoint holds the iteration that had just finished
     trainer.train(trainer.iter + 1 if resuming else 0, train.max_iter)
     return last.get("results")

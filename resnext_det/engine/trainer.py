@@ -16,10 +16,10 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
-from .checks import (RESUME_FIX, bad_data_policies, check_datasets, check_input_conventions,
-                     check_no_earlier_run, check_test_classes, check_test_images, check_weights,
-                     check_weights_classes, checked_train_dicts, input_conventions, trained_classes,
-                     warn_frozen_from_scratch, warn_resume_finds_nothing)
+from .checks import (bad_data_policies, check_datasets, check_no_earlier_run,
+                     check_resumed_training, check_test_classes, check_test_images, check_weights,
+                     checked_train_dicts, mark_checkpoints, warn_frozen_from_scratch,
+                     warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -78,8 +78,7 @@ class Trainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
-        self.checkpointer.classes = trained_classes(cfg)  # in each checkpoint
-        self.checkpointer.trained_input = input_conventions(cfg)
+        mark_checkpoints(self.checkpointer, cfg)
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
 
@@ -115,11 +114,8 @@ class Trainer(DefaultTrainer):
             check_weights(self.cfg)
             warn_frozen_from_scratch(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.BACKBONE.FREEZE_AT)
         super().resume_or_load(resume=resume)
-        if resuming:  # the run goes on as it started (MODEL.WEIGHTS: fine-tuning, free)
-            check_input_conventions(self.cfg, self.checkpointer)
-        if resuming and self.checkpointer.classes is not None:
-            check_weights_classes(self.checkpointer, self.cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
-                                  RESUME_FIX)
+        if resuming:
+            check_resumed_training(self.cfg, self.checkpointer)
 
     def build_hooks(self):
         """DefaultTrainer's hooks, led by one that cuts a resumed run's metrics.json back to
