@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
-from ..modeling.config_args import resnext_block_args, resnext_node
+from ..modeling.config_args import check_features_produced, resnext_block_args, resnext_node
 from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
@@ -165,6 +165,7 @@ def check_resnext_keys(cfg):
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)
+    _check_head_features(cfg.MODEL)
     _check_anchors(cfg)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
@@ -186,6 +187,46 @@ def _check_anchors(cfg):
             raise ConfigError(f"MODEL.ANCHOR_GENERATOR.{name}", value, f"one list for all "
                               f"features, or one per feature of {key} "
                               f"({len(head.IN_FEATURES)}: {list(head.IN_FEATURES)})")
+
+
+# Levels above the last FPN input that each of our FPN backbones adds (P6; P6 and P7).
+_FPN_TOP_LEVELS = {"build_resnext_fpn_backbone": 1, "build_retinanet_resnext_fpn_backbone": 2}
+_STAGES = ("res2", "res3", "res4", "res5")
+
+
+def _backbone_features(model):
+    """The features our backbone outputs, from the keys it reads; None for other backbones
+    or inputs its builder names itself. detectron2's FPN calls level k "p{k}", k = log2 of
+    the stride (res2..res5: strides 4..32)."""
+    name = model.get("BACKBONE", {}).get("NAME")
+    if name == "build_resnext_backbone":
+        return list(model.RESNETS.OUT_FEATURES)
+    inputs = list(model.get("FPN", {}).get("IN_FEATURES", ()))
+    if name not in _FPN_TOP_LEVELS or not inputs or not set(inputs) <= set(_STAGES):
+        return None
+    levels = sorted(int(f[3:]) for f in inputs)
+    return [f"p{k}" for k in levels + [levels[-1] + i for i in range(1, _FPN_TOP_LEVELS[name] + 1)]]
+
+
+def _check_head_features(model):
+    """The heads' IN_FEATURES are among the backbone's outputs (detectron2: a KeyError
+    naming only the feature, raised while the model is built)."""
+    produced = _backbone_features(model)
+    if produced is None:
+        return
+    meta = model.get("META_ARCHITECTURE")
+    heads = ["RETINANET"] if meta == "RetinaNet" else []
+    if meta != "RetinaNet" and model.get("PROPOSAL_GENERATOR", {}).get("NAME") == "RPN":
+        heads.append("RPN")
+    if meta == "GeneralizedRCNN":
+        heads.append("ROI_HEADS")
+    producer = f"MODEL.BACKBONE.NAME {model.BACKBONE.NAME!r}"
+    fix = ("name only those" + ("" if model.BACKBONE.NAME == "build_resnext_backbone" else
+                                ", or change MODEL.FPN.IN_FEATURES (res<k> gives p<k>)"))
+    for head in heads:
+        if "IN_FEATURES" in model.get(head, {}):
+            check_features_produced(f"MODEL.{head}.IN_FEATURES", list(model[head].IN_FEATURES),
+                                    produced, producer, fix)
 
 
 def check_output_dir(cfg):

@@ -127,9 +127,10 @@ def resnext_backbone_args(cfg):
                           **block_args)
 
 
-def check_features_produced(key, wanted, produced, producer):
+def check_features_produced(key, wanted, produced, producer,
+                            fix="add them to the producer's OUT_FEATURES"):
     """Raise when `wanted` names a feature the backbone does not output."""
     missing = [f for f in wanted if f not in produced]
     if missing:
         raise ConfigError(key, list(wanted), f"features that {producer} produces: {list(produced)}",
-                          f"{missing} not produced; add them to the producer's OUT_FEATURES.")
+                          f"{missing} not produced; {fix}.")

@@ -74,3 +74,35 @@ def test_builder_works_without_add_resnext_config():
     cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 2, 4
     backbone = build_backbone(cfg, ShapeSpec(channels=3))
     assert backbone.res2[0].conv2.groups == 2
+
+
+# The features each head reads are checked against the backbone's outputs before the build
+# (detectron2: a KeyError naming only the feature). The oracle for what a backbone outputs
+# is the built backbone's own output_shape() (detectron2's FPN names its levels).
+@pytest.mark.parametrize("backbone, overrides", [
+    ("build_resnext_backbone", []),
+    ("build_resnext_backbone", ["MODEL.RESNETS.OUT_FEATURES", ["res2", "res5"]]),
+    ("build_resnext_fpn_backbone", ["MODEL.RESNETS.OUT_FEATURES", FPN_FEATURES,
+                                    "MODEL.FPN.IN_FEATURES", FPN_FEATURES]),
+    ("build_resnext_fpn_backbone", ["MODEL.RESNETS.OUT_FEATURES", ["res3", "res4"],
+                                    "MODEL.FPN.IN_FEATURES", ["res3", "res4"]]),
+    ("build_retinanet_resnext_fpn_backbone", ["MODEL.RESNETS.OUT_FEATURES", ["res3", "res4", "res5"],
+                                              "MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5"]]),
+])
+def test_head_features_are_checked_against_what_the_backbone_outputs(backbone, overrides):
+    from resnext_det.config.checks import check_resnext_keys
+
+    cfg = make_cfg(*overrides, "MODEL.RESNEXT.TEMPLATE", "X50_2x4d", backbone=backbone)
+    produced = list(build_backbone(cfg, ShapeSpec(channels=3)).output_shape())
+    retina = "retinanet" in backbone
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet" if retina else "GeneralizedRCNN"
+    heads = ["RETINANET"] if retina else ["RPN", "ROI_HEADS"]
+    for head in heads:
+        cfg.MODEL[head].IN_FEATURES = produced
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32]]
+    check_resnext_keys(cfg)  # every produced feature is taken
+    for head in heads:
+        cfg.MODEL[head].IN_FEATURES = produced + ["p9"]
+        with pytest.raises(ConfigError, match=rf"MODEL.{head}.IN_FEATURES=.*\['p9'\] not produced"):
+            check_resnext_keys(cfg)
+        cfg.MODEL[head].IN_FEATURES = produced
