@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
+from ..modeling.backbone import output_features
 from ..modeling.config_args import check_features_produced, resnext_block_args, resnext_node
 from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
@@ -172,15 +173,19 @@ def check_resnext_keys(cfg):
         resnext_block_args(cfg)  # template, block form, norm and their combinations
 
 
+def _anchor_head(model):
+    """The MODEL node of the head that takes the anchors."""
+    return "RETINANET" if model.get("META_ARCHITECTURE") == "RetinaNet" else "RPN"
+
+
 def _check_anchors(cfg):
     """MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS: one list for all features, or one per
     feature of the head that takes them (detectron2 asserts when the model is built)."""
-    anchors = cfg.MODEL.get("ANCHOR_GENERATOR")
-    retina = cfg.MODEL.get("META_ARCHITECTURE") == "RetinaNet"
-    head = cfg.MODEL.get("RETINANET" if retina else "RPN")
+    anchors, name = cfg.MODEL.get("ANCHOR_GENERATOR"), _anchor_head(cfg.MODEL)
+    head = cfg.MODEL.get(name)
     if anchors is None or head is None or "IN_FEATURES" not in head:
         return
-    key = f"MODEL.{'RETINANET' if retina else 'RPN'}.IN_FEATURES"
+    key = f"MODEL.{name}.IN_FEATURES"
     for name in ("SIZES", "ASPECT_RATIOS"):
         value = anchors.get(name)
         if value is not None and len(value) not in (1, len(head.IN_FEATURES)):
@@ -189,35 +194,15 @@ def _check_anchors(cfg):
                               f"({len(head.IN_FEATURES)}: {list(head.IN_FEATURES)})")
 
 
-# Levels above the last FPN input that each of our FPN backbones adds (P6; P6 and P7).
-_FPN_TOP_LEVELS = {"build_resnext_fpn_backbone": 1, "build_retinanet_resnext_fpn_backbone": 2}
-_STAGES = ("res2", "res3", "res4", "res5")
-
-
-def _backbone_features(model):
-    """The features our backbone outputs, from the keys it reads; None for other backbones
-    or inputs its builder names itself. detectron2's FPN calls level k "p{k}", k = log2 of
-    the stride (res2..res5: strides 4..32)."""
-    name = model.get("BACKBONE", {}).get("NAME")
-    if name == "build_resnext_backbone":
-        return list(model.RESNETS.OUT_FEATURES)
-    inputs = list(model.get("FPN", {}).get("IN_FEATURES", ()))
-    if name not in _FPN_TOP_LEVELS or not inputs or not set(inputs) <= set(_STAGES):
-        return None
-    levels = sorted(int(f[3:]) for f in inputs)
-    return [f"p{k}" for k in levels + [levels[-1] + i for i in range(1, _FPN_TOP_LEVELS[name] + 1)]]
-
-
 def _check_head_features(model):
     """The heads' IN_FEATURES are among the backbone's outputs (detectron2: a KeyError
     naming only the feature, raised while the model is built)."""
-    produced = _backbone_features(model)
+    produced = output_features(model)
     if produced is None:
         return
-    meta = model.get("META_ARCHITECTURE")
-    heads = ["RETINANET"] if meta == "RetinaNet" else []
-    if meta != "RetinaNet" and model.get("PROPOSAL_GENERATOR", {}).get("NAME") == "RPN":
-        heads.append("RPN")
+    anchor_head, meta = _anchor_head(model), model.get("META_ARCHITECTURE")
+    heads = [anchor_head] if anchor_head == "RETINANET" or model.get(
+        "PROPOSAL_GENERATOR", {}).get("NAME") == "RPN" else []
     if meta == "GeneralizedRCNN":
         heads.append("ROI_HEADS")
     producer = f"MODEL.BACKBONE.NAME {model.BACKBONE.NAME!r}"

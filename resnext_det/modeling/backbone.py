@@ -14,7 +14,26 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 
 from ..config.errors import ConfigError
 from .config_args import check_features_produced, resnext_backbone_args
-from .resnext import build_resnext
+from .resnext import STAGE_NAMES, build_resnext
+
+# Levels each FPN builder adds above its last input: P6 (max pool); P6 and P7 (convs).
+_TOP_LEVELS = {"build_resnext_fpn_backbone": 1, "build_retinanet_resnext_fpn_backbone": 2}
+
+
+def output_features(model):
+    """The names of the features our backbone MODEL.BACKBONE.NAME outputs, read off the
+    `model` (cfg.MODEL) keys its builder reads; None for other backbones, and for FPN
+    inputs that the builder itself refuses. detectron2's FPN calls level k "p{k}", k =
+    log2 of its stride (res2..res5: strides 4..32)."""
+    name = model.get("BACKBONE", {}).get("NAME")
+    if name == "build_resnext_backbone":
+        return list(model.RESNETS.OUT_FEATURES)
+    inputs = list(model.get("FPN", {}).get("IN_FEATURES", ()))
+    if name not in _TOP_LEVELS or not inputs or not set(inputs) <= set(STAGE_NAMES):
+        return None
+    levels = sorted(int(f[3:]) for f in inputs)
+    top = [levels[-1] + i for i in range(1, _TOP_LEVELS[name] + 1)]
+    return [f"p{k}" for k in levels + top]
 
 
 @BACKBONE_REGISTRY.register()
