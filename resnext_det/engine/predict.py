@@ -24,7 +24,7 @@ from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from ..config.errors import ConfigError
-from ..data.checks import DatasetError
+from ..data.checks import BadImageError, DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE
 from ..utils.io import atomic_write, claim_folder
@@ -75,27 +75,25 @@ class BatchPredictor:
         predictor.classes = checkpointer.last_classes
         return predictor
 
-    def too_thin(self, image):
-        """Whether the test resize would give `image` a side of 0 pixels (1 x 2000, say)."""
-        return self.aug is not None and resizes_to_nothing(self.aug.get_transform(image), image)
-
-    def input_size(self, image):
-        """(height, width) of `image` as the model takes it, after the test resize."""
-        if self.aug is None:
-            return image.shape[:2]
-        transform = self.aug.get_transform(image)
+    def model_input(self, image):
+        """DefaultPredictor.__call__'s model input of one BGR picture; None when the test
+        resize would give it a side of 0 pixels (1 x 2000, say: PIL then raises)."""
         height, width = image.shape[:2]
-        return getattr(transform, "new_h", height), getattr(transform, "new_w", width)
-
-    def _input(self, image):
-        """DefaultPredictor.__call__'s model input of one BGR picture."""
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
-        resized = image if self.aug is None else self.aug.get_transform(image).apply_image(image)
-        return {"image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
-                "height": image.shape[0], "width": image.shape[1]}
+        if self.aug is not None:
+            transform = self.aug.get_transform(image)
+            if resizes_to_nothing(transform, image):
+                return None
+            image = transform.apply_image(image)
+        return {"image": torch.as_tensor(image.astype("float32").transpose(2, 0, 1)),
+                "height": height, "width": width}
 
     @torch.no_grad()
+    def forward(self, inputs):
+        """The model's outputs for `model_input`s of one size, in one forward."""
+        return self.model(inputs)
+
     def __call__(self, images):
         """
         Args:
@@ -104,7 +102,12 @@ class BatchPredictor:
             list[dict]: the model's output per picture ({"instances": Instances}, boxes in
             the picture's pixels).
         """
-        return self.model([self._input(image) for image in images])
+        inputs = [self.model_input(image) for image in images]
+        if None in inputs:
+            shape = images[inputs.index(None)].shape
+            raise BadImageError(f"A {shape[0]}x{shape[1]} picture is too thin for the test "
+                                "resize (a side would resize to 0 pixels): crop or pad it.")
+        return self.forward(inputs)
 
 
 def draw_instances(image, instances, metadata, scale=1.0):
@@ -328,19 +331,21 @@ def claim_output_dir(output_dir):
 
 
 def _batches(predictor, pictures, batch_size, skipped):
-    """Lists of up to `batch_size` pictures in order, all of one input size: detectron2 pads
-    a batch to its largest picture, and the padding changes a smaller picture's detections
-    (DefaultPredictor's, one at a time, are the reference). Too thin ones go to `skipped`."""
+    """Lists of up to `batch_size` (picture, model input) in order, all of one input size:
+    detectron2 pads a batch to its largest picture, and the padding changes a smaller
+    picture's detections (DefaultPredictor's, one at a time, are the reference). Too thin
+    ones go to `skipped`."""
     batch, size = [], None
     for picture in pictures:
-        if predictor.too_thin(picture.image):
+        model_input = predictor.model_input(picture.image)
+        if model_input is None:
             skipped.append((picture.path, "is too thin: a side would resize to 0 pixels"))
             continue
-        picture_size = predictor.input_size(picture.image)
-        if batch and (picture_size != size or len(batch) == batch_size):
+        input_size = model_input["image"].shape[1:]
+        if batch and (input_size != size or len(batch) == batch_size):
             yield batch
             batch = []
-        batch, size = batch + [picture], picture_size
+        batch, size = batch + [(picture, model_input)], input_size
     if batch:
         yield batch
 
@@ -378,9 +383,9 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
                   file=sys.stderr) as bar:
             for batch in _batches(predictor, read_inputs(paths, skipped), batch_size, skipped):
                 t0 = time.perf_counter()
-                outputs = predictor([p.image for p in batch])
+                outputs = predictor.forward([model_input for _, model_input in batch])
                 model_seconds += time.perf_counter() - t0
-                for p, output in zip(batch, outputs):
+                for (p, _), output in zip(batch, outputs):
                     writer.add(p, output["instances"].to("cpu"))
                 done += len(batch)
                 bar.update(len(batch))
