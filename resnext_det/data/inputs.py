@@ -11,8 +11,9 @@ from collections import namedtuple
 
 import cv2
 import numpy as np
-from detectron2.data.detection_utils import read_image
-from PIL import Image, ImageOps
+# read_image's two steps (its EXIF step works around Pillow issue 3973)
+from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL_to_numpy
+from PIL import Image
 
 from .checks import DECODE_ERRORS, HIGH_DEPTH_MODES, as_rgb
 
@@ -35,13 +36,13 @@ def resizes_to_nothing(transform, image):
 def read_picture(path, format="BGR"):
     """HxWx3 uint8 in `format`, as detectron2's read_image reads it (PIL, EXIF orientation
     applied), except for 16-bit one-channel pictures, which keep their contrast (as_rgb:
-    read_image makes them white); BadImageError for pictures of no one 8-bit scale."""
+    read_image makes them white); BadImageError for pictures of no one 8-bit scale. The file
+    is opened once: read_image's two steps run on the picture opened here."""
     with Image.open(path) as image:
-        deep = image.mode in HIGH_DEPTH_MODES and format in ("RGB", "BGR")
-        if deep:
-            rgb = np.asarray(as_rgb(ImageOps.exif_transpose(image), path))
-    if not deep:
-        return read_image(path, format=format)
+        image = _apply_exif_orientation(image)
+        if image.mode not in HIGH_DEPTH_MODES or format not in ("RGB", "BGR"):
+            return convert_PIL_to_numpy(image, format)
+        rgb = np.asarray(as_rgb(image, path))
     return np.ascontiguousarray(rgb[:, :, ::-1]) if format == "BGR" else rgb
 
 

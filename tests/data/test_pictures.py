@@ -41,6 +41,28 @@ def test_8_bit_pictures_read_as_detectron2_reads_them(tmp_path):
     np.testing.assert_array_equal(read_picture(path), detectron2_read_image(path, format="BGR"))
 
 
+def _rotated_by_exif(image, path):
+    """Save `image` with EXIF orientation 6 (shown turned 90 degrees clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif.tobytes())
+    return path
+
+
+def test_exif_orientation_is_applied_as_the_references_apply_it(tmp_path):
+    """A phone's picture: an 8-bit JPEG as detectron2 reads it, a 16-bit PNG as OpenCV does
+    (both turn it upright: 40x56 stored, 56x40 read)."""
+    jpeg = _rotated_by_exif(Image.fromarray((_gradient() >> 8).astype(np.uint8)).convert("RGB"),
+                            str(tmp_path / "phone.jpg"))
+    expected = detectron2_read_image(jpeg, format="BGR")
+    assert expected.shape == (56, 40, 3)
+    np.testing.assert_array_equal(read_picture(jpeg), expected)
+    png = _rotated_by_exif(Image.fromarray(_gradient()), str(tmp_path / "phone16.png"))
+    expected = cv2.imread(png, cv2.IMREAD_COLOR)
+    assert expected.shape == (56, 40, 3)
+    np.testing.assert_array_equal(read_picture(png), expected)
+
+
 def test_floating_point_pictures_are_named_and_skipped(tmp_path):
     path = str(tmp_path / "f32.tif")
     Image.fromarray(_gradient().astype(np.float32) / 65535).save(path)
