@@ -8,7 +8,6 @@ every key and shape against that template (validate) -> attach the metadata -> w
 (stem.*, res2.*, ...) by suffix, so one file loads into C4 (backbone.res2..4 and
 roi_heads.res5), FPN and RetinaNet (backbone.bottom_up.*) models.
 """
-import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
@@ -20,7 +19,7 @@ from . import catalog
 from .block_forms import convert_block_form
 from .detect import detect_source, unwrap
 from .errors import ConversionError, KeyMismatchError
-from .metadata import WeightsMetadata
+from .metadata import WeightsMetadata, valid_pixel_stats
 from .readers import WeightsFile, read_weights
 from .sources import DROP
 from .sources.base import as_tensor
@@ -110,11 +109,10 @@ def _metadata(source, wrapper, template, state, block_form, overrides, preset, v
 
 def _check_pixels(mean, std):
     """3 finite means and 3 finite stds > 0 (the model divides by the std)."""
-    for key, values, low in (("pixel_mean", mean, -math.inf), ("pixel_std", std, 0)):
-        if values is not None and (len(values) != 3 or not all(
-                isinstance(v, (int, float)) and math.isfinite(v) and v > low for v in values)):
+    for key, values, positive in (("pixel_mean", mean, False), ("pixel_std", std, True)):
+        if values is not None and not valid_pixel_stats(values, 3, positive):
             raise ConversionError(f"{key} {list(values)} is not valid: expected 3 finite numbers"
-                                  f"{' > 0' if low == 0 else ''} (0-255 scale, one per channel)")
+                                  f"{' > 0' if positive else ''} (0-255 scale, one per channel)")
 
 
 def _check_fits(source, problems, state, weights):

@@ -5,8 +5,17 @@ are in detectron2's convention (0-255 pixels in INPUT.FORMAT order; x' = (x - me
 Comparing it with a config, or setting a config from it, is the config's business:
 resnext_det/config/weights.py.
 """
+import math
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
+
+
+def valid_pixel_stats(values, channels, positive):
+    """Whether `values` are `channels` finite numbers, each > 0 if `positive` (stds: the
+    model divides by them)."""
+    return len(values) == channels and all(
+        isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not positive)
+        for v in values)
 
 
 @dataclass

@@ -4,12 +4,12 @@ Every MODEL.RESNEXT key is checked here, so that a typo stops the run in its fir
 rather than at the first evaluation after hours of training; the builders check the
 keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
-import math
 import os
 
 import torch
 import yaml
 
+from ..checkpoint.metadata import valid_pixel_stats
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
 from ..modeling.backbone import output_features
 from ..modeling.config_args import check_features_produced, resnext_block_args, resnext_node
@@ -136,15 +136,11 @@ def _check_pixel_stats(cfg):
     """MODEL.PIXEL_MEAN / PIXEL_STD: one finite number per input channel, stds > 0 (the model
     divides by them: a 0 trained to a FloatingPointError, a short list to a shape error)."""
     channels = 1 if cfg.get("INPUT", {}).get("FORMAT") == "L" else 3
-    for key, low in (("PIXEL_MEAN", -math.inf), ("PIXEL_STD", 0)):
+    for key, positive in (("PIXEL_MEAN", False), ("PIXEL_STD", True)):
         values = cfg.MODEL.get(key)
-        if values is None:
-            continue
-        values = list(values)
-        if len(values) != channels or not all(
-                isinstance(v, (int, float)) and math.isfinite(v) and v > low for v in values):
-            raise ConfigError(f"MODEL.{key}", values, f"{channels} finite numbers"
-                              f"{' > 0' if low == 0 else ''}, one per channel of INPUT.FORMAT")
+        if values is not None and not valid_pixel_stats(list(values), channels, positive):
+            raise ConfigError(f"MODEL.{key}", list(values), f"{channels} finite numbers"
+                              f"{' > 0' if positive else ''}, one per channel of INPUT.FORMAT")
 
 
 def check_resnext_keys(cfg):
