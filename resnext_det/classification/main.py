@@ -1,6 +1,5 @@
 """The body of tools/pretrain_cls.py: config set-up and the per-process main."""
-from ..engine.setup import setup_cfg, task_of
-from ..utils.io import release_folder
+from ..engine.setup import setup_cfg, task_of, training_folder
 from .config import get_cls_cfg
 from .trainer import ClsTrainer, evaluate_only
 
@@ -18,11 +17,10 @@ def main(args):
         dict: the last evaluation, {"top1_err", "top5_err" (percent), "loss", "images"}.
     """
     cfg = setup_cls_cfg(args)
-    try:
+    with training_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
         if args.eval_only:
             return evaluate_only(cfg, resume=args.resume)
         trainer = ClsTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
+        folder.starts()
         return trainer.train()
-    finally:
-        release_folder(cfg.OUTPUT_DIR)  # the lock setup_cfg took for a training

@@ -44,7 +44,6 @@ from ..modeling.lazy import rename_keys, renamed
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
-from ..utils.io import release_folder
 from .amp import build_step_trainer
 from .checks import (check_datasets, check_no_earlier_run, check_resumed_training,
                      check_test_classes, check_test_images, check_weights,
@@ -53,7 +52,7 @@ from .checks import (check_datasets, check_no_earlier_run, check_resumed_trainin
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint
-from .setup import run_default_setup, task_of
+from .setup import run_default_setup, task_of, training_folder
 from .trainer import inference_model
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
@@ -211,8 +210,9 @@ def _ddp(setup, model):
     return create_ddp_model(model, **{**dict(setup.cfg.train.get("ddp", {})), **cpu})
 
 
-def do_train(setup, resume=False):
-    """detectron2's lazy training loop with our checkpointer, checks and writers.
+def do_train(setup, resume=False, starts=lambda: None):
+    """detectron2's lazy training loop with our checkpointer, checks and writers; `starts`
+    is called after the checks, before the first iteration (setup.training_folder).
 
     Returns:
         dict: the last evaluation's results (the EvalHook runs after the last iteration).
@@ -264,6 +264,7 @@ def do_train(setup, resume=False):
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
     if resuming:
         setup.checked(check_resumed_training, checkpointer, "dataloader.train.dataset.names")
+    starts()
     # the checkpoint holds the iteration that had just finished
     trainer.train(trainer.iter + 1 if resuming else 0, train.max_iter)
     return last.get("results")
@@ -286,9 +287,8 @@ def evaluate(setup, resume=False):
 def main(args):
     """tools/train_net.py's per-process entry point for a .py --config-file."""
     setup = setup_lazy(args)
-    try:
-        results = (evaluate if args.eval_only else do_train)(setup, resume=args.resume)
-    finally:
-        release_folder(setup.cfg.train.output_dir)
+    with training_folder(setup.cfg.train.output_dir) as folder:
+        results = (evaluate(setup, resume=args.resume) if args.eval_only else
+                   do_train(setup, resume=args.resume, starts=folder.starts))
     comm.synchronize()
     return results

@@ -12,7 +12,9 @@ from detectron2.utils.logger import setup_logger
 from ..config.checks import (check_device, check_output_dir, check_resnext_keys, inference_dtype,
                              merge_config)
 from ..config.defaults import add_resnext_config
+from ..errors import UserError
 from ..utils.cli import quiet_user_errors
+from ..utils.io import atomic_write, release_folder
 from .checks import lock_output_dir
 from .weights import config_from_weights
 
@@ -46,6 +48,45 @@ def _training_config_kept(output_dir):
         os.replace(kept, path)
 
 
+# OUTPUT_DIR -> the bytes of its config.yaml before this process's training replaced it
+# (default_setup writes its own): what a start that is refused puts back.
+_earlier_configs = {}
+
+
+def _keep_earlier_config(output_dir):
+    path = os.path.join(output_dir, "config.yaml")
+    if comm.is_main_process() and os.path.isfile(path):
+        with open(path, "rb") as f:
+            _earlier_configs[output_dir] = f.read()
+
+
+class _TrainingFolder:
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+
+    def starts(self):
+        """The first iteration is next: from here config.yaml is this run's record."""
+        _earlier_configs.pop(self.output_dir, None)
+
+
+@contextlib.contextmanager
+def training_folder(output_dir):
+    """A training tool's run in the folder that setup_cfg set up (and locked, for a training).
+    A start that a UserError ends before `.starts()` (an earlier run without --resume, a
+    value or dataset a check refuses) puts back the config.yaml that was there: default_setup
+    had replaced the earlier run's only record of its config. The lock is released at the
+    end in every case."""
+    try:
+        yield _TrainingFolder(output_dir)
+    except UserError:
+        earlier = _earlier_configs.pop(output_dir, None)
+        if earlier is not None:
+            atomic_write(os.path.join(output_dir, "config.yaml"), lambda f: f.write(earlier))
+        raise
+    finally:
+        release_folder(output_dir)
+
+
 TASKS = ("train", "evaluate", "other")  # what a tool does with its output folder
 
 
@@ -56,13 +97,15 @@ def task_of(args):
 
 def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
     """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
-    for the output folder: a training (task "train") locks it first (lock_output_dir), an
+    for the output folder: a training (task "train") locks it first (lock_output_dir) and
+    keeps its config.yaml for training_folder to put back if the start is refused, an
     evaluation ("evaluate") keeps a training's config.yaml there; "other" tools (predict,
     export: folders of their own) do neither."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     if task == "train":
         lock_output_dir(output_dir, key)
+        _keep_earlier_config(output_dir)
     with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
         default_setup(cfg, args)
 

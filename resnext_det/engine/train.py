@@ -2,10 +2,9 @@
 from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
-from ..utils.io import release_folder
 from .checks import (check_datasets, check_test_images, check_weights_to_evaluate,
                      check_weights_to_infer)
-from .setup import setup_cfg, task_of
+from .setup import setup_cfg, task_of, training_folder
 from .trainer import Trainer
 
 
@@ -24,13 +23,12 @@ def evaluate(cfg, resume=False):
 
 def train(cfg, resume=False):
     """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
-    try:
+    with training_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
         check_training_keys(cfg, comm.get_world_size())
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=resume)
+        folder.starts()
         trainer.train()
-    finally:
-        release_folder(cfg.OUTPUT_DIR)  # the lock setup_cfg took (engine/checks.lock_output_dir)
     # DefaultTrainer.train returns results only when TEST.EXPECTED_RESULTS is set; the
     # final evaluation (its EvalHook) keeps them here in any case.
     return getattr(trainer, "_last_eval_results", None)

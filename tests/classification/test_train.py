@@ -242,10 +242,12 @@ def test_a_new_run_never_replaces_an_earlier_runs_detection_weights(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "model_final.pkl").write_bytes(b"an earlier run's backbone")
+    (out / "config.yaml").write_bytes(b"# the earlier run's config\n")
     with pytest.raises(ConfigError, match=r"without an earlier run's checkpoints, .*it holds "
                        r"model_final.pkl.*Pass --resume"):
         main(cls_args(tiny_opts(folder, out, "SOLVER.MAX_ITER", 1)))
     assert (out / "model_final.pkl").read_bytes() == b"an earlier run's backbone"
+    assert (out / "config.yaml").read_bytes() == b"# the earlier run's config\n"
 
 
 def test_evaluation_with_no_readable_image_is_an_error(tmp_path):

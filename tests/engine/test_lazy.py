@@ -321,6 +321,23 @@ def _user_error(capsys, *overrides):
     return errors[0]
 
 
+def test_a_refused_start_keeps_the_earlier_runs_files(datasets_root, capsys, tmp_path,
+                                                      monkeypatch):
+    """A new training into a finished run's folder: the earlier-run error, and the folder as
+    it was (default_setup had replaced config.yaml before the check ran)."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    out = tmp_path / "run"
+    out.mkdir()
+    for name, data in (("model_final.pth", b"the earlier run's model"),
+                       ("config.yaml", b"# the earlier run's config\n")):
+        (out / name).write_bytes(data)
+    error = _user_error(capsys, *TINY_MODEL, *TINY_DATA, f"train.output_dir={out}",
+                        "train.max_iter=2")
+    assert "expected a folder without an earlier run's checkpoints" in error
+    assert (out / "config.yaml").read_bytes() == b"# the earlier run's config\n"
+    assert (out / "model_final.pth").read_bytes() == b"the earlier run's model"
+
+
 def test_a_misspelt_override_is_an_error_naming_it(capsys, tmp_path):
     """detectron2's apply_overrides would add train.max_itr and train the config's iterations."""
     error = _user_error(capsys, "train.max_itr=3", f"train.output_dir={tmp_path / 'x'}",

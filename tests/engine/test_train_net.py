@@ -247,12 +247,14 @@ def test_frozen_stages_without_weights_are_warned(caplog, freeze_at, weights, fr
 def test_a_new_training_never_overwrites_an_earlier_runs_checkpoints(datasets_root, tmp_path,
                                                                      capsys):
     """detectron2 trains over them (and appends to the same metrics.json): an error naming
-    the files and --resume; nothing in the folder changes. Evaluation may use the folder."""
+    the files and --resume; nothing in the folder changes (config.yaml was replaced by the
+    refused run's). Evaluation may use the folder."""
     register_digits(datasets_root / "digits")
     out = tmp_path / "run"
     out.mkdir()
     for name, data in (("model_final.pth", b"the earlier run's model"),
-                       ("metrics.json", b'{"iteration": 9}\n')):
+                       ("metrics.json", b'{"iteration": 9}\n'),
+                       ("config.yaml", b"# the earlier run's config\n")):
         (out / name).write_bytes(data)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.MAX_ITER", "2",

@@ -91,9 +91,15 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
      "features, or one per feature of MODEL.RPN.IN_FEATURES (5: ['p2', 'p3', 'p4', 'p5', 'p6'])"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
-    error = _error(capsys, "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "out"))
+    """Also in a folder of an earlier run (--resume): its config.yaml stays as it was (the
+    refused start had replaced it, before its checks ran)."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/config.yaml").write_text("# the earlier run's config\n")
+    error = _error(capsys, "--config-file", CONFIG, "--resume", *opts,
+                   "OUTPUT_DIR", str(tmp_path / "out"))
     assert expected in error
     assert not list(tmp_path.rglob("model_*.pth"))
+    assert (tmp_path / "out/config.yaml").read_text() == "# the earlier run's config\n"
 
 
 @pytest.mark.parametrize("argv, expected", [
