@@ -22,8 +22,8 @@ from ..config.errors import ConfigError, check_whole
 from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
-from ..engine.checks import (RESUME_FIX, check_no_earlier_run, check_weights,
-                             check_weights_to_evaluate, warn_resume_finds_nothing)
+from ..engine.checks import (RESUME_FIX, check_iterations_left, check_no_earlier_run,
+                             check_weights, check_weights_to_evaluate, warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
@@ -200,6 +200,8 @@ class ClsTrainer(DefaultTrainer):
             check_stored_classes(self.checkpointer.loaded_file, self.checkpointer.last_classes,
                                  self.train_set.classes, "the data", RESUME_FIX)
             self.start_iter = self.iter + 1
+            check_iterations_left(self.checkpointer, self.start_iter, self.max_iter, self.cfg,
+                                  ("SOLVER.MAX_ITER", "SOLVER.MAX_EPOCHS"))
             restore_rng(extra)
             self.sampler.seed = extra.get("data_seed", self.sampler.seed)
         self.sampler.start = self.start_iter * self.batch

@@ -1,5 +1,6 @@
 """Checks that turn a missing dataset or weights file, or bad training data, into one clear
 error (or a logged skip) before training."""
+import functools
 import logging
 import os
 
@@ -172,6 +173,21 @@ def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):
     check_input_conventions(cfg, checkpointer)
     if checkpointer.classes is not None:
         check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, train_key, RESUME_FIX)
+
+
+def check_iterations_left(checkpointer, start_iter, max_iter, cfg, keys=("SOLVER.MAX_ITER",)):
+    """--resume with the run's end before its checkpoint: detectron2 trains nothing, exits
+    0 and replaces the finished run's last evaluation record (an equal end evaluates the
+    checkpoint again, as detectron2 does). `keys`: those that set the end; the first one set
+    (> 0) is named."""
+    if start_iter <= max_iter:
+        return
+    value = {key: functools.reduce(getattr, key.split("."), cfg) for key in keys}
+    key = next((key for key in keys if value[key] > 0), keys[-1])
+    raise ConfigError(key, value[key], f"an end at or after iteration {start_iter}, where "
+                      f"{checkpointer.loaded_file or 'the last checkpoint'} resumes (this one "
+                      f"ends at iteration {max_iter})", f"Raise {key} to train further, or "
+                      "evaluate the checkpoint with --eval-only (into another output folder).")
 
 
 WHOLE_FIX = ("Use the config the weights were trained with (their training's config.yaml): "

@@ -45,8 +45,8 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .checks import (check_datasets, check_no_earlier_run, check_resumed_training,
-                     check_test_classes, check_test_images, check_weights,
+from .checks import (check_datasets, check_iterations_left, check_no_earlier_run,
+                     check_resumed_training, check_test_classes, check_test_images, check_weights,
                      check_weights_to_evaluate, check_weights_to_infer, checked_train_dicts,
                      mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
@@ -264,6 +264,8 @@ def do_train(setup, resume=False, starts=lambda: None):
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
     if resuming:
         setup.checked(check_resumed_training, checkpointer, "dataloader.train.dataset.names")
+        check_iterations_left(checkpointer, trainer.iter + 1, train.max_iter, cfg,
+                              ("train.max_iter",))
     starts()
     # the checkpoint holds the iteration that had just finished
     trainer.train(trainer.iter + 1 if resuming else 0, train.max_iter)

@@ -16,10 +16,10 @@ from ..modeling.inference import optimize_for_inference
 from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
-from .checks import (bad_data_policies, check_datasets, check_no_earlier_run,
-                     check_resumed_training, check_test_classes, check_test_images, check_weights,
-                     checked_train_dicts, mark_checkpoints, warn_frozen_from_scratch,
-                     warn_resume_finds_nothing)
+from .checks import (bad_data_policies, check_datasets, check_iterations_left,
+                     check_no_earlier_run, check_resumed_training, check_test_classes,
+                     check_test_images, check_weights, checked_train_dicts, mark_checkpoints,
+                     warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint
 from .weights import build_checkpointer
@@ -116,6 +116,7 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if resuming:
             check_resumed_training(self.cfg, self.checkpointer)
+            check_iterations_left(self.checkpointer, self.start_iter, self.max_iter, self.cfg)
 
     def build_hooks(self):
         """DefaultTrainer's hooks, led by one that cuts a resumed run's metrics.json back to

@@ -250,6 +250,18 @@ def test_a_new_run_never_replaces_an_earlier_runs_detection_weights(tmp_path):
     assert (out / "config.yaml").read_bytes() == b"# the earlier run's config\n"
 
 
+def test_resume_past_the_end_is_an_error(folder, tmp_path):
+    """--resume with SOLVER.MAX_ITER below the checkpoint's trained nothing and wrote
+    model_final.pkl again; now the error names the key."""
+    from resnext_det.config.errors import ConfigError
+
+    main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0)))
+    with pytest.raises(ConfigError, match=r"SOLVER.MAX_ITER=2 is not valid: expected an end at "
+                       r"or after iteration 4, where .*model_final.pth resumes"):
+        main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0),
+                      resume=True))
+
+
 def test_evaluation_with_no_readable_image_is_an_error(tmp_path):
     """Every validation image bad (skipped): the run reported 100% errors on 0 images."""
     from resnext_det.data.checks import DatasetError

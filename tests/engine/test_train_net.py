@@ -264,6 +264,23 @@ def test_a_new_training_never_overwrites_an_earlier_runs_checkpoints(datasets_ro
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
 
 
+def test_resume_past_the_end_is_an_error_that_keeps_the_run(datasets_root, tmp_path, capsys):
+    """--resume with SOLVER.MAX_ITER below the checkpoint's: detectron2 trained nothing,
+    exited 0, and replaced the finished run's final evaluation record. Now an error naming
+    the key and the checkpoint; the folder as it was."""
+    out = tmp_path / "run"
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
+    before = {p.name: p.read_bytes() for p in out.iterdir()
+              if p.is_file() and p.name not in (".lock", "log.txt")}  # the log grows
+    register_digits(datasets_root / "digits")
+    error = _user_error(capsys, ["--config-file", CONFIG, "--resume", *map(str, TINY),
+                                 "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)])
+    assert re.search(r"SOLVER.MAX_ITER=2 is not valid: expected an end at or after iteration 4, "
+                     r"where .*model_final.pth resumes \(this one ends at iteration 2\)", error)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name in before}
+    assert after == before
+
+
 def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys, monkeypatch):
     """A missing DATASETS.TEST image stopped the first evaluation, after the training, with a
     bare FileNotFoundError; a truncated one with an OSError. Now: missing, before the first
