@@ -4,6 +4,7 @@ Every MODEL.RESNEXT key is checked here, so that a typo stops the run in its fir
 rather than at the first evaluation after hours of training; the builders check the
 keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
+import math
 import os
 
 import torch
@@ -242,6 +243,9 @@ TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubse
 INPUT_FORMATS = ("BGR", "RGB", "YUV-BT.601", "L")
 CROP_TYPES = ("relative_range", "relative", "absolute", "absolute_range")  # detectron2's RandomCrop
 CLIP_TYPES = ("value", "norm")  # detectron2's GradientClipType
+WARMUP_METHODS = ("linear", "constant")  # detectron2's LRMultiplier warm-up
+SIZE_SAMPLINGS = ("choice", "range")  # ResizeShortestEdge's sample_style
+FLIPS = ("none", "horizontal", "vertical")  # detectron2's build_augmentation
 
 
 def check_training_keys(cfg, world_size=1):
@@ -273,6 +277,48 @@ def check_training_keys(cfg, world_size=1):
         check_choice("INPUT.CROP.TYPE", cfg.INPUT.CROP.TYPE, CROP_TYPES)
     if s.CLIP_GRADIENTS.ENABLED:  # detectron2: a ValueError when the optimizer is built
         check_choice("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", s.CLIP_GRADIENTS.CLIP_TYPE, CLIP_TYPES)
+    _check_optimizer_numbers(s)
+    _check_matchers(cfg.MODEL)
+
+
+def _number(key, value, low, high=math.inf, meaning=""):
+    """A finite number in [low, high), else a ConfigError (torch's optimizer raises a bare
+    ValueError; a negative GAMMA or an inf BASE_LR trains silently to a NaN)."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and low <= value < high):
+        raise ConfigError(key, value, f"a finite number {meaning}")
+
+
+def _check_optimizer_numbers(s):
+    """SOLVER's optimizer and schedule values (checked here: detectron2 builds them after the
+    model, or uses them mid-run)."""
+    _number("SOLVER.BASE_LR", s.BASE_LR, 1e-300, meaning="> 0")
+    _number("SOLVER.MOMENTUM", s.MOMENTUM, 0, 1, ">= 0 and < 1")
+    _number("SOLVER.WEIGHT_DECAY", s.WEIGHT_DECAY, 0, meaning=">= 0")
+    _number("SOLVER.GAMMA", s.GAMMA, 1e-300, meaning="> 0 (the LR factor at each step)")
+    if s.NESTEROV and s.MOMENTUM == 0:
+        raise ConfigError("SOLVER.NESTEROV", True, "False with SOLVER.MOMENTUM 0",
+                          "Nesterov momentum needs a momentum (e.g. SOLVER.MOMENTUM 0.9).")
+    check_choice("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, WARMUP_METHODS)
+    if s.LR_SCHEDULER_NAME == "WarmupStepWithFixedGammaLR":
+        check_whole("SOLVER.NUM_DECAYS", s.NUM_DECAYS, 1)
+    check_whole("SOLVER.REFERENCE_WORLD_SIZE", s.REFERENCE_WORLD_SIZE, 0, " (0: off)")
+    if s.REFERENCE_WORLD_SIZE and s.IMS_PER_BATCH % s.REFERENCE_WORLD_SIZE:
+        raise ConfigError("SOLVER.REFERENCE_WORLD_SIZE", s.REFERENCE_WORLD_SIZE, "0 or a "
+                          f"divisor of SOLVER.IMS_PER_BATCH ({s.IMS_PER_BATCH})")
+
+
+def _check_matchers(model):
+    """RPN and ROI_HEADS IOU_THRESHOLDS / IOU_LABELS as detectron2's Matcher asserts them:
+    non-decreasing thresholds in (0, 1], one label more, each -1, 0 or 1."""
+    for head in ("RPN", "ROI_HEADS"):
+        thresholds, labels = list(model[head].IOU_THRESHOLDS), list(model[head].IOU_LABELS)
+        if thresholds != sorted(thresholds) or not all(0 < t <= 1 for t in thresholds):
+            raise ConfigError(f"MODEL.{head}.IOU_THRESHOLDS", thresholds,
+                              "increasing IoUs > 0 and <= 1, e.g. [0.3, 0.7]")
+        if len(labels) != len(thresholds) + 1 or not set(labels) <= {-1, 0, 1}:
+            raise ConfigError(f"MODEL.{head}.IOU_LABELS", labels, f"{len(thresholds) + 1} labels "
+                              f"(one more than IOU_THRESHOLDS), each -1 (ignore), 0 or 1")
 
 
 def check_input_sizes(inp):
@@ -285,5 +331,10 @@ def check_input_sizes(inp):
         raise ConfigError("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "whole numbers of pixels "
                           ">= 1, e.g. (640, 672, 704, 736, 768, 800)")
     check_whole("INPUT.MAX_SIZE_TRAIN", inp.MAX_SIZE_TRAIN, 1, " (pixels)")
+    check_choice("INPUT.MIN_SIZE_TRAIN_SAMPLING", inp.MIN_SIZE_TRAIN_SAMPLING, SIZE_SAMPLINGS)
+    if inp.MIN_SIZE_TRAIN_SAMPLING == "range" and len(sizes) != 2:
+        raise ConfigError("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "2 sizes (the range's ends) "
+                          "with INPUT.MIN_SIZE_TRAIN_SAMPLING 'range'")
+    check_choice("INPUT.RANDOM_FLIP", inp.RANDOM_FLIP, FLIPS)
     check_whole("INPUT.MIN_SIZE_TEST", inp.MIN_SIZE_TEST, 0, " (pixels; 0: no test resize)")
     check_whole("INPUT.MAX_SIZE_TEST", inp.MAX_SIZE_TEST, 1, " (pixels)")

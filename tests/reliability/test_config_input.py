@@ -89,6 +89,27 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64]]"],  # was: detectron2's assert at build
      "MODEL.ANCHOR_GENERATOR.SIZES=[[32], [64]] is not valid: expected one list for all "
      "features, or one per feature of MODEL.RPN.IN_FEATURES (5: ['p2', 'p3', 'p4', 'p5', 'p6'])"),
+    # torch's optimizer: a bare ValueError; a negative GAMMA trained on, by gradient ascent
+    (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR=-0.1 is not valid: expected a finite number > 0"),
+    (["SOLVER.BASE_LR", "1e400"], "SOLVER.BASE_LR=inf is not valid"),
+    (["SOLVER.MOMENTUM", "-1.0"], "SOLVER.MOMENTUM=-1.0 is not valid"),
+    (["SOLVER.WEIGHT_DECAY", "-1.0"], "SOLVER.WEIGHT_DECAY=-1.0 is not valid"),
+    (["SOLVER.GAMMA", "-1.0"], "SOLVER.GAMMA=-1.0 is not valid: expected a finite number > 0"),
+    (["SOLVER.NESTEROV", "True", "SOLVER.MOMENTUM", "0.0"],
+     "SOLVER.NESTEROV=True is not valid: expected False with SOLVER.MOMENTUM 0"),
+    (["SOLVER.WARMUP_METHOD", "bogus"], "SOLVER.WARMUP_METHOD='bogus' is not valid"),
+    (["SOLVER.LR_SCHEDULER_NAME", "WarmupStepWithFixedGammaLR", "SOLVER.NUM_DECAYS", "0"],
+     "SOLVER.NUM_DECAYS=0 is not valid: expected a whole number >= 1"),
+    # detectron2's asserts: auto_scale_workers, build_augmentation, Matcher
+    (["SOLVER.REFERENCE_WORLD_SIZE", "3"], "SOLVER.REFERENCE_WORLD_SIZE=3 is not valid: expected "
+     "0 or a divisor of SOLVER.IMS_PER_BATCH (8)"),
+    (["INPUT.MIN_SIZE_TRAIN_SAMPLING", "bogus"], "INPUT.MIN_SIZE_TRAIN_SAMPLING='bogus' is not"),
+    (["INPUT.MIN_SIZE_TRAIN_SAMPLING", "range", "INPUT.MIN_SIZE_TRAIN", "(64,)"],
+     "INPUT.MIN_SIZE_TRAIN=(64,) is not valid: expected 2 sizes"),
+    (["INPUT.RANDOM_FLIP", "bogus"], "INPUT.RANDOM_FLIP='bogus' is not valid"),
+    (["MODEL.ROI_HEADS.IOU_THRESHOLDS", "[0.5, 0.3]"],
+     "MODEL.ROI_HEADS.IOU_THRESHOLDS=[0.5, 0.3] is not valid: expected increasing IoUs"),
+    (["MODEL.RPN.IOU_LABELS", "[0, 1]"], "MODEL.RPN.IOU_LABELS=[0, 1] is not valid: expected 3"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
     """Also in a folder of an earlier run (--resume): its config.yaml stays as it was (the
