@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import random
+import shutil
+import time
 
 import numpy as np
 import torch
@@ -122,17 +124,35 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
     appends, so the plots showed two curves there) and a last line cut short by a kill
     (no JSON reader got past it). Only a trailing part is cut, by one truncate, so the
     records of an earlier run in the same folder stay, and JSONWriter's handle (opened to
-    append) writes on at the new end. Main process only."""
+    append) writes on at the new end. A run that starts at iteration 0 over records of a run
+    that left no checkpoint (killed before its first) moves them to metrics.json.before-<time>
+    and starts the file anew. Main process only."""
 
     def __init__(self, output_dir):
         self.path = os.path.join(output_dir, "metrics.json")
 
     def before_train(self):
-        if self.trainer.start_iter > 0 and comm.is_main_process() and os.path.isfile(self.path):
-            cut = drop_trailing_records(self.path, self.trainer.start_iter)
-            if cut:
-                logger.info(f"Resuming at iteration {self.trainer.start_iter}: removed {cut} "
-                            f"records of the interrupted run from {self.path}")
+        if not (comm.is_main_process() and os.path.isfile(self.path)):
+            return
+        if self.trainer.start_iter == 0:
+            self._set_aside()
+            return
+        cut = drop_trailing_records(self.path, self.trainer.start_iter)
+        if cut:
+            logger.info(f"Resuming at iteration {self.trainer.start_iter}: removed {cut} "
+                        f"records of the interrupted run from {self.path}")
+
+    def _set_aside(self):
+        """Copy, then truncate: JSONWriter's append handle then writes from the start (a
+        rename would carry its writes to the renamed file)."""
+        if os.path.getsize(self.path) == 0:
+            return
+        kept = f"{self.path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copyfile(self.path, kept)
+        with open(self.path, "rb+") as f:
+            f.truncate(0)
+        logger.warning(f"{self.path} held the records of a run that left no checkpoint; they "
+                       f"are kept in {kept}, and this run's records start the file anew.")
 
 
 def drop_trailing_records(path, start_iter):

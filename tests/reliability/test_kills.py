@@ -279,19 +279,36 @@ def test_saved_rng_states_restore_every_generator_a_step_draws_from(tmp_path):
     assert draws() == first
 
 
-def test_a_fresh_run_keeps_an_earlier_runs_metrics(tmp_path):
-    """DropRecordsAfterCheckpoint cuts only when resuming (start_iter > 0)."""
+def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path):
+    """A run killed before its first checkpoint, then started again (at iteration 0): its
+    records stayed in front of the new run's (two curves), after a line the kill cut short
+    (the new run's first record joined to it: no JSON reader read on). Now they are moved to
+    metrics.json.before-<time>, whole, and the new run writes a file of its own, through
+    detectron2's JSONWriter opened before the hook ran. Resuming (start_iter > 0) cuts only
+    the tail."""
     from types import SimpleNamespace
+
+    from detectron2.utils.events import EventStorage, JSONWriter
 
     from resnext_det.engine.resume import DropRecordsAfterCheckpoint
 
     path = tmp_path / "metrics.json"
-    path.write_text('{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter')
-    before = path.read_bytes()
+    killed = '{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter'
+    path.write_text(killed)
+    writer = JSONWriter(str(path))  # opened to append, as detectron2's default_writers open it
     hook = DropRecordsAfterCheckpoint(str(tmp_path))
     hook.trainer = SimpleNamespace(start_iter=0)
     hook.before_train()
-    assert path.read_bytes() == before
+    [kept] = tmp_path.glob("metrics.json.before-*")
+    assert kept.read_text() == killed
+    with EventStorage(0) as storage:
+        storage.put_scalar("total_loss", 2.0)
+        writer.write()
+    writer.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"iteration": 0, "total_loss": 2.0}]
+
+    path.write_text('{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter')
     hook.trainer = SimpleNamespace(start_iter=3)
     hook.before_train()
     assert path.read_text() == '{"iteration": 0, "total_loss": 1.0}\n'
