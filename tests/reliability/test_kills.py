@@ -1,7 +1,7 @@
 """Kills and damaged checkpoints: nothing written is lost, --resume goes on.
 
-A real SIGKILL lands inside a checkpoint write (the loop starts the run again until one
-does: the temporary file of the write is still there after the kill); then every
+A real SIGKILL lands inside a checkpoint write (paused_writes.py holds each write open for
+two seconds, so the kill cannot miss it: the write's temporary file is still there); then every
 checkpoint on disk must load and --resume must continue from the newest. A truncated
 newest checkpoint makes --resume fall back to the newest readable one, naming the bad file.
 """
@@ -26,7 +26,7 @@ from tests.classification.helpers import tiny_cfg, tiny_opts, write_folder
 from tests.engine.test_train_net import CONFIG, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-ATTEMPTS = 6
+PAUSED_WRITES = Path(__file__).with_name("paused_writes.py")
 
 
 def _temporaries(folder):
@@ -38,22 +38,24 @@ def _checkpoints(folder):
 
 
 def _kill_inside_a_write(cmd, env, out, timeout=300):
-    """Start `cmd` until a SIGKILL lands while it writes a checkpoint (not the first one,
-    so that one complete checkpoint exists); the attempts made."""
-    for attempt in range(1, ATTEMPTS + 1):
-        shutil.rmtree(out, ignore_errors=True)  # each attempt a new run (no --resume)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _temporaries(out) and _checkpoints(out):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                if _temporaries(out):  # the write was cut short: the kill landed inside it
-                    return attempt
-                break
-        proc.kill()
-        proc.wait()
-    pytest.fail(f"no SIGKILL landed inside a checkpoint write in {ATTEMPTS} runs")
+    """Run `cmd` (python TOOL ARGS) with its checkpoint writes paused before their sync and
+    SIGKILL it inside a write that is not its first (so one complete checkpoint exists)."""
+    log = out.parent / "killed_run.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen([cmd[0], str(PAUSED_WRITES), *cmd[1:]], env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _temporaries(out) and _checkpoints(out):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert _temporaries(out), "the write ended before the kill (no temporary file left)"
+            return
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"the run ended (rc {proc.returncode}) or ran {timeout} s without a second "
+                f"checkpoint write:\n{log.read_text()[-3000:]}")
 
 
 def _all_checkpoints_load(out):
