@@ -6,9 +6,12 @@ with 2; `RESNEXT_DET_DEBUG=1` adds the traceback. detectron2's training loop log
 exception with its traceback before re-raising it; `quiet_user_errors` keeps that log
 record to the message for a UserError.
 """
+import ctypes
 import logging
+import multiprocessing
 import os
 import re
+import signal
 import sys
 import traceback
 
@@ -53,8 +56,25 @@ def quiet_user_errors(logger_name="detectron2.engine.train_loop"):
         logger.addFilter(_UserErrorFilter())
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent():
+    """In a process that `launch` spawned: SIGTERM when the tool's process ends. torch asks
+    for SIGINT, which a shell's background job (`train_net.py ... &`, nohup) ignores: a
+    SIGTERM to the tool left its workers training on, orphaned, holding OUTPUT_DIR's lock.
+    Linux only (prctl); elsewhere nothing changes."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent.pid:  # the tool ended before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class ExitOnUserError:
-    """A per-process `main` whose UserError is reported, then the process exits with 2.
+    """A per-process `main` whose UserError is reported, then the process exits with 2; in a
+    spawned process, one that ends with the tool's (end_with_parent).
 
     A class, not a closure, so that detectron2's `launch` can pickle it for spawned
     processes.
@@ -64,6 +84,7 @@ class ExitOnUserError:
         self.main = main
 
     def __call__(self, *args, **kwargs):
+        end_with_parent()
         try:
             return self.main(*args, **kwargs)
         except UserError as e:

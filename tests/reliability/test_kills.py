@@ -22,6 +22,7 @@ from resnext_det.checkpoint import ResNeXtCheckpointer, UnreadableFileError, rea
 from resnext_det.checkpoint.convert import AUTHOR
 from resnext_det.classification import build_cls_model
 from resnext_det.classification.checkpoint import build_cls_checkpointer
+from resnext_det.utils.io import lock_folder, release_folder
 from tests.classification.helpers import tiny_cfg, tiny_opts, write_folder
 from tests.engine.test_train_net import CONFIG, TINY
 
@@ -96,6 +97,54 @@ def test_pretraining_killed_while_saving_then_resumed(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # detectron2's "iteration": the last one done (0-based); MAX_ITER k + 2 ends after k + 1
     assert read_weights(out / "model_final.pth").obj["iteration"] == iteration + 1
+
+
+def _children(pid):
+    """The pids whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # not a process, or one that just ended
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after "(comm)"
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
+def test_workers_end_with_a_tool_killed_by_sigterm(datasets_root, tmp_path):
+    """`train_net.py --num-gpus 2 ... &` (a shell's background job ignores SIGINT, the signal
+    torch's workers get when the tool ends), then SIGTERM to the tool: its two workers end too
+    and the folder's lock is free; they went on training, orphaned, before."""
+    out = tmp_path / "run"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", CONFIG,
+           "--num-gpus", "2", *map(str, TINY), "SOLVER.MAX_ITER", "100000", "OUTPUT_DIR", str(out)]
+    tool = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    workers = []
+    try:
+        deadline = time.monotonic() + 300
+        while not _checkpoints(out) and tool.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _checkpoints(out), "the two-process training wrote no checkpoint"
+        workers += _children(tool.pid)
+        tool.send_signal(signal.SIGTERM)
+        tool.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{w}") for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) >= 2 and not [w for w in workers if os.path.exists(f"/proc/{w}")]
+        assert lock_folder(out) is None  # no worker holds it
+    finally:
+        release_folder(out)
+        tool.kill()
+        tool.wait()
+        for worker in workers:  # orphans of a failed check
+            if os.path.exists(f"/proc/{worker}"):
+                os.kill(worker, signal.SIGKILL)
 
 
 class _Counter:
