@@ -22,7 +22,6 @@ format tools/convert_weights.py reads. Bad input ends with `error: ...` and exit
 import argparse
 import math
 import os
-import sys
 
 from detectron2.config import get_cfg
 

@@ -9,7 +9,8 @@ import torch
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-from ..config.errors import ConfigError, check_choice, check_whole
+from ..config.errors import ConfigError
+from ..config.pretraining_checks import check_pretraining_solver
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +41,11 @@ def build_param_scheduler(s):
         fvcore ParamScheduler: MultiStep (x GAMMA at each epoch of STEPS) or Cosine (1 -> 0),
         with a linear warmup from WARMUP_FACTOR over WARMUP_EPOCHS.
     """
-    check_choice("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, ("step", "cosine"))
+    check_pretraining_solver(s)
     if (list(s.STEPS) != sorted(set(s.STEPS)) or any(_sub_epochs(step) <= 0 for step in s.STEPS)
             or len({_sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
         raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "
                           "epoch), e.g. (30, 60, 90)")
-    for key in ("IMS_PER_BATCH", "REFERENCE_BATCH", "MAX_EPOCHS"):
-        if s[key] <= 0:
-            raise ConfigError(f"SOLVER.{key}", s[key], "a number > 0")
-    check_whole("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, 0, " (0: keep all)")  # detectron2 asserts
-    if s.CHECKPOINT_PERIOD < 0:
-        raise ConfigError("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD,
-                          "iterations >= 1, or 0 for every epoch")
     if s.LR_SCHEDULER == "cosine":
         schedule = CosineParamScheduler(1.0, 0.0)
     else:

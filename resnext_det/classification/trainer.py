@@ -18,14 +18,14 @@ from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from torch.utils.data import default_collate
 
-from ..config.errors import ConfigError, check_whole
+from ..config.errors import ConfigError
 from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import (RESUME_FIX, check_iterations_left, check_no_earlier_run,
                              check_weights, check_weights_to_evaluate, warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
-                             ResumableCheckpointer, ResumableSampler, restore_rng)
+                             ResumableCheckpointer, ResumableSampler, ResumedEvalHook, restore_rng)
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
@@ -155,16 +155,13 @@ class ClsTrainer(DefaultTrainer):
 
     def build_hooks(self):
         c, s = self.cfg, self.cfg.SOLVER
-        check_whole("TEST.EVAL_PERIOD", c.TEST.EVAL_PERIOD, 0, " (epochs; 0: at the end only)")
-        check_whole("LOG_PERIOD", c.LOG_PERIOD, 1, " (iterations)")
         checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
-        ret = [DropRecordsAfterCheckpoint(c.OUTPUT_DIR), hooks.IterationTimer(),
-               Throughput(s.IMS_PER_BATCH, self.epoch_iters),
-               hooks.LRScheduler(),
+        ret = [DropRecordsAfterCheckpoint(c.OUTPUT_DIR, self.checkpointer), hooks.IterationTimer(),
+               Throughput(s.IMS_PER_BATCH, self.epoch_iters), hooks.LRScheduler(),
                ResumableCheckpointer(self.checkpointer, checkpoints, self.checkpoint_extra,
                                      max_to_keep=s.MAX_TO_KEEP or None),
-               hooks.EvalHook(c.TEST.EVAL_PERIOD and self.epochs_to_iters(c.TEST.EVAL_PERIOD),
-                              self.evaluate)]
+               ResumedEvalHook(c.TEST.EVAL_PERIOD and self.epochs_to_iters(c.TEST.EVAL_PERIOD),
+                               self.evaluate, c.OUTPUT_DIR)]
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=c.LOG_PERIOD))
         return ret

@@ -17,7 +17,7 @@ from ..modeling.config_args import check_features_produced, resnext_block_args, 
 from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
-from .errors import ConfigError, check_bool, check_choice, check_whole, is_whole
+from .errors import ConfigError, check_bool, check_choice, check_number, check_whole, is_whole
 
 # What yacs / detectron2 raise for a bad YAML file or override: an unknown key and an odd
 # override list are AssertionErrors, a wrong type a ValueError or TypeError, a missing
@@ -277,28 +277,27 @@ def check_training_keys(cfg, world_size=1):
         check_choice("INPUT.CROP.TYPE", cfg.INPUT.CROP.TYPE, CROP_TYPES)
     if s.CLIP_GRADIENTS.ENABLED:  # detectron2: a ValueError when the optimizer is built
         check_choice("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", s.CLIP_GRADIENTS.CLIP_TYPE, CLIP_TYPES)
-    _check_optimizer_numbers(s)
+    check_optimizer_numbers(s)
+    _check_detection_schedule(s)
     _check_matchers(cfg.MODEL)
 
 
-def _number(key, value, low, high=math.inf, meaning=""):
-    """A finite number in [low, high), else a ConfigError (torch's optimizer raises a bare
-    ValueError; a negative GAMMA or an inf BASE_LR trains silently to a NaN)."""
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value < high):
-        raise ConfigError(key, value, f"a finite number {meaning}")
-
-
-def _check_optimizer_numbers(s):
-    """SOLVER's optimizer and schedule values (checked here: detectron2 builds them after the
-    model, or uses them mid-run)."""
-    _number("SOLVER.BASE_LR", s.BASE_LR, 1e-300, meaning="> 0")
-    _number("SOLVER.MOMENTUM", s.MOMENTUM, 0, 1, ">= 0 and < 1")
-    _number("SOLVER.WEIGHT_DECAY", s.WEIGHT_DECAY, 0, meaning=">= 0")
-    _number("SOLVER.GAMMA", s.GAMMA, 1e-300, meaning="> 0 (the LR factor at each step)")
+def check_optimizer_numbers(s):
+    """SOLVER's SGD and schedule numbers, detection's and pretraining's alike (torch builds
+    the optimizer after the model; the schedule uses the others mid-run)."""
+    check_number("SOLVER.BASE_LR", s.BASE_LR, 1e-300, meaning="> 0")
+    check_number("SOLVER.MOMENTUM", s.MOMENTUM, 0, 1, ">= 0 and < 1")
+    check_number("SOLVER.WEIGHT_DECAY", s.WEIGHT_DECAY, 0, meaning=">= 0")
+    check_number("SOLVER.GAMMA", s.GAMMA, 1e-300, meaning="> 0 (the LR factor at each step)")
+    check_number("SOLVER.WARMUP_FACTOR", s.WARMUP_FACTOR, 0, math.nextafter(1, 2),
+                 ">= 0 and <= 1 (the warmup's first LR, as a fraction of the LR)")
     if s.NESTEROV and s.MOMENTUM == 0:
         raise ConfigError("SOLVER.NESTEROV", True, "False with SOLVER.MOMENTUM 0",
                           "Nesterov momentum needs a momentum (e.g. SOLVER.MOMENTUM 0.9).")
+
+
+def _check_detection_schedule(s):
+    """detectron2's own SOLVER keys (build_lr_scheduler, auto_scale_workers)."""
     check_choice("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, WARMUP_METHODS)
     if s.LR_SCHEDULER_NAME == "WarmupStepWithFixedGammaLR":
         check_whole("SOLVER.NUM_DECAYS", s.NUM_DECAYS, 1)

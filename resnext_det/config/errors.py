@@ -1,4 +1,6 @@
 """The one error type a bad configuration raises."""
+import math
+
 from ..errors import UserError
 
 
@@ -31,6 +33,16 @@ def check_whole(key, value, low, meaning=""):
     """`value`, unless it is not a whole number >= `low`: then a ConfigError naming `key`."""
     if not is_whole(value, low):
         raise ConfigError(key, value, f"a whole number >= {low}{meaning}")
+    return value
+
+
+def check_number(key, value, low, high=math.inf, meaning=""):
+    """`value`, unless it is not a finite number in [low, high): then a ConfigError naming
+    `key` (torch's optimizer raises a bare ValueError; a negative GAMMA or an inf BASE_LR
+    trains silently to a NaN)."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and low <= value < high):
+        raise ConfigError(key, value, f"a finite number {meaning}")
     return value
 
 

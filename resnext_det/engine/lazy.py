@@ -51,7 +51,7 @@ from .checks import (check_datasets, check_iterations_left, check_no_earlier_run
                      mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
-from .resume import DropRecordsAfterCheckpoint
+from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .setup import run_default_setup, task_of, training_folder
 from .trainer import inference_model
 
@@ -243,11 +243,11 @@ def do_train(setup, resume=False, starts=lambda: None):
 
     main = comm.is_main_process()
     trainer.register_hooks([
-        DropRecordsAfterCheckpoint(train.output_dir),
+        DropRecordsAfterCheckpoint(train.output_dir, checkpointer),
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **train.checkpointer) if main else None,
-        hooks.EvalHook(train.eval_period, evaluate),
+        ResumedEvalHook(train.eval_period, evaluate, train.output_dir),
         hooks.PeriodicWriter(default_writers(train.output_dir, train.max_iter),
                              period=train.log_period) if main else None,
     ])

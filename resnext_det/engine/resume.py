@@ -122,25 +122,30 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
     run wrote after the checkpoint it resumes from: the trailing records of iterations
     >= the start iteration (the resumed run logs them again; detectron2's JSONWriter
     appends, so the plots showed two curves there) and a last line cut short by a kill
-    (no JSON reader got past it). Only a trailing part is cut, by one truncate, so the
-    records of an earlier run in the same folder stay, and JSONWriter's handle (opened to
-    append) writes on at the new end. A run that starts at iteration 0 over records of a run
-    that left no checkpoint (killed before its first) moves them to metrics.json.before-<time>
-    and starts the file anew. Main process only."""
+    (no JSON reader got past it). A finished run that --resume extends (from its
+    model_final.pth, to a larger MAX_ITER) keeps its final evaluation, the record of the
+    start iteration. Only a trailing part is cut, by one truncate, so the records of an
+    earlier run in the same folder stay, and JSONWriter's handle (opened to append) writes
+    on at the new end. A run that starts at iteration 0 over records of a run that left no
+    checkpoint (killed before its first) moves them to metrics.json.before-<time> and starts
+    the file anew. Main process only."""
 
-    def __init__(self, output_dir):
-        self.path = os.path.join(output_dir, "metrics.json")
+    def __init__(self, output_dir, checkpointer):
+        self.path, self.checkpointer = os.path.join(output_dir, "metrics.json"), checkpointer
 
     def before_train(self):
         if not (comm.is_main_process() and os.path.isfile(self.path)):
             return
-        if self.trainer.start_iter == 0:
+        start = self.trainer.start_iter
+        if start == 0:
             self._set_aside()
             return
-        cut = drop_trailing_records(self.path, self.trainer.start_iter)
+        loaded = os.path.basename(self.checkpointer.loaded_file or "")
+        extends = loaded.startswith("model_final.") and self.trainer.max_iter > start
+        cut = drop_trailing_records(self.path, start + 1 if extends else start)
         if cut:
-            logger.info(f"Resuming at iteration {self.trainer.start_iter}: removed {cut} "
-                        f"records of the interrupted run from {self.path}")
+            logger.info(f"Resuming at iteration {start}: removed {cut} records of the "
+                        f"interrupted run from {self.path}")
 
     def _set_aside(self):
         """Copy, then truncate: JSONWriter's append handle then writes from the start (a
@@ -153,6 +158,39 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
             f.truncate(0)
         logger.warning(f"{self.path} held the records of a run that left no checkpoint; they "
                        f"are kept in {kept}, and this run's records start the file anew.")
+
+
+class ResumedEvalHook(hooks.EvalHook):
+    """detectron2's EvalHook that, before a resumed run trains, first evaluates the
+    checkpoint it resumes from when that iteration was one of the run's evaluations and
+    metrics.json holds no record of it: the interrupted run was killed during that
+    evaluation (which follows the checkpoint, as in detectron2, so that a failing one leaves
+    a checkpoint), and its result was lost. Only the hooks after this one (PeriodicWriter)
+    write a record of an evaluation's iteration, so a record there means it was done."""
+
+    def __init__(self, eval_period, eval_function, output_dir):
+        super().__init__(eval_period, eval_function)
+        self.path = os.path.join(output_dir, "metrics.json")
+
+    def before_train(self):
+        done, end = self.trainer.start_iter - 1, self.trainer.max_iter  # the checkpoint's
+        if not (self._period > 0 and done >= 0 and (done + 1) % self._period == 0
+                and done + 1 < end):
+            return
+        missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
+            _iteration(line) == done for line in open(self.path, "rb").read().splitlines())
+        if comm.all_gather(missed)[0]:  # the main process writes metrics.json
+            logger.warning(f"{self.path} holds no evaluation of iteration {done}, where this "
+                           "run resumes (the interrupted run ended during it): evaluating now")
+            self.trainer.storage.iter = done  # recorded as the interrupted run would have
+            self._do_eval()
+            self.trainer.storage.iter = done + 1
+
+    @classmethod
+    def replacing(cls, hook_list, output_dir):
+        """`hook_list` with its EvalHook replaced by this one (detectron2's DefaultTrainer)."""
+        return [cls(h._period, h._func, output_dir) if type(h) is hooks.EvalHook else h
+                for h in hook_list]
 
 
 def drop_trailing_records(path, start_iter):
@@ -171,10 +209,16 @@ def drop_trailing_records(path, start_iter):
     return len(lines) - keep
 
 
-def _after(line, start_iter):
-    """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start."""
+def _iteration(line):
+    """A metrics.json line's "iteration"; None for a line cut short or blank (not JSON)."""
     try:
         record = json.loads(line)
     except ValueError:
-        return True
-    return isinstance(record, dict) and record.get("iteration", -1) >= start_iter
+        return None
+    return record.get("iteration", -1) if isinstance(record, dict) else -1
+
+
+def _after(line, start_iter):
+    """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start."""
+    iteration = _iteration(line)
+    return iteration is None or iteration >= start_iter

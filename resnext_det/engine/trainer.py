@@ -21,7 +21,7 @@ from .checks import (bad_data_policies, check_datasets, check_iterations_left,
                      check_test_images, check_weights, checked_train_dicts, mark_checkpoints,
                      warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .precision import with_inference_dtype
-from .resume import DropRecordsAfterCheckpoint
+from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .weights import build_checkpointer
 
 
@@ -120,8 +120,11 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         """DefaultTrainer's hooks, led by one that cuts a resumed run's metrics.json back to
-        its checkpoint (resume.DropRecordsAfterCheckpoint)."""
-        return [DropRecordsAfterCheckpoint(self.cfg.OUTPUT_DIR), *super().build_hooks()]
+        its checkpoint (resume.DropRecordsAfterCheckpoint), with an EvalHook that redoes an
+        evaluation a kill cut short (resume.ResumedEvalHook)."""
+        out = self.cfg.OUTPUT_DIR
+        return [DropRecordsAfterCheckpoint(out, self.checkpointer),
+                *ResumedEvalHook.replacing(super().build_hooks(), out)]
 
     @classmethod
     def build_train_loader(cls, cfg):

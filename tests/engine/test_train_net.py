@@ -29,10 +29,13 @@ TINY = [
 ]
 
 
-def _train(datasets_root, output_dir, *extra, num_gpus=1):
+def _train(datasets_root, output_dir, *extra, num_gpus=1, late=()):
+    """tools/train_net.py on the tiny set: `extra` (flags, overrides) before TINY, `late`
+    (overrides of TINY's) after."""
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root))
     cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", CONFIG,
-           "--num-gpus", str(num_gpus), *map(str, extra), *map(str, TINY), "OUTPUT_DIR", str(output_dir)]
+           "--num-gpus", str(num_gpus), *map(str, extra), *map(str, TINY), *map(str, late),
+           "OUTPUT_DIR", str(output_dir)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout + proc.stderr
@@ -279,6 +282,40 @@ def test_resume_past_the_end_is_an_error_that_keeps_the_run(datasets_root, tmp_p
                      r"where .*model_final.pth resumes \(this one ends at iteration 2\)", error)
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.name in before}
     assert after == before
+
+
+def _evaluations(output_dir):
+    """{iteration: box AP} of the evaluation records in metrics.json."""
+    records = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+    return {r["iteration"]: r["bbox/AP"] for r in records if "bbox/AP" in r}
+
+
+def test_resume_extending_a_finished_run_keeps_its_final_evaluation(datasets_root, tmp_path):
+    """A finished run's final evaluation is recorded at iteration MAX_ITER, where --resume
+    with a larger MAX_ITER starts: it was cut with the records after the checkpoint."""
+    out = tmp_path / "run"
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
+    final = _evaluations(out)
+    assert list(final) == [4]
+    _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 6)
+    assert list(_evaluations(out)) == [4, 6] and _evaluations(out)[4] == final[4]
+
+
+def test_resume_redoes_the_evaluation_a_kill_cut_short(datasets_root, tmp_path):
+    """Killed during the evaluation after the checkpoint of iteration 1 (TEST.EVAL_PERIOD 2):
+    --resume goes on from that checkpoint, and that evaluation was never recorded."""
+    out, every_2 = tmp_path / "run", ("TEST.EVAL_PERIOD", 2)
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 4, late=every_2)
+    uninterrupted = _evaluations(out)
+    assert list(uninterrupted) == [1, 4]  # detectron2: after iteration 1 (the 2nd), the end
+    for name in ("model_0000003.pth", "model_final.pth"):
+        (out / name).unlink()
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    (out / "metrics.json").write_text("")  # the first record is written after iteration 3
+    log = _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 4, late=every_2)
+    assert "holds no evaluation of iteration 1, where this run resumes" in log
+    # the checkpoint of iteration 1 evaluated again: the uninterrupted run's figure
+    assert _evaluations(out)[1] == pytest.approx(uninterrupted[1], nan_ok=True)
 
 
 def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys, monkeypatch):

@@ -98,6 +98,7 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["SOLVER.NESTEROV", "True", "SOLVER.MOMENTUM", "0.0"],
      "SOLVER.NESTEROV=True is not valid: expected False with SOLVER.MOMENTUM 0"),
     (["SOLVER.WARMUP_METHOD", "bogus"], "SOLVER.WARMUP_METHOD='bogus' is not valid"),
+    (["SOLVER.WARMUP_FACTOR", "-0.5"], "SOLVER.WARMUP_FACTOR=-0.5 is not valid"),  # ascent
     (["SOLVER.LR_SCHEDULER_NAME", "WarmupStepWithFixedGammaLR", "SOLVER.NUM_DECAYS", "0"],
      "SOLVER.NUM_DECAYS=0 is not valid: expected a whole number >= 1"),
     # detectron2's asserts: auto_scale_workers, build_augmentation, Matcher
@@ -121,6 +122,55 @@ def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path
     assert expected in error
     assert not list(tmp_path.rglob("model_*.pth"))
     assert (tmp_path / "out/config.yaml").read_text() == "# the earlier run's config\n"
+
+
+# pretraining: torch's bare ValueErrors (optimizer, DataLoader), or training on by ascent
+@pytest.mark.parametrize("opts, expected", [
+    (["SOLVER.GAMMA", "-0.1"], "SOLVER.GAMMA=-0.1 is not valid: expected a finite number > 0"),
+    (["SOLVER.WARMUP_EPOCHS", "1.0", "SOLVER.WARMUP_FACTOR", "-1.0"],
+     "SOLVER.WARMUP_FACTOR=-1.0 is not valid: expected a finite number >= 0 and <= 1"),
+    (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR=-0.1 is not valid"),
+    (["SOLVER.WEIGHT_DECAY", "-1e-4"], "SOLVER.WEIGHT_DECAY=-0.0001 is not valid"),
+    (["SOLVER.NESTEROV", "True", "SOLVER.MOMENTUM", "0.0"],
+     "SOLVER.NESTEROV=True is not valid: expected False with "
+     "SOLVER.MOMENTUM 0"),  # torch: a bare ValueError
+    (["SOLVER.WARMUP_EPOCHS", "-1.0"], "SOLVER.WARMUP_EPOCHS=-1.0 is not valid"),
+    (["SOLVER.MAX_ITER", "-1"], "SOLVER.MAX_ITER=-1 is not valid: expected a whole number >= 0"),
+    (["DATA.NUM_WORKERS", "-1"], "DATA.NUM_WORKERS=-1 is not valid: expected a whole number"),
+    (["TEST.IMS_PER_BATCH", "0"], "TEST.IMS_PER_BATCH=0 is not valid"),
+    (["LOG_PERIOD", "0"], "LOG_PERIOD=0 is not valid"),
+])
+def test_bad_pretraining_keys_stop_before_training(opts, expected, capsys, tmp_path):
+    from tests.classification.helpers import tiny_opts, write_folder
+
+    data = write_folder(tmp_path / "data", per_class=(2, 1), size=8)
+    argv = ["--config-file", str(ROOT / "configs/cls/digits_X50_8x4d.yaml"),
+            *tiny_opts(data, tmp_path / "out"), *opts]
+    with pytest.raises(SystemExit) as exit_:
+        load_tool("pretrain_cls").run(argv)
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], errors
+    assert not list(tmp_path.rglob("model_*.pth"))
+
+
+def test_pretraining_batches_split_over_the_processes(monkeypatch):
+    """TEST.IMS_PER_BATCH 6 over 4 processes was an error at the first evaluation, after an
+    epoch of training."""
+    from detectron2.utils import comm
+
+    from resnext_det.classification import get_cls_cfg
+    from resnext_det.config.errors import ConfigError
+    from resnext_det.config.pretraining_checks import check_pretraining_keys
+
+    cfg = get_cls_cfg()
+    cfg.TEST.IMS_PER_BATCH = 6
+    monkeypatch.setattr(comm, "get_world_size", lambda: 4)
+    with pytest.raises(ConfigError, match=r"TEST.IMS_PER_BATCH=6 is not valid: expected a "
+                                          r"multiple of the number of processes \(4\)"):
+        check_pretraining_keys(cfg)
+    cfg.TEST.IMS_PER_BATCH = 8
+    check_pretraining_keys(cfg)
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -8,7 +8,6 @@ newest checkpoint makes --resume fall back to the newest readable one, naming th
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -347,8 +346,8 @@ def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path
     killed = '{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter'
     path.write_text(killed)
     writer = JSONWriter(str(path))  # opened to append, as detectron2's default_writers open it
-    hook = DropRecordsAfterCheckpoint(str(tmp_path))
-    hook.trainer = SimpleNamespace(start_iter=0)
+    hook = DropRecordsAfterCheckpoint(str(tmp_path), SimpleNamespace(loaded_file=None))
+    hook.trainer = SimpleNamespace(start_iter=0, max_iter=10)
     hook.before_train()
     [kept] = tmp_path.glob("metrics.json.before-*")
     assert kept.read_text() == killed
@@ -360,6 +359,6 @@ def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path
         {"iteration": 0, "total_loss": 2.0}]
 
     path.write_text('{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter')
-    hook.trainer = SimpleNamespace(start_iter=3)
+    hook.trainer = SimpleNamespace(start_iter=3, max_iter=10)
     hook.before_train()
     assert path.read_text() == '{"iteration": 0, "total_loss": 1.0}\n'

@@ -272,7 +272,7 @@ def test_a_test_set_that_cannot_label_the_results_is_an_error(datasets_root, dig
                             str(tmp_path / "gone.json"), str(images))
     error = _user_error(capsys, [*common[:4], "--output", tmp_path / "o2", *common[4:],
                                  "DATASETS.TEST", f"('{name}',)"])
-    assert f"gone.json' cannot be read as a COCO json" in error and "would be guessed" in error
+    assert "gone.json' cannot be read as a COCO json" in error and "would be guessed" in error
     assert not (tmp_path / "o2" / "coco_instances_results.json").exists()
 
 

@@ -47,7 +47,7 @@ import re
 
 import torch
 
-from .base import CAFFE2_BGR, DROP, IMAGENET_BGR, Dropped, Source, as_tensor
+from .base import CAFFE2_BGR, IMAGENET_BGR, Dropped, Source, as_tensor
 from ..errors import ConversionError
 
 PRESETS = {

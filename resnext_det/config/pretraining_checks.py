@@ -1,0 +1,40 @@
+"""The keys of a pretraining config (classification/config.py), checked before a dataset or
+model is built: torch and detectron2 raise on them late (TEST.IMS_PER_BATCH at the first
+evaluation), bare (a DataLoader's ValueError), or not at all (a negative GAMMA or
+WARMUP_FACTOR trains by gradient ascent)."""
+from detectron2.utils import comm
+
+from .checks import check_optimizer_numbers
+from .errors import ConfigError, check_choice, check_number, check_whole
+
+LR_SCHEDULERS = ("step", "cosine")
+
+
+def check_pretraining_solver(s):
+    """SOLVER's schedule, checkpoint and optimizer values (its STEPS, counted in 1/1000
+    epochs, are classification/solver.py's)."""
+    check_choice("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, LR_SCHEDULERS)
+    check_whole("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1, " (images over all processes)")
+    check_whole("SOLVER.REFERENCE_BATCH", s.REFERENCE_BATCH, 1, " (the batch BASE_LR is for)")
+    check_number("SOLVER.MAX_EPOCHS", s.MAX_EPOCHS, 1e-300, meaning="> 0")
+    check_whole("SOLVER.MAX_ITER", s.MAX_ITER, 0, " (0: MAX_EPOCHS)")
+    check_number("SOLVER.WARMUP_EPOCHS", s.WARMUP_EPOCHS, 0, meaning=">= 0")
+    check_whole("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, 0, " (0: keep all)")  # detectron2 asserts
+    check_whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 0, " (iterations; 0: each "
+                "epoch)")
+    check_optimizer_numbers(s)
+
+
+def check_pretraining_keys(cfg):
+    """The batches (each a multiple of this run's process count), periods and loader
+    workers a pretraining run or its --eval-only reads; SOLVER's by check_pretraining_solver."""
+    world = comm.get_world_size()
+    for key, batch in (("SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH),
+                       ("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH)):
+        check_whole(key, batch, 1, " (images over all processes)")
+        if batch % world:
+            raise ConfigError(key, batch, f"a multiple of the number of processes ({world}): "
+                              "it is the batch of all of them")
+    check_whole("TEST.EVAL_PERIOD", cfg.TEST.EVAL_PERIOD, 0, " (epochs; 0: at the end only)")
+    check_whole("LOG_PERIOD", cfg.LOG_PERIOD, 1, " (iterations)")
+    check_whole("DATA.NUM_WORKERS", cfg.DATA.NUM_WORKERS, 0, " (0: in the training process)")
