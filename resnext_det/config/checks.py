@@ -9,6 +9,9 @@ import os
 
 import torch
 import yaml
+from detectron2 import modeling as m
+from detectron2.modeling import roi_heads as r
+from detectron2.utils import comm
 
 from ..checkpoint.metadata import valid_pixel_stats
 from ..evaluation.coco import BACKENDS as COCO_EVAL_BACKENDS
@@ -163,11 +166,56 @@ def check_resnext_keys(cfg):
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)
+    _check_registered_names(cfg.MODEL)
     _check_head_features(cfg.MODEL)
     _check_anchors(cfg)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
         resnext_block_args(cfg)  # template, block form, norm and their combinations
+
+
+def _registered_names(model):
+    """(key, name, registry) of the MODEL names detectron2 builds through a registry."""
+    meta = model.get("META_ARCHITECTURE")
+    rcnn = meta in ("GeneralizedRCNN", "ProposalNetwork", "PanopticFPN")
+    node = lambda name: model.get(name, {})  # noqa: E731
+    found = [("META_ARCHITECTURE", meta, m.META_ARCH_REGISTRY),
+             ("BACKBONE.NAME", node("BACKBONE").get("NAME"), m.BACKBONE_REGISTRY),
+             ("ANCHOR_GENERATOR.NAME", node("ANCHOR_GENERATOR").get("NAME"),
+              m.ANCHOR_GENERATOR_REGISTRY)]
+    if rcnn:
+        proposals = node("PROPOSAL_GENERATOR").get("NAME")
+        found += [("PROPOSAL_GENERATOR.NAME", proposals, m.PROPOSAL_GENERATOR_REGISTRY),
+                  ("RPN.HEAD_NAME", node("RPN").get("HEAD_NAME") if proposals == "RPN" else None,
+                   m.RPN_HEAD_REGISTRY)]
+    if meta in ("GeneralizedRCNN", "PanopticFPN"):
+        found += [("ROI_HEADS.NAME", node("ROI_HEADS").get("NAME"), m.ROI_HEADS_REGISTRY),
+                  ("ROI_BOX_HEAD.NAME", node("ROI_BOX_HEAD").get("NAME"), r.ROI_BOX_HEAD_REGISTRY),
+                  ("ROI_MASK_HEAD.NAME", model.get("MASK_ON") and node("ROI_MASK_HEAD").get(
+                      "NAME"), r.ROI_MASK_HEAD_REGISTRY),
+                  ("ROI_KEYPOINT_HEAD.NAME", model.get("KEYPOINT_ON") and node(
+                      "ROI_KEYPOINT_HEAD").get("NAME"), r.ROI_KEYPOINT_HEAD_REGISTRY)]
+    return [(f"MODEL.{key}", name, registry) for key, name, registry in found if name]
+
+
+def _check_registered_names(model):
+    """Each MODEL name a registry builds is registered (detectron2: a KeyError, raised while
+    the model is built, after the datasets are loaded)."""
+    for key, name, registry in _registered_names(model):
+        if name not in registry:
+            raise ConfigError(key, name, f"one of {sorted(n for n, _ in registry)}", "A name "
+                              f"of detectron2's {registry._name} registry: the module that "
+                              "registers it must be imported before the model is built.")
+
+
+def check_seed(seed, key="SEED"):
+    """SEED (train.seed in a .py config): default_setup seeds numpy with SEED + rank, which
+    takes a number < 2**32 (numpy's bare ValueError, in each process); < 0: random."""
+    top = 2**32 - comm.get_world_size()
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed > top:
+        raise ConfigError(key, seed, f"a whole number <= {top} (process k of "
+                          f"{comm.get_world_size()} seeds SEED + k, below 2**32), or < 0 for a "
+                          "random one")
 
 
 def _anchor_head(model):

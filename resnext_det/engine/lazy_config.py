@@ -10,6 +10,7 @@ ConfigError naming the key. The checks of the YAML path run on a yacs view of th
 """
 import difflib
 import inspect
+import math
 import os
 
 import torch
@@ -18,9 +19,9 @@ from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config.checks import ConfigFileError, check_output_dir, check_resnext_keys
+from ..config.checks import ConfigFileError, check_output_dir, check_resnext_keys, check_seed
 from ..config.defaults import add_resnext_config
-from ..config.errors import ConfigError, check_bool, check_whole
+from ..config.errors import ConfigError, check_bool, check_number, check_whole
 from ..errors import UserError
 from ..modeling.lazy import ResNeXt, arg_names, check_resnext_args, renamed
 from .checks import bad_data_policies
@@ -281,13 +282,29 @@ def require(cfg, keys, prefix=""):
 
 
 def check_train_numbers(cfg):
-    """train.max_iter, checkpointer.period, log_period >= 1, eval_period >= 0, and
-    dataloader.train.total_batch_size a multiple of the process count, where given."""
+    """train.max_iter, checkpointer.period, log_period >= 1, eval_period >= 0, train.seed,
+    the optimizer's lr, momentum and weight_decay, lr_multiplier.warmup_factor, a training
+    dataset named, and dataloader.train.total_batch_size a multiple of the process count,
+    where given."""
     train = cfg.train
     for key, low in (("max_iter", 1), ("eval_period", 0), ("log_period", 1)):
         check_whole(f"train.{key}", train[key], low)
+    check_seed(train.get("seed", -1), "train.seed")
     if "period" in train.checkpointer:
         check_whole("train.checkpointer.period", train.checkpointer.period, 1)
+    optimizer, warmup = _node(cfg, "optimizer"), _node(cfg, "lr_multiplier").get("warmup_factor")
+    for key, low, high, meaning in (("lr", 1e-300, math.inf, "> 0"),
+                                    ("momentum", 0, 1, ">= 0 and < 1"),
+                                    ("weight_decay", 0, math.inf, ">= 0")):
+        if optimizer.get(key) is not None:  # torch's optimizer: a bare ValueError
+            check_number(f"optimizer.{key}", optimizer[key], low, high, meaning)
+    if warmup is not None:  # a negative one trains by gradient ascent in the warmup
+        check_number("lr_multiplier.warmup_factor", warmup, 0, math.nextafter(1, 2),
+                     ">= 0 and <= 1")
+    train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
+    if "names" in train_set and not _names(train_set):  # detectron2: a bare assert
+        raise ConfigError("dataloader.train.dataset.names", train_set.names, "at least one "
+                          "registered dataset, e.g. ['coco_2017_train']")
     batch = _node(_node(cfg, "dataloader"), "train").get("total_batch_size")
     if batch is not None:
         check_whole("dataloader.train.total_batch_size", batch, 1)

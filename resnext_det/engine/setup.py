@@ -9,8 +9,8 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config.checks import (check_device, check_output_dir, check_resnext_keys, inference_dtype,
-                             merge_config)
+from ..config.checks import (check_device, check_output_dir, check_resnext_keys, check_seed,
+                             inference_dtype, merge_config)
 from ..config.defaults import add_resnext_config
 from ..errors import UserError
 from ..utils.cli import quiet_user_errors
@@ -122,6 +122,7 @@ def setup_cfg(args, cfg=None, *, task):
     cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
     merge_config(cfg, args.config_file, args.opts)
     check_resnext_keys(cfg)
+    check_seed(cfg.SEED)
     check_device(cfg)
     notes = [device_fallback(cfg)] + config_from_weights(cfg)
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken

@@ -19,6 +19,7 @@ from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from ..config.errors import ConfigError
 from .classifier import ResNeXtClassifier
 from .resnext import make_resnext_stages
+from .templates import check_cardinality_and_width
 
 _NAME = re.compile(r"^X29_(\d+)x(\d+)d$")
 
@@ -30,6 +31,9 @@ class CifarTemplate:
     cardinality: int
     bottleneck_width: int
     stage_blocks = (3, 3, 3)  # 3 stages * 3 blocks * 3 layers + stem + fc = 29
+
+    def __post_init__(self):
+        check_cardinality_and_width(self.cardinality, self.bottleneck_width)
 
     @property
     def name(self):

@@ -4,7 +4,7 @@ This is the only place that reads MODEL.RESNETS / MODEL.RESNEXT; modules take ke
 arguments. Every bad value raises a ConfigError naming the key and what would work.
 """
 from ..config.defaults import resnext_defaults
-from ..config.errors import ConfigError, check_bool, check_choice
+from ..config.errors import ConfigError, check_bool, check_choice, check_whole
 from .blocks import BLOCK_FORMS
 from .templates import Template, parse_template
 
@@ -57,6 +57,8 @@ def _check_gn_widths(template, stem_out, res2_out, norm):
 
 
 def _check_norm(norm, form, zero_init, template, stem_out, res2_out):
+    check_whole("MODEL.RESNETS.STEM_OUT_CHANNELS", stem_out, 1)  # torch: a bare RuntimeError
+    check_whole("MODEL.RESNETS.RES2_OUT_CHANNELS", res2_out, 1)
     check_choice("MODEL.RESNETS.NORM", norm, NORMS)
     if form != "c" and norm not in PER_CHANNEL_NORMS:
         raise ConfigError("MODEL.RESNEXT.BLOCK_FORM", form, "'c' when MODEL.RESNETS.NORM='GN'",

@@ -9,12 +9,22 @@ ResNet is the case C=1, d=64.
 import re
 from dataclasses import dataclass
 
-from ..config.errors import ConfigError
+from ..config.errors import ConfigError, is_whole
 
 # Blocks per stage res2..res5 (He et al. 2016, Table 1; the paper's Table 1 for 50).
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 _NAME = re.compile(r"^(?:R(\d+)|[RX](\d+)_(\d+)x(\d+)d)$")
+
+
+def check_cardinality_and_width(cardinality, bottleneck_width):
+    """C and d of a template given by MODEL.RESNETS keys: whole numbers >= 1."""
+    if not is_whole(cardinality, 1):
+        raise ConfigError("MODEL.RESNETS.NUM_GROUPS", cardinality,
+                          "an integer >= 1 (1 -> ResNet; > 1 -> ResNeXt)")
+    if not is_whole(bottleneck_width, 1):
+        raise ConfigError("MODEL.RESNETS.WIDTH_PER_GROUP", bottleneck_width,
+                          "an integer >= 1 (the paper's d; 64 for ResNet)")
 
 
 @dataclass(frozen=True)
@@ -31,12 +41,7 @@ class Template:
                 "MODEL.RESNETS.DEPTH", self.depth, f"one of {sorted(STAGE_BLOCKS)}",
                 "ResNeXt is built from bottleneck blocks; detectron2's own "
                 "build_resnet_backbone builds the basic-block ResNet-18/34.")
-        if self.cardinality < 1:
-            raise ConfigError("MODEL.RESNETS.NUM_GROUPS", self.cardinality,
-                              "an integer >= 1 (1 -> ResNet; > 1 -> ResNeXt)")
-        if self.bottleneck_width < 1:
-            raise ConfigError("MODEL.RESNETS.WIDTH_PER_GROUP", self.bottleneck_width,
-                              "an integer >= 1 (the paper's d; 64 for ResNet)")
+        check_cardinality_and_width(self.cardinality, self.bottleneck_width)
 
     @property
     def name(self):

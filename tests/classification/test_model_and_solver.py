@@ -52,6 +52,12 @@ def test_config_errors_name_the_key():
     cfg.MODEL.RESNEXT.TEMPLATE = "X50_32x4d"
     with pytest.raises(ConfigError, match="MODEL.RESNEXT.TEMPLATE"):
         build_cls_model(cfg, 10)
+    cfg.MODEL.RESNEXT.TEMPLATE = ""  # C and d from the RESNETS keys (torch: bare RuntimeErrors)
+    for key, value in (("NUM_GROUPS", 0), ("WIDTH_PER_GROUP", -4)):
+        cfg.MODEL.RESNETS.NUM_GROUPS, cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 8, 64
+        cfg.MODEL.RESNETS[key] = value
+        with pytest.raises(ConfigError, match=rf"MODEL.RESNETS.{key}={value} is not valid"):
+            build_cls_model(cfg, 10)
 
 
 def _torch7_sgd(weights, grads, lr, momentum, weight_decay):

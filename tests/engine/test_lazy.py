@@ -338,6 +338,22 @@ def test_a_refused_start_keeps_the_earlier_runs_files(datasets_root, capsys, tmp
     assert (out / "model_final.pth").read_bytes() == b"the earlier run's model"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not valid: expected a finite number > 0"),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5 is not valid"),
+    ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay=-0.0001 is not valid"),
+    ("lr_multiplier.warmup_factor=-1.0", "lr_multiplier.warmup_factor=-1.0 is not valid"),
+    ("dataloader.train.dataset.names=[]", "dataloader.train.dataset.names=[] is not valid"),
+    ("train.seed=5000000000", "train.seed=5000000000 is not valid: expected a whole number"),
+])
+def test_bad_training_values_stop_before_anything_is_built(override, message, capsys, tmp_path):
+    """torch's optimizer: bare ValueErrors; detectron2: an assert on no dataset, numpy's
+    ValueError on the seed, and a negative warmup factor trained by ascent."""
+    error = _user_error(capsys, override, f"train.output_dir={tmp_path / 'x'}")
+    assert message in error
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_misspelt_override_is_an_error_naming_it(capsys, tmp_path):
     """detectron2's apply_overrides would add train.max_itr and train the config's iterations."""
     error = _user_error(capsys, "train.max_itr=3", f"train.output_dir={tmp_path / 'x'}",

@@ -35,6 +35,17 @@ def _error(capsys, *argv):
      "MODEL.PIXEL_MEAN=[1.0, 1.0] is not valid: expected 3 finite numbers, one per channel"),
     (["--config-file", CONFIG, "DATALOADER.NUM_WORKERS", "-1"],
      "DATALOADER.NUM_WORKERS=-1 is not valid: expected a whole number >= 0"),
+    # torch: a bare RuntimeError; detectron2: a KeyError; numpy: a ValueError per process
+    (["--config-file", CONFIG, "MODEL.RESNETS.STEM_OUT_CHANNELS", "0"],
+     "MODEL.RESNETS.STEM_OUT_CHANNELS=0 is not valid: expected a whole number >= 1"),
+    (["--config-file", CONFIG, "MODEL.ROI_HEADS.NAME", "StandardRoiHeads"],
+     "MODEL.ROI_HEADS.NAME='StandardRoiHeads' is not valid: expected one of ['CascadeROIHeads'"),
+    (["--config-file", CONFIG, "MODEL.BACKBONE.NAME", "build_resnext_fpn"],
+     "MODEL.BACKBONE.NAME='build_resnext_fpn' is not valid: expected one of"),
+    (["--config-file", CONFIG, "MODEL.MASK_ON", "True", "MODEL.ROI_MASK_HEAD.NAME", "Mask"],
+     "MODEL.ROI_MASK_HEAD.NAME='Mask' is not valid: expected one of ['MaskRCNNConvUpsampleHead'"),
+    (["--config-file", CONFIG, "SEED", "5000000000"],
+     "SEED=5000000000 is not valid: expected a whole number <= 4294967295"),
 ])
 def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
