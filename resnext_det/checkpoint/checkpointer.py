@@ -263,6 +263,25 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         named = self.get_checkpoint_file()  # "" without a pointer
         return ([named] if named and os.path.isfile(named) else []) + [p for p in found if p != named]
 
+    def get_checkpoint_file(self):
+        """The path `last_checkpoint` names ("" without the pointer). A damaged pointer (not
+        UTF-8, a NUL, a path instead of a file name: fvcore's read raised a bare
+        UnicodeDecodeError) is named in a warning and ignored: --resume takes the newest
+        checkpoint here instead, as after a kill before the pointer was written."""
+        pointer = os.path.join(self.save_dir, LAST)
+        try:
+            with open(pointer, "rb") as f:
+                name = f.read().decode("utf-8").strip()
+        except FileNotFoundError:
+            return ""
+        except UnicodeDecodeError:
+            name = "\0"
+        if "\0" in name or os.path.basename(name) != name:
+            self.logger.warning(f"{pointer} is damaged (it should hold a checkpoint's file "
+                                "name): ignored, the newest checkpoint here is resumed from")
+            return ""
+        return os.path.join(self.save_dir, name)
+
     def has_checkpoint(self):
         """A `last_checkpoint` pointer, or (after a kill before the pointer) a checkpoint file
         of ours here: model_<iteration>.pth or model_final.pth, not any .pth a user put here."""

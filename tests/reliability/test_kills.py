@@ -175,6 +175,24 @@ def test_detection_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     assert f"Cannot resume from {newest}" in caplog.text and "truncated" in caplog.text
 
 
+@pytest.mark.parametrize("pointer", [b"\xff\xfe\x00model", b"../elsewhere/model_0000001.pth"])
+def test_a_damaged_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog, pointer):
+    """A last_checkpoint that is not a file name: fvcore's read raised a bare
+    UnicodeDecodeError, or it named a file outside OUTPUT_DIR."""
+    model, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path), counter=counter)
+    for value, name in ((1, "model_0000001"), (2, "model_0000002")):
+        counter.value = value
+        checkpointer.save(name)
+        time.sleep(0.01)
+    (tmp_path / "last_checkpoint").write_bytes(pointer)
+    counter.value = 0
+    with caplog.at_level("WARNING"):
+        checkpointer.resume_or_load("", resume=True)
+    assert counter.value == 2
+    assert f"{tmp_path / 'last_checkpoint'} is damaged" in caplog.text
+
+
 def test_pretraining_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     cfg = tiny_cfg(tmp_path, tmp_path)
     checkpointer = build_cls_checkpointer(cfg, build_cls_model(cfg, 3))
