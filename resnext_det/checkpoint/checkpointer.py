@@ -318,10 +318,10 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
                                       "from, which is not there (and no other checkpoint is)",
                                       "Put the checkpoint back, or remove the pointer file to "
                                       "start from MODEL.WEIGHTS")
+        if self.save_to_disk and self.save_dir:  # a kill in the first write leaves one too
+            self.remove_stale_temporaries()
         if not candidates:
             return self.load(path, checkpointables=[])
-        if self.save_to_disk:
-            self.remove_stale_temporaries()
         bad = []
         for candidate in candidates:
             self._resuming = True

@@ -1,5 +1,6 @@
 """Config set-up in detectron2's canonical order, for the command-line tools."""
 import contextlib
+import glob
 import logging
 import os
 
@@ -14,7 +15,7 @@ from ..config.checks import (check_device, check_output_dir, check_resnext_keys,
 from ..config.defaults import add_resnext_config
 from ..errors import UserError
 from ..utils.cli import quiet_user_errors
-from ..utils.io import atomic_write, release_folder
+from ..utils.io import atomic_write, left_by_ended_writers, release_folder
 from .checks import lock_output_dir
 from .weights import config_from_weights
 
@@ -32,7 +33,7 @@ def _training_config_kept(output_dir):
     """An evaluation into a training's folder writes its config.yaml to
     OUTPUT_DIR/inference/config.yaml, beside its results, and leaves the training's in place
     (detectron2's default_setup replaces it). A kill in between leaves it as
-    config.yaml.kept-<pid>."""
+    config.yaml.kept-<pid>, which the next run in the folder puts back (_put_back_kept)."""
     path = os.path.join(output_dir, "config.yaml")
     if not (comm.is_main_process() and os.path.isfile(path)):
         yield
@@ -45,6 +46,15 @@ def _training_config_kept(output_dir):
             os.makedirs(os.path.join(output_dir, "inference"), exist_ok=True)
             os.replace(path, os.path.join(output_dir, "inference", "config.yaml"))
     finally:
+        os.replace(kept, path)
+
+
+def _put_back_kept(output_dir):
+    """The training's config.yaml that a killed evaluation left as config.yaml.kept-<pid>."""
+    path = os.path.join(output_dir, "config.yaml")
+    for kept in left_by_ended_writers(f"{glob.escape(path)}.kept-*", ".kept-"):
+        logging.getLogger(__name__).warning(f"Putting back {path} from {kept}, where an "
+                                            "evaluation killed in its set-up had kept it")
         os.replace(kept, path)
 
 
@@ -99,12 +109,16 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
     """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
     for the output folder: a training (task "train") locks it first (lock_output_dir) and
     keeps its config.yaml for training_folder to put back if the start is refused, an
-    evaluation ("evaluate") keeps a training's config.yaml there; "other" tools (predict,
-    export: folders of their own) do neither."""
+    evaluation ("evaluate") keeps a training's config.yaml there, and both put back one a
+    killed evaluation left aside; "other" tools (predict, export: folders of their own) do
+    none of this."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     if task == "train":
         lock_output_dir(output_dir, key)
+    if task != "other" and comm.is_main_process():
+        _put_back_kept(output_dir)
+    if task == "train":
         _keep_earlier_config(output_dir)
     with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
         default_setup(cfg, args)

@@ -53,14 +53,14 @@ def process_runs(pid):
     return True
 
 
-def left_by_ended_writers(pattern):
+def left_by_ended_writers(pattern, mark=".tmp-"):
     """The files matching `pattern` (a path with a glob in its name, e.g. `dir/*.tmp-*`) whose
-    `.tmp-<pid>` writer no longer writes: that process is gone, or it is this one (which is
+    `<mark><pid>` writer no longer writes: that process is gone, or it is this one (which is
     writing none at the time of asking). A live writer's temporary is never among them."""
     folder, name = os.path.split(pattern)
     found = []
     for path in glob.glob(os.path.join(glob.escape(folder), name)):
-        pid = path.rsplit(".tmp-", 1)[1]
+        pid = path.rsplit(mark, 1)[1]
         if not (pid.isdigit() and int(pid) != os.getpid() and process_runs(int(pid))):
             found.append(path)
     return found

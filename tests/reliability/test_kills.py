@@ -193,6 +193,20 @@ def test_a_damaged_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog, 
     assert f"{tmp_path / 'last_checkpoint'} is damaged" in caplog.text
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_write_killed_before_any_checkpoint_leaves_nothing(tmp_path, resume):
+    """A kill inside the first checkpoint write: no checkpoint to resume from, and its
+    model_0000004.pth.tmp-<pid> stayed in the folder for good (only a resume from a
+    checkpoint cleaned up)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    left = tmp_path / f"model_0000004.pth.tmp-{dead.pid}"
+    left.write_bytes(b"half a checkpoint")
+    checkpointer = ResNeXtCheckpointer(torch.nn.Conv2d(3, 4, 1), str(tmp_path))
+    checkpointer.resume_or_load("", resume=resume)
+    assert not left.exists()
+
+
 def test_pretraining_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     cfg = tiny_cfg(tmp_path, tmp_path)
     checkpointer = build_cls_checkpointer(cfg, build_cls_model(cfg, 3))

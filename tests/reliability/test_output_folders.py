@@ -118,6 +118,21 @@ def test_an_evaluation_keeps_the_trainings_config(tmp_path, lazy):
     assert not [n for n in os.listdir(out) if ".kept-" in n]
 
 
+def test_the_next_run_puts_back_what_a_killed_evaluation_kept(tmp_path):
+    """An --eval-only killed inside default_setup left the training's config.yaml as
+    config.yaml.kept-<pid> (and the evaluation's config.yaml in its place): the next
+    evaluation (or training) puts it back."""
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    (out / f"config.yaml.kept-{dead.pid}").write_text(TRAINING_CONFIG)
+    (out / "config.yaml").write_text("# the killed evaluation's\n")
+    setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out], eval_only=True), task="evaluate")
+    assert (out / "config.yaml").read_text() == TRAINING_CONFIG
+    assert not [n for n in os.listdir(out) if ".kept-" in n]
+
+
 def test_export_refuses_a_trainings_folder(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
