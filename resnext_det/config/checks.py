@@ -57,8 +57,13 @@ def merge_config(cfg, config_file, opts):
                                   "file names itself, or a file that names it, as _BASE_).") from None
         except _FILE_ERRORS as e:
             not_mapping = isinstance(e, AttributeError) or "NoneType" in str(e)  # empty: None
-            hint = " It must be a YAML mapping of KEY: value (e.g. MODEL: ...)." if not_mapping else ""
-            raise ConfigFileError(f"--config-file {config_file!r}: {_one_line(e)}.{hint}") from None
+            found = _first_not_a_mapping(config_file) if not_mapping else None
+            what = _one_line(e)
+            if found:  # which file of the chain, not yacs' "argument of type 'NoneType' ..."
+                where = "the file" if found[0] == config_file else f"its _BASE_ {found[0]!r}"
+                what = f"{where} is {found[1]}"
+            hint = " A config file is a YAML mapping of KEY: value (e.g. MODEL: ...)." if not_mapping else ""
+            raise ConfigFileError(f"--config-file {config_file!r}: {what}.{hint}") from None
     try:
         cfg.merge_from_list(list(opts))
     except _MERGE_ERRORS as e:
@@ -66,6 +71,25 @@ def merge_config(cfg, config_file, opts):
         hint = (f" Options ({', '.join(options)}) go before them." if options else "")
         raise ConfigFileError(f"command-line overrides: {_one_line(e)}. They are KEY VALUE "
                               f"pairs of existing keys, e.g. SOLVER.MAX_ITER 1000.{hint}") from None
+
+
+def _first_not_a_mapping(path, seen=()):
+    """(file, what it holds) of the first file in `path`'s _BASE_ chain, `path` first, that
+    is not a YAML mapping (yacs' TypeError said only "argument of type 'NoneType' ..."), or
+    None. _BASE_ is relative to the file that names it, as in detectron2."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return path, "empty" if data is None else f"a YAML {type(data).__name__}, not a mapping"
+    base = data.get("_BASE_")
+    if not isinstance(base, str) or path in seen:
+        return None
+    if not base.startswith(("~", "/", "http://", "https://")):
+        base = os.path.join(os.path.dirname(path), base)
+    return _first_not_a_mapping(os.path.expanduser(base), seen + (path,))
 
 
 def _one_line(error):

@@ -59,9 +59,16 @@ def test_bad_config_files_are_one_line(capsys, tmp_path):
     error = _error(capsys, "--config-file", str(tmp_path / "leaf.yaml"))
     assert "gone/Base.yaml" in error and "_BASE_" in error
     (tmp_path / "list.yaml").write_text("- MODEL\n- SOLVER\n")
-    assert "a YAML mapping" in _error(capsys, "--config-file", str(tmp_path / "list.yaml"))
+    error = _error(capsys, "--config-file", str(tmp_path / "list.yaml"))
+    assert "list.yaml': the file is a YAML list, not a mapping" in error, error
     (tmp_path / "empty.yaml").write_text("")
-    assert "a YAML mapping" in _error(capsys, "--config-file", str(tmp_path / "empty.yaml"))
+    error = _error(capsys, "--config-file", str(tmp_path / "empty.yaml"))
+    assert "empty.yaml': the file is empty. A config file is a YAML mapping" in error, error
+    # yacs named neither the empty base nor the file: "argument of type 'NoneType' ..."
+    (tmp_path / "on_empty.yaml").write_text('_BASE_: "empty.yaml"\n')
+    error = _error(capsys, "--config-file", str(tmp_path / "on_empty.yaml"))
+    assert f"on_empty.yaml': its _BASE_ '{tmp_path / 'empty.yaml'}' is empty" in error, error
+    assert "NoneType" not in error
     # a _BASE_ chain that loops: yacs recursed until Python's RecursionError
     (tmp_path / "self.yaml").write_text('_BASE_: "self.yaml"\n')
     (tmp_path / "a.yaml").write_text('_BASE_: "b.yaml"\n')
