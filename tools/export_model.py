@@ -18,6 +18,7 @@ training's folder is refused: its config.yaml would be replaced). Bad input ends
 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
 import argparse
+import os
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
@@ -26,6 +27,7 @@ from resnext_det.export import FORMATS, METHODS, check_options
 from resnext_det.export.main import claim_output_dir
 from resnext_det.export.main import run as run_export
 from resnext_det.utils.cli import ExitOnUserError, run_tool
+from resnext_det.utils.io import atomic_write
 
 
 def argument_parser():
@@ -48,9 +50,16 @@ def main(args):
     check_options(args.format, args.export_method)  # before the config and the model
     claim_output_dir(args.output)  # before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
-    cfg = setup_cfg(args, task="other")
-    register_digits_named_in(cfg)
-    return run_export(cfg, args)
+    config = os.path.join(args.output, "config.yaml")
+    earlier = open(config, "rb").read() if os.path.isfile(config) else None
+    cfg = setup_cfg(args, task="other")  # writes config.yaml
+    try:
+        register_digits_named_in(cfg)
+        return run_export(cfg, args)
+    except BaseException:  # the earlier export's file stays: so does the config it was made of
+        if earlier is not None:
+            atomic_write(config, lambda f: f.write(earlier))
+        raise
 
 
 def run(argv=None):

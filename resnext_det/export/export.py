@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..modeling.roi_align import use_roi_align
+from ..utils.io import staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,8 @@ def export_model(model, image, output_dir, *, fmt="torchscript", method="tracing
     Args:
         model (nn.Module): a GeneralizedRCNN or DenseDetector, in eval mode.
         image (Tensor): a CHW sample image as the model takes it (for tracing).
-        output_dir (str): created if missing.
+        output_dir (str): created if missing. The files are written in a staging folder
+            there and moved in when all are written (utils/io.staged_folder).
         fmt (str): "torchscript" or "onnx" (tracing only).
         method (str): "tracing" or "scripting".
         block_form (str): MODEL.RESNEXT.BLOCK_FORM, for the error if scripting fails.
@@ -266,12 +268,13 @@ def export_model(model, image, output_dir, *, fmt="torchscript", method="tracing
     check_exportable(model)
     if model.training:
         raise ValueError("export a model in eval mode (model.eval())")
-    os.makedirs(output_dir, exist_ok=True)
+    with staged_folder(output_dir) as staging:  # a kill or error keeps an earlier export whole
+        staged = os.path.join(staging, FILE_NAMES[fmt])
+        if method == "tracing":
+            names = export_tracing(model, image, staged, fmt)
+        else:
+            names = export_scripting(model, staged, block_form=block_form)
     path = os.path.join(output_dir, FILE_NAMES[fmt])
-    if method == "tracing":
-        names = export_tracing(model, image, path, fmt)
-    else:
-        names = export_scripting(model, path, block_form=block_form)
     what = "outputs" if method == "tracing" else "one dict per image, with fields among"
     logger.info(f"{path}: {method}; {what} {names}")
     return path

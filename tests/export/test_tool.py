@@ -101,3 +101,38 @@ def test_missing_onnx_names_the_packages(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with pytest.raises(ExportError, match="pip install onnx onnxruntime"):
         require_onnx()
+
+
+def test_a_failed_export_keeps_the_earlier_one_whole(tmp_path, capsys, monkeypatch):
+    """A second export into the folder of a first: a Ctrl-C (or kill) inside the save wrote
+    over model.ts in place, and a refused sample image left the new config.yaml beside the
+    old model.ts. Now both stay as the first export wrote them."""
+    import cv2
+    import numpy as np
+
+    picture = tmp_path / "sample.png"
+    cv2.imwrite(str(picture), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    out = tmp_path / "export"
+    load_tool("export_model").run(["--output", str(out), "--sample-image", str(picture),
+                                   *_cli_args()])
+    first = {name: (out / name).read_bytes() for name in ("model.ts", "config.yaml")}
+
+    def save_half(self, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(first["model.ts"][:1000])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.jit.ScriptModule, "save", save_half)
+        with pytest.raises(SystemExit) as exit_info:
+            load_tool("export_model").run(["--output", str(out), "--sample-image", str(picture),
+                                           *_cli_args("MODEL.RESNEXT.FAST_INFERENCE", "")])
+    assert exit_info.value.code == 130
+    assert {name: (out / name).read_bytes() for name in first} == first
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    with pytest.raises(SystemExit):
+        load_tool("export_model").run(["--output", str(out), "--sample-image", str(bad),
+                                       *_cli_args("MODEL.RESNEXT.FAST_INFERENCE", "")])
+    assert {name: (out / name).read_bytes() for name in first} == first
+    assert not [name for name in os.listdir(out) if ".tmp-" in name]
