@@ -28,6 +28,7 @@ from .convert import AUTHOR
 from .loading import cache_dir_for, load_weights
 from .readers import UnreadableFileError, read_weights
 from .sources.resnext_det import OFFSET_KEY
+from .validate import check_values
 
 LAST = "last_checkpoint"  # fvcore's pointer file
 CHECKPOINT_NAME = re.compile(r"model_(\d+|final)\.pth")  # PeriodicCheckpointer's file names
@@ -169,6 +170,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         return loaded.checkpoint
 
     def _load_model(self, checkpoint):
+        check_values(checkpoint["model"], self.loaded_file)
         if self.block_form != "c":  # conversions and detectron2's files are form (c)
             state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
                      for k, v in checkpoint["model"].items()}

@@ -12,6 +12,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
 
 from ..utils.io import atomic_write
@@ -24,7 +25,7 @@ from .readers import WeightsFile, read_weights
 from .sources import DROP
 from .sources.base import as_tensor
 from .template_infer import infer_template, infer_widths
-from .validate import expected_shapes, key_problems, keep_matching
+from .validate import check_values, expected_shapes, key_problems, keep_matching
 
 AUTHOR = "resnext_det"
 METADATA_KEYS = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1", "norm")
@@ -62,19 +63,21 @@ class ConversionResult:
     report: ConversionReport
 
 
-def _rename(source, state, report):
-    """Our-named tensors, plus the problems of unknown or clashing source keys."""
+def _rename(source, state, report, path):
+    """Our-named tensors (each real and finite: validate.check_values), plus the problems of
+    unknown or clashing source keys."""
     out, problems = {}, []
     for key, new in source.rename(state).items():
         if new == DROP:
             why = getattr(new, "reason", f"no weight of ours, by a {source.name} rule")
             report.dropped.append((key, why))
         elif new is None:
-            problems.append(f"unmatched source key {key!r} (shape {tuple(as_tensor(state[key]).shape)}):"
+            problems.append(f"unmatched source key {key!r} (shape {tuple(np.shape(state[key]))}):"
                             f" no rule of the {source.name} naming")
         elif new in out:
             problems.append(f"two source keys map to {new!r}; the second is {key!r}")
         else:
+            check_values({key: state[key]}, path)
             value = as_tensor(state[key])
             out[new] = value.float() if value.is_floating_point() else value
             report.renames.append((key, new))
@@ -169,7 +172,7 @@ def convert_weights(path, *, keep_fc=False, allow_partial=False, block_form="c",
     state, wrapper = unwrap(weights.obj, weights.container, weights.path)
     source = detect_source(state, wrapper, weights.path)
     report = ConversionReport()
-    ours, problems = _rename(source, state, report)
+    ours, problems = _rename(source, state, report, weights.path)
     if not allow_partial:
         _check_fits(source, problems, state, weights)
     ours = source.finish(ours)

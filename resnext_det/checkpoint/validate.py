@@ -3,10 +3,15 @@
 The expected keys come from our classifier built from the inferred template on the
 "meta" device (no memory, no time); num_batches_tracked is not a weight and is ignored.
 """
+import numpy as np
 import torch
 
 from ..modeling.resnext import build_resnext
 from .errors import KeyMismatchError
+from .readers import UnreadableFileError
+
+DIVERGED_FIX = ("NaN or infinite weights come from a training that diverged: take an "
+                "earlier checkpoint of it (e.g. with a lower SOLVER.BASE_LR from there)")
 
 
 def expected_shapes(template, num_classes=None, stem_out_channels=64, res2_out_channels=256):
@@ -38,3 +43,26 @@ def keep_matching(state, expected, problems, allow_partial):
     if problems and not allow_partial:
         raise KeyMismatchError(problems)
     return {k: v for k, v in state.items() if k in expected and tuple(v.shape) == expected[k]}
+
+
+def check_values(state, path):
+    """Each array of `state` (a state dict, tensors or numpy arrays) holds real, finite
+    numbers; integers only in a norm's num_batches_tracked. torch copies NaN, complex (the
+    real part) and integer arrays into a model's float weights without a word: a diverged
+    training's NaN checkpoint predicted nothing, and exit 0."""
+    for key, value in state.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "biufc":
+            raise UnreadableFileError(path, f"{key!r} holds {value.dtype} values, not numbers",
+                                      "Convert the weights from their original file")
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            continue
+        value = torch.as_tensor(value)
+        if value.is_complex() or not (value.is_floating_point() or value.dtype == torch.bool
+                                      or key.endswith("num_batches_tracked")):
+            raise UnreadableFileError(path, f"{key!r} holds {value.dtype} values, not real "
+                                      "floating-point weights", "Convert the weights from "
+                                      "their original file")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UnreadableFileError(path, f"{key!r} holds {bad} NaN or infinite values (of "
+                                      f"{value.numel()})", DIVERGED_FIX)

@@ -45,7 +45,7 @@ def test_a_layout_read_as_another_names_that_layout(states, given, taken_for):
     source, state = BY_NAME[taken_for], states[given]
     weights = SimpleNamespace(path=f"{given}_weights.bin", container="torch-zip")
     try:
-        renamed, problems = _rename(source, state, ConversionReport())
+        renamed, problems = _rename(source, state, ConversionReport(), "test")
         _check_fits(source, problems, state, weights)
     except ConversionError as e:
         message = str(e)

@@ -9,6 +9,7 @@ import argparse
 import io
 import os
 import pickle
+import time
 
 import pytest
 import torch
@@ -177,3 +178,43 @@ def test_a_folder_and_a_dict_of_strings(tmp_path):
     torch.save({"conv1.weight": "not a tensor", "layer1.0.conv1.weight": "nor this"}, path)
     with pytest.raises(ConversionError, match=r"strings\.pth: 2 of its 2 entries are not arrays"):
         convert_weights(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda w: w.fill_(float("nan")), r"'layer1.0.conv2.weight' holds \d+ NaN or infinite values"),
+    (lambda w: w.to(torch.complex64), "'layer1.0.conv2.weight' holds torch.complex64 values"),
+    (lambda w: w.to(torch.int64), "'layer1.0.conv2.weight' holds torch.int64 values, not real"),
+    (lambda w: w.numpy().astype(object), "'layer1.0.conv2.weight' holds object values"),
+])
+def test_weights_that_are_not_finite_real_numbers_are_refused(damage, message, tmp_path):
+    """torchvision's own ResNeXt with one damaged tensor: a diverged run's NaN, complex,
+    integer or Python objects. Converting gave a file of them (exit 0; object arrays: a bare
+    TypeError), and a detector loading them predicted nothing, without a word."""
+    state = torchvision.models.resnext50_32x4d().state_dict()
+    state["layer1.0.conv2.weight"] = damage(state["layer1.0.conv2.weight"])
+    path = tmp_path / "damaged.pkl"  # a pickle: object arrays cannot go in a torch file
+    with open(path, "wb") as f:
+        pickle.dump({k: v.numpy() if isinstance(v, torch.Tensor) else v
+                     for k, v in state.items()}, f)
+    with pytest.raises(UnreadableFileError, match=f"{path}: {message}"):
+        convert_weights(str(path))
+
+
+def test_a_detector_checkpoint_with_nan_is_refused_and_resume_takes_an_older_one(tmp_path,
+                                                                                   caplog):
+    model = _tiny_c4()
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001")
+    weight = model.backbone.res2[0].conv1.weight
+    with torch.no_grad():
+        weight[0, 0, 0, 0] = float("inf")
+    time.sleep(0.01)  # distinct modification times
+    checkpointer.save("model_0000002")  # the training diverged after its first checkpoint
+    with pytest.raises(UnreadableFileError, match=r"'backbone.res2.0.conv1.weight' holds 1 NaN "
+                                                  r"or infinite values .* diverged"):
+        ResNeXtCheckpointer(_tiny_c4()).load(str(tmp_path / "model_0000002.pth"))
+    resumed = _tiny_c4()
+    with caplog.at_level("WARNING"):
+        ResNeXtCheckpointer(resumed, str(tmp_path)).resume_or_load("", resume=True)
+    assert "Cannot resume from" in caplog.text and "model_0000002.pth" in caplog.text
+    assert torch.isfinite(resumed.backbone.res2[0].conv1.weight).all()
