@@ -27,7 +27,7 @@ from resnext_det.export import FORMATS, METHODS, check_options
 from resnext_det.export.main import claim_output_dir
 from resnext_det.export.main import run as run_export
 from resnext_det.utils.cli import ExitOnUserError, run_tool
-from resnext_det.utils.io import atomic_write
+from resnext_det.utils.io import atomic_write, release_folder
 
 
 def argument_parser():
@@ -60,6 +60,8 @@ def main(args):
         if earlier is not None:
             atomic_write(config, lambda f: f.write(earlier))
         raise
+    finally:
+        release_folder(args.output)  # the lock claim_output_dir took
 
 
 def run(argv=None):

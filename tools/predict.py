@@ -29,10 +29,11 @@ import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
-from resnext_det.data.inputs import expand_inputs
+from resnext_det.data.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 from resnext_det.engine import setup_cfg
 from resnext_det.engine.predict import check_output_dir_holds_no_input, claim_output_dir, predict
-from resnext_det.utils.cli import ExitOnUserError, run_tool
+from resnext_det.utils.cli import ExitOnUserError, run_tool, sigterm_as_interrupt
+from resnext_det.utils.io import release_folder
 
 _TOP_KEYS = set(resnext_det.add_resnext_config(get_cfg()).keys())  # MODEL, SOLVER, SEED, ...
 _THRESHOLD_KEYS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.RETINANET.SCORE_THRESH_TEST",
@@ -77,8 +78,10 @@ def argument_parser():
 
 
 def _is_key(text):
-    """A config key (MODEL.WEIGHTS, SEED), not a file such as IMG_0001.JPG or MODEL.PTH."""
-    return text.split(".")[0] in _TOP_KEYS and not os.path.exists(text)
+    """A config key (MODEL.WEIGHTS, SEED), not a file such as IMG_0001.JPG or MODEL.PTH, nor
+    a missing picture such as TEST.jpg (its overrides were blamed: "odd length")."""
+    named_file = os.path.splitext(text)[1].lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    return text.split(".")[0] in _TOP_KEYS and not os.path.exists(text) and not named_file
 
 
 def parse_args(argv=None):
@@ -100,9 +103,14 @@ def main(args):
         raise DatasetError(f"--input names no image or video: {_reasons(missing)}.")
     check_output_dir_holds_no_input(args.output, paths)  # before config.yaml is written there
     claim_output_dir(args.output)  # likewise: not a training's folder, nor the user's files
-    cfg = setup_cfg(args, task="other")
-    register_digits_named_in(cfg)
-    summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
+    try:
+        cfg = setup_cfg(args, task="other")
+        register_digits_named_in(cfg)
+        with sigterm_as_interrupt():  # a `kill` still writes the results of what was done
+            summary = predict(cfg, paths, args.output, batch_size=args.batch_size,
+                              scale=args.scale)
+    finally:
+        release_folder(args.output)  # the lock claim_output_dir took
     return report(summary, missing)
 
 

@@ -190,6 +190,8 @@ def check_resnext_keys(cfg):
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)
+    if "MIN_SIZE_TEST" in cfg.get("INPUT", {}):  # detection's (pretraining has TEST_CROP)
+        check_test_sizes(cfg.INPUT)
     _check_registered_names(cfg.MODEL)
     _check_head_features(cfg.MODEL)
     _check_anchors(cfg)
@@ -407,5 +409,11 @@ def check_input_sizes(inp):
         raise ConfigError("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "2 sizes (the range's ends) "
                           "with INPUT.MIN_SIZE_TRAIN_SAMPLING 'range'")
     check_choice("INPUT.RANDOM_FLIP", inp.RANDOM_FLIP, FLIPS)
+    check_test_sizes(inp)
+
+
+def check_test_sizes(inp):
+    """INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, which every tool that runs the model reads
+    (predict blamed each picture: "too thin" at MIN_SIZE_TEST -5). 0: no test resize."""
     check_whole("INPUT.MIN_SIZE_TEST", inp.MIN_SIZE_TEST, 0, " (pixels; 0: no test resize)")
     check_whole("INPUT.MAX_SIZE_TEST", inp.MAX_SIZE_TEST, 1, " (pixels)")

@@ -16,6 +16,7 @@ from detectron2.data.detection_utils import _apply_exif_orientation, convert_PIL
 from PIL import Image
 
 from .checks import DECODE_ERRORS, HIGH_DEPTH_MODES, as_rgb
+from ..utils.io import utf8_name
 
 # What a folder or a glob contributes; a file named on its own is read whatever its name.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
@@ -75,7 +76,7 @@ def expand_inputs(inputs):
     """--input values -> (file paths in order, each once; [(input, reason)] for those naming none).
 
     Args:
-        inputs (list[str]): files (any name; read as an image unless a video extension),
+        inputs (list[str]): files (any UTF-8 name; read as an image unless a video extension),
             folders (their images and videos, not recursive, sorted), globs (`**` recurses;
             files with an image or video extension, sorted).
     """
@@ -86,7 +87,10 @@ def expand_inputs(inputs):
             missing.append((text, why))
         for path in found:
             key = os.path.realpath(path)
-            if key not in seen:
+            if not utf8_name(path):  # OpenCV (drawing, videos) crashed on it: exit 139
+                missing.append((path, "has a name that is not UTF-8, which OpenCV cannot "
+                                      "open or write: rename it"))
+            elif key not in seen:
                 seen.add(key)
                 paths.append(path)
     return paths, missing

@@ -7,6 +7,7 @@ MODEL.WEIGHTS of any supported format, on the copy MODEL.RESNEXT.FAST_INFERENCE 
 (`draw_instances`, which also draws the demo's grid: utils/visualize.py) and collects them
 as COCO results; `predict` runs the two over tools/predict.py's inputs.
 """
+import errno
 import json
 import logging
 import os
@@ -228,7 +229,10 @@ class PredictionWriter:
                 writer.write(drawn)
                 return name
             name = self._name(f"{name}_frame{picture.frame:06d}", ".png")
-        cv2.imwrite(os.path.join(self.output_dir, name), drawn)
+        path = os.path.join(self.output_dir, name)
+        if not cv2.imwrite(path, drawn):  # OpenCV says no more (libpng prints the reason)
+            raise OSError(errno.EIO, "OpenCV could not write the drawn picture (a full disk?)",
+                          path)
         return name
 
     def _drawable(self, picture):

@@ -6,7 +6,9 @@ with 2; `RESNEXT_DET_DEBUG=1` adds the traceback. detectron2's training loop log
 exception with its traceback before re-raising it; `quiet_user_errors` keeps that log
 record to the message for a UserError.
 """
+import contextlib
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
@@ -18,7 +20,9 @@ import traceback
 from ..errors import UserError
 
 EXIT_USER_ERROR = 2
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}  # writes that cannot go on
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 _DEBUG = "RESNEXT_DET_DEBUG"
 
 
@@ -72,6 +76,25 @@ def end_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (a scheduler's, `kill`'s) raised as Ctrl-C is: the finally blocks that
+    write what was done run (sigterm_as_interrupt)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises Terminated inside the block (main thread; one process): predict's
+    results json, written in a finally, was lost to a plain `kill`."""
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class ExitOnUserError:
     """A per-process `main` whose UserError is reported, then the process exits with 2; in a
     spawned process, one that ends with the tool's (end_with_parent).
@@ -90,11 +113,20 @@ class ExitOnUserError:
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:  # Ctrl-C: what was written is whole (atomic writes)
+        except OSError as e:  # a full disk, a read-only or vanished folder: not a bug
+            if e.errno not in WRITE_ERRNOS or debugging():
+                raise
+            print(f"error: {e.filename or 'a file'}: {e.strerror}. Free space there, or give "
+                  "the output another folder; files written whole before stay.", file=sys.stderr,
+                  flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt as e:  # Ctrl-C: what was written is whole (atomic writes)
             if debugging():
                 raise
-            print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
-            sys.exit(EXIT_INTERRUPTED)
+            stopped = isinstance(e, Terminated)
+            print("terminated (SIGTERM)" if stopped else "interrupted (Ctrl-C)", file=sys.stderr,
+                  flush=True)
+            sys.exit(EXIT_TERMINATED if stopped else EXIT_INTERRUPTED)
 
 
 def parse_launch_args(parser, argv=None):

@@ -137,10 +137,14 @@ class FolderError(UserError, ValueError):
 def claim_folder(folder, mark, text):
     """Make `folder` the output of one tool: new, empty, or one it wrote before (its `mark`
     file, written with `text`). Returns the names of the files a folder holds that the tool
-    did not write (the folder is then left as it was), or [] once it is claimed; a path
-    that is a file, or under one, is a FolderError."""
+    did not write (the folder is then left as it was), or [] once it is claimed and locked
+    (lock_folder: two runs of the tool into it at once replaced each other's files). A path
+    that is a file, or under one, or not UTF-8 (OpenCV crashed on it), is a FolderError."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise FolderError(f"{folder!r} is a file, not a folder; give the output a folder.")
+    if not utf8_name(folder):
+        raise FolderError(f"{folder!r}: the name is not UTF-8, which OpenCV and TorchScript "
+                          "cannot write to; give the output a UTF-8 name.")
     if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, mark)):
         others = sorted(set(os.listdir(folder)) - {LOCK_NAME})  # a training's lock, no file
         if others:
@@ -150,6 +154,20 @@ def claim_folder(folder, mark, text):
     except OSError as e:  # under a file, no permission, read-only file system
         raise FolderError(f"{folder!r} cannot be made as a folder ({e.strerror}); give the "
                           "output a folder that can be written.") from None
+    holder = lock_folder(folder)
+    if holder is not None:
+        raise FolderError(f"{folder!r}: process {holder} writes in it (it holds {LOCK_NAME}): "
+                          "wait until it ends, or give the output another folder.")
     with open(os.path.join(folder, mark), "w") as f:
         f.write(text)
     return []
+
+
+def utf8_name(path):
+    """Whether `path` is UTF-8 (os.fsdecode keeps other bytes as surrogates, which OpenCV's
+    imwrite and VideoCapture crash on: a segmentation fault)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

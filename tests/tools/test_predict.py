@@ -6,8 +6,10 @@ spread class scores stands in for a trained one (a few seconds per run).
 """
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -287,6 +289,10 @@ def test_overrides_after_input_are_overrides(tmp_path, monkeypatch):
         "DSC.0002.PNG", "MODEL.WEIGHTS", "w.pth", "SEED", "3"])
     assert args.input == ["a.png", "b/", "IMG_0001.JPG", "DSC.0002.PNG"]
     assert args.opts[-6:] == ["MODEL.WEIGHTS", "w.pth", "SEED", "3", "OUTPUT_DIR", "o"]
+    # a missing TEST.jpg stays an input (then "does not exist"), not a key ("odd length")
+    args = load_tool("predict").parse_args(["--config-file", CONFIG, "--output", "o", "--input",
+                                            "a.png", "TEST.jpg", "SEED", "3"])
+    assert args.input == ["a.png", "TEST.jpg"] and args.opts[-4:-2] == ["SEED", "3"]
     assert args.opts[args.opts.index("MODEL.ROI_HEADS.SCORE_THRESH_TEST") + 1] == "0.5"
     args = load_tool("predict").parse_args([
         "--config-file", CONFIG, "--output", "o", "--input", "a.png",
@@ -445,3 +451,85 @@ def test_pictures_of_other_sizes_get_defaultpredictors_detections(datasets_root,
         assert detection_error(got, expected) < 1e-4, image["file_name"]
         compared += len(expected)
     assert compared == len(results) > 0 and len(images["images"]) == 4
+
+
+def _tiny_args(weights, inputs, out):
+    return ["--config-file", CONFIG, "--input", *inputs, "--output", out, *TINY,
+            "MODEL.WEIGHTS", weights, "DATASETS.TEST", "()"]
+
+
+def test_a_sigterm_keeps_the_results_done(tmp_path):
+    """A plain `kill` (a scheduler's SIGTERM) ended predict without its finally: no results
+    json at all, while Ctrl-C wrote them. Now both write what was predicted."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    paths = _pictures(tmp_path / "in", [(64, 64)] * 300)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools/predict.py"), "--batch-size", "1",
+                             *map(str, _tiny_args(weights, [tmp_path / "in"], out))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not list(out.glob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in stderr, stderr[-2000:]
+    results, images = read_outputs(out)
+    assert 1 <= len(images["images"]) < len(paths)
+    assert {r["image_id"] for r in results} <= {img["id"] for img in images["images"]}
+
+
+def test_a_second_prediction_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    """Two predictions into one --output at once: each replaced the other's json files and
+    pictures of the same names, and both exited 0."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / predict_module.PREDICT_MARK).write_text("an earlier prediction's")
+    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
+            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        paths = _pictures(tmp_path / "in", [(64, 64)])
+        error = _user_error(capsys, _tiny_args(save_model(tmp_path / "t.pth", 10), paths, out))
+        assert f"process {holder.pid} writes in it" in error
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in out.iterdir()) == [".lock", predict_module.PREDICT_MARK]
+
+
+def test_names_that_are_not_utf8_are_named_not_a_crash(tmp_path, capsys):
+    """OpenCV crashed (exit 139, nothing written) on a picture, or an --output, whose name
+    is not UTF-8 (a camera card's, an old archive's)."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    folder = tmp_path / "in"
+    [good] = _pictures(folder, [(64, 64)])
+    bad = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.png")  # Latin-1, not UTF-8
+    with open(bad, "wb") as f:
+        f.write(Path(good).read_bytes())
+    summary = load_tool("predict").run(list(map(str, _tiny_args(weights, [folder],
+                                                                tmp_path / "out"))))
+    assert summary["pictures"] == 1
+    assert f"{bad!r} has a name that is not UTF-8" in capsys.readouterr().out
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/out\xff")
+    error = _user_error(capsys, _tiny_args(weights, [good], out))
+    assert "the name is not UTF-8" in error and not os.path.exists(out)
+
+
+def test_a_picture_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """A full disk: OpenCV's imwrite returned False (ignored: images.json listed pictures
+    that were not there), then the json's OSError was a traceback."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)
+    error = _user_error(capsys, _tiny_args(weights, paths, tmp_path / "out"))
+    assert "0.png: OpenCV could not write the drawn picture (a full disk?)" in error
+
+
+def test_a_test_size_below_zero_is_named(tmp_path, capsys):
+    """INPUT.MIN_SIZE_TEST -5 was reported as every picture being "too thin"."""
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    error = _user_error(capsys, _tiny_args(save_model(tmp_path / "t.pth", 10), paths,
+                                           tmp_path / "out") + ["INPUT.MIN_SIZE_TEST", "-5"])
+    assert "INPUT.MIN_SIZE_TEST=-5 is not valid: expected a whole number >= 0" in error
