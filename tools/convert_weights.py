@@ -25,7 +25,7 @@ import sys
 from resnext_det.checkpoint import catalog, convert_weights, save_converted
 from resnext_det.errors import UserError
 from resnext_det.modeling.blocks import BLOCK_FORMS
-from resnext_det.utils.cli import EXIT_USER_ERROR, report
+from resnext_det.utils.cli import EXIT_USER_ERROR, ExitOnUserError, report
 
 
 def _bool(text):
@@ -104,5 +104,10 @@ def main(argv=None):
     return 0
 
 
+def run(argv=None):
+    """main's exit status; Ctrl-C is `interrupted (Ctrl-C)` and 130, not a traceback."""
+    return ExitOnUserError(main)(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -57,6 +57,10 @@ def check_values(state, path):
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             continue
         value = torch.as_tensor(value)
+        if value.numel() == 0:  # template inference divided by its 0 (ZeroDivisionError)
+            raise UnreadableFileError(path, f"{key!r} holds no values (shape "
+                                      f"{tuple(value.shape)})", "Convert the weights from their "
+                                      "original file")
         if value.is_complex() or not (value.is_floating_point() or value.dtype == torch.bool
                                       or key.endswith("num_batches_tracked")):
             raise UnreadableFileError(path, f"{key!r} holds {value.dtype} values, not real "

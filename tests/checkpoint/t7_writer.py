@@ -33,7 +33,7 @@ class T7Writer:
         self.f.write(struct.pack("<q", v))
 
     def _str(self, s):
-        data = s.encode()
+        data = s if isinstance(s, bytes) else s.encode()  # bytes: a damaged file's names
         self._int(len(data))
         self.f.write(data)
 

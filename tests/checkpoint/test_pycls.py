@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ckpt_helpers import FEATURES, TINY, ours_backbone, ours_classifier
-from resnext_det.checkpoint import convert_weights
+from resnext_det.checkpoint import ConversionError, convert_weights
 from resnext_det.utils.testing import max_rel_error, randomize_norms_
 
 pytest.importorskip("pycls", reason="the oracle: pip install --no-deps pycls==0.1.1")
@@ -136,3 +136,26 @@ def test_the_state_pycls_would_load_is_converted(test_err, ema_err, chosen, tmp_
     notes = result.metadata.notes
     assert f"converted {chosen} (test_err {test_err}, ema_err {ema_err})" in notes
     assert "MODEL.TYPE=anynet" in notes
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"test_err": None}, "the pycls checkpoint's test_err is None, not a number"),
+    ({"ema_err": "7.1"}, "the pycls checkpoint's ema_err is '7.1', not a number"),
+    ({"ema_state": None, "ema_err": 1.0}, "its ema_state .* is NoneType, not a state dict"),
+    ({"cfg": "MODEL: [unclosed"}, "the pycls checkpoint's cfg is not YAML"),
+])
+def test_damaged_pycls_fields_are_named(change, message, tmp_path):
+    """Were bare TypeErrors (comparing None with a float; iterating a None ema_state) and a
+    raw YAML parser error."""
+    ckpt = {**_master_checkpoint(23.5, 22.9), **change}
+    torch.save(ckpt, tmp_path / "model.pyth")
+    with pytest.raises(ConversionError, match=message.replace("its ", "the pycls checkpoint's ")):
+        convert_weights(tmp_path / "model.pyth")
+
+
+@pytest.mark.parametrize("cfg_text", ["MODEL: 3", "RESNET: [1]\nMODEL: {TYPE: resnet}"])
+def test_a_cfg_of_other_shapes_is_read_as_no_value(cfg_text, tmp_path):
+    """`MODEL: 3` raised AttributeError ('int' object has no attribute 'get')."""
+    ckpt = {**_master_checkpoint(22.0, 22.9), "cfg": cfg_text}
+    torch.save(ckpt, tmp_path / "model.pyth")
+    assert convert_weights(tmp_path / "model.pyth").metadata.source_format == "pycls"

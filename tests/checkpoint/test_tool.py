@@ -96,3 +96,18 @@ def test_tool_writes_torchvisions_own_normalization_and_keeps_it_when_reconverte
         assert got["pixel_mean"] == pytest.approx(want["pixel_mean"])
         assert got["pixel_std"] == pytest.approx(want["pixel_std"])
         assert (got["input_format"], got["stride_in_1x1"]) == ("RGB", False), name
+
+
+def test_ctrl_c_is_one_line_and_130(tiny_state, tmp_path, capsys, monkeypatch):
+    """Was a KeyboardInterrupt traceback (the other tools said `interrupted (Ctrl-C)`)."""
+    tool = _tool()
+    torch.save(tiny_state, tmp_path / "tiny.pth")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tool, "convert_weights", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        tool.run([str(tmp_path / "tiny.pth"), str(tmp_path / "out.pkl")])
+    assert exit_.value.code == 130 and "interrupted (Ctrl-C)" in capsys.readouterr().err
+    assert not (tmp_path / "out.pkl").exists()

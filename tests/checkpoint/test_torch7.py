@@ -151,6 +151,17 @@ def test_a_file_cut_inside_its_last_tensor_is_unreadable(tmp_path):
             read_weights_file(tmp_path / "cut.t7")
 
 
+def test_a_class_name_that_is_not_utf8_is_a_conversion_error(tmp_path):
+    """A damaged class name: a bare UnicodeDecodeError, raised after torchfile's read."""
+    from resnext_det.checkpoint import ConversionError
+
+    torch.manual_seed(0)
+    tree = to_t7(torch.nn.Sequential(torch.nn.Linear(8, 16)))
+    tree.fields["modules"][0].name = b"nn.Lin\xe9ar"
+    with pytest.raises(ConversionError, match="damaged.t7: not a ResNet/ResNeXt layout"):
+        convert_weights(write_t7(tmp_path / "damaged.t7", tree))
+
+
 def _form_b_copy():
     """form_b_resnext50's tree (a copy: the cached one is shared by the other tests), image."""
     tree, image, _ = form_b_resnext50()

@@ -185,6 +185,7 @@ def test_a_folder_and_a_dict_of_strings(tmp_path):
     (lambda w: w.to(torch.complex64), "'layer1.0.conv2.weight' holds torch.complex64 values"),
     (lambda w: w.to(torch.int64), "'layer1.0.conv2.weight' holds torch.int64 values, not real"),
     (lambda w: w.numpy().astype(object), "'layer1.0.conv2.weight' holds object values"),
+    (lambda w: w[:, :0], r"'layer1.0.conv2.weight' holds no values \(shape \(128, 0, 3, 3\)\)"),
 ])
 def test_weights_that_are_not_finite_real_numbers_are_refused(damage, message, tmp_path):
     """torchvision's own ResNeXt with one damaged tensor: a diverged run's NaN, complex,

@@ -23,6 +23,7 @@ feeds BGR (pycls/datasets/imagenet.py, _prepare_im).
 """
 import re
 
+from ..errors import ConversionError
 from .base import DROP, IMAGENET_BGR, Source, rename_each, same_state
 
 _BLOCK = re.compile(r"^s(\d)\.b(\d+)\.(f\.a|f\.b|f\.c|f\.a_bn|f\.b_bn|f\.c_bn|proj|bn)\.(\w+)$")
@@ -46,12 +47,25 @@ def matches(state, wrapper):
     return "stem.conv.weight" in state and "s1.b1.f.a.weight" in state
 
 
+def _top1_error(checkpoint, name):
+    value = checkpoint.get(name, 100)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConversionError(f"the pycls checkpoint's {name} is {value!r}, not a number: "
+                              "pycls's load_checkpoint compares test_err with ema_err to choose "
+                              "model_state or ema_state")
+    return value
+
+
 def best_state_key(checkpoint):
     """"model_state" or "ema_state": the one pycls's load_checkpoint loads into a model."""
-    test_err = checkpoint.get("test_err", 100)
-    ema_err = checkpoint.get("ema_err", 100)
+    test_err, ema_err = _top1_error(checkpoint, "test_err"), _top1_error(checkpoint, "ema_err")
     ema_state = "ema_state" if "ema_state" in checkpoint else "model_state"
-    return "model_state" if test_err <= ema_err else ema_state
+    key = "model_state" if test_err <= ema_err else ema_state
+    if not isinstance(checkpoint[key], dict):
+        raise ConversionError(f"the pycls checkpoint's {key} (chosen as pycls chooses it: "
+                              f"test_err {test_err}, ema_err {ema_err}) is "
+                              f"{type(checkpoint[key]).__name__}, not a state dict")
+    return key
 
 
 def state_choice(checkpoint):
@@ -67,8 +81,13 @@ def _cfg_value(cfg_text, section, key):
     """A value of the YAML dump in a pycls checkpoint's "cfg", or None."""
     import yaml
 
-    node = yaml.safe_load(cfg_text) if isinstance(cfg_text, str) else cfg_text
-    return (node or {}).get(section, {}).get(key) if isinstance(node, dict) else None
+    try:
+        node = yaml.safe_load(cfg_text) if isinstance(cfg_text, str) else cfg_text
+    except yaml.YAMLError as e:
+        raise ConversionError(f"the pycls checkpoint's cfg is not YAML ({str(e).splitlines()[0]}"
+                              "): it says where the stride is (RESNET.STRIDE_1X1)") from None
+    node = node.get(section) if isinstance(node, dict) else None
+    return node.get(key) if isinstance(node, dict) else None
 
 
 def stride_in_1x1_from_cfg(cfg_text):

@@ -43,8 +43,15 @@ _EXPECTED_MAIN = (
 
 # ---------------------------------------------------------------- reading the .t7 tree
 def _typename(module):
+    """The Lua class name ('nn.SpatialConvolution'); latin-1 where it is not UTF-8 (a damaged
+    file: a UnicodeDecodeError escaped), so that it is named as an unknown module."""
     name = module.torch_typename()
-    return name.decode() if isinstance(name, bytes) else name
+    if not isinstance(name, bytes):
+        return name
+    try:
+        return name.decode()
+    except UnicodeDecodeError:
+        return name.decode("latin-1")
 
 
 def _attr(module, name):
