@@ -28,7 +28,7 @@ from ..config.errors import ConfigError
 from ..data.checks import BadImageError, DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE
-from ..utils.io import atomic_write, claim_folder
+from ..utils.io import atomic_write, claim_folder, mark_written
 from .checks import check_weights, check_weights_to_infer, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
@@ -201,6 +201,8 @@ class PredictionWriter:
             n += 1
             name = f"{stem}_{n}{ext}"
         self.names.add(name)
+        if os.path.isfile(os.path.join(self.output_dir, PREDICT_MARK)):  # claimed (the tool)
+            mark_written(self.output_dir, PREDICT_MARK, name)
         return name
 
     def _video_writer(self, path, size):
@@ -319,14 +321,16 @@ def check_output_dir_holds_no_input(output_dir, paths):
                            "Choose another --output folder.")
 
 
-PREDICT_MARK = ".predict_output"  # in every --output predict wrote: its files may be replaced
+PREDICT_MARK = ".predict_output"  # in every --output predict wrote: the files it wrote there
+PREDICT_MARK_TEXT = "tools/predict.py writes here; the pictures and videos it wrote:\n"
+PREDICT_FILES = ("config.yaml", "log.txt", RESULTS_FILE, IMAGES_FILE)  # and those the mark lists
 
 
 def claim_output_dir(output_dir):
     """Make `output_dir` predict's: new, empty, or an earlier prediction's. A folder of other
     files (a training's config.yaml and checkpoints, the user's own pictures) is an error:
     the drawn pictures, json files and config.yaml would replace files of the same names."""
-    others = claim_folder(output_dir, PREDICT_MARK, "tools/predict.py writes here\n")
+    others = claim_folder(output_dir, PREDICT_MARK, PREDICT_MARK_TEXT, own=PREDICT_FILES)
     if others:
         raise DatasetError(f"--output {output_dir!r} holds {len(others)} files that predict "
                            f"did not write (e.g. {others[0]!r}), which its pictures, json "

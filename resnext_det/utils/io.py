@@ -134,19 +134,27 @@ class FolderError(UserError, ValueError):
     """An output folder that is a file, or cannot be made."""
 
 
-def claim_folder(folder, mark, text):
+def claim_folder(folder, mark, text, own=None):
     """Make `folder` the output of one tool: new, empty, or one it wrote before (its `mark`
     file, written with `text`). Returns the names of the files a folder holds that the tool
     did not write (the folder is then left as it was), or [] once it is claimed and locked
     (lock_folder: two runs of the tool into it at once replaced each other's files). A path
-    that is a file, or under one, or not UTF-8 (OpenCV crashed on it), is a FolderError."""
+    that is a file, or under one, or not UTF-8 (OpenCV crashed on it), is a FolderError.
+
+    `own`: None, any file of a marked folder is the tool's; else its fixed names, and the
+    mark lists after `text` what else the tool wrote there (mark_written), so that a user's
+    file put in since is one of the others (a re-run replaced a holiday.png of the user's)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise FolderError(f"{folder!r} is a file, not a folder; give the output a folder.")
     if not utf8_name(folder):
         raise FolderError(f"{folder!r}: the name is not UTF-8, which OpenCV and TorchScript "
                           "cannot write to; give the output a UTF-8 name.")
-    if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, mark)):
+    listed = _listed_names(folder, mark, text) if own is not None else None
+    if os.path.isdir(folder):
         others = sorted(set(os.listdir(folder)) - {LOCK_NAME})  # a training's lock, no file
+        if os.path.isfile(os.path.join(folder, mark)):
+            mine = set(others) if listed is None else {mark, *own, *listed}
+            others = [n for n in others if n not in mine and ".tmp-" not in n]
         if others:
             return others
     try:
@@ -158,9 +166,29 @@ def claim_folder(folder, mark, text):
     if holder is not None:
         raise FolderError(f"{folder!r}: process {holder} writes in it (it holds {LOCK_NAME}): "
                           "wait until it ends, or give the output another folder.")
-    with open(os.path.join(folder, mark), "w") as f:
-        f.write(text)
+    if own is None or listed is None:  # new, or marked before marks listed files: all its own
+        before = sorted(set(os.listdir(folder)) - {LOCK_NAME, mark}) if own is not None else []
+        atomic_write(os.path.join(folder, mark),
+                     lambda f: f.write((text + "".join(f"{n}\n" for n in before)).encode()))
     return []
+
+
+def _listed_names(folder, mark, text):
+    """The names a listing mark holds after its `text`; None without one (none, or a mark
+    written before marks listed the files)."""
+    try:
+        with open(os.path.join(folder, mark), encoding="utf-8") as f:
+            content = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return content[len(text):].splitlines() if content.startswith(text) else None
+
+
+def mark_written(folder, mark, name):
+    """Add `name` to the files `folder`'s listing mark says its tool wrote (before the file
+    is written: a kill during the write leaves it listed)."""
+    with open(os.path.join(folder, mark), "a", encoding="utf-8") as f:
+        f.write(f"{name}\n")
 
 
 def utf8_name(path):

@@ -161,3 +161,24 @@ def test_export_takes_a_new_or_its_own_folder(tmp_path):
     (tmp_path / "other/notes.txt").write_text("")
     with pytest.raises(ConfigError, match="It holds 1 files"):
         claim_output_dir(str(tmp_path / "other"))
+
+
+def test_a_listing_mark_takes_an_earlier_marks_files_as_the_tools(tmp_path):
+    """A prediction folder marked before marks listed the files: its files were the tool's
+    (the old mark said so), and stay so once the new mark lists them; a file put there
+    later is not."""
+    from resnext_det.utils.io import claim_folder, mark_written
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / ".mark").write_text("tool writes here\n")  # the old mark: no listing
+    (folder / "drawn.png").write_bytes(b"drawn by the tool")
+    text = "tool writes here; what it wrote:\n"
+    assert claim_folder(str(folder), ".mark", text, own=("config.yaml",)) == []
+    release_folder(str(folder))
+    assert (folder / ".mark").read_text() == text + "drawn.png\n"
+    mark_written(str(folder), ".mark", "next.png")
+    (folder / "config.yaml").write_text("the tool's")
+    (folder / "user.png").write_bytes(b"the user's")
+    assert claim_folder(str(folder), ".mark", text, own=("config.yaml",)) == ["user.png"]
+    assert (folder / ".mark").read_text() == text + "drawn.png\nnext.png\n"

@@ -412,6 +412,16 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     for _ in range(2):  # the second run into the first's folder
         load_tool("predict").run(list(map(str, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])))
     assert len(read_outputs(tmp_path / "out")[1]["images"]) == 1
+    # files of the user's put in the prediction's folder since: refused, not replaced
+    # (the mark made every file there predict's)
+    (tmp_path / "out" / "0.png").write_bytes(b"my holiday picture")  # a drawn name, replaced
+    load_tool("predict").run(list(map(str, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])))
+    assert (tmp_path / "out" / "0.png").read_bytes() != b"my holiday picture"  # predict's name
+    (tmp_path / "out" / "holiday.png").write_bytes(b"my holiday picture")
+    (tmp_path / "out" / "notes.txt").write_bytes(b"mine")
+    error = _user_error(capsys, argv[:4] + ["--output", tmp_path / "out"] + argv[4:])
+    assert "holds 2 files that predict did not write (e.g. 'holiday.png')" in error
+    assert (tmp_path / "out" / "holiday.png").read_bytes() == b"my holiday picture"
     a_file = tmp_path / "a_file"  # was: FileExistsError / NotADirectoryError tracebacks
     a_file.write_bytes(b"mine")
     error = _user_error(capsys, argv[:4] + ["--output", a_file] + argv[4:])
