@@ -9,6 +9,8 @@ import importlib.util
 import io
 import logging
 import math
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,3 +69,19 @@ def captured(name):
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+@contextmanager
+def lock_held_elsewhere(folder):
+    """Another process that holds `folder`'s lock (utils/io.lock_folder), as a running
+    training or prediction does; yields it (its pid is what the errors name)."""
+    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
+            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

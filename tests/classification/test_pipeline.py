@@ -1,13 +1,7 @@
 """tools/pretrain_then_detect.py: its flags and the detection budget it gives both detectors."""
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import load_tool
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import load_tool, lock_held_elsewhere
 
 tool = load_tool("pretrain_then_detect")
 
@@ -60,23 +54,15 @@ def test_the_pretraining_step_starts_anew_in_its_folder(tmp_path, monkeypatch):
 def test_the_pretraining_step_leaves_a_running_pretraining_alone(tmp_path, monkeypatch):
     """A pipeline started while another one pretrains in the same folder: refused before its
     clearing, so the running pretraining's checkpoints and metrics.json stay."""
-    from resnext_det.config.errors import ConfigError
+    from resnext_det.utils.io import FolderError
 
     folder = tmp_path / "pretrain"
     folder.mkdir()
     names = (tool.demo.DEMO_MARK, "model_0000009.pth", "last_checkpoint", "metrics.json")
     for name in names:
         (folder / name).write_text("the running pretraining's")
-    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
-            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(folder) as holder:
         monkeypatch.setattr(tool, "pretrain_main", lambda args: pytest.fail("pretraining ran"))
-        with pytest.raises(ConfigError, match=f"Process {holder.pid} trains into it"):
+        with pytest.raises(FolderError, match=f"process {holder.pid} writes in it"):
             tool.pretrain(str(folder), 1)
-    finally:
-        holder.kill()
-        holder.wait()
     assert sorted(p.name for p in folder.iterdir()) == sorted(names + (".lock",))

@@ -19,7 +19,7 @@ from resnext_det.config.errors import ConfigError
 from resnext_det.engine import setup_cfg, setup_lazy
 from resnext_det.utils.io import lock_folder, release_folder
 from tests.engine.test_train_net import CONFIG, TINY
-from tests.helpers import load_tool
+from tests.helpers import load_tool, lock_held_elsewhere
 
 ROOT = Path(__file__).resolve().parents[2]
 LAZY = str(ROOT / "configs/lazy/faster_rcnn_X50_digits.py")
@@ -38,14 +38,8 @@ def holder(tmp_path):
     """Another process that holds the lock of tmp_path/run, as a running training does."""
     folder = tmp_path / "run"
     folder.mkdir()
-    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
-            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
-    assert proc.stdout.readline().strip() == "held"
-    yield folder, proc
-    proc.kill()
-    proc.wait()
+    with lock_held_elsewhere(folder) as proc:
+        yield folder, proc
 
 
 def _tool_error(capsys, tool, argv):

@@ -30,7 +30,7 @@ import resnext_det
 from resnext_det.data.checks import DatasetError
 from resnext_det.engine import predict as predict_module
 from resnext_det.utils.testing import detection_error, randomize_norms_
-from tests.helpers import load_tool
+from tests.helpers import load_tool, lock_held_elsewhere
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -494,18 +494,10 @@ def test_a_second_prediction_into_a_folder_in_use_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / predict_module.PREDICT_MARK).write_text("an earlier prediction's")
-    code = ("import sys, time; from resnext_det.utils.io import lock_folder; "
-            "assert lock_folder(sys.argv[1]) is None; print('held', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out) as holder:
         paths = _pictures(tmp_path / "in", [(64, 64)])
         error = _user_error(capsys, _tiny_args(save_model(tmp_path / "t.pth", 10), paths, out))
         assert f"process {holder.pid} writes in it" in error
-    finally:
-        holder.kill()
-        holder.wait()
     assert sorted(p.name for p in out.iterdir()) == [".lock", predict_module.PREDICT_MARK]
 
 
