@@ -274,3 +274,29 @@ def test_evaluation_with_no_readable_image_is_an_error(tmp_path):
                      tmp_path / "run" / "model_final.pth")
     with pytest.raises(DatasetError, match=r"no validation image could be read \(6 left out"):
         main(cls_args(opts, eval_only=True))
+
+
+def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
+    """Killed during the evaluation after the first epoch's checkpoint: the resumed run went
+    on from that checkpoint and the epoch's evaluation was never recorded."""
+    out = tmp_path / "run"
+    opts = tiny_opts(folder, out, "SOLVER.CHECKPOINT_PERIOD", 0, "TEST.EVAL_PERIOD", 1,
+                     "SOLVER.MAX_EPOCHS", 2, "SOLVER.STEPS", "()")
+    main(cls_args(opts))
+
+    def evaluations():
+        records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+        return {r["iteration"]: r["val/top1_err"] for r in records if "val/top1_err" in r}
+
+    uninterrupted = evaluations()
+    first = min(uninterrupted)  # the first epoch's evaluation, after its checkpoint
+    assert len(uninterrupted) >= 2 and (out / f"model_{first:07d}.pth").is_file()
+    for path in out.glob("model_*.pth"):
+        if path.name != f"model_{first:07d}.pth":
+            path.unlink()
+    (out / "last_checkpoint").write_text(f"model_{first:07d}.pth")
+    kept = [line for line in (out / "metrics.json").read_text().splitlines()
+            if json.loads(line)["iteration"] < first]  # the kill came before the record
+    (out / "metrics.json").write_text("".join(line + "\n" for line in kept))
+    main(cls_args(opts, resume=True))
+    assert evaluations() == pytest.approx(uninterrupted)  # the same checkpoint, evaluated again
