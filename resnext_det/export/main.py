@@ -42,14 +42,14 @@ def load_model(cfg):
     mode, and the copy MODEL.RESNEXT.FAST_INFERENCE selects ("": as trained; "fold",
     "fold+nhwc": norms folded, NHWC weights, which a TorchScript file keeps), in float32
     whatever MODEL.RESNEXT.INFERENCE_DTYPE says (logged when it says otherwise)."""
+    if not cfg.MODEL.WEIGHTS:  # detectron2 exported the random initialization (predict refuses)
+        raise ConfigError("MODEL.WEIGHTS", "", "the trained detector's weights to export (a "
+                          "train_net.py checkpoint, a converted file)")
+    check_weights(cfg)
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        check_weights(cfg)
-        checkpointer = build_checkpointer(cfg, model)
-        checkpointer.load(cfg.MODEL.WEIGHTS)
-        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
-    else:
-        logger.warning("MODEL.WEIGHTS is empty: exporting the randomly initialized model.")
+    checkpointer = build_checkpointer(cfg, model)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]")
     return inference_model(cfg, model.eval(), for_export=True)
 
 

@@ -151,11 +151,12 @@ def test_prediction_computes_in_bfloat16(tmp_path):
         assert count > 0 and twins >= 0.9 * count, (twins, count)
 
 
-def test_export_stays_float32_and_says_so():
+def test_export_stays_float32_and_says_so(tmp_path):
     """tools/export_model.py's model (export.main.load_model) is float32 whatever the key says."""
     from resnext_det.export.main import load_model
 
-    cfg = _dtype_cfg("bfloat16", "MODEL.WEIGHTS", "")
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = _dtype_cfg("bfloat16", "MODEL.WEIGHTS", weights, "DATASETS.TEST", "()")
     with captured("resnext_det.engine.precision") as logged:
         exported = load_model(cfg)
     assert not isinstance(exported, AutocastInference)

@@ -18,6 +18,14 @@ def _cli_args(*extra):
             "DATALOADER.NUM_WORKERS", "0"]
 
 
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A tiny detector's checkpoint (random norms and heads stand for a trained model's)."""
+    path = tmp_path_factory.mktemp("weights") / "model_final.pth"
+    torch.save({"model": tiny_model("faster_rcnn").state_dict()}, path)
+    return path
+
+
 def test_exports_trained_weights(datasets_root, digits_inputs, tmp_path):
     model = tiny_model("faster_rcnn")  # stands for a trained model: random norms and heads
     weights = tmp_path / "model_final.pth"
@@ -53,17 +61,17 @@ def test_bad_options_exit_2(extra, message, tmp_path, capsys):
     assert f"error: {message}" in capsys.readouterr().err
 
 
-def test_unreadable_sample_image_exits_2(tmp_path, capsys):
+def test_unreadable_sample_image_exits_2(tmp_path, capsys, tiny_weights):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
     with pytest.raises(SystemExit) as exit_info:
         load_tool("export_model").run(["--output", str(tmp_path / "out"), "--sample-image",
-                                       str(bad), *_cli_args()])
+                                       str(bad), *_cli_args("MODEL.WEIGHTS", tiny_weights)])
     assert exit_info.value.code == 2
     assert f"error: --sample-image '{bad}': cannot read it as an image" in capsys.readouterr().err
 
 
-def test_a_sample_image_the_resize_makes_empty_exits_2(tmp_path, capsys):
+def test_a_sample_image_the_resize_makes_empty_exits_2(tmp_path, capsys, tiny_weights):
     """1 x 2000 pixels resize to 0 x 64 at INPUT.MIN/MAX_SIZE_TEST 64: PIL raised ValueError."""
     import cv2
     import numpy as np
@@ -72,7 +80,7 @@ def test_a_sample_image_the_resize_makes_empty_exits_2(tmp_path, capsys):
     cv2.imwrite(str(thin), np.full((1, 2000, 3), 128, np.uint8))
     with pytest.raises(SystemExit) as exit_info:
         load_tool("export_model").run(["--output", str(tmp_path / "out"), "--sample-image",
-                                       str(thin), *_cli_args()])
+                                       str(thin), *_cli_args("MODEL.WEIGHTS", tiny_weights)])
     assert exit_info.value.code == 2
     assert (f"error: --sample-image '{thin}': its 1 x 2000 pixels resize (INPUT.MIN_SIZE_TEST, "
             "MAX_SIZE_TEST) to a side of 0 pixels") in capsys.readouterr().err
@@ -103,7 +111,7 @@ def test_missing_onnx_names_the_packages(monkeypatch):
         require_onnx()
 
 
-def test_a_failed_export_keeps_the_earlier_one_whole(tmp_path, capsys, monkeypatch):
+def test_a_failed_export_keeps_the_earlier_one_whole(tmp_path, capsys, monkeypatch, tiny_weights):
     """A second export into the folder of a first: a Ctrl-C (or kill) inside the save wrote
     over model.ts in place, and a refused sample image left the new config.yaml beside the
     old model.ts. Now both stay as the first export wrote them."""
@@ -114,7 +122,7 @@ def test_a_failed_export_keeps_the_earlier_one_whole(tmp_path, capsys, monkeypat
     cv2.imwrite(str(picture), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
     out = tmp_path / "export"
     load_tool("export_model").run(["--output", str(out), "--sample-image", str(picture),
-                                   *_cli_args()])
+                                   *_cli_args("MODEL.WEIGHTS", tiny_weights)])
     first = {name: (out / name).read_bytes() for name in ("model.ts", "config.yaml")}
 
     def save_half(self, path, **kwargs):
@@ -126,13 +134,23 @@ def test_a_failed_export_keeps_the_earlier_one_whole(tmp_path, capsys, monkeypat
         patch.setattr(torch.jit.ScriptModule, "save", save_half)
         with pytest.raises(SystemExit) as exit_info:
             load_tool("export_model").run(["--output", str(out), "--sample-image", str(picture),
-                                           *_cli_args("MODEL.RESNEXT.FAST_INFERENCE", "")])
+                                           *_cli_args("MODEL.WEIGHTS", tiny_weights, "MODEL.RESNEXT.FAST_INFERENCE", "")])
     assert exit_info.value.code == 130
     assert {name: (out / name).read_bytes() for name in first} == first
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
     with pytest.raises(SystemExit):
         load_tool("export_model").run(["--output", str(out), "--sample-image", str(bad),
-                                       *_cli_args("MODEL.RESNEXT.FAST_INFERENCE", "")])
+                                       *_cli_args("MODEL.WEIGHTS", tiny_weights, "MODEL.RESNEXT.FAST_INFERENCE", "")])
     assert {name: (out / name).read_bytes() for name in first} == first
     assert not [name for name in os.listdir(out) if ".tmp-" in name]
+
+
+def test_no_weights_is_an_error(tmp_path, capsys):
+    """detectron2's export wrote the random initialization (predict refuses it too)."""
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("export_model").run(["--output", str(tmp_path / "out"), *_cli_args()])
+    assert exit_info.value.code == 2
+    assert "error: MODEL.WEIGHTS='' is not valid: expected the trained detector's weights" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "out" / "model.ts").exists()
