@@ -13,7 +13,6 @@ from detectron2.utils.logger import setup_logger
 from ..config.checks import (check_device, check_output_dir, check_resnext_keys, check_seed,
                              inference_dtype, merge_config)
 from ..config.defaults import add_resnext_config
-from ..errors import UserError
 from ..utils.cli import quiet_user_errors
 from ..utils.io import atomic_write, left_by_ended_writers, release_folder
 from .checks import lock_output_dir
@@ -82,19 +81,23 @@ class _TrainingFolder:
 @contextlib.contextmanager
 def training_folder(output_dir):
     """A training tool's run in the folder that setup_cfg set up (and locked, for a training).
-    A start that a UserError ends before `.starts()` (an earlier run without --resume, a
-    value or dataset a check refuses) puts back the config.yaml that was there: default_setup
+    A start that ends before `.starts()` (an earlier run without --resume, a value or
+    dataset a check refuses, Ctrl-C) puts back the config.yaml that was there: default_setup
     had replaced the earlier run's only record of its config. The lock is released at the
     end in every case."""
     try:
         yield _TrainingFolder(output_dir)
-    except UserError:
-        earlier = _earlier_configs.pop(output_dir, None)
-        if earlier is not None:
-            atomic_write(os.path.join(output_dir, "config.yaml"), lambda f: f.write(earlier))
+    except BaseException:
+        _put_back_earlier(output_dir)
         raise
     finally:
         release_folder(output_dir)
+
+
+def _put_back_earlier(output_dir):
+    earlier = _earlier_configs.pop(output_dir, None)
+    if earlier is not None:
+        atomic_write(os.path.join(output_dir, "config.yaml"), lambda f: f.write(earlier))
 
 
 TASKS = ("train", "evaluate", "other")  # what a tool does with its output folder
@@ -120,8 +123,12 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         _put_back_kept(output_dir)
     if task == "train":
         _keep_earlier_config(output_dir)
-    with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
-        default_setup(cfg, args)
+    try:
+        with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
+            default_setup(cfg, args)  # writes config.yaml in place: Ctrl-C there left it empty
+    except BaseException:
+        _put_back_earlier(output_dir)
+        raise
 
 
 def setup_cfg(args, cfg=None, *, task):

@@ -176,3 +176,31 @@ def test_a_listing_mark_takes_an_earlier_marks_files_as_the_tools(tmp_path):
     (folder / "user.png").write_bytes(b"the user's")
     assert claim_folder(str(folder), ".mark", text, own=("config.yaml",)) == ["user.png"]
     assert (folder / ".mark").read_text() == text + "drawn.png\nnext.png\n"
+
+
+def test_ctrl_c_in_a_refused_start_puts_the_earlier_config_back(tmp_path, monkeypatch):
+    """Ctrl-C while default_setup writes config.yaml (in place: it was left empty), or before
+    the first iteration: the earlier run's config.yaml is put back (was: on UserError only)."""
+    from resnext_det.engine import setup as setup_module
+    from resnext_det.engine.setup import training_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(TRAINING_CONFIG)
+    args = _args(CONFIG, [*TINY, "OUTPUT_DIR", out])
+
+    def cut_short(cfg, args):
+        (out / "config.yaml").write_text("")  # open("w") done, the dump not yet
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(setup_module, "default_setup", cut_short)
+        with pytest.raises(KeyboardInterrupt):
+            setup_cfg(args, task="train")
+    assert (out / "config.yaml").read_text() == TRAINING_CONFIG
+    release_folder(str(out))
+    cfg = setup_cfg(args, task="train")
+    assert (out / "config.yaml").read_text() != TRAINING_CONFIG  # default_setup's own
+    with pytest.raises(KeyboardInterrupt), training_folder(cfg.OUTPUT_DIR):
+        raise KeyboardInterrupt  # before folder.starts()
+    assert (out / "config.yaml").read_text() == TRAINING_CONFIG
