@@ -161,7 +161,7 @@ class ClsTrainer(DefaultTrainer):
                ResumableCheckpointer(self.checkpointer, checkpoints, self.checkpoint_extra,
                                      max_to_keep=s.MAX_TO_KEEP or None),
                ResumedEvalHook(c.TEST.EVAL_PERIOD and self.epochs_to_iters(c.TEST.EVAL_PERIOD),
-                               self.evaluate, c.OUTPUT_DIR)]
+                               self.evaluate, c.OUTPUT_DIR, self.checkpointer)]
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=c.LOG_PERIOD))
         return ret

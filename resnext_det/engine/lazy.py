@@ -247,7 +247,7 @@ def do_train(setup, resume=False, starts=lambda: None):
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **train.checkpointer) if main else None,
-        ResumedEvalHook(train.eval_period, evaluate, train.output_dir),
+        ResumedEvalHook(train.eval_period, evaluate, train.output_dir, checkpointer),
         hooks.PeriodicWriter(default_writers(train.output_dir, train.max_iter),
                              period=train.log_period) if main else None,
     ])

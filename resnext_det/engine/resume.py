@@ -122,11 +122,12 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
     run wrote after the checkpoint it resumes from: the trailing records of iterations
     >= the start iteration (the resumed run logs them again; detectron2's JSONWriter
     appends, so the plots showed two curves there) and a last line cut short by a kill
-    (no JSON reader got past it). A finished run that --resume extends (from its
-    model_final.pth, to a larger MAX_ITER) keeps its final evaluation, the record of the
-    start iteration. Only a trailing part is cut, by one truncate, so the records of an
-    earlier run in the same folder stay, and JSONWriter's handle (opened to append) writes
-    on at the new end. A run that starts at iteration 0 over records of a run that left no
+    (no JSON reader got past it), wherever they are (JSONWriter writes an evaluation's
+    record after a training record of a later iteration). A finished run that --resume
+    extends (from its model_final.pth, to a larger MAX_ITER) keeps its final evaluation, the
+    record of the start iteration without "lr" (training records have one). The file is
+    rewritten in place, so JSONWriter's handle (opened to append) writes on at its new end.
+    A run that starts at iteration 0 over records of a run that left no
     checkpoint (killed before its first) moves them to metrics.json.before-<time> and starts
     the file anew. Main process only."""
 
@@ -140,9 +141,8 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         if start == 0:
             self._set_aside()
             return
-        loaded = os.path.basename(self.checkpointer.loaded_file or "")
-        extends = loaded.startswith("model_final.") and self.trainer.max_iter > start
-        cut = drop_trailing_records(self.path, start + 1 if extends else start)
+        extends = extends_finished_run(self.checkpointer, start, self.trainer.max_iter)
+        cut = drop_records_after(self.path, start, start if extends else None)
         if cut:
             logger.info(f"Resuming at iteration {start}: removed {cut} records of the "
                         f"interrupted run from {self.path}")
@@ -162,51 +162,76 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
 
 class ResumedEvalHook(hooks.EvalHook):
     """detectron2's EvalHook that, before a resumed run trains, first evaluates the
-    checkpoint it resumes from when that iteration was one of the run's evaluations and
-    metrics.json holds no record of it: the interrupted run was killed during that
-    evaluation (which follows the checkpoint, as in detectron2, so that a failing one leaves
-    a checkpoint), and its result was lost. Only the hooks after this one (PeriodicWriter)
-    write a record of an evaluation's iteration, so a record there means it was done."""
+    checkpoint it resumes from when the interrupted run was killed during that checkpoint's
+    evaluation, whose result was lost: an evaluation point of the run (it follows the
+    checkpoint, as in detectron2, so that a failing one leaves a checkpoint) of which
+    metrics.json holds no record (only hooks after this one write a record of that
+    iteration), or the final evaluation of a finished run that --resume extends (its record,
+    at the start iteration, without "lr")."""
 
-    def __init__(self, eval_period, eval_function, output_dir):
+    def __init__(self, eval_period, eval_function, output_dir, checkpointer):
         super().__init__(eval_period, eval_function)
-        self.path = os.path.join(output_dir, "metrics.json")
+        self.path, self.checkpointer = os.path.join(output_dir, "metrics.json"), checkpointer
+
+    def _due(self):
+        """(iteration whose evaluation is due, whether it is a finished run's final one)."""
+        start, end = self.trainer.start_iter, self.trainer.max_iter
+        if extends_finished_run(self.checkpointer, start, end):
+            return start, True
+        if self._period > 0 and start >= 1 and start % self._period == 0 and start < end:
+            return start - 1, False
+        return None, False
 
     def before_train(self):
-        done, end = self.trainer.start_iter - 1, self.trainer.max_iter  # the checkpoint's
-        if not (self._period > 0 and done >= 0 and (done + 1) % self._period == 0
-                and done + 1 < end):
+        iteration, final = self._due()
+        if iteration is None:
             return
+        done = _is_evaluation if final else (lambda line, it: _iteration(line) == it)
         missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
-            _iteration(line) == done for line in open(self.path, "rb").read().splitlines())
+            done(line, iteration) for line in open(self.path, "rb").read().splitlines())
         if comm.all_gather(missed)[0]:  # the main process writes metrics.json
-            logger.warning(f"{self.path} holds no evaluation of iteration {done}, where this "
-                           "run resumes (the interrupted run ended during it): evaluating now")
-            self.trainer.storage.iter = done  # recorded as the interrupted run would have
+            logger.warning(f"{self.path} holds no evaluation of iteration {iteration}, where "
+                           "this run resumes (the interrupted run ended during it): evaluating now")
+            self.trainer.storage.iter = iteration  # recorded as the interrupted run would have
             self._do_eval()
-            self.trainer.storage.iter = done + 1
+            self.trainer.storage.iter = self.trainer.start_iter
 
     @classmethod
-    def replacing(cls, hook_list, output_dir):
+    def replacing(cls, hook_list, output_dir, checkpointer):
         """`hook_list` with its EvalHook replaced by this one (detectron2's DefaultTrainer)."""
-        return [cls(h._period, h._func, output_dir) if type(h) is hooks.EvalHook else h
-                for h in hook_list]
+        return [cls(h._period, h._func, output_dir, checkpointer) if type(h) is hooks.EvalHook
+                else h for h in hook_list]
 
 
-def drop_trailing_records(path, start_iter):
-    """Truncate `path` (JSON lines) before its trailing records with "iteration" >=
-    `start_iter` and a trailing line cut short (not JSON); the number of lines cut."""
+def extends_finished_run(checkpointer, start, end):
+    """Whether a resumed run goes on past a finished run's end: from its model_final, to a
+    larger MAX_ITER (the finished run's final evaluation is recorded at `start`)."""
+    loaded = os.path.basename(checkpointer.loaded_file or "")
+    return loaded.startswith("model_final.") and end > start
+
+
+def drop_records_after(path, start_iter, evaluations_at=None):
+    """Remove from `path` (JSON lines) the records with "iteration" >= `start_iter` and the
+    lines cut short (not JSON), except evaluation records (no "lr") of iteration
+    `evaluations_at`; the number of lines removed."""
     with open(path, "rb+") as f:
         lines = f.read().splitlines(keepends=True)
-        keep = len(lines)
-        while keep and _after(lines[keep - 1], start_iter):
-            keep -= 1
-        if keep < len(lines):
-            f.truncate(sum(len(line) for line in lines[:keep]))
-        if keep and not lines[keep - 1].endswith(b"\n"):  # a whole record, its newline lost
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
-    return len(lines) - keep
+        kept = [line for line in lines if not _after(line, start_iter, evaluations_at)]
+        if kept != lines or (kept and not kept[-1].endswith(b"\n")):
+            f.seek(0)
+            f.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in kept))
+            f.truncate()
+    return len(lines) - len(kept)
+
+
+def _is_evaluation(line, iteration):
+    """A record of `iteration` with no "lr": an evaluation's alone (a training record has
+    the LRScheduler hook's lr)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("iteration") == iteration and "lr" not in record
 
 
 def _iteration(line):
@@ -218,7 +243,10 @@ def _iteration(line):
     return record.get("iteration", -1) if isinstance(record, dict) else -1
 
 
-def _after(line, start_iter):
-    """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start."""
+def _after(line, start_iter, evaluations_at=None):
+    """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start
+    (but an evaluation's of `evaluations_at`)."""
     iteration = _iteration(line)
+    if iteration is not None and iteration == evaluations_at and _is_evaluation(line, iteration):
+        return False
     return iteration is None or iteration >= start_iter

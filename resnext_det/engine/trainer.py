@@ -124,7 +124,7 @@ class Trainer(DefaultTrainer):
         evaluation a kill cut short (resume.ResumedEvalHook)."""
         out = self.cfg.OUTPUT_DIR
         return [DropRecordsAfterCheckpoint(out, self.checkpointer),
-                *ResumedEvalHook.replacing(super().build_hooks(), out)]
+                *ResumedEvalHook.replacing(super().build_hooks(), out, self.checkpointer)]
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -301,6 +301,22 @@ def test_resume_extending_a_finished_run_keeps_its_final_evaluation(datasets_roo
     assert list(_evaluations(out)) == [4, 6] and _evaluations(out)[4] == final[4]
 
 
+def test_resume_extending_a_run_killed_in_its_final_evaluation_runs_it(datasets_root,
+                                                                        tmp_path):
+    """model_final.pth written, then killed during the final evaluation: --resume with a
+    larger MAX_ITER went on, and the run's evaluation at its first end was never recorded."""
+    out = tmp_path / "run"
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
+    final = _evaluations(out)
+    lines = (out / "metrics.json").read_text().splitlines(keepends=True)
+    (out / "metrics.json").write_text("".join(x for x in lines if "bbox/AP" not in x))
+    log = _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 6)
+    assert "holds no evaluation of iteration 4, where this run resumes" in log
+    evaluations = _evaluations(out)
+    assert list(evaluations) == [4, 6]
+    assert evaluations[4] == pytest.approx(final[4], nan_ok=True)
+
+
 def test_resume_redoes_the_evaluation_a_kill_cut_short(datasets_root, tmp_path):
     """Killed during the evaluation after the checkpoint of iteration 1 (TEST.EVAL_PERIOD 2):
     --resume goes on from that checkpoint, and that evaluation was never recorded."""

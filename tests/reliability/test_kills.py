@@ -306,20 +306,30 @@ def test_a_failed_load_leaves_the_checkpointer_usable(tmp_path):
     checkpointer.load(str(tmp_path / "good.pth"))
 
 
-def test_resume_cuts_only_the_interrupted_runs_tail_of_metrics(tmp_path):
-    """An earlier run's records in the same folder stay; a whole last record whose newline
-    the kill lost gets it back (the next append would have joined it); a cut line goes."""
-    from resnext_det.engine.resume import drop_trailing_records
+def test_resume_cuts_every_record_after_the_checkpoint(tmp_path):
+    """JSONWriter writes the evaluation of iteration 17 after the training record of 19 (its
+    scalars in the order they were put): resumed at 18, the cut stopped at 17's evaluation and
+    kept 19's record, which the resumed run then logged again. A whole last record whose
+    newline the kill lost gets it back; a cut line goes. Extending a finished run keeps its
+    final evaluation (no "lr") at the start iteration, not a training record there."""
+    from resnext_det.engine.resume import drop_records_after
 
-    earlier = [json.dumps({"iteration": i, "total_loss": 1.0}) + "\n" for i in range(10)]
-    killed = [json.dumps({"iteration": i, "total_loss": 2.0}) + "\n" for i in range(4)]
+    def record(iteration, **scalars):
+        return json.dumps({"iteration": iteration, **scalars}) + "\n"
+
+    training = [record(i, total_loss=1.0, lr=0.1) for i in range(20)]
+    evaluation = record(17, **{"bbox/AP": 5.0})
     path = tmp_path / "metrics.json"
-    path.write_text("".join(earlier + killed) + '{"iteration": 4, "tot')
-    assert drop_trailing_records(path, 2) == 3
-    assert path.read_text() == "".join(earlier + killed[:2])
-    path.write_text("".join(earlier) + killed[0].strip())
-    assert drop_trailing_records(path, 5) == 0
-    assert path.read_text() == "".join(earlier + killed[:1])
+    path.write_text("".join(training) + evaluation + '{"iteration": 20, "tot')
+    assert drop_records_after(path, 18) == 3
+    assert path.read_text() == "".join(training[:18]) + evaluation
+    path.write_text("".join(training[:18]) + evaluation.strip())
+    assert drop_records_after(path, 18) == 0
+    assert path.read_text() == "".join(training[:18]) + evaluation
+    final = record(20, **{"bbox/AP": 7.0})  # a finished run's, then an extension killed
+    path.write_text("".join(training) + final + record(20, total_loss=1.0, lr=0.1))
+    assert drop_records_after(path, 20, evaluations_at=20) == 1
+    assert path.read_text() == "".join(training) + final
 
 
 def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root, tmp_path):
