@@ -263,6 +263,9 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         between a checkpoint and its pointer leaves a newer .pth than the pointer names)."""
         found = sorted(self._checkpoint_files(), key=os.path.getmtime, reverse=True)
         named = self.get_checkpoint_file()  # "" without a pointer
+        if named and not os.path.isfile(named) and found:
+            self.logger.warning(f"{os.path.join(self.save_dir, LAST)} names {named}, which is not"
+                                f" there: resuming from the newest checkpoint here, {found[0]}")
         return ([named] if named and os.path.isfile(named) else []) + [p for p in found if p != named]
 
     def get_checkpoint_file(self):
@@ -278,7 +281,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             return ""
         except UnicodeDecodeError:
             name = "\0"
-        if "\0" in name or os.path.basename(name) != name:
+        if not name or "\0" in name or os.path.basename(name) != name:
             self.logger.warning(f"{pointer} is damaged (it should hold a checkpoint's file "
                                 "name): ignored, the newest checkpoint here is resumed from")
             return ""

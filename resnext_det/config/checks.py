@@ -389,6 +389,8 @@ def _check_matchers(model):
         if thresholds != sorted(thresholds) or not all(0 < t <= 1 for t in thresholds):
             raise ConfigError(f"MODEL.{head}.IOU_THRESHOLDS", thresholds,
                               "increasing IoUs > 0 and <= 1, e.g. [0.3, 0.7]")
+        check_whole(f"MODEL.{head}.BATCH_SIZE_PER_IMAGE", model[head].BATCH_SIZE_PER_IMAGE, 1,
+                    " (sampled anchors / regions per image; 0 made an infinite loss)")
         if len(labels) != len(thresholds) + 1 or not set(labels) <= {-1, 0, 1}:
             raise ConfigError(f"MODEL.{head}.IOU_LABELS", labels, f"{len(thresholds) + 1} labels "
                               f"(one more than IOU_THRESHOLDS), each -1 (ignore), 0 or 1")

@@ -292,6 +292,12 @@ def check_train_numbers(cfg):
     check_seed(train.get("seed", -1), "train.seed")
     if "period" in train.checkpointer:
         check_whole("train.checkpointer.period", train.checkpointer.period, 1)
+    if train.checkpointer.get("max_to_keep") is not None:  # fvcore asserts > 0
+        check_whole("train.checkpointer.max_to_keep", train.checkpointer.max_to_keep, 1,
+                    " (or None: keep all)")
+    test_batch = _node(_node(cfg, "dataloader"), "test").get("batch_size")
+    if test_batch is not None:  # torch's ValueError at the evaluation after the training
+        check_whole("dataloader.test.batch_size", test_batch, 1)
     optimizer, warmup = _node(cfg, "optimizer"), _node(cfg, "lr_multiplier").get("warmup_factor")
     for key, low, high, meaning in (("lr", 1e-300, math.inf, "> 0"),
                                     ("momentum", 0, 1, ">= 0 and < 1"),

@@ -113,6 +113,13 @@ class ExitOnUserError:
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)
+        except FloatingPointError as e:  # detectron2: "Loss became infinite or NaN at ..."
+            if debugging():
+                raise
+            print(f"error: the training diverged ({e}). Lower SOLVER.BASE_LR or raise "
+                  "SOLVER.WARMUP_ITERS, and check the boxes of the data; the checkpoints "
+                  "written before stay whole.", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
         except OSError as e:  # a full disk, a read-only or vanished folder: not a bug
             if e.errno not in WRITE_ERRNOS or debugging():
                 raise

@@ -345,10 +345,13 @@ def test_a_refused_start_keeps_the_earlier_runs_files(datasets_root, capsys, tmp
     ("lr_multiplier.warmup_factor=-1.0", "lr_multiplier.warmup_factor=-1.0 is not valid"),
     ("dataloader.train.dataset.names=[]", "dataloader.train.dataset.names=[] is not valid"),
     ("train.seed=5000000000", "train.seed=5000000000 is not valid: expected a whole number"),
+    ("train.checkpointer.max_to_keep=0", "train.checkpointer.max_to_keep=0 is not valid"),
+    ("dataloader.test.batch_size=0", "dataloader.test.batch_size=0 is not valid"),
 ])
 def test_bad_training_values_stop_before_anything_is_built(override, message, capsys, tmp_path):
     """torch's optimizer: bare ValueErrors; detectron2: an assert on no dataset, numpy's
-    ValueError on the seed, and a negative warmup factor trained by ascent."""
+    ValueError on the seed, fvcore's assert on max_to_keep, torch's ValueError on the test
+    batch (after the training), and a negative warmup factor trained by ascent."""
     error = _user_error(capsys, override, f"train.output_dir={tmp_path / 'x'}")
     assert message in error
     assert not (tmp_path / "x").exists()

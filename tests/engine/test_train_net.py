@@ -417,3 +417,12 @@ def test_pictures_deeper_than_8_bits_are_named_not_trained_white(datasets_root, 
         register_digits(datasets_root / "digits")
     assert re.search(r"Training image '.*' is a picture of more than 8 bits \(PIL mode "
                      r"'I;16'\)", error), error
+
+
+def test_a_training_that_diverges_is_one_error_line(datasets_root, tmp_path, capsys):
+    """detectron2's FloatingPointError (an infinite loss, or Inf/NaN boxes) was a traceback."""
+    register_digits(datasets_root / "digits")
+    error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.BASE_LR",
+                                 "1e30", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(tmp_path)])
+    assert error.startswith("error: the training diverged (")  # Inf or NaN, as detectron2 found
+    assert "Lower SOLVER.BASE_LR" in error

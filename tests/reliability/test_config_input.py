@@ -129,6 +129,8 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["MODEL.ROI_HEADS.IOU_THRESHOLDS", "[0.5, 0.3]"],
      "MODEL.ROI_HEADS.IOU_THRESHOLDS=[0.5, 0.3] is not valid: expected increasing IoUs"),
     (["MODEL.RPN.IOU_LABELS", "[0, 1]"], "MODEL.RPN.IOU_LABELS=[0, 1] is not valid: expected 3"),
+    (["MODEL.RPN.BATCH_SIZE_PER_IMAGE", "0"],  # was: FloatingPointError, infinite loss
+     "MODEL.RPN.BATCH_SIZE_PER_IMAGE=0 is not valid: expected a whole number >= 1"),
 ])
 def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path):
     """Also in a folder of an earlier run (--resume): its config.yaml stays as it was (the

@@ -175,10 +175,12 @@ def test_detection_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
     assert f"Cannot resume from {newest}" in caplog.text and "truncated" in caplog.text
 
 
-@pytest.mark.parametrize("pointer", [b"\xff\xfe\x00model", b"../elsewhere/model_0000001.pth"])
+@pytest.mark.parametrize("pointer", [b"\xff\xfe\x00model", b"../elsewhere/model_0000001.pth",
+                                     b"", b"model_0000009.pth"])
 def test_a_damaged_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog, pointer):
     """A last_checkpoint that is not a file name: fvcore's read raised a bare
-    UnicodeDecodeError, or it named a file outside OUTPUT_DIR."""
+    UnicodeDecodeError, or it named a file outside OUTPUT_DIR; empty or naming a missing
+    file, it was passed over without a word."""
     model, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
     checkpointer = ResNeXtCheckpointer(model, str(tmp_path), counter=counter)
     for value, name in ((1, "model_0000001"), (2, "model_0000002")):
@@ -190,7 +192,8 @@ def test_a_damaged_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog, 
     with caplog.at_level("WARNING"):
         checkpointer.resume_or_load("", resume=True)
     assert counter.value == 2
-    assert f"{tmp_path / 'last_checkpoint'} is damaged" in caplog.text
+    said = "names" if pointer == b"model_0000009.pth" else "is damaged"  # a missing file
+    assert f"{tmp_path / 'last_checkpoint'} {said}" in caplog.text
 
 
 @pytest.mark.parametrize("resume", [False, True])
