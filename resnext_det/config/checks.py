@@ -285,20 +285,21 @@ def _check_head_features(model):
                                     produced, producer, fix)
 
 
-def check_output_dir(cfg):
-    """OUTPUT_DIR is a folder that exists or can be made, and we can write in it."""
-    path = cfg.OUTPUT_DIR
+def check_output_dir(cfg, key="OUTPUT_DIR", path=None):
+    """OUTPUT_DIR (or `key`'s `path`) is a folder that exists or can be made, and we can
+    write in it."""
+    path = cfg.OUTPUT_DIR if path is None else path
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError("OUTPUT_DIR", path, "a folder", "A file has that name; choose another "
-                          "OUTPUT_DIR or move the file.")
+        raise ConfigError(key, path, "a folder", f"A file has that name; choose another {key} "
+                          "or move the file.")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise ConfigError("OUTPUT_DIR", path, "a folder that can be created",
+        raise ConfigError(key, path, "a folder that can be created",
                           f"Creating it failed: {e.strerror}.") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError("OUTPUT_DIR", path, "a folder you can write in",
-                          "Choose another OUTPUT_DIR or fix its permissions.")
+        raise ConfigError(key, path, "a folder you can write in",
+                          f"Choose another {key} or fix its permissions.")
 
 
 def check_device(cfg):

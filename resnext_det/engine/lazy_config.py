@@ -330,10 +330,14 @@ def check_lazy_config(cfg):
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
         check_bool(f"train.weights.{key}", value)
     view, names = yacs_view(cfg)
+    evaluations = _node(_node(cfg, "dataloader"), "evaluator").get("output_dir")
+    if isinstance(evaluations, str) and evaluations:  # was: a traceback after the training
+        check_output_dir(view, "dataloader.evaluator.output_dir", evaluations)
     try:
         check_resnext_keys(view)  # fast_inference, fast_training, roi_align, amp with the device, backend
         bad_data_policies(view)
         check_output_dir(view)
     except UserError as e:
         raise renamed(e, names) from None
+
     return view, names

@@ -152,7 +152,11 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         rename would carry its writes to the renamed file)."""
         if os.path.getsize(self.path) == 0:
             return
-        kept = f"{self.path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = kept = f"{self.path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in itertools.count(2):  # two set aside in one second: both kept
+            if not os.path.exists(kept):
+                break
+            kept = f"{stamp}-{n}"
         shutil.copyfile(self.path, kept)
         with open(self.path, "rb+") as f:
             f.truncate(0)

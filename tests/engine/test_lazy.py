@@ -347,6 +347,8 @@ def test_a_refused_start_keeps_the_earlier_runs_files(datasets_root, capsys, tmp
     ("train.seed=5000000000", "train.seed=5000000000 is not valid: expected a whole number"),
     ("train.checkpointer.max_to_keep=0", "train.checkpointer.max_to_keep=0 is not valid"),
     ("dataloader.test.batch_size=0", "dataloader.test.batch_size=0 is not valid"),
+    ("dataloader.evaluator.output_dir=/dev/null/x",
+     "dataloader.evaluator.output_dir='/dev/null/x' is not valid: expected a folder that can"),
 ])
 def test_bad_training_values_stop_before_anything_is_built(override, message, capsys, tmp_path):
     """torch's optimizer: bare ValueErrors; detectron2: an assert on no dataset, numpy's

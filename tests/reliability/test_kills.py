@@ -374,7 +374,7 @@ def test_saved_rng_states_restore_every_generator_a_step_draws_from(tmp_path):
     assert draws() == first
 
 
-def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path):
+def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path, monkeypatch):
     """A run killed before its first checkpoint, then started again (at iteration 0): its
     records stayed in front of the new run's (two curves), after a line the kill cut short
     (the new run's first record joined to it: no JSON reader read on). Now they are moved to
@@ -402,6 +402,14 @@ def test_a_fresh_run_sets_aside_the_records_of_a_run_without_checkpoint(tmp_path
     writer.close()
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"iteration": 0, "total_loss": 2.0}]
+
+    path.write_text(killed)  # a second run, killed before its first checkpoint too
+    hook.trainer = SimpleNamespace(start_iter=0, max_iter=10)
+    with monkeypatch.context() as patch:  # in the same second as the first
+        [first] = tmp_path.glob("metrics.json.before-*")
+        patch.setattr(time, "strftime", lambda fmt: first.name.rsplit("before-", 1)[1])
+        hook.before_train()
+    assert sorted(p.read_text() for p in tmp_path.glob("metrics.json.before-*")) == [killed] * 2
 
     path.write_text('{"iteration": 0, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 0.5}\n{"iter')
     hook.trainer = SimpleNamespace(start_iter=3, max_iter=10)
