@@ -285,21 +285,32 @@ def _check_head_features(model):
                                     produced, producer, fix)
 
 
-def check_output_dir(cfg, key="OUTPUT_DIR", path=None):
-    """OUTPUT_DIR (or `key`'s `path`) is a folder that exists or can be made, and we can
-    write in it."""
-    path = cfg.OUTPUT_DIR if path is None else path
+def check_output_dir(cfg):
+    """OUTPUT_DIR is a folder that exists or can be made, and we can write in it."""
+    path = cfg.OUTPUT_DIR
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(key, path, "a folder", f"A file has that name; choose another {key} "
-                          "or move the file.")
+        raise ConfigError("OUTPUT_DIR", path, "a folder", "A file has that name; choose another "
+                          "OUTPUT_DIR or move the file.")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise ConfigError(key, path, "a folder that can be created",
+        raise ConfigError("OUTPUT_DIR", path, "a folder that can be created",
                           f"Creating it failed: {e.strerror}.") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(key, path, "a folder you can write in",
-                          f"Choose another {key} or fix its permissions.")
+        raise ConfigError("OUTPUT_DIR", path, "a folder you can write in",
+                          "Choose another OUTPUT_DIR or fix its permissions.")
+
+
+def check_folder_can_be_made(key, path):
+    """`path` is a folder, or can be made as one by this user (checked, not made)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(key, path, "a folder that can be created", f"{existing!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, path, "a folder you can write in", f"{existing!r} is not "
+                          "writable: choose another folder or fix its permissions.")
 
 
 def check_device(cfg):

@@ -19,7 +19,8 @@ from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..config.checks import ConfigFileError, check_output_dir, check_resnext_keys, check_seed
+from ..config.checks import (ConfigFileError, check_folder_can_be_made, check_output_dir,
+                             check_resnext_keys, check_seed)
 from ..config.defaults import add_resnext_config
 from ..config.errors import ConfigError, check_bool, check_number, check_whole
 from ..errors import UserError
@@ -332,7 +333,7 @@ def check_lazy_config(cfg):
     view, names = yacs_view(cfg)
     evaluations = _node(_node(cfg, "dataloader"), "evaluator").get("output_dir")
     if isinstance(evaluations, str) and evaluations:  # was: a traceback after the training
-        check_output_dir(view, "dataloader.evaluator.output_dir", evaluations)
+        check_folder_can_be_made("dataloader.evaluator.output_dir", evaluations)
     try:
         check_resnext_keys(view)  # fast_inference, fast_training, roi_align, amp with the device, backend
         bad_data_policies(view)

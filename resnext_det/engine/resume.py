@@ -10,13 +10,14 @@ import logging
 import os
 import random
 import shutil
-import time
 
 import numpy as np
 import torch
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import hooks
 from detectron2.utils import comm
+
+from ..utils.io import aside_name
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +153,7 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         rename would carry its writes to the renamed file)."""
         if os.path.getsize(self.path) == 0:
             return
-        stamp = kept = f"{self.path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
-        for n in itertools.count(2):  # two set aside in one second: both kept
-            if not os.path.exists(kept):
-                break
-            kept = f"{stamp}-{n}"
-        shutil.copyfile(self.path, kept)
+        kept = shutil.copyfile(self.path, aside_name(self.path))
         with open(self.path, "rb+") as f:
             f.truncate(0)
         logger.warning(f"{self.path} held the records of a run that left no checkpoint; they "

@@ -14,7 +14,7 @@ from ..config.checks import (check_device, check_output_dir, check_resnext_keys,
                              inference_dtype, merge_config)
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
-from ..utils.io import atomic_write, left_by_ended_writers, release_folder
+from ..utils.io import aside_name, atomic_write, left_by_ended_writers, release_folder
 from .checks import lock_output_dir
 from .weights import config_from_weights
 
@@ -100,6 +100,19 @@ def _put_back_earlier(output_dir):
         atomic_write(os.path.join(output_dir, "config.yaml"), lambda f: f.write(earlier))
 
 
+def _set_aside_evaluation(output_dir):
+    """An evaluation writes OUTPUT_DIR/inference/ anew: the one there (a training's final
+    evaluation, an earlier --eval-only's with its config.yaml) moves whole to
+    inference.before-<time> (detectron2 replaced its files: an --eval-only of another
+    checkpoint into a training's folder lost the training's results)."""
+    folder = os.path.join(output_dir, "inference")
+    if os.path.isdir(folder) and os.listdir(folder):
+        kept = aside_name(folder)
+        os.replace(folder, kept)
+        logging.getLogger(__name__).warning(f"{folder} held an earlier evaluation: kept in "
+                                            f"{kept}; this one writes {folder} anew")
+
+
 TASKS = ("train", "evaluate", "other")  # what a tool does with its output folder
 
 
@@ -112,8 +125,9 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
     """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
     for the output folder: a training (task "train") locks it first (lock_output_dir) and
     keeps its config.yaml for training_folder to put back if the start is refused, an
-    evaluation ("evaluate") keeps a training's config.yaml there, and both put back one a
-    killed evaluation left aside; "other" tools (predict, export: folders of their own) do
+    evaluation ("evaluate") keeps a training's config.yaml there and an earlier evaluation's
+    files (_set_aside_evaluation), and both put back a config.yaml a killed evaluation left
+    aside; "other" tools (predict, export: folders of their own) do
     none of this."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
@@ -121,6 +135,8 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         lock_output_dir(output_dir, key)
     if task != "other" and comm.is_main_process():
         _put_back_kept(output_dir)
+    if task == "evaluate" and comm.is_main_process():
+        _set_aside_evaluation(output_dir)
     if task == "train":
         _keep_earlier_config(output_dir)
     try:

@@ -4,6 +4,7 @@ import errno
 import glob
 import os
 import shutil
+import time
 
 from ..errors import UserError
 
@@ -189,6 +190,17 @@ def mark_written(folder, mark, name):
     is written: a kill during the write leaves it listed)."""
     with open(os.path.join(folder, mark), "a", encoding="utf-8") as f:
         f.write(f"{name}\n")
+
+
+def aside_name(path):
+    """A free `<path>.before-<time>` name (then -2, -3, ... within one second), for what a
+    new run keeps of an earlier one instead of replacing it."""
+    stamp = name = f"{path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.exists(name):
+        n += 1
+        name = f"{stamp}-{n}"
+    return name
 
 
 def utf8_name(path):

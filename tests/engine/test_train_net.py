@@ -75,6 +75,23 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
     assert _metrics(tmp_path / "eval")["bbox"] == pytest.approx(_metrics(out)["bbox"], nan_ok=True)
 
 
+def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datasets_root,
+                                                                           tmp_path):
+    """--eval-only of an earlier checkpoint into the training's folder (detectron2's usual
+    command) replaced the training's final evaluation files in inference/: they are kept,
+    whole, in inference.before-<time>."""
+    out = tmp_path / "run"
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
+    training = {p.relative_to(out / "inference"): p.read_bytes()
+                for p in (out / "inference").rglob("*") if p.is_file()}
+    assert Path("digits_val/coco_metrics.json") in training
+    _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_0000001.pth")
+    [kept] = out.glob("inference.before-*")
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == training
+    assert (out / "inference/digits_val/coco_metrics.json").is_file()
+    assert "model_0000001.pth" in (out / "inference/config.yaml").read_text()
+
+
 def test_two_cpu_processes(datasets_root, tmp_path):
     out = tmp_path / "ddp"
     log = _train(datasets_root, out, "SOLVER.MAX_ITER", 2, "MODEL.BACKBONE.FREEZE_AT", 1,
