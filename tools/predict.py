@@ -32,7 +32,7 @@ from resnext_det.data.coco_json import add_dataset_argument, register_dataset_ar
 from resnext_det.data.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 from resnext_det.engine import setup_cfg
 from resnext_det.engine.predict import check_output_dir_holds_no_input, claim_output_dir, predict
-from resnext_det.utils.cli import ExitOnUserError, run_tool, sigterm_as_interrupt
+from resnext_det.utils.cli import ExitOnUserError, run_tool
 from resnext_det.utils.io import release_folder
 
 _TOP_KEYS = set(resnext_det.add_resnext_config(get_cfg()).keys())  # MODEL, SOLVER, SEED, ...
@@ -106,9 +106,8 @@ def main(args):
     try:
         cfg = setup_cfg(args, task="other")
         register_digits_named_in(cfg)
-        with sigterm_as_interrupt():  # a `kill` still writes the results of what was done
-            summary = predict(cfg, paths, args.output, batch_size=args.batch_size,
-                              scale=args.scale)
+        # a `kill` still writes the results of what was done (ExitOnUserError: SIGTERM as Ctrl-C)
+        summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
     finally:
         release_folder(args.output)  # the lock claim_output_dir took
     return report(summary, missing)

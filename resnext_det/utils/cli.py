@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import traceback
 
 from ..errors import UserError
@@ -84,10 +85,14 @@ class Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """SIGTERM raises Terminated inside the block (main thread; one process): predict's
-    results json, written in a finally, was lost to a plain `kill`."""
+    results json, written in a finally, was lost to a plain `kill`, and a refused start's
+    config.yaml stayed in place of the earlier run's."""
     def stop(signum, frame):
         raise Terminated()
 
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main one
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
@@ -108,8 +113,13 @@ class ExitOnUserError:
 
     def __call__(self, *args, **kwargs):
         end_with_parent()
+        alone = multiprocessing.parent_process() is None  # not a spawned worker
         try:
-            return self.main(*args, **kwargs)
+            # a tool's own process: SIGTERM as Ctrl-C (its finally blocks run; exit 143). A
+            # spawned worker keeps SIGTERM's default: a handler waits for a collective to
+            # return, which a dead peer's never does
+            with sigterm_as_interrupt() if alone else contextlib.nullcontext():
+                return self.main(*args, **kwargs)
         except UserError as e:
             report(e)
             sys.exit(EXIT_USER_ERROR)

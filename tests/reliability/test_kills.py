@@ -335,9 +335,13 @@ def test_resume_cuts_every_record_after_the_checkpoint(tmp_path):
     assert path.read_text() == "".join(training) + final
 
 
-def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root, tmp_path):
-    """SIGINT (Ctrl-C) while training: 'interrupted (Ctrl-C)', exit status 130, no Python
-    traceback; every checkpoint written so far loads."""
+@pytest.mark.parametrize("sig, rc, said", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                           (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root, tmp_path, sig,
+                                                                    rc, said):
+    """SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler) while training: one line, exit status
+    130 or 143, no Python traceback; every checkpoint written so far loads. SIGTERM ended
+    the process where it stood (no finally block ran)."""
     out = tmp_path / "run"
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
     env.pop("RESNEXT_DET_DEBUG", None)
@@ -348,10 +352,10 @@ def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root
     deadline = time.monotonic() + 300
     while proc.poll() is None and not _checkpoints(out) and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert err.rstrip().endswith("interrupted (Ctrl-C)") and "Traceback" not in err, err[-3000:]
+    assert proc.returncode == rc, err[-3000:]
+    assert err.rstrip().endswith(said) and "Traceback" not in err, err[-3000:]
     assert _all_checkpoints_load(out) >= 0
 
 
