@@ -31,7 +31,7 @@ from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.engine import build_checkpointer, setup_cfg, train
 from resnext_det.evaluation import METRICS_FILE
 from resnext_det.utils.cli import ExitOnUserError
-from resnext_det.utils.io import claim_folder
+from resnext_det.utils.io import claim_folder, release_folder
 from resnext_det.utils.plots import plot_training_curves
 from resnext_det.utils.visualize import draw_predictions
 
@@ -104,6 +104,14 @@ def run_demo(config_file=DEMO_CONFIG, opts=(), dataset=None):
     start = time.perf_counter()
     ensure_digits_dataset(digits_root(), **(dataset or DATASET))  # registers digits_train/_val
     claim_demo_output(output_dir_of(config_file, opts))  # before setup_cfg writes there
+    try:
+        summary = _train_and_draw(config_file, opts, start)
+    finally:
+        release_folder(output_dir_of(config_file, opts))  # the claim's take, after the drawing
+    return summary
+
+
+def _train_and_draw(config_file, opts, start):
     cfg = setup_cfg(demo_args(config_file, opts), task="train")
     clear_previous_demo(cfg.OUTPUT_DIR)
     results = train(cfg)

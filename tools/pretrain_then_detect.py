@@ -24,7 +24,6 @@ import time
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.classification.main import main as pretrain_main
 from resnext_det.data import digits_root, ensure_digits_dataset
-from resnext_det.engine.checks import lock_output_dir
 from resnext_det.utils.cli import ExitOnUserError
 from resnext_det.utils.io import release_folder
 
@@ -55,8 +54,7 @@ def detection_budget(det_iters):
 def pretrain(output_dir, cls_epochs, extra_opts=()):
     """Pretrain on the digits classification folder; returns (weights path, eval, seconds)."""
     start = time.perf_counter()
-    demo.claim_demo_output(output_dir)  # a folder of another run's files is refused
-    lock_output_dir(output_dir)  # first: a pretraining that runs there keeps its files
+    demo.claim_demo_output(output_dir)  # refused: another run's files, or its lock (it runs)
     try:
         demo.clear_previous_demo(output_dir)  # the pipeline starts anew, as the demo does
         opts = ["DATA.ROOT", os.path.join(digits_root(), "classification"),
@@ -66,7 +64,7 @@ def pretrain(output_dir, cls_epochs, extra_opts=()):
                                   dist_url="auto")
         result = pretrain_main(args)  # takes the lock this process holds
     finally:
-        release_folder(output_dir)
+        release_folder(output_dir)  # the claim's take
     return os.path.join(output_dir, "model_final.pkl"), result, time.perf_counter() - start
 
 

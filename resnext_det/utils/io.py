@@ -93,7 +93,7 @@ def staged_folder(folder):
 
 
 LOCK_NAME = ".lock"
-_held = {}  # realpath of a lock file -> its open file, while this process holds it
+_held = {}  # realpath of a lock file -> [its open file, takes not yet released]
 
 
 def lock_folder(folder):
@@ -101,9 +101,14 @@ def lock_folder(folder):
     release_folder or the end of this process (the system drops it then, kill -9 included, so
     a dead run's lock never stays). A POSIX lock is the process's own: the data loader's
     forked workers do not inherit it (they would keep an flock after their parent ended).
-    Returns None once held, or the pid written by the process that holds it."""
+    Taken again by the process that holds it, it counts: each take is given back by one
+    release_folder (the demo's claim outlives the training's take: it draws from the
+    checkpoint after). Returns None once held, or the pid written by the process that holds it."""
     path = os.path.realpath(os.path.join(folder, LOCK_NAME))
-    if fcntl is None or path in _held:
+    if fcntl is None:
+        return None
+    if path in _held:
+        _held[path][1] += 1
         return None
     f = open(path, "a+")
     try:
@@ -119,14 +124,19 @@ def lock_folder(folder):
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
     f.flush()
-    _held[path] = f
+    _held[path] = [f, 1]
     return None
 
 
 def release_folder(folder):
-    """Give back the lock that lock_folder took (no-op when this process holds none)."""
-    f = _held.pop(os.path.realpath(os.path.join(folder, LOCK_NAME)), None)
-    if f is not None:
+    """Give back one take of the lock lock_folder took; the last one drops it (no-op when
+    this process holds none)."""
+    path = os.path.realpath(os.path.join(folder, LOCK_NAME))
+    if path not in _held:
+        return
+    _held[path][1] -= 1
+    if _held[path][1] == 0:
+        f, _ = _held.pop(path)
         f.truncate(0)
         f.close()  # closing drops the lock
 

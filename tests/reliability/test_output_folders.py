@@ -204,3 +204,37 @@ def test_ctrl_c_in_a_refused_start_puts_the_earlier_config_back(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt), training_folder(cfg.OUTPUT_DIR):
         raise KeyboardInterrupt  # before folder.starts()
     assert (out / "config.yaml").read_text() == TRAINING_CONFIG
+
+
+def _holder_seen_from_outside(folder):
+    """The pid another process finds holding `folder`'s lock ("None": free)."""
+    code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
+    return subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
+
+
+def test_the_demo_holds_its_folder_until_it_has_drawn(tmp_path, monkeypatch):
+    """The training's release gave the demo folder's lock back before the demo drew from
+    model_final.pth: a second demo could clear the folder meanwhile. A lock taken twice by
+    one process now needs two releases."""
+    demo = load_tool("demo")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    out = tmp_path / "demo"
+    seen = {}
+
+    def fake_train(cfg):  # engine.train's training_folder gives back setup_cfg's take
+        release_folder(cfg.OUTPUT_DIR)
+        return {"bbox": {"AP": 0.0, "AP50": 0.0}}
+
+    def draw(cfg, path):
+        seen["drawing"] = _holder_seen_from_outside(out)
+        return path
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo, "draw_demo_predictions", draw)
+    monkeypatch.setattr(demo, "plot_training_curves", lambda *args, **kwargs: None)
+    demo.run_demo(demo.DEMO_CONFIG, [*map(str, TINY), "OUTPUT_DIR", str(out)],
+                  dataset=dict(num_train=4, num_val=2, image_size=64, digit_sizes=(12, 24),
+                               progress_every=0))
+    assert seen["drawing"] == str(os.getpid())  # still the demo's while it draws
+    assert _holder_seen_from_outside(out) == "None"  # and given back at its end
