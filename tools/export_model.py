@@ -51,7 +51,10 @@ def main(args):
     claim_output_dir(args.output)  # before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
     config = os.path.join(args.output, "config.yaml")
-    earlier = open(config, "rb").read() if os.path.isfile(config) else None
+    earlier = None
+    if os.path.isfile(config):
+        with open(config, "rb") as f:
+            earlier = f.read()
     cfg = setup_cfg(args, task="other")  # writes config.yaml
     try:
         register_digits_named_in(cfg)

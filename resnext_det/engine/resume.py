@@ -188,7 +188,7 @@ class ResumedEvalHook(hooks.EvalHook):
             return
         done = _is_evaluation if final else (lambda line, it: _iteration(line) == it)
         missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
-            done(line, iteration) for line in open(self.path, "rb").read().splitlines())
+            done(line, iteration) for line in _lines(self.path))
         if comm.all_gather(missed)[0]:  # the main process writes metrics.json
             logger.warning(f"{self.path} holds no evaluation of iteration {iteration}, where "
                            "this run resumes (the interrupted run ended during it): evaluating now")
@@ -224,29 +224,38 @@ def drop_records_after(path, start_iter, evaluations_at=None):
     return len(lines) - len(kept)
 
 
-def _is_evaluation(line, iteration):
-    """A record of `iteration` with no "lr": an evaluation's alone (a training record has
-    the LRScheduler hook's lr)."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and record.get("iteration") == iteration and "lr" not in record
+def _lines(path):
+    with open(path, "rb") as f:
+        return f.read().splitlines()
 
 
-def _iteration(line):
-    """A metrics.json line's "iteration"; None for a line cut short or blank (not JSON)."""
+def _record(line):
+    """A metrics.json line as a dict; None for a line cut short or blank (not JSON)."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record.get("iteration", -1) if isinstance(record, dict) else -1
+    return record if isinstance(record, dict) else {}
+
+
+def _iteration(line):
+    """A metrics.json line's "iteration"; None for a line cut short or blank (not JSON)."""
+    record = _record(line)
+    return None if record is None else record.get("iteration", -1)
+
+
+def _is_evaluation(line, iteration):
+    """A record of `iteration` with no "lr": an evaluation's alone (a training record has
+    the LRScheduler hook's lr)."""
+    record = _record(line) or {}
+    return record.get("iteration") == iteration and "lr" not in record
 
 
 def _after(line, start_iter, evaluations_at=None):
     """A line to cut: cut short or blank (not JSON), or a record of an iteration >= start
     (but an evaluation's of `evaluations_at`)."""
-    iteration = _iteration(line)
-    if iteration is not None and iteration == evaluations_at and _is_evaluation(line, iteration):
-        return False
-    return iteration is None or iteration >= start_iter
+    record = _record(line)
+    if record is None:
+        return True
+    iteration = record.get("iteration", -1)
+    return iteration >= start_iter and not (iteration == evaluations_at and "lr" not in record)

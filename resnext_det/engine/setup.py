@@ -135,8 +135,8 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         lock_output_dir(output_dir, key)
     if task != "other" and comm.is_main_process():
         _put_back_kept(output_dir)
-    if task == "evaluate" and comm.is_main_process():
-        _set_aside_evaluation(output_dir)
+        if task == "evaluate":
+            _set_aside_evaluation(output_dir)
     if task == "train":
         _keep_earlier_config(output_dir)
     try:

@@ -79,6 +79,13 @@ def test_the_lock_goes_with_its_process_even_after_kill_9(holder):
     assert (folder / ".lock").read_text() == ""
 
 
+def _holder_seen_from_outside(folder):
+    """The pid another process finds holding `folder`'s lock ("None": free)."""
+    code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
+    return subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
+
+
 def test_a_training_gives_its_lock_back_when_it_ends(tmp_path):
     """setup_cfg takes the lock; the end of engine.train gives it back (here: a failure)."""
     from resnext_det.engine import run
@@ -86,13 +93,10 @@ def test_a_training_gives_its_lock_back_when_it_ends(tmp_path):
     out = tmp_path / "run"
     cfg = setup_cfg(_args(CONFIG, [*TINY, "OUTPUT_DIR", out, "DATASETS.TRAIN", "('nowhere',)"]),
                     task="train")
-    code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
-    taken = [sys.executable, "-c", code, str(out)]
-    assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() \
-        == str(os.getpid())
+    assert _holder_seen_from_outside(out) == str(os.getpid())
     with pytest.raises(ConfigError, match="DATASETS.TRAIN='nowhere'"):
         run(cfg, _args(CONFIG, []))
-    assert subprocess.run(taken, capture_output=True, text=True, cwd=ROOT).stdout.strip() == "None"
+    assert _holder_seen_from_outside(out) == "None"
 
 
 @pytest.mark.parametrize("lazy", [False, True])
@@ -204,13 +208,6 @@ def test_ctrl_c_in_a_refused_start_puts_the_earlier_config_back(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt), training_folder(cfg.OUTPUT_DIR):
         raise KeyboardInterrupt  # before folder.starts()
     assert (out / "config.yaml").read_text() == TRAINING_CONFIG
-
-
-def _holder_seen_from_outside(folder):
-    """The pid another process finds holding `folder`'s lock ("None": free)."""
-    code = "import sys; from resnext_det.utils.io import lock_folder; print(lock_folder(sys.argv[1]))"
-    return subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
-                          text=True, cwd=ROOT).stdout.strip()
 
 
 def test_the_demo_holds_its_folder_until_it_has_drawn(tmp_path, monkeypatch):
