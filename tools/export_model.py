@@ -18,16 +18,14 @@ training's folder is refused: its config.yaml would be replaced). Bad input ends
 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
 import argparse
-import os
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
-from resnext_det.engine import setup_cfg
+from resnext_det.engine import output_folder, setup_cfg
 from resnext_det.export import FORMATS, METHODS, check_options
 from resnext_det.export.main import claim_output_dir
 from resnext_det.export.main import run as run_export
 from resnext_det.utils.cli import ExitOnUserError, run_tool
-from resnext_det.utils.io import atomic_write, release_folder
 
 
 def argument_parser():
@@ -48,23 +46,13 @@ def argument_parser():
 
 def main(args):
     check_options(args.format, args.export_method)  # before the config and the model
-    claim_output_dir(args.output)  # before default_setup writes config.yaml into it
+    claim_output_dir(args.output)  # the lock, before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
-    config = os.path.join(args.output, "config.yaml")
-    earlier = None
-    if os.path.isfile(config):
-        with open(config, "rb") as f:
-            earlier = f.read()
-    cfg = setup_cfg(args, task="other")  # writes config.yaml
-    try:
+    # a failed export keeps the earlier export's file: so does the config it was made of
+    with output_folder(args.output):  # puts the earlier config.yaml back on failure, unlocks
+        cfg = setup_cfg(args, task="export")
         register_digits_named_in(cfg)
         return run_export(cfg, args)
-    except BaseException:  # the earlier export's file stays: so does the config it was made of
-        if earlier is not None:
-            atomic_write(config, lambda f: f.write(earlier))
-        raise
-    finally:
-        release_folder(args.output)  # the lock claim_output_dir took
 
 
 def run(argv=None):

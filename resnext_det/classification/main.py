@@ -1,6 +1,6 @@
 """The body of tools/pretrain_cls.py: config set-up and the per-process main."""
 from ..config.pretraining_checks import check_pretraining_keys
-from ..engine.setup import setup_cfg, task_of, training_folder
+from ..engine.setup import output_folder, setup_cfg, task_of
 from .config import get_cls_cfg
 from .trainer import ClsTrainer, evaluate_only
 
@@ -18,7 +18,7 @@ def main(args):
         dict: the last evaluation, {"top1_err", "top5_err" (percent), "loss", "images"}.
     """
     cfg = setup_cls_cfg(args)
-    with training_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
+    with output_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
         check_pretraining_keys(cfg)
         if args.eval_only:
             return evaluate_only(cfg, resume=args.resume)

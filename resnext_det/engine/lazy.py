@@ -52,7 +52,7 @@ from .checks import (check_datasets, check_iterations_left, check_no_earlier_run
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
-from .setup import run_default_setup, task_of, training_folder
+from .setup import output_folder, run_default_setup, task_of
 from .trainer import inference_model
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
@@ -212,7 +212,7 @@ def _ddp(setup, model):
 
 def do_train(setup, resume=False, starts=lambda: None):
     """detectron2's lazy training loop with our checkpointer, checks and writers; `starts`
-    is called after the checks, before the first iteration (setup.training_folder).
+    is called after the checks, before the first iteration (setup.output_folder).
 
     Returns:
         dict: the last evaluation's results (the EvalHook runs after the last iteration).
@@ -289,7 +289,7 @@ def evaluate(setup, resume=False):
 def main(args):
     """tools/train_net.py's per-process entry point for a .py --config-file."""
     setup = setup_lazy(args)
-    with training_folder(setup.cfg.train.output_dir) as folder:
+    with output_folder(setup.cfg.train.output_dir) as folder:
         results = (evaluate(setup, resume=args.resume) if args.eval_only else
                    do_train(setup, resume=args.resume, starts=folder.starts))
     comm.synchronize()

@@ -69,7 +69,7 @@ def _keep_earlier_config(output_dir):
             _earlier_configs[output_dir] = f.read()
 
 
-class _TrainingFolder:
+class _OutputFolder:
     def __init__(self, output_dir):
         self.output_dir = output_dir
 
@@ -79,18 +79,20 @@ class _TrainingFolder:
 
 
 @contextlib.contextmanager
-def training_folder(output_dir):
-    """A training tool's run in the folder that setup_cfg set up (and locked, for a training).
-    A start that ends before `.starts()` (an earlier run without --resume, a value or
-    dataset a check refuses, Ctrl-C) puts back the config.yaml that was there: default_setup
-    had replaced the earlier run's only record of its config. The lock is released at the
-    end in every case."""
+def output_folder(output_dir):
+    """A training's or an export's run in the folder that setup_cfg set up (and that the tool
+    locked). A run that ends before `.starts()` (a training: an earlier run without --resume,
+    a value or dataset a check refuses, Ctrl-C; an export: any failure, since the earlier
+    export's file stays) puts back the config.yaml that was there: default_setup had replaced
+    the earlier run's only record of its config. The lock is released at the end in every
+    case."""
     try:
-        yield _TrainingFolder(output_dir)
+        yield _OutputFolder(output_dir)
     except BaseException:
         _put_back_earlier(output_dir)
         raise
     finally:
+        _earlier_configs.pop(output_dir, None)
         release_folder(output_dir)
 
 
@@ -113,7 +115,7 @@ def _set_aside_evaluation(output_dir):
                                             f"{kept}; this one writes {folder} anew")
 
 
-TASKS = ("train", "evaluate", "other")  # what a tool does with its output folder
+TASKS = ("train", "evaluate", "export", "other")  # what a tool does with its output folder
 
 
 def task_of(args):
@@ -122,13 +124,13 @@ def task_of(args):
 
 
 def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
-    """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with two rules
+    """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with rules
     for the output folder: a training (task "train") locks it first (lock_output_dir) and
-    keeps its config.yaml for training_folder to put back if the start is refused, an
+    keeps its config.yaml for output_folder to put back if the start is refused, an
     evaluation ("evaluate") keeps a training's config.yaml there and an earlier evaluation's
     files (_set_aside_evaluation), and both put back a config.yaml a killed evaluation left
-    aside; "other" tools (predict, export: folders of their own) do
-    none of this."""
+    aside; an export ("export", its folder claimed by the tool) keeps its config.yaml as a
+    training does; "other" tools (predict: a folder of its own) do none of this."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     if task == "train":
@@ -137,7 +139,7 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         _put_back_kept(output_dir)
         if task == "evaluate":
             _set_aside_evaluation(output_dir)
-    if task == "train":
+    if task in ("train", "export"):
         _keep_earlier_config(output_dir)
     try:
         with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
@@ -154,7 +156,7 @@ def setup_cfg(args, cfg=None, *, task):
     and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS, whose changes are logged once default_setup has
     set up logging; OUTPUT_DIR is checked before default_setup writes into it. `cfg`: the
     defaults to merge into instead (classification: get_cls_cfg()); `task`: as
-    run_default_setup ("train", "evaluate" or "other").
+    run_default_setup ("train", "evaluate", "export" or "other").
     """
     cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
     merge_config(cfg, args.config_file, args.opts)

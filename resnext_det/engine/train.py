@@ -4,7 +4,7 @@ from detectron2.utils import comm
 from ..config.checks import check_training_keys
 from .checks import (check_datasets, check_test_images, check_weights_to_evaluate,
                      check_weights_to_infer)
-from .setup import setup_cfg, task_of, training_folder
+from .setup import output_folder, setup_cfg, task_of
 from .trainer import Trainer
 
 
@@ -23,7 +23,7 @@ def evaluate(cfg, resume=False):
 
 def train(cfg, resume=False):
     """Train from MODEL.WEIGHTS (or resume from the last checkpoint); returns test results."""
-    with training_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
+    with output_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
         check_training_keys(cfg, comm.get_world_size())
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=resume)

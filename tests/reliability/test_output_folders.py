@@ -186,7 +186,7 @@ def test_ctrl_c_in_a_refused_start_puts_the_earlier_config_back(tmp_path, monkey
     """Ctrl-C while default_setup writes config.yaml (in place: it was left empty), or before
     the first iteration: the earlier run's config.yaml is put back (was: on UserError only)."""
     from resnext_det.engine import setup as setup_module
-    from resnext_det.engine.setup import training_folder
+    from resnext_det.engine.setup import output_folder
 
     out = tmp_path / "run"
     out.mkdir()
@@ -205,7 +205,7 @@ def test_ctrl_c_in_a_refused_start_puts_the_earlier_config_back(tmp_path, monkey
     release_folder(str(out))
     cfg = setup_cfg(args, task="train")
     assert (out / "config.yaml").read_text() != TRAINING_CONFIG  # default_setup's own
-    with pytest.raises(KeyboardInterrupt), training_folder(cfg.OUTPUT_DIR):
+    with pytest.raises(KeyboardInterrupt), output_folder(cfg.OUTPUT_DIR):
         raise KeyboardInterrupt  # before folder.starts()
     assert (out / "config.yaml").read_text() == TRAINING_CONFIG
 
@@ -219,7 +219,7 @@ def test_the_demo_holds_its_folder_until_it_has_drawn(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     seen = {}
 
-    def fake_train(cfg):  # engine.train's training_folder gives back setup_cfg's take
+    def fake_train(cfg):  # engine.train's output_folder gives back setup_cfg's take
         release_folder(cfg.OUTPUT_DIR)
         return {"bbox": {"AP": 0.0, "AP50": 0.0}}
 
