@@ -368,15 +368,31 @@ def check_training_keys(cfg, world_size=1):
     _check_matchers(cfg.MODEL)
 
 
+# SGD's numbers and their bounds (low, high, meaning), one table for the yacs SOLVER keys
+# and the .py configs' optimizer / lr_multiplier (engine/lazy_config.check_train_numbers)
+SGD_BOUNDS = {
+    "lr": (1e-300, math.inf, "> 0"),
+    "momentum": (0, 1, ">= 0 and < 1"),
+    "weight_decay": (0, math.inf, ">= 0"),
+    "warmup_factor": (0, math.nextafter(1, 2), ">= 0 and <= 1 (the warmup's first LR, as a "
+                      "fraction of the LR)"),  # < 0 trains by gradient ascent in the warmup
+}
+_SOLVER_SGD_KEYS = {"BASE_LR": "lr", "MOMENTUM": "momentum", "WEIGHT_DECAY": "weight_decay",
+                    "WARMUP_FACTOR": "warmup_factor"}
+
+
+def check_sgd_number(key, value, bound):
+    """`value` of config key `key` within SGD_BOUNDS[bound]."""
+    low, high, meaning = SGD_BOUNDS[bound]
+    check_number(key, value, low, high, meaning)
+
+
 def check_optimizer_numbers(s):
     """SOLVER's SGD and schedule numbers, detection's and pretraining's alike (torch builds
     the optimizer after the model; the schedule uses the others mid-run)."""
-    check_number("SOLVER.BASE_LR", s.BASE_LR, 1e-300, meaning="> 0")
-    check_number("SOLVER.MOMENTUM", s.MOMENTUM, 0, 1, ">= 0 and < 1")
-    check_number("SOLVER.WEIGHT_DECAY", s.WEIGHT_DECAY, 0, meaning=">= 0")
+    for key, bound in _SOLVER_SGD_KEYS.items():
+        check_sgd_number(f"SOLVER.{key}", s[key], bound)
     check_number("SOLVER.GAMMA", s.GAMMA, 1e-300, meaning="> 0 (the LR factor at each step)")
-    check_number("SOLVER.WARMUP_FACTOR", s.WARMUP_FACTOR, 0, math.nextafter(1, 2),
-                 ">= 0 and <= 1 (the warmup's first LR, as a fraction of the LR)")
     if s.NESTEROV and s.MOMENTUM == 0:
         raise ConfigError("SOLVER.NESTEROV", True, "False with SOLVER.MOMENTUM 0",
                           "Nesterov momentum needs a momentum (e.g. SOLVER.MOMENTUM 0.9).")

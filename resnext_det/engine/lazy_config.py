@@ -10,7 +10,6 @@ ConfigError naming the key. The checks of the YAML path run on a yacs view of th
 """
 import difflib
 import inspect
-import math
 import os
 
 import torch
@@ -20,9 +19,9 @@ from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..config.checks import (ConfigFileError, check_folder_can_be_made, check_output_dir,
-                             check_resnext_keys, check_seed)
+                             check_resnext_keys, check_seed, check_sgd_number)
 from ..config.defaults import add_resnext_config
-from ..config.errors import ConfigError, check_bool, check_number, check_whole
+from ..config.errors import ConfigError, check_bool, check_whole
 from ..errors import UserError
 from ..modeling.lazy import ResNeXt, arg_names, check_resnext_args, renamed
 from .checks import bad_data_policies
@@ -300,14 +299,11 @@ def check_train_numbers(cfg):
     if test_batch is not None:  # torch's ValueError at the evaluation after the training
         check_whole("dataloader.test.batch_size", test_batch, 1)
     optimizer, warmup = _node(cfg, "optimizer"), _node(cfg, "lr_multiplier").get("warmup_factor")
-    for key, low, high, meaning in (("lr", 1e-300, math.inf, "> 0"),
-                                    ("momentum", 0, 1, ">= 0 and < 1"),
-                                    ("weight_decay", 0, math.inf, ">= 0")):
+    for key in ("lr", "momentum", "weight_decay"):
         if optimizer.get(key) is not None:  # torch's optimizer: a bare ValueError
-            check_number(f"optimizer.{key}", optimizer[key], low, high, meaning)
-    if warmup is not None:  # a negative one trains by gradient ascent in the warmup
-        check_number("lr_multiplier.warmup_factor", warmup, 0, math.nextafter(1, 2),
-                     ">= 0 and <= 1")
+            check_sgd_number(f"optimizer.{key}", optimizer[key], key)
+    if warmup is not None:
+        check_sgd_number("lr_multiplier.warmup_factor", warmup, "warmup_factor")
     train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
     if "names" in train_set and not _names(train_set):  # detectron2: a bare assert
         raise ConfigError("dataloader.train.dataset.names", train_set.names, "at least one "
