@@ -17,9 +17,11 @@ detections), on the MODEL.RESNEXT.FAST_INFERENCE copy. A missing or unreadable
 input is named and skipped, and the run ends saying how many were; none readable is an
 error. `--dataset NAME=ANNOTATIONS_JSON:IMAGE_DIR` registers a COCO json (for its class
 names: DATASETS.TEST "('NAME',)"). `KEY VALUE` overrides come last; MODEL.WEIGHTS of any
-format tools/convert_weights.py reads. Bad input ends with `error: ...` and exit status 2.
+format tools/convert_weights.py reads. An earlier prediction in --output moves whole to
+`<output>.before-<time>`. Bad input ends with `error: ...` and exit status 2.
 """
 import argparse
+import logging
 import math
 import os
 
@@ -102,9 +104,12 @@ def main(args):
     if not paths:
         raise DatasetError(f"--input names no image or video: {_reasons(missing)}.")
     check_output_dir_holds_no_input(args.output, paths)  # before config.yaml is written there
-    claim_output_dir(args.output)  # likewise: not a training's folder, nor the user's files
+    kept = claim_output_dir(args.output)  # likewise: not a training's folder, nor the user's files
     try:
         cfg = setup_cfg(args, task="other")
+        if kept:
+            logging.getLogger("resnext_det").warning(f"{args.output} held an earlier "
+                                                     f"prediction: kept in {kept}")
         register_digits_named_in(cfg)
         # a `kill` still writes the results of what was done (ExitOnUserError: SIGTERM as Ctrl-C)
         summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)

@@ -28,7 +28,7 @@ from ..config.errors import ConfigError
 from ..data.checks import BadImageError, DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE
-from ..utils.io import atomic_write, claim_folder, mark_written
+from ..utils.io import LOCK_NAME, atomic_write, claim_folder, mark_written, move_aside
 from .checks import check_weights, check_weights_to_infer, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
@@ -327,9 +327,20 @@ PREDICT_FILES = ("config.yaml", "log.txt", RESULTS_FILE, IMAGES_FILE)  # and tho
 
 
 def claim_output_dir(output_dir):
-    """Make `output_dir` predict's: new, empty, or an earlier prediction's. A folder of other
-    files (a training's config.yaml and checkpoints, the user's own pictures) is an error:
-    the drawn pictures, json files and config.yaml would replace files of the same names."""
+    """Make `output_dir` predict's: new, empty, or an earlier prediction's, which moves whole
+    to `<output_dir>.before-<time>` (its json would no longer describe the folder's pictures,
+    nor be there at all). Returns that name, or None. A folder of other files (a training's
+    config.yaml and checkpoints, the user's own pictures) is an error: the drawn pictures,
+    json files and config.yaml would replace files of the same names."""
+    _claim(output_dir)
+    if not set(os.listdir(output_dir)) - {LOCK_NAME, PREDICT_MARK}:
+        return None
+    kept = move_aside(output_dir)
+    _claim(output_dir)
+    return kept
+
+
+def _claim(output_dir):
     others = claim_folder(output_dir, PREDICT_MARK, PREDICT_MARK_TEXT, own=PREDICT_FILES)
     if others:
         raise DatasetError(f"--output {output_dir!r} holds {len(others)} files that predict "

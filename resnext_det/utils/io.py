@@ -145,6 +145,23 @@ class FolderError(UserError, ValueError):
     """An output folder that is a file, or cannot be made."""
 
 
+def move_aside(folder):
+    """Move `folder`, which this process holds locked (one take of lock_folder), whole to
+    aside_name(folder) in one rename, so that a kill leaves it either here or there; its lock
+    is given back. Returns the new name; a FolderError if it cannot be moved."""
+    lock, kept = os.path.realpath(os.path.join(folder, LOCK_NAME)), aside_name(folder)
+    try:
+        os.rename(folder, kept)
+    except OSError as e:  # e.g. the folder above it cannot be written
+        release_folder(folder)
+        raise FolderError(f"{folder!r} holds an earlier run, which cannot be kept as {kept!r} "
+                          f"({e.strerror}); give the output another folder.") from None
+    f, _ = _held.pop(lock)
+    f.truncate(0)
+    f.close()
+    return kept
+
+
 def claim_folder(folder, mark, text, own=None):
     """Make `folder` the output of one tool: new, empty, or one it wrote before (its `mark`
     file, written with `text`). Returns the names of the files a folder holds that the tool
