@@ -10,6 +10,11 @@ convention) for one 224x224 image and 1000 classes, stride in the 3x3 as in the 
 Exits 1 when a template with a paper figure falls outside that figure's tolerance (at
 224x224 only: the paper's figures are for that size); bad arguments exit 2.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import sys
 

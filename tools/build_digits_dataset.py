@@ -8,6 +8,11 @@ Skips the build when the output's manifest already records the same spec (--forc
 rebuilds). The layout and the source are described in resnext_det/data/digits.py;
 a spec field that cannot work exits 2 with a message naming the option.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import sys
 import time

@@ -18,6 +18,11 @@ MODEL.RESNETS.STRIDE_IN_1X1, INPUT.FORMAT, MODEL.PIXEL_MEAN / PIXEL_STD, the tem
 (MODEL.RESNEXT.TEMPLATE) and MODEL.RESNEXT.BLOCK_FORM; the same metadata is stored in
 OUT.pkl under "resnext_det" and checked against the config by ResNeXtCheckpointer.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import os
 import sys

@@ -14,6 +14,11 @@ from scikit-learn's bundled handwritten digits, and the model is small enough to
     python tools/demo.py SOLVER.MAX_ITER 300 OUTPUT_DIR output/demo_short
     python tools/demo.py --config-file configs/demo/mask_rcnn_X50_digits.yaml   # + mask AP
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import os
 import sys

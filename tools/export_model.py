@@ -17,6 +17,11 @@ with the model's (one log line). --output must be new, empty or an earlier expor
 training's folder is refused: its config.yaml would be replaced). Bad input ends with one `error: ...` line and exit status
 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)

@@ -20,6 +20,11 @@ names: DATASETS.TEST "('NAME',)"). `KEY VALUE` overrides come last; MODEL.WEIGHT
 format tools/convert_weights.py reads. An earlier prediction in --output moves whole to
 `<output>.before-<time>`. Bad input ends with `error: ...` and exit status 2.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import logging
 import math

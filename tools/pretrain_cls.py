@@ -12,6 +12,11 @@ TensorBoard events (detectron2's writers, as tools/train_net.py), and at the end
 model_final.pkl: the weights for tools/train_net.py ... MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pkl.
 Bad input ends with one `error: ...` line and exit status 2.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import os
 
 import torch

@@ -15,6 +15,11 @@ The whole pipeline on the digits demo set:
 The detection schedule is the demo's, scaled: steps at 1100/1500 and 1350/1500 of it.
 Writes <output>/{pretrain,finetune,scratch}/ and <output>/summary.json.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import importlib.util
 import json

@@ -19,6 +19,11 @@ lazyconfig_train_net.py runs it, with `key=value` overrides (resnext_det/engine/
 Bad input (a config value, a weights file, a dataset) ends with one `error: ...` line
 naming it and exit status 2; RESNEXT_DET_DEBUG=1 adds the traceback.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 from detectron2.engine import default_argument_parser, launch
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)

@@ -8,6 +8,11 @@ README.md holds the table between the lines `<!-- weights-table:begin -->` and
 `<!-- weights-table:end -->`; --check exits 1 when that block differs from the catalog
 (resnext_det/checkpoint/catalog.py), 2 when the file has no such block.
 """
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
+
 import argparse
 import sys
 

@@ -77,6 +77,15 @@ def end_with_parent():
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def interrupts_raise():
+    """Ctrl-C raises KeyboardInterrupt again, so that what a tool writes in its finally
+    blocks is written: each tool's first lines make Ctrl-C during its imports (seconds of
+    torch and detectron2, nothing written yet) end the process quietly (SIG_DFL)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Terminated(KeyboardInterrupt):
     """A SIGTERM (a scheduler's, `kill`'s) raised as Ctrl-C is: the finally blocks that
     write what was done run (sigterm_as_interrupt)."""
@@ -113,6 +122,7 @@ class ExitOnUserError:
 
     def __call__(self, *args, **kwargs):
         end_with_parent()
+        interrupts_raise()
         alone = multiprocessing.parent_process() is None  # not a spawned worker
         try:
             # a tool's own process: SIGTERM as Ctrl-C (its finally blocks run; exit 143). A
@@ -181,6 +191,7 @@ def run_tool(launch_fn):
     """Call `launch_fn()`; a spawned process that exited with 2 makes this one exit with 2."""
     import torch.multiprocessing as mp
 
+    interrupts_raise()
     try:
         return launch_fn()
     except mp.ProcessExitedException as e:

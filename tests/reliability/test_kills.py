@@ -359,6 +359,32 @@ def test_ctrl_c_ends_a_run_with_one_line_and_its_checkpoints_whole(datasets_root
     assert _all_checkpoints_load(out) >= 0
 
 
+def _loading(pid, library):
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return library in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps")
+@pytest.mark.parametrize("tool", ["train_net", "convert_weights"])
+def test_ctrl_c_while_a_tool_imports_ends_it_without_a_traceback(tool):
+    """A Ctrl-C in the seconds a tool imports torch and detectron2 printed a KeyboardInterrupt
+    traceback from inside torch; it ends the process as SIGINT's default does (exit 130)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("RESNEXT_DET_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / f"{tool}.py"), "--help"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and not _loading(proc.pid, "libtorch_cpu"):
+        assert time.monotonic() < deadline, "torch was not loaded in 60 s"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)  # torch's shared library is in: its import is under way
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in err, (proc.returncode, err)
+
+
 def test_saved_rng_states_restore_every_generator_a_step_draws_from(tmp_path):
     """torch, numpy (detectron2's augmentations) and python's random, through a checkpoint
     file read back with weights_only: the draws after restoring are the draws after saving."""
