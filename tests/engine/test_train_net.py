@@ -14,7 +14,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from resnext_det.data import register_digits
 from resnext_det.engine import Trainer
-from tests.helpers import load_tool
+from tests.helpers import load_tool, pycocotools_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -73,6 +73,33 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
     assert "copypaste: AP,AP50" in evaluated
     # model_final.pth evaluated again: the resumed run's final evaluation, number for number
     assert _metrics(tmp_path / "eval")["bbox"] == pytest.approx(_metrics(out)["bbox"], nan_ok=True)
+
+
+def _ap50_by_pycocotools(datasets_root, output_dir):
+    """AP50 of a run's written detections on digits_val, scored by pycocotools here."""
+    results = (output_dir / "inference/digits_val/coco_instances_results.json").read_text()
+    gt = datasets_root / "digits/annotations/instances_val.json"
+    return pycocotools_stats(gt, json.loads(results))["AP50"]
+
+
+def test_a_detector_learns_the_images_it_trains_on(datasets_root, tmp_path):
+    """The other training tests score a few iterations (finite AP, AP = pycocotools'): a broken
+    label mapping, box target or learning rate passes them. Here 200 iterations on the 4
+    digits_val images themselves must lift AP50 (pycocotools on the written detections) far
+    above the untrained start's, the same SEED run for 1 iteration at LR 1e-12, and halve
+    the loss."""
+    same = ("DATASETS.TRAIN", "('digits_val',)", "SEED", 1, "SOLVER.CHECKPOINT_PERIOD", 1000)
+    _train(datasets_root, tmp_path / "start", late=(*same, "SOLVER.MAX_ITER", 1,
+                                                    "SOLVER.BASE_LR", 1e-12))
+    _train(datasets_root, tmp_path / "trained", late=(*same, "SOLVER.MAX_ITER", 200,
+                                                      "SOLVER.WARMUP_ITERS", 10))
+    start, trained = (_ap50_by_pycocotools(datasets_root, tmp_path / run)
+                      for run in ("start", "trained"))
+    assert trained > start + 25, (start, trained)
+    losses = [json.loads(line)["total_loss"]
+              for line in (tmp_path / "trained/metrics.json").read_text().splitlines()
+              if "total_loss" in line]
+    assert losses[-1] < losses[0] / 2, losses
 
 
 def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datasets_root,
