@@ -1,4 +1,5 @@
 """tools/export_model.py end to end, and its errors on bad input."""
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from resnext_det.export import ExportedDetector, ExportError
 from resnext_det.export.export import export_scripting, require_onnx
 from resnext_det.utils.testing import detection_error
 from tests.export.helpers import CONFIGS, ROOT, TINY, tiny_model
-from tests.helpers import load_tool
+from tests.helpers import load_tool, pycocotools_stats
 
 
 def _cli_args(*extra):
@@ -38,7 +39,11 @@ def test_exports_trained_weights(datasets_root, digits_inputs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "100 detections from the file, 100 from the model" in proc.stdout + proc.stderr
     assert (out / "model.ts").is_file() and (out / "config.yaml").is_file()
-    assert (out / "inference/digits_val/coco_metrics.json").is_file()  # --run-eval
+    evaluation = out / "inference/digits_val"  # --run-eval: the exported file's detections
+    scored = pycocotools_stats(datasets_root / "digits/annotations/instances_val.json",
+                               json.loads((evaluation / "coco_instances_results.json").read_text()))
+    written = json.loads((evaluation / "coco_metrics.json").read_text())["bbox"]
+    assert {k: written[k] for k in scored} == pytest.approx(scored, nan_ok=True)
 
     exported = ExportedDetector(str(out / "model.ts"))  # the default: the folded NHWC copy
     for x in digits_inputs:
