@@ -30,7 +30,7 @@ import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.classification.main import main as pretrain_main
 from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.utils.cli import ExitOnUserError
-from resnext_det.utils.io import release_folder
+from resnext_det.utils.io import FolderError, atomic_write, claim_folder, release_folder
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,7 +50,8 @@ DEMO_ITERS, DEMO_STEPS = 1500, (1100, 1350)
 
 def detection_budget(det_iters):
     """KEY VALUE overrides giving the demo detector `det_iters` iterations, steps scaled."""
-    steps = tuple(max(1, round(det_iters * s / DEMO_ITERS)) for s in DEMO_STEPS)
+    scaled = (round(det_iters * s / DEMO_ITERS) for s in DEMO_STEPS)
+    steps = tuple(sorted({s for s in scaled if 1 <= s < det_iters}))  # few iterations: fewer steps
     return ["SOLVER.MAX_ITER", str(det_iters), "SOLVER.STEPS", str(steps),
             "SOLVER.WARMUP_ITERS", str(min(100, det_iters // 5)),
             "SOLVER.CHECKPOINT_PERIOD", str(det_iters), "TEST.EVAL_PERIOD", "0"]
@@ -79,18 +80,41 @@ def detect(output_dir, det_iters, weights=""):
     return {k: summary[k] for k in ("AP", "AP50", "seconds")}
 
 
+PIPELINE_MARK = ".pretrain_then_detect_output"  # in every --output the pipeline wrote
+PIPELINE_FILES = ("pretrain", "finetune", "scratch", "summary.json")  # all it writes there
+
+
+def claim_pipeline_output(output_root):
+    """--output new, empty or the pipeline's (its mark), and locked: a summary.json or other
+    files of the user's there were replaced or left beside the new run's."""
+    others = claim_folder(output_root, PIPELINE_MARK, "tools/pretrain_then_detect.py writes "
+                          "here\n", own=PIPELINE_FILES)
+    if others:
+        raise FolderError(f"--output {output_root!r} holds {len(others)} files that "
+                          f"pretrain_then_detect did not write (e.g. {others[0]!r}); give a new "
+                          "or empty folder.")
+
+
 def run_pipeline(output_root="output/pretrain_then_detect", cls_epochs=100, det_iters=800):
     """Steps 1-5; returns and writes <output_root>/summary.json."""
-    ensure_digits_dataset(digits_root(), **demo.DATASET)  # registers digits_train / digits_val
-    weights, cls_eval, cls_seconds = pretrain(os.path.join(output_root, "pretrain"), cls_epochs)
-    summary = {
-        "cls_epochs": cls_epochs, "det_iters": det_iters,
-        "pretrain": {"top1_err": cls_eval["top1_err"], "seconds": cls_seconds, "weights": weights},
-        "pretrained": detect(os.path.join(output_root, "finetune"), det_iters, weights),
-        "scratch": detect(os.path.join(output_root, "scratch"), det_iters),
-    }
-    with open(os.path.join(output_root, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    claim_pipeline_output(output_root)
+    try:
+        summary_file = os.path.join(output_root, "summary.json")
+        if os.path.exists(summary_file):  # an earlier run's: its folders are cleared below
+            os.remove(summary_file)
+        ensure_digits_dataset(digits_root(), **demo.DATASET)  # registers digits_train / digits_val
+        weights, cls_eval, cls_seconds = pretrain(os.path.join(output_root, "pretrain"),
+                                                  cls_epochs)
+        summary = {
+            "cls_epochs": cls_epochs, "det_iters": det_iters,
+            "pretrain": {"top1_err": cls_eval["top1_err"], "seconds": cls_seconds,
+                         "weights": weights},
+            "pretrained": detect(os.path.join(output_root, "finetune"), det_iters, weights),
+            "scratch": detect(os.path.join(output_root, "scratch"), det_iters),
+        }
+        atomic_write(summary_file, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    finally:
+        release_folder(output_root)  # the claim's take
     print(format_summary(summary))
     return summary
 

@@ -350,6 +350,10 @@ def check_training_keys(cfg, world_size=1):
     steps = list(s.STEPS)
     if not all(is_whole(v, 1) for v in steps) or steps != sorted(set(steps)):
         raise ConfigError("SOLVER.STEPS", steps, "increasing iterations >= 1, e.g. (60000, 80000)")
+    if s.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and s.MAX_ITER in steps:
+        # detectron2 drops steps > MAX_ITER (a warning); fvcore's scheduler raises on one =
+        raise ConfigError("SOLVER.STEPS", steps, f"iterations below SOLVER.MAX_ITER "
+                          f"({s.MAX_ITER}): a step at the last iteration would never be used")
     for key, value, allowed in (("SOLVER.LR_SCHEDULER_NAME", s.LR_SCHEDULER_NAME, LR_SCHEDULERS),
                                 ("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN,
                                  TRAIN_SAMPLERS),

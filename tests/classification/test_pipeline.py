@@ -12,6 +12,41 @@ def test_detection_budget_scales_the_demo_schedule():
     assert opts["SOLVER.WARMUP_ITERS"] == "100" and opts["TEST.EVAL_PERIOD"] == "0"
 
 
+@pytest.mark.parametrize("det_iters", range(1, 8))
+def test_a_short_detection_budget_keeps_steps_below_max_iter(det_iters):
+    """--det-iters 1 to 5 scaled the demo's steps onto MAX_ITER or onto each other: refused
+    (or an fvcore traceback) after the whole pretraining."""
+    from resnext_det.config.checks import check_training_keys
+    from tests.helpers import make_cfg
+
+    cfg = make_cfg(*tool.detection_budget(det_iters), "DATASETS.TRAIN", "('digits_train',)")
+    check_training_keys(cfg)  # raised for 1 to 5
+    assert all(1 <= step < det_iters for step in cfg.SOLVER.STEPS)
+
+
+def test_the_output_folder_is_claimed(tmp_path, monkeypatch):
+    """A summary.json of the user's in --output was replaced without a word; a folder the
+    pipeline marked is reused and its earlier summary.json goes before the new run."""
+    from resnext_det.utils.io import FolderError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("mine")
+    monkeypatch.setattr(tool, "ensure_digits_dataset", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(FolderError, match="holds 1 files that pretrain_then_detect did not write"):
+        tool.run_pipeline(str(out), 1, 1)
+    assert (out / "summary.json").read_text() == "mine"
+    (out / "summary.json").unlink()
+    monkeypatch.setattr(tool, "pretrain", lambda *a: pytest.fail("stop here"))
+    monkeypatch.setattr(tool, "ensure_digits_dataset", lambda *a, **k: None)
+    with pytest.raises(pytest.fail.Exception):
+        tool.run_pipeline(str(out), 1, 1)
+    (out / "summary.json").write_text("an earlier run's")
+    with pytest.raises(pytest.fail.Exception):
+        tool.run_pipeline(str(out), 1, 1)  # marked: claimed again, its summary removed
+    assert not (out / "summary.json").exists()
+
+
 def test_flags():
     args = tool.parse(["--cls-epochs", "3", "--det-iters", "50"])
     assert (args.cls_epochs, args.det_iters) == (3, 50)
