@@ -88,6 +88,8 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
 @pytest.mark.parametrize("opts, expected", [
     (["SOLVER.CHECKPOINT_PERIOD", "0"], "SOLVER.CHECKPOINT_PERIOD=0 is not valid"),
     (["SOLVER.STEPS", "(5, 3)"], "SOLVER.STEPS=[5, 3] is not valid"),
+    (["SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(10, 20)"],  # fvcore: a ValueError traceback
+     "SOLVER.STEPS=[10, 20] is not valid: expected iterations below SOLVER.MAX_ITER (20)"),
     (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER=0 is not valid"),
     (["SOLVER.IMS_PER_BATCH", "0"], "SOLVER.IMS_PER_BATCH=0 is not valid"),
     (["TEST.EVAL_PERIOD", "-1"], "TEST.EVAL_PERIOD=-1 is not valid"),
