@@ -38,25 +38,6 @@ def ours_backbone(template, weights, **kwargs):
 
 
 # ---------------------------------------------------------------- foreign naming writers
-def to_pycls(state):
-    """Our classifier naming -> pycls (stem.conv, s1.b1.f.a, s1.b1.proj, head.fc)."""
-    part = {"conv1": "f.a", "conv2": "f.b", "conv3": "f.c", "conv1.norm": "f.a_bn",
-            "conv2.norm": "f.b_bn", "conv3.norm": "f.c_bn", "shortcut": "proj",
-            "shortcut.norm": "bn"}
-    out = {}
-    for key, value in state.items():
-        module, _, param = key.rpartition(".")
-        if module.startswith("stem"):
-            new = {"stem.conv1": "stem.conv", "stem.conv1.norm": "stem.bn"}[module]
-        elif module == "linear":
-            new = "head.fc"
-        else:
-            stage, block, rest = module.split(".", 2)
-            new = f"s{int(stage[3]) - 1}.b{int(block) + 1}.{part[rest]}"
-        out[f"{new}.{param}"] = value
-    return out
-
-
 def to_caffe2_blobs(state, eps=1e-5):
     """Our BN classifier -> Caffe2 blobs with BN folded into an affine (s, b)."""
     blobs = {}

@@ -26,11 +26,6 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_stride_1x1():
-    return _tiny_model(True)
-
-
-@pytest.fixture(scope="session")
 def tiny_state(tiny_model):
     return {k: v.clone() for k, v in tiny_model.state_dict().items()
             if not k.endswith("num_batches_tracked")}

@@ -13,8 +13,8 @@ from resnext_det import parse_template
 from resnext_det.checkpoint import ConversionError, catalog
 from resnext_det.checkpoint.sources import (
     SOURCE_NAMES, caffe2, pretrainedmodels, pycls, torch7, torchvision)
-from resnext_det.checkpoint.sources.base import CAFFE2_BGR, IMAGENET_BGR, IMAGENET_RGB
 from tests.helpers import load_tool
+from tests.publisher_conventions import published_convention, same_convention
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("Base-"))
@@ -71,25 +71,13 @@ def test_the_required_files_are_cataloged():
     assert len(catalog.candidates("X-101-32x8d.pkl")) == 2
 
 
-# Input conventions (sources/base.py) the publishers document, by source / file.
-_CAFFE2_CONVENTION = {
-    "detectron/MSRA/R-50": CAFFE2_BGR, "detectron/MSRA/R-101": CAFFE2_BGR,
-    "detectron/FAIR/X-101-32x8d": CAFFE2_BGR, "detectron/FBResNeXt/X-101-64x4d": CAFFE2_BGR,
-    "detectron/FAIR/X-152-32x8d-IN5k": CAFFE2_BGR, "detectron2/MSRA/R-50": CAFFE2_BGR,
-    "detectron2/MSRA/R-101": CAFFE2_BGR, "detectron2/FAIR/X-101-32x8d": IMAGENET_BGR,
-}
-_CONVENTION = {"torchvision": IMAGENET_RGB, "torch7": IMAGENET_RGB, "resnext_det": IMAGENET_RGB,
-               "pretrainedmodels": IMAGENET_RGB, "pycls": IMAGENET_BGR}
-
-
 @pytest.mark.parametrize("entry", catalog.CATALOG, ids=lambda e: e.name)
 def test_pixel_statistics_follow_the_publishers_convention(entry):
-    if entry.source_format == "caffe2":
-        expected = _CAFFE2_CONVENTION[entry.name]
-    else:
-        expected = _CONVENTION[entry.source_format]
-    assert _convention(entry) == expected
-    assert entry.stride_in_1x1 == (entry.name.split("/")[1] == "MSRA")  # only MSRA's: 1x1
+    """Channel order, pixel mean / std and stride placement as the publisher's installed
+    code states them (tests/publisher_conventions.py), not our sources/base.py constants."""
+    published = published_convention(entry)
+    assert same_convention(dict(_convention(entry), stride_in_1x1=entry.stride_in_1x1),
+                           published), (entry.name, published)
 
 
 def test_torchvision_entries_match_installed_torchvision():
@@ -116,22 +104,25 @@ def test_timm_entries_match_installed_timm():
         assert cfg.get("license") == e.license
 
 
-def test_catalog_agrees_with_the_converters_defaults():
-    """The converter's rules (per source; Caffe2: per layout and C) give the catalog's values."""
+def test_the_converters_defaults_are_the_publishers_convention():
+    """The converter's rules (per source; Caffe2: per layout and C) give what each file's
+    publisher states (tests/publisher_conventions.py), for every cataloged file."""
     groups = [(torchvision, catalog.TORCHVISION + catalog.TIMM), (pycls, catalog.PYCLS),
               (torch7, catalog.TORCH7), (pretrainedmodels, catalog.PRETRAINEDMODELS)]
     for source, entries in groups:
         for e in entries:
             defaults = source.defaults({}, parse_template(e.template))
-            assert {k: defaults[k] for k in catalog.METADATA_KEYS} == catalog.metadata(e), e.name
+            assert same_convention(defaults, published_convention(e)), e.name
     for e in catalog.CAFFE2:
         defaults = caffe2.defaults({}, parse_template(e.template), variant=e.variant)
-        assert {k: defaults[k] for k in catalog.METADATA_KEYS} == catalog.metadata(e), e.name
+        assert same_convention(defaults, published_convention(e)), e.name
 
 
 def test_metadata_has_the_converter_override_keys():
-    meta = catalog.metadata(catalog.get("pycls/X-50-32x4d"))
-    assert meta == dict(IMAGENET_BGR, stride_in_1x1=False)
+    entry = catalog.get("pycls/X-50-32x4d")
+    meta = catalog.metadata(entry)
+    assert set(meta) == set(catalog.METADATA_KEYS)
+    assert same_convention(meta, published_convention(entry))
     assert isinstance(meta["pixel_std"], list)
 
 

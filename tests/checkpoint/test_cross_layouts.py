@@ -4,9 +4,9 @@ import itertools
 from types import SimpleNamespace
 
 import pytest
+import torch
 import torchvision
 
-from ckpt_helpers import to_caffe2_blobs, to_pycls
 from reference_models import form_b_resnext50, pretrainedmodels_resnext
 from resnext_det.checkpoint.convert import ConversionReport, _check_fits, _rename
 from resnext_det.checkpoint.detect import unwrap
@@ -18,6 +18,26 @@ from t7_writer import to_t7, write_t7
 BY_NAME = {source.name: source for source in SOURCES}
 
 
+def _pycls_state():
+    """pycls's own AnyNet ResNeXt (the model zoo's dds_baselines), as test_pycls.py builds it."""
+    pytest.importorskip("pycls", reason="the oracle: pip install --no-deps pycls==0.1.1")
+    import test_pycls
+
+    try:
+        return test_pycls.pycls_model(test_pycls._ANYNET).state_dict()
+    finally:
+        test_pycls.reset_cfg()
+
+
+def _caffe2_blobs():
+    """test_caffe2.py's Detectron-layout blobs of detectron2's own ResNeXt backbone: the
+    layout detectron2's DetectionCheckpointer reads there (BN folded, fc1000)."""
+    from test_caffe2 import c2_blobs, d2_backbone
+
+    torch.manual_seed(0)
+    return c2_blobs(d2_backbone("X50_2x4d", False).state_dict(), "detectron")
+
+
 @pytest.fixture(scope="module")
 def states(tiny_state, tmp_path_factory):
     """{source name: a state dict in that source's layout}."""
@@ -25,8 +45,8 @@ def states(tiny_state, tmp_path_factory):
     weights = read_weights(t7)
     return {
         "torchvision": torchvision.models.resnext50_32x4d().state_dict(),
-        "pycls": to_pycls(tiny_state),
-        "caffe2": to_caffe2_blobs(tiny_state),
+        "pycls": _pycls_state(),
+        "caffe2": _caffe2_blobs(),
         "torch7": unwrap(weights.obj, weights.container)[0],
         "pretrainedmodels": pretrainedmodels_resnext("resnext101_32x4d")[0].state_dict(),
         "resnext_det": dict(tiny_state),
@@ -52,8 +72,9 @@ def test_a_layout_read_as_another_names_that_layout(states, given, taken_for):
     else:
         pytest.fail(f"{given} keys read as {taken_for} raised nothing")
     assert "blocks per stage" not in message
-    if "is not a Torch7 module index path" in message:  # the Torch7 rename names its key
-        assert str(next(iter(state))) in message or "key '" in message
+    if "is not a Torch7 module index path" in message:  # the Torch7 rename names its key:
+        assert taken_for == "torch7"  # the first, as none of the other layouts' keys is one
+        assert f"key {next(iter(state))!r} is not a Torch7 module index path" in message
         return
     assert f"read as {taken_for} weights" in message and source.layout in message
     assert "unmatched source key" in message and "(shape " in message

@@ -6,13 +6,13 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from torchvision.models import get_model, get_model_weights
 
 import resnext_det
 from resnext_det.checkpoint import catalog
 from resnext_det.config.paper import COCO_C4_AP
 from resnext_det.modeling import parse_template
 from resnext_det.modeling.config_args import resolve_template
+from tests.publisher_conventions import published_convention
 
 CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs").glob("*.yaml")
                  if not p.name.startswith("Base-"))
@@ -34,20 +34,6 @@ def _catalog_entry(path):
     return entry
 
 
-def _torchvision_facts(entry):
-    """(input format, mean, std, stride in the 1x1) from torchvision itself, for a file
-    torchvision publishes: its weights enum's transforms (x 255) and its Bottleneck."""
-    arch = entry.name.split("/")[1].split(".")[0]
-    weights = [w for w in get_model_weights(arch) if w.url.endswith("/" + entry.file_name)]
-    assert len(weights) == 1, entry.file_name
-    transforms = weights[0].transforms()
-    with torch.device("meta"):
-        block = get_model(arch).layer2[0]  # res3's first block: it downsamples
-    assert {block.conv1.stride, block.conv2.stride} == {(1, 1), (2, 2)}
-    return ("RGB", [v * 255 for v in transforms.mean], [v * 255 for v in transforms.std],
-            block.conv1.stride == (2, 2))
-
-
 def _same_conventions(got, expected):
     """(format, mean, std, stride_in_1x1) tuples equal, statistics to float rounding."""
     (fmt, mean, std, stride), (fmt2, mean2, std2, stride2) = got, expected
@@ -67,14 +53,16 @@ def _downsampling_blocks(model):
 def test_config_builds_with_paper_conventions(path):
     """What the weights a config names were trained with, from their publisher: the config
     and the model built from it agree (channel order, pixel statistics, stride placement,
-    template). For torchvision's files, torchvision itself says it; for the others, the
-    catalog, which cites the publisher's code."""
+    template). The publisher's installed code says it (tests/publisher_conventions.py:
+    torchvision's weights transforms, pretrainedmodels' settings of its Torch7 ports,
+    detectron2's model zoo config of its Caffe2 file), and the catalog agrees."""
     cfg = _load(path)
     entry = _catalog_entry(path)
-    expected = (entry.input_format, list(entry.pixel_mean), list(entry.pixel_std),
-                entry.stride_in_1x1)
-    if entry.source_format == "torchvision":
-        assert _same_conventions(_torchvision_facts(entry), expected)
+    published = published_convention(entry)
+    expected = (published["input_format"], published["pixel_mean"], published["pixel_std"],
+                published["stride_in_1x1"])
+    assert _same_conventions((entry.input_format, list(entry.pixel_mean),
+                              list(entry.pixel_std), entry.stride_in_1x1), expected)
     assert _same_conventions((cfg.INPUT.FORMAT, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
                               cfg.MODEL.RESNETS.STRIDE_IN_1X1), expected)
     assert resolve_template(cfg).name == entry.template and entry.template in path.stem
@@ -86,7 +74,7 @@ def test_config_builds_with_paper_conventions(path):
     stride = (2, 2)
     for block in _downsampling_blocks(model):
         in_1x1, in_3x3 = block.conv1.stride == stride, block.conv2.stride == stride
-        assert (in_1x1, in_3x3) == (entry.stride_in_1x1, not entry.stride_in_1x1)
+        assert (in_1x1, in_3x3) == (expected[3], not expected[3])
     template = parse_template(entry.template)  # the paper's C and d, e.g. 32x4d: 32 groups of 4
     res2 = getattr(model.backbone, "bottom_up", model.backbone).res2[0]
     assert res2.conv2.groups == template.cardinality
