@@ -101,6 +101,18 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_ID = 2 ** 53  # COCO evaluation (faster-coco-eval) holds ids as doubles: exact below this
+
+
+def _id_problem(key, value):
+    if not _is_int(value):
+        return f"has {key} {value!r}; expected an integer"
+    if abs(value) >= MAX_ID:  # faster-coco-eval: a RuntimeError after the training
+        return (f"has {key} {value!r}; expected an integer below 2^53 in size (COCO "
+                "evaluation holds ids as doubles, which cannot tell such ids apart)")
+    return None
+
+
 def _entry(section, index, item):
     ident = f" (id {item['id']!r})" if isinstance(item, dict) and "id" in item else ""
     return f"{section}[{index}]{ident}"
@@ -125,17 +137,29 @@ def _unique_ids(items, json_file, section):
     return seen
 
 
+def _unique_names(categories, json_file):
+    """Two categories of one name made one class of the results (AP-<name>), and drawn
+    labels that cannot be told apart."""
+    seen = {}
+    for index, cat in enumerate(categories):
+        if cat["name"] in seen:
+            raise _error(json_file, _entry("categories", index, cat),
+                         f"repeats the name {cat['name']!r} of categories[{seen[cat['name']]}]; "
+                         "names must be unique (results and drawings are by name)")
+        seen[cat["name"]] = index
+
+
 def _category_problem(cat):
-    if not _is_int(cat.get("id")):
-        return f"has id {cat.get('id')!r}; expected an integer"
+    if _id_problem("id", cat.get("id")):
+        return _id_problem("id", cat.get("id"))
     if not isinstance(cat.get("name"), str) or not cat["name"]:
         return f"has name {cat.get('name')!r}; expected a non-empty string"
     return None
 
 
 def _image_problem(img):
-    if not _is_int(img.get("id")):
-        return f"has id {img.get('id')!r}; expected an integer"
+    if _id_problem("id", img.get("id")):
+        return _id_problem("id", img.get("id"))
     if not isinstance(img.get("file_name"), str) or not img["file_name"]:
         return f"has file_name {img.get('file_name')!r}; expected a path under the image folder"
     for key in ("width", "height"):
@@ -144,11 +168,12 @@ def _image_problem(img):
     return None
 
 
-def _annotation_problem(ann, image_ids, category_ids):
+def _annotation_problem(ann, images, category_ids):
+    """`images`: {id: image entry}."""
     for key in ("id", "image_id", "category_id"):
-        if not _is_int(ann.get(key)):
-            return f"has {key} {ann.get(key)!r}; expected an integer"
-    if ann.get("image_id") not in image_ids:
+        if _id_problem(key, ann.get(key)):
+            return _id_problem(key, ann.get(key))
+    if ann.get("image_id") not in images:
         return f"has image_id {ann.get('image_id')!r}, which is the id of no entry of 'images'"
     if ann.get("category_id") not in category_ids:
         return (f"has category_id {ann.get('category_id')!r}, which is the id of no entry of "
@@ -167,7 +192,37 @@ def _annotation_problem(ann, image_ids, category_ids):
     if ann.get("ignore", 0):
         return ("has 'ignore' set, which detectron2 does not support; remove the annotation or "
                 "the flag")
-    return _segmentation_problem(ann.get("segmentation"))
+    keypoints = ann.get("keypoints")
+    if keypoints is not None and not (isinstance(keypoints, list) and len(keypoints) % 3 == 0
+                                      and all(_is_number(v) for v in keypoints)):
+        return (f"has keypoints {_short(keypoints)}; expected [x1, y1, v1, x2, y2, v2, ...], "
+                "numbers in threes")  # load_coco_json: a TypeError
+    return (_segmentation_problem(ann.get("segmentation"))
+            or (None if ann["iscrowd"] else _rle_problem(ann.get("segmentation"),
+                                                         images[ann["image_id"]])))
+
+
+def _rle_problem(segm, image):
+    """An object's RLE mask decodes to its image's size (the data loader raised on it, at
+    the first time it sampled the image: pycocotools' ValueError, or a bare assert)."""
+    if not isinstance(segm, dict):
+        return None
+    size, expected = segm["size"], [image["height"], image["width"]]
+    if size != expected:
+        return (f"has an RLE mask of size {size}, not its image's [height, width] {expected}")
+    from pycocotools import mask as mask_util
+
+    counts = segm["counts"]
+    try:
+        if isinstance(counts, list):  # uncompressed: run lengths adding up to h x w
+            if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != size[0] * size[1]:
+                raise ValueError("run lengths")
+        else:
+            mask_util.decode({"size": size, "counts": counts.encode()})
+    except ValueError:
+        return (f"has segmentation {_short(segm)}, an RLE whose counts do not decode to "
+                f"{size[0]} x {size[1]} pixels")
+    return None
 
 
 def _is_number(v):
@@ -228,10 +283,11 @@ def check_coco_json(json_file, image_root):
     """Read and check a COCO instances json and its image folder.
 
     Checked: the file is JSON; 'images', 'annotations' and 'categories' are non-empty lists;
-    ids are integers and unique per section; each image has a file_name under `image_root`,
-    a width and a height; each annotation names an existing image and category, has a bbox
-    of 4 finite numbers, an area, iscrowd 0 or 1, and a segmentation (if any) that
-    load_coco_json keeps: a polygon of >= 3 points or an RLE. Boxes with no positive width or height are counted, not refused.
+    ids are integers below 2^53 in size and unique per section, category names unique; each
+    image has a file_name under `image_root`, a width and a height; each annotation names an
+    existing image and category, has a bbox of 4 finite numbers, an area, iscrowd 0 or 1,
+    keypoints (if any) in threes, and a segmentation (if any) that load_coco_json keeps: a
+    polygon of >= 3 points or an RLE (an object's decodes to its image's size). Boxes with no positive width or height are counted, not refused.
 
     Args:
         json_file (str): the annotations.
@@ -245,9 +301,11 @@ def check_coco_json(json_file, image_root):
     data = _read_json(json_file)
     _first(data["categories"], _category_problem, json_file, "categories")
     category_ids = _unique_ids(data["categories"], json_file, "categories")
+    _unique_names(data["categories"], json_file)
     _first(data["images"], _image_problem, json_file, "images")
-    image_ids = _unique_ids(data["images"], json_file, "images")
-    _first(data["annotations"], lambda a: _annotation_problem(a, image_ids, category_ids),
+    _unique_ids(data["images"], json_file, "images")
+    images = {img["id"]: img for img in data["images"]}
+    _first(data["annotations"], lambda a: _annotation_problem(a, images, category_ids),
            json_file, "annotations")
     _unique_ids(data["annotations"], json_file, "annotations")
     _check_image_files(data["images"], json_file, image_root)

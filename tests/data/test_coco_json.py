@@ -138,6 +138,32 @@ BAD = [
      "annotations[2] (id 12): has segmentation [1, 1, 5, 1, 5, 5]; expected polygons"),
     ("RLE without size", _set("annotations", 0, "segmentation", {"counts": "abc"}),
      "annotations[0] (id 10): has segmentation {'counts': 'abc'}; an RLE mask is"),
+    # the data loader raised on these when it first sampled the image, maybe hours in:
+    # pycocotools' ValueError, or a bare assert for a mask of another size
+    ("RLE of another size", _set("annotations", 0, "segmentation",
+                                 {"counts": [256], "size": [16, 16]}),
+     "annotations[0] (id 10): has an RLE mask of size [16, 16], not its image's [height, "
+     "width] [32, 32]"),
+    ("RLE runs not adding up", _set("annotations", 1, "segmentation",
+                                    {"counts": [10, 5], "size": [32, 32]}),
+     "annotations[1] (id 11): has segmentation {'counts': [10, 5], 'size': [32, 32]}, an RLE "
+     "whose counts do not decode to 32 x 32 pixels"),
+    ("RLE counts garbage", _set("annotations", 2, "segmentation",
+                                {"counts": "!!!!", "size": [32, 32]}),
+     "annotations[2] (id 12): has segmentation {'counts': '!!!!', 'size': [32, 32]}, an RLE"),
+    # one class of the results, AP-dog, stood for both; drawn labels could not be told apart
+    ("category names repeat", _set("categories", 1, "name", "dog"),
+     "categories[1] (id 3): repeats the name 'dog' of categories[0]"),
+    # faster-coco-eval holds ids as doubles (a RuntimeError after the training); orjson
+    # refused ids of 2^64 (a TypeError)
+    ("image id of 2^53", lambda d: [d["images"][1].update(id=2 ** 53)]
+     + [a.update(image_id=2 ** 53) for a in d["annotations"][1:]],
+     f"images[1] (id {2 ** 53}): has id {2 ** 53}; expected an integer below 2^53 in size"),
+    ("category id of 2^64", lambda d: [d["categories"][0].update(id=2 ** 64)]
+     + [d["annotations"][1].update(category_id=2 ** 64)],
+     f"categories[0] (id {2 ** 64}): has id {2 ** 64}; expected an integer below 2^53"),
+    ("keypoints a string", _set("annotations", 0, "keypoints", "abc"),  # load_coco_json: TypeError
+     "annotations[0] (id 10): has keypoints 'abc'; expected [x1, y1, v1, x2, y2, v2, ...]"),
 ]
 
 
@@ -257,5 +283,20 @@ def test_zero_area_and_crowd_regions_are_valid(tmp_path):
     data = coco_dict()
     data["annotations"][0]["area"] = 0
     data["annotations"][1]["iscrowd"] = 1
+    json_file, images = write(tmp_path, data)
+    check_coco_json(json_file, images)
+
+
+def test_an_rle_mask_of_its_image_size_is_valid(tmp_path):
+    """Masks as pycocotools encodes them (compressed counts) and as uncompressed runs."""
+    from pycocotools import mask as mask_util
+
+    pixels = np.zeros((32, 32), np.uint8, order="F")
+    pixels[3:15, 2:12] = 1
+    rle = mask_util.encode(pixels)
+    data = coco_dict()
+    data["annotations"][0]["segmentation"] = {"size": rle["size"],
+                                              "counts": rle["counts"].decode()}
+    data["annotations"][1]["segmentation"] = {"size": [32, 32], "counts": [100, 24, 900]}
     json_file, images = write(tmp_path, data)
     check_coco_json(json_file, images)
