@@ -301,6 +301,20 @@ def check_mask_format(cfg, dataset_dicts, source):
                     "dict), which detectron2 reads only as a bitmask.")
 
 
+def check_masks_present(cfg, dataset_dicts, source):
+    """MODEL.MASK_ON trains on every object's mask: one without a `segmentation` stopped
+    the first iteration ("Cannot find field 'gt_masks'")."""
+    if not cfg.MODEL.MASK_ON:
+        return
+    for record in dataset_dicts:
+        for ann in record.get("annotations", ()):
+            if not ann.get("iscrowd", 0) and not ann.get("segmentation"):
+                raise DatasetError(
+                    f"{source}: {record.get('file_name')!r} has an object without a mask (no "
+                    "'segmentation'), and MODEL.MASK_ON True trains on every object's mask. "
+                    "Give every object a mask, or train boxes only (MODEL.MASK_ON False).")
+
+
 def check_test_images(cfg):
     """Every image file of DATASETS.TEST exists, before a training or an evaluation starts
     (a missing one stopped the first evaluation, after the training, with a bare
@@ -329,6 +343,7 @@ def checked_train_dicts(cfg):
     source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
     check_num_classes(cfg, dicts)
     check_mask_format(cfg, dicts, source)
+    check_masks_present(cfg, dicts, source)
     checked = check_boxes(dicts, on_bad_box=on_bad_box, source=source)
     if (checked is not dicts and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             and cfg.DATALOADER.SAMPLER_TRAIN not in WEIGHTED_SAMPLERS):

@@ -86,6 +86,16 @@ def test_negative_width_is_an_error_naming_file_and_box(tmp_path):
     assert "DATALOADER.ON_BAD_BOX skip" in msg
 
 
+def test_mask_training_on_objects_without_masks_is_named(tmp_path):
+    """MODEL.MASK_ON on a json without masks stopped the first iteration with detectron2's
+    "Cannot find field 'gt_masks' in the given Instances!"; the same json trains boxes."""
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD]})
+    with pytest.raises(DatasetError, match=r"img0.jpg' has an object without a mask .*"
+                       r"MODEL.MASK_ON False"):
+        checked_train_dicts(make_cfg(name, "MODEL.MASK_ON", True))
+    assert len(checked_train_dicts(make_cfg(name))) == 2
+
+
 def test_negative_width_is_skipped_and_counted(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
     with captured("resnext_det.data.checks") as log:
