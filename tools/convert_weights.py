@@ -69,6 +69,8 @@ def parse_args(argv=None):
     if not args.list and (args.src is None or args.out is None):
         p.error("SRC and OUT are required (or --list)")
     if not args.list and os.path.exists(args.out):
+        if not os.path.isfile(args.out):  # a folder, /dev/full: the atomic rename replaced it
+            p.error(f"OUT {args.out!r} exists and is not a file; give the path of a .pkl file")
         if os.path.exists(args.src) and os.path.samefile(args.src, args.out):
             p.error(f"OUT {args.out!r} is SRC: the conversion would replace the file it reads")
         if not args.force:

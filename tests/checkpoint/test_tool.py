@@ -1,6 +1,8 @@
 """tools/convert_weights.py: prints renames and leftovers, writes the .pkl, fails by name."""
 import importlib.util
+import os
 import pathlib
+import stat
 
 import pytest
 import torch
@@ -56,6 +58,14 @@ def test_tool_never_replaces_src_nor_an_existing_out_unasked(tiny_state, tmp_pat
     assert out.read_bytes() == b"the user's file"
     assert _tool().main([str(src), str(out), "--force"]) == 0
     assert load_pkl(out)["resnext_det"]["template"] == TINY
+    # --force onto what is not a file: /dev/full became a regular file (the atomic rename)
+    fifo = tmp_path / "a_fifo"
+    os.mkfifo(fifo)
+    for other in (fifo, tmp_path):
+        with pytest.raises(SystemExit):
+            _tool().main([str(src), str(other), "--force"])
+        assert "exists and is not a file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_tool_refuses_pixel_std_that_cannot_normalize(tiny_state, tmp_path, capsys):
