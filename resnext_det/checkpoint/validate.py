@@ -70,3 +70,7 @@ def check_values(state, path):
             bad = int((~torch.isfinite(value)).sum())
             raise UnreadableFileError(path, f"{key!r} holds {bad} NaN or infinite values (of "
                                       f"{value.numel()})", DIVERGED_FIX)
+        if key.endswith("running_var") and bool((value < 0).any()):  # sqrt: NaN outputs
+            raise UnreadableFileError(path, f"{key!r} holds {int((value < 0).sum())} negative "
+                                      "variances", "Convert the weights from their original "
+                                      "file (a variance is >= 0)")

@@ -201,6 +201,17 @@ def test_weights_that_are_not_finite_real_numbers_are_refused(damage, message, t
         convert_weights(str(path))
 
 
+def test_a_negative_running_variance_is_refused(tmp_path):
+    """torchvision's ResNeXt with one BN variance below 0 converted (exit 0), and the
+    detector's FrozenBN took its square root: NaN outputs."""
+    state = torchvision.models.resnext50_32x4d().state_dict()
+    state["layer2.0.bn1.running_var"][3] = -0.5
+    path = tmp_path / "negative.pth"
+    torch.save(state, path)
+    with pytest.raises(UnreadableFileError, match=r"'layer2.0.bn1.running_var' holds 1 negative"):
+        convert_weights(str(path))
+
+
 def test_a_detector_checkpoint_with_nan_is_refused_and_resume_takes_an_older_one(tmp_path,
                                                                                    caplog):
     model = _tiny_c4()
