@@ -206,8 +206,12 @@ class ResumedEvalHook(hooks.EvalHook):
 def extends_finished_run(checkpointer, start, end):
     """Whether a resumed run goes on past a finished run's end: from its model_final, to a
     larger MAX_ITER (the finished run's final evaluation is recorded at `start`)."""
-    loaded = os.path.basename(checkpointer.loaded_file or "")
-    return loaded.startswith("model_final.") and end > start
+    loaded = checkpointer.loaded_file or ""
+    # a start from weights elsewhere (a fine-tuning from detectron2's model_final_*.pkl,
+    # pretrain_cls.py's model_final.pkl) starts at 0, from a file outside the run's folder
+    in_run = os.path.dirname(os.path.abspath(loaded)) == os.path.abspath(checkpointer.save_dir)
+    return (start >= 1 and in_run and os.path.basename(loaded).startswith("model_final.")
+            and end > start)
 
 
 def drop_records_after(path, start_iter, evaluations_at=None):

@@ -102,6 +102,18 @@ def test_a_detector_learns_the_images_it_trains_on(datasets_root, tmp_path):
     assert losses[-1] < losses[0] / 2, losses
 
 
+def test_a_fine_tuning_from_another_runs_model_final_is_a_fresh_start(datasets_root, tmp_path):
+    """MODEL.WEIGHTS a model_final file of another folder (detectron2's model_final_*.pkl,
+    pretrain_cls.py's model_final.pkl) was taken for a finished run that --resume extends:
+    its "final evaluation" was redone before the first iteration."""
+    _train(datasets_root, tmp_path / "first", "SOLVER.MAX_ITER", 2)
+    log = _train(datasets_root, tmp_path / "tuned", "SOLVER.MAX_ITER", 2, "MODEL.WEIGHTS",
+                 tmp_path / "first/model_final.pth")
+    assert "Starting training from iteration 0" in log and "holds no evaluation" not in log
+    records = [json.loads(line) for line in (tmp_path / "tuned/metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "bbox/AP" in r] == [2]  # the final one only
+
+
 def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datasets_root,
                                                                            tmp_path):
     """--eval-only of an earlier checkpoint into the training's folder (detectron2's usual
