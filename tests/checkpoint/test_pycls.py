@@ -13,15 +13,15 @@ converted.
 """
 import pytest
 import torch
+# The oracle, pinned in requirements-test.txt (tools/setup_env.sh installs it): a hard
+# import, so that a missing pycls fails the run instead of skipping these tests.
+from pycls.core import builders, checkpoint
+from pycls.core.config import cfg as pycls_cfg, reset_cfg
+from yacs.config import CfgNode
 
 from ckpt_helpers import FEATURES, TINY, ours_backbone, ours_classifier
 from resnext_det.checkpoint import ConversionError, convert_weights
 from resnext_det.utils.testing import max_rel_error, randomize_norms_
-
-pytest.importorskip("pycls", reason="the oracle: pip install --no-deps pycls==0.1.1")
-from pycls.core import builders, checkpoint  # noqa: E402
-from pycls.core.config import cfg as pycls_cfg, reset_cfg  # noqa: E402
-from yacs.config import CfgNode  # noqa: E402
 
 _COMMON = """
 MODEL: {DEPTH: 50, NUM_CLASSES: 10}

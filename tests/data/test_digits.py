@@ -1,4 +1,5 @@
 """The digits demo set: valid COCO, tight boxes on ink, deterministic, split by source digit."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,12 +26,24 @@ from tests.helpers import load_tool
 
 TINY = dict(num_train=20, num_val=8, image_size=96, seed=0)
 QUICK = dict(TINY, cls_copies=0)  # no classification set: 1797 fewer images to write
-SOURCE_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
 
 
 @pytest.fixture(scope="module")
 def source():
     return load_source_digits()
+
+
+@pytest.fixture(scope="module")
+def source_sha256():
+    """sha256 of scikit-learn's digits as installed, computed here from sklearn itself: the
+    8x8 cell counts as uint8 bytes (row-major), then the labels as uint8 bytes."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    assert np.array_equal(digits.images, np.round(digits.images))  # uint8 loses nothing
+    digest = hashlib.sha256(digits.images.astype(np.uint8).tobytes())
+    digest.update(digits.target.astype(np.uint8).tobytes())
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +67,10 @@ def test_source_is_pinned_and_split_stratified(source):
         assert np.sum(labels[val] == k) == round(np.sum(labels == k) * 0.2)
 
 
-def test_manifest_records_source_and_counts(built):
+def test_manifest_records_source_and_counts(built, source_sha256):
     root, manifest = built
     assert manifest == read_manifest(root)
-    assert manifest["source"]["sha256"] == SOURCE_SHA256
+    assert manifest["source"]["sha256"] == source_sha256
     assert manifest["spec"]["num_train"] == 20 and manifest["spec"]["digit_sizes"] == [12, 48]
     assert manifest["counts"]["train"]["classification_images"] == 1438
 

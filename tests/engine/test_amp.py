@@ -70,8 +70,28 @@ def test_amp_selects_the_loop_by_device():
     step_trainer = lambda cfg: type(build_step_trainer(cfg, model, [], optimizer))  # noqa: E731
     assert step_trainer(_cfg()) is SimpleTrainer
     assert step_trainer(_cfg("SOLVER.AMP.ENABLED", True)) is CPUAutocastTrainer
-    if torch.cuda.is_available():
-        assert step_trainer(_cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", "cuda")) is CUDAAutocastTrainer
+
+
+# detectron2's AMPTrainer makes a torch.cuda GradScaler, which warns (and disables itself)
+# without CUDA; the choice of loop reads only the config, so it is checked on any machine.
+@pytest.mark.filterwarnings("ignore:.*GradScaler:UserWarning", "ignore:.*GradScaler:FutureWarning")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_amp_selects_the_float16_loop_for_cuda(device):
+    model = Trainer.build_model(_cfg())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    cfg = _cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", device)
+    assert type(build_step_trainer(cfg, model, [], optimizer)) is CUDAAutocastTrainer
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs CUDA: without it detectron2's GradScaler disables itself")
+@pytest.mark.filterwarnings("ignore:.*GradScaler:FutureWarning")
+def test_cuda_amp_loop_scales_the_loss_on_a_gpu():
+    model = Trainer.build_model(_cfg("MODEL.DEVICE", "cuda"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = build_step_trainer(_cfg("SOLVER.AMP.ENABLED", True, "MODEL.DEVICE", "cuda"),
+                                 model, [], optimizer)
+    assert type(trainer) is CUDAAutocastTrainer and trainer.grad_scaler.is_enabled()
 
 
 def test_amp_on_another_device_is_a_config_error():

@@ -27,6 +27,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.solver import build_lr_scheduler
+from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils.env import seed_all_rng
 
 import resnext_det
@@ -172,8 +173,24 @@ def test_digits_config_is_the_yaml_demo():
     lazy_cfg.optimizer.params.model = lazy
     groups = [instantiate(lazy_cfg.optimizer).param_groups,
               Trainer.build_optimizer(yaml, twin).param_groups]
+    # what detectron2's own parameter grouping makes of the twin, with the YAML's SOLVER
+    solver = yaml.SOLVER
+    default = get_default_optimizer_params(
+        twin, base_lr=solver.BASE_LR, weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=solver.WEIGHT_DECAY_NORM, bias_lr_factor=solver.BIAS_LR_FACTOR,
+        weight_decay_bias=solver.WEIGHT_DECAY_BIAS)
+    expected = [(len(g["params"]), g["lr"], g["weight_decay"], solver.MOMENTUM) for g in default]
     assert [[(len(g["params"]), g["lr"], g["weight_decay"], g["momentum"]) for g in gs]
-            for gs in groups] == [[(83, 0.02, 1e-4, 0.9), (106, 0.02, 0.0, 0.9)]] * 2
+            for gs in groups] == [expected] * 2
+    # and what those groups are, counted here: the norms' scales and shifts without weight
+    # decay (WEIGHT_DECAY_NORM 0), every other trainable tensor with it
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    trainable = [p for p in twin.parameters() if p.requires_grad]
+    in_norms = [p for m in twin.modules() if isinstance(m, norms)
+                for p in m.parameters(recurse=False) if p.requires_grad]
+    assert in_norms and solver.WEIGHT_DECAY_NORM == 0 and solver.WEIGHT_DECAY > 0
+    assert sorted((n, wd) for n, _, wd, _ in expected) == sorted(
+        [(len(trainable) - len(in_norms), solver.WEIGHT_DECAY), (len(in_norms), 0.0)])
     max_iter = lazy_cfg.train.max_iter
     assert max_iter == yaml.SOLVER.MAX_ITER
     lazy_lr = instantiate(lazy_cfg.lr_multiplier)

@@ -1,6 +1,7 @@
 """MODEL.WEIGHTS may be a torchvision file: converted once, cached, config set from it."""
 import argparse
 
+import pytest
 import torch
 import torchvision
 from detectron2.modeling import build_model
@@ -32,7 +33,11 @@ def test_config_from_weights_and_cached_conversion(tmp_path):
                           "MODEL.RESNETS.RES2_OUT_CHANNELS", 256), task="evaluate")
     assert cfg.MODEL.RESNEXT.TEMPLATE == "X50_2x2d"
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.INPUT.FORMAT == "RGB"
-    assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]
+    # torchvision's own ImageNet normalization (its weights' transform), in 0..255 pixels
+    transform = torchvision.models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1.transforms()
+    assert list(cfg.MODEL.PIXEL_STD) == pytest.approx([255 * s for s in transform.std], rel=1e-9)
+    assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx([255 * m for m in transform.mean],
+                                                       rel=1e-9)
     cached = list((tmp_path / "out" / "converted_weights").glob("tv_resnext-*.pkl"))
     assert len(cached) == 1
 

@@ -1,5 +1,6 @@
 """ONNX files run in onnxruntime and give the eager model's outputs: the backbone alone
 (features within 1e-4, at two input sizes), and the whole traced detector."""
+import onnxruntime as ort  # pinned in requirements-test.txt: a missing one fails, not skips
 import pytest
 import torch
 
@@ -7,8 +8,6 @@ from resnext_det.export import ExportedDetector, ExportError, export_backbone_on
 from resnext_det.modeling.inference import optimize_for_inference
 from resnext_det.utils.testing import detection_error, max_rel_error
 from tests.export.helpers import tiny_model
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def _normalized(model, inputs):

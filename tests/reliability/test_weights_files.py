@@ -106,11 +106,18 @@ def test_a_wider_resnext_names_both_shapes_and_partial_loading_is_opt_in(tmp_pat
     with pytest.raises(WeightsMismatchError, match=r"file shape \(\d+, \d+, 1, 1\), model shape"):
         ResNeXtCheckpointer(_tiny_c4()).load(str(path))
     model = _tiny_c4()
-    stem_before = model.backbone.stem.conv1.weight.clone()
+    narrow_before = model.backbone.res2[0].conv1.weight.clone()
     with caplog.at_level("WARNING"):
         ResNeXtCheckpointer(model, allow_partial=True).load(str(path))
     assert "WEIGHTS_ALLOW_PARTIAL: not loaded" in caplog.text
-    assert not torch.equal(model.backbone.stem.conv1.weight, stem_before)  # stem fits
+    file_state = torch.load(path, map_location="cpu")
+    # what fits is the file's: the stem and the shortcuts (widths do not enter them) ...
+    assert torch.equal(model.backbone.stem.conv1.weight, file_state["stem.conv1.weight"])
+    assert torch.equal(model.backbone.res3[0].shortcut.weight,
+                       file_state["res3.0.shortcut.weight"])
+    # ... and what does not fit (4x4d: 16 channels, 2x4d: 8) keeps the model's own
+    assert file_state["res2.0.conv1.weight"].shape != narrow_before.shape
+    assert torch.equal(model.backbone.res2[0].conv1.weight, narrow_before)
 
 
 def _truncated(path, tmp_path):
@@ -229,4 +236,9 @@ def test_a_detector_checkpoint_with_nan_is_refused_and_resume_takes_an_older_one
     with caplog.at_level("WARNING"):
         ResNeXtCheckpointer(resumed, str(tmp_path)).resume_or_load("", resume=True)
     assert "Cannot resume from" in caplog.text and "model_0000002.pth" in caplog.text
-    assert torch.isfinite(resumed.backbone.res2[0].conv1.weight).all()
+    older = torch.load(tmp_path / "model_0000001.pth", map_location="cpu")["model"]
+    assert torch.isfinite(older["backbone.res2.0.conv1.weight"]).all()
+    resumed_state = resumed.state_dict()
+    assert resumed_state.keys() == older.keys()
+    for name, value in older.items():  # every tensor is the older checkpoint's
+        assert torch.equal(resumed_state[name], value), name
