@@ -18,10 +18,12 @@ if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_
 import argparse
 import sys
 
+import torch
 from tabulate import tabulate
 
 from resnext_det.analysis import complexity_table
 from resnext_det.config.errors import ConfigError
+from resnext_det.modeling import resnext_classifier
 from resnext_det.modeling.templates import (
     TABLE3,
     TABLE4,
@@ -37,6 +39,9 @@ def _fmt_dev(row, key):
 
 PAPER_SIZE = 224  # the input side of the paper's figures
 MAX_WIDTH = 4096  # C x d of res2 above which a model is too large to count here
+# weights (float32) above which it is too: C=1 makes the grouped 3x3s dense, so that
+# X50_1x4096d has ~10e9 (40 GB) within MAX_WIDTH; X101_32x48d, the largest published, 0.83e9
+MAX_PARAMS = 2e9
 
 
 def complexity_rows(rows, size=PAPER_SIZE):
@@ -120,6 +125,12 @@ def _template(parser, name):
     if width > MAX_WIDTH:
         parser.error(f"--templates {name!r}: C x d = {width} is over {MAX_WIDTH} (the widest "
                      "published ResNeXt, X101_32x48d, has 1536)")
+    with torch.device("meta"):  # shapes only: no memory
+        params = sum(p.numel() for p in resnext_classifier(template).parameters())
+    if params > MAX_PARAMS:
+        parser.error(f"--templates {name!r}: {params / 1e9:.1f}e9 weights ({params * 4 / 2**30:.0f} "
+                     f"GiB) are over {MAX_PARAMS / 1e9:.0f}e9, more than a machine's memory holds "
+                     "to count (X101_32x48d, the largest published ResNeXt, has 0.83e9)")
     return template
 
 

@@ -128,6 +128,7 @@ def test_tool_prints_table_and_passes(capsys):
     (["--templates", "R34"], "expected depth one of [50, 101, 152]"),
     (["--templates", "x50_32x4d"], "expected 'R<depth>' or 'X<depth>_<C>x<d>d'"),
     (["--templates", "X50_99999999x4d"], "C x d = 399999996 is over 4096"),  # was a MemoryError
+    (["--templates", "X50_1x4096d"], "47.0e9 weights (175 GiB) are over 2e9"),  # dense 3x3s: ~40 GB
     (["--size", "0"], "--size 0: expected 32 (ResNeXt downsamples by 32) to 4096"),
     (["--size", "20000"], "--size 20000: expected 32"),  # was: 4.8 GB asked of the allocator
     (["--templates"], "--templates: expected one or more template names"),  # was: the defaults
