@@ -23,7 +23,7 @@ BEGIN, END = "<!-- weights-table:begin -->", "<!-- weights-table:end -->"
 
 def readme_block(text):
     """The text between the markers (stripped), or None if the markers are absent."""
-    if BEGIN not in text or END not in text:
+    if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:  # both, in this order
         return None
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
 
@@ -34,20 +34,24 @@ def main(argv=None):
     args = p.parse_args(argv)
     table = catalog.table(markdown=True)
     if args.check is None:
-        print(table)
+        try:
+            print(table, flush=True)
+        except OSError as e:  # stdout to a full disk: exit 2, not a traceback
+            print(f"error: cannot write the table ({e.strerror})", file=sys.stderr)
+            return 2
         return 0
     try:
         with open(args.check, encoding="utf-8") as f:
             block = readme_block(f.read())
     except (OSError, UnicodeDecodeError) as e:  # missing, a folder, not UTF-8 text
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        print(f"{args.check}: cannot be read ({reason}); --check takes the README", file=sys.stderr)
+        print(f"error: {args.check}: cannot be read ({reason}); --check takes the README", file=sys.stderr)
         return 2
     if block is None:
-        print(f"{args.check}: no {BEGIN} ... {END} block", file=sys.stderr)
+        print(f"error: {args.check}: no {BEGIN} ... {END} block", file=sys.stderr)
         return 2
     if block != table:
-        print(f"{args.check}: the weights table differs from the catalog; "
+        print(f"error: {args.check}: the weights table differs from the catalog; "
               "paste the output of tools/weights_table.py between the markers", file=sys.stderr)
         return 1
     return 0

@@ -1,7 +1,10 @@
 """The weights catalog: well-formed data, the publishers' own metadata, lookup, verify, configs."""
 import dataclasses
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -234,19 +237,31 @@ def test_weights_table_tool(tmp_path, capsys):
     assert tool.main(["--check", str(readme)]) == 0
     readme.write_text(f"{tool.BEGIN}\n| stale |\n{tool.END}\n")
     assert tool.main(["--check", str(readme)]) == 1
-    readme.write_text("no block\n")
-    assert tool.main(["--check", str(readme)]) == 2
+    for text in ("no block\n", f"{tool.END}\n{table}\n{tool.BEGIN}\n"):  # none; in reverse
+        readme.write_text(text)
+        capsys.readouterr()
+        assert tool.main(["--check", str(readme)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {readme}: no {tool.BEGIN}")
     readme.write_bytes(b"\xff\xfe not UTF-8")  # these three were tracebacks, exit 1
     for path, reason in ((readme, "not UTF-8 text"), (tmp_path / "gone.md", "No such file"),
                          (tmp_path, "Is a directory")):
         capsys.readouterr()
         assert tool.main(["--check", str(path)]) == 2
-        assert capsys.readouterr().err.startswith(f"{path}: cannot be read ({reason}")
+        assert capsys.readouterr().err.startswith(f"error: {path}: cannot be read ({reason}")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_the_table_to_a_full_disk_is_one_error_line():
+    """`tools/weights_table.py > file` on a full disk was an OSError traceback, exit 1."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(ROOT / "tools/weights_table.py")], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.rstrip().endswith("error: cannot write the table (No space left on device)")
 
 
 def test_readme_table_is_the_generated_one():
     tool = load_tool("weights_table")
     block = tool.readme_block((ROOT / "README.md").read_text(encoding="utf-8"))
-    if block is None:
-        pytest.skip("README.md has no <!-- weights-table:begin/end --> block yet")
+    assert block is not None, "README.md has no <!-- weights-table:begin/end --> block"
     assert block == catalog.table(markdown=True), "run tools/weights_table.py and paste its output"
