@@ -80,11 +80,10 @@ class DigitsSpec:
         _require("image_size", self.image_size, f"an integer from digit_sizes[0]={low_high[0]} "
                  f"(the smallest digit) to {MAX_IMAGE_SIZE}",
                  is_whole(self.image_size, low_high[0]) and self.image_size <= MAX_IMAGE_SIZE)
-        fit = (self.image_size // low_high[0]) ** 2  # smallest digits, side by side
-        _require("max_digits", self.max_digits, f"at most {fit}, the most digits of "
-                 f"digit_sizes[0]={low_high[0]} px that fit in an image of {self.image_size} px "
-                 "(each more tries a place for it: a larger one ran for minutes per image)",
-                 self.max_digits <= fit)
+        fit = (self.image_size // 4) ** 2  # digits of 4 px (the least), side by side
+        _require("max_digits", self.max_digits, f"at most {fit}, the most digits of 4 px "
+                 f"that fit in an image of {self.image_size} px (each more tries a place for "
+                 "it: a million ran for minutes per image)", self.max_digits <= fit)
         _require("cls_image_size", self.cls_image_size, f"an integer from 8 to {MAX_CLS_SIZE}",
                  is_whole(self.cls_image_size, 8) and self.cls_image_size <= MAX_CLS_SIZE)
         _require("image_format", self.image_format, "'jpg' or 'png'",

@@ -250,7 +250,7 @@ def test_ensure_builds_once_and_rebuilds_on_new_spec(tmp_path, monkeypatch):
     ({"cls_copies": -1}, r"cls_copies=-1 .*>= 0"),
     ({"image_format": "gif"}, r"image_format='gif' .*'jpg' or 'png'"),
     ({"val_fraction": 1.0}, r"val_fraction=1.0 "),
-    ({"max_digits": 10 ** 6}, r"max_digits=1000000 .*at most 64, the most digits"),  # minutes per image
+    ({"max_digits": 10 ** 6}, r"max_digits=1000000 .*at most 576, the most digits"),  # minutes per image
 ])
 def test_bad_spec_names_the_argument(tmp_path, fields, pattern):
     with pytest.raises(ValueError, match=pattern):
