@@ -33,14 +33,14 @@ from resnext_det.modeling.templates import (
 )
 
 
-def _fmt_dev(row, key):
-    return "" if key not in row else f"{row[key]:+.1%}"
+def _fmt_dev(row, key, paper):
+    return "" if paper is None or key not in row else f"{row[key]:+.1%}"
 
 
 PAPER_SIZE = 224  # the input side of the paper's figures
 MAX_WIDTH = 4096  # C x d of res2 above which a model is too large to count here
 # weights (float32) above which it is too: C=1 makes the grouped 3x3s dense, so that
-# X50_1x4096d has ~10e9 (40 GB) within MAX_WIDTH; X101_32x48d, the largest published, 0.83e9
+# X50_1x4096d has 47e9 (175 GiB) within MAX_WIDTH; X101_32x48d, the largest published, 0.83e9
 MAX_PARAMS = 2e9
 
 
@@ -54,8 +54,8 @@ def complexity_rows(rows, size=PAPER_SIZE):
         ok &= within
         out.append([
             row["template"], row["C"], row["d"], f"{row['params_m']:.2f}",
-            "" if paper is None or paper.params_m is None else paper.params_m, _fmt_dev(row, "params_dev"),
-            f"{row['gflops']:.2f}", "" if paper is None else paper.gflops, _fmt_dev(row, "gflops_dev"),
+            "" if paper is None or paper.params_m is None else paper.params_m, _fmt_dev(row, "params_dev", paper),
+            f"{row['gflops']:.2f}", "" if paper is None else paper.gflops, _fmt_dev(row, "gflops_dev", paper),
             "" if paper is None else f"{paper.tolerance:.0%}", "" if paper is None else paper.source,
             "" if paper is None else ("yes" if within else "NO"),
         ])

@@ -148,3 +148,4 @@ def test_tool_does_not_judge_other_sizes_by_the_papers_224_figures(capsys):
     assert load_tool("analyze_complexity").main(["--templates", "R50", "--size", "32"]) == 0
     out = capsys.readouterr().out
     assert "for 224x224: not compared" in out and " NO" not in out
+    assert "%" not in out.split("Classifier at")[1]  # no deviation from a figure it hides
