@@ -51,6 +51,9 @@ def _shape(value):
 
 def detect_source(state, wrapper, path="the weights file"):
     """The Source whose naming the keys of `state` use; a ConversionError names the misfit."""
+    if not state:
+        raise ConversionError(f"{path}: holds no weights (an empty state dict). Convert the "
+                              "file the training saved its weights in.")
     for source in SOURCES:
         if source.matches(state, wrapper):
             return source

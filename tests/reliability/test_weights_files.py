@@ -185,6 +185,9 @@ def test_a_folder_and_a_dict_of_strings(tmp_path):
     torch.save({"conv1.weight": "not a tensor", "layer1.0.conv1.weight": "nor this"}, path)
     with pytest.raises(ConversionError, match=r"strings\.pth: 2 of its 2 entries are not arrays"):
         convert_weights(path)
+    torch.save({}, tmp_path / "empty.pth")  # was: "First keys (shape):" and nothing after
+    with pytest.raises(ConversionError, match=r"empty\.pth: holds no weights"):
+        convert_weights(tmp_path / "empty.pth")
 
 
 @pytest.mark.parametrize("damage, message", [
