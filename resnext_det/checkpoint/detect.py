@@ -52,8 +52,9 @@ def _shape(value):
 def detect_source(state, wrapper, path="the weights file"):
     """The Source whose naming the keys of `state` use; a ConversionError names the misfit."""
     if not state:
-        raise ConversionError(f"{path}: holds no weights (an empty state dict). Convert the "
-                              "file the training saved its weights in.")
+        raise ConversionError(f"{path}: holds no weights (an empty state dict, or a Torch7 tree "
+                              "without a module of a known class: convolution, batch norm, "
+                              "linear). Convert the file the training saved its weights in.")
     for source in SOURCES:
         if source.matches(state, wrapper):
             return source

@@ -207,11 +207,11 @@ def extends_finished_run(checkpointer, start, end):
     """Whether a resumed run goes on past a finished run's end: from its model_final, to a
     larger MAX_ITER (the finished run's final evaluation is recorded at `start`)."""
     loaded = checkpointer.loaded_file or ""
-    # a start from weights elsewhere (a fine-tuning from detectron2's model_final_*.pkl,
-    # pretrain_cls.py's model_final.pkl) starts at 0, from a file outside the run's folder
-    in_run = os.path.dirname(os.path.abspath(loaded)) == os.path.abspath(checkpointer.save_dir)
-    return (start >= 1 and in_run and os.path.basename(loaded).startswith("model_final.")
-            and end > start)
+    if not (1 <= start < end and os.path.basename(loaded).startswith("model_final.")):
+        return False
+    # a start from weights elsewhere (pretrain_cls.py's model_final.pkl, another training's
+    # model_final.pth) starts at 0, from a file outside the run's folder
+    return os.path.dirname(os.path.abspath(loaded)) == os.path.abspath(checkpointer.save_dir)
 
 
 def drop_records_after(path, start_iter, evaluations_at=None):

@@ -103,7 +103,7 @@ def test_a_detector_learns_the_images_it_trains_on(datasets_root, tmp_path):
 
 
 def test_a_fine_tuning_from_another_runs_model_final_is_a_fresh_start(datasets_root, tmp_path):
-    """MODEL.WEIGHTS a model_final file of another folder (detectron2's model_final_*.pkl,
+    """MODEL.WEIGHTS a model_final file of another folder (another training's model_final.pth,
     pretrain_cls.py's model_final.pkl) was taken for a finished run that --resume extends:
     its "final evaluation" was redone before the first iteration."""
     _train(datasets_root, tmp_path / "first", "SOLVER.MAX_ITER", 2)
