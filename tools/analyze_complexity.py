@@ -91,7 +91,7 @@ def main(argv=None):
                      f"{MAX_SIZE} (a larger one's activations outgrow a machine's memory)")
     if args.templates == []:  # `--templates` with no name: not the default tables unasked
         parser.error("--templates: expected one or more template names, e.g. X50_32x4d")
-    if any(c < 1 for c in args.cardinalities):
+    if not args.cardinalities or any(c < 1 for c in args.cardinalities):
         parser.error(f"--cardinalities {args.cardinalities}: expected integers >= 1")
     templates = [_template(parser, n) for n in args.templates] if args.templates else TABLE3 + TABLE4
 

@@ -133,6 +133,7 @@ def test_tool_prints_table_and_passes(capsys):
     (["--size", "20000"], "--size 20000: expected 32"),  # was: 4.8 GB asked of the allocator
     (["--templates"], "--templates: expected one or more template names"),  # was: the defaults
     (["--cardinalities", "0"], "--cardinalities [0]: expected integers >= 1"),
+    (["--cardinalities"], "--cardinalities []: expected integers >= 1"),  # was: an empty table, exit 0
 ])
 def test_tool_bad_arguments_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
