@@ -136,6 +136,14 @@ def test_max_rel_error_is_zero_for_equal_tensors():
     assert max_rel_error(x.double(), x) == 0.0
 
 
+def test_max_rel_error_refuses_tensors_of_other_shapes():
+    """Broadcasting compared a (1, C) tensor with each row of a (N, C) one: 0 for a got that
+    held one row of N."""
+    x = _tensor()
+    with pytest.raises(ValueError, match="shapes differ"):
+        max_rel_error(x[:1], x[:1].expand(3, 5, 7).clone())  # each row equals got
+
+
 @pytest.mark.parametrize("index", [(0, 0, 0), (2, 4, 6), (0, 1, 2)])
 def test_max_rel_error_sees_one_changed_element(index):
     expected = _tensor().clamp(-3, 3)

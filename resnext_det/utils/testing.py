@@ -22,6 +22,8 @@ def max_rel_error(got, expected):
     if isinstance(expected, dict):
         return max(max_rel_error(got[k], expected[k]) for k in expected)
     got, expected = got.detach().double(), expected.detach().double()
+    if got.shape != expected.shape:  # broadcasting would compare other elements
+        raise ValueError(f"shapes differ: got {tuple(got.shape)}, expected {tuple(expected.shape)}")
     return float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
 
 
