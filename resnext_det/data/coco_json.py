@@ -150,16 +150,16 @@ def _unique_names(categories, json_file):
 
 
 def _category_problem(cat):
-    if _id_problem("id", cat.get("id")):
-        return _id_problem("id", cat.get("id"))
+    if problem := _id_problem("id", cat.get("id")):
+        return problem
     if not isinstance(cat.get("name"), str) or not cat["name"]:
         return f"has name {cat.get('name')!r}; expected a non-empty string"
     return None
 
 
 def _image_problem(img):
-    if _id_problem("id", img.get("id")):
-        return _id_problem("id", img.get("id"))
+    if problem := _id_problem("id", img.get("id")):
+        return problem
     if not isinstance(img.get("file_name"), str) or not img["file_name"]:
         return f"has file_name {img.get('file_name')!r}; expected a path under the image folder"
     for key in ("width", "height"):
@@ -171,8 +171,8 @@ def _image_problem(img):
 def _annotation_problem(ann, images, category_ids):
     """`images`: {id: image entry}."""
     for key in ("id", "image_id", "category_id"):
-        if _id_problem(key, ann.get(key)):
-            return _id_problem(key, ann.get(key))
+        if problem := _id_problem(key, ann.get(key)):
+            return problem
     if ann.get("image_id") not in images:
         return f"has image_id {ann.get('image_id')!r}, which is the id of no entry of 'images'"
     if ann.get("category_id") not in category_ids:

@@ -336,5 +336,4 @@ def check_lazy_config(cfg):
         check_output_dir(view)
     except UserError as e:
         raise renamed(e, names) from None
-
     return view, names

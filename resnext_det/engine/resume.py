@@ -186,9 +186,10 @@ class ResumedEvalHook(hooks.EvalHook):
         iteration, final = self._due()
         if iteration is None:
             return
-        done = _is_evaluation if final else (lambda line, it: _iteration(line) == it)
+        done = (lambda line: _is_evaluation(_record(line) or {}, iteration)) if final else (
+            lambda line: _iteration(line) == iteration)
         missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
-            done(line, iteration) for line in _lines(self.path))
+            map(done, _lines(self.path)))
         if comm.all_gather(missed)[0]:  # the main process writes metrics.json
             logger.warning(f"{self.path} holds no evaluation of iteration {iteration}, where "
                            "this run resumes (the interrupted run ended during it): evaluating now")
@@ -248,10 +249,9 @@ def _iteration(line):
     return None if record is None else record.get("iteration", -1)
 
 
-def _is_evaluation(line, iteration):
-    """A record of `iteration` with no "lr": an evaluation's alone (a training record has
-    the LRScheduler hook's lr)."""
-    record = _record(line) or {}
+def _is_evaluation(record, iteration):
+    """A record (dict) of `iteration` with no "lr": an evaluation's alone (a training record
+    has the LRScheduler hook's lr)."""
     return record.get("iteration") == iteration and "lr" not in record
 
 
@@ -261,5 +261,4 @@ def _after(line, start_iter, evaluations_at=None):
     record = _record(line)
     if record is None:
         return True
-    iteration = record.get("iteration", -1)
-    return iteration >= start_iter and not (iteration == evaluations_at and "lr" not in record)
+    return record.get("iteration", -1) >= start_iter and not _is_evaluation(record, evaluations_at)

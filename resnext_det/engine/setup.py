@@ -135,7 +135,7 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     if task == "train":
         lock_output_dir(output_dir, key)
-    if task != "other" and comm.is_main_process():
+    if task in ("train", "evaluate") and comm.is_main_process():
         _put_back_kept(output_dir)
         if task == "evaluate":
             _set_aside_evaluation(output_dir)

@@ -136,9 +136,14 @@ def release_folder(folder):
         return
     _held[path][1] -= 1
     if _held[path][1] == 0:
-        f, _ = _held.pop(path)
-        f.truncate(0)
-        f.close()  # closing drops the lock
+        _drop_lock(path)
+
+
+def _drop_lock(path):
+    """Close the lock file at `path` (the realpath _held keys it by), all takes at once."""
+    f, _ = _held.pop(path)
+    f.truncate(0)
+    f.close()  # closing drops the lock
 
 
 class FolderError(UserError, ValueError):
@@ -156,9 +161,7 @@ def move_aside(folder):
         release_folder(folder)
         raise FolderError(f"{folder!r} holds an earlier run, which cannot be kept as {kept!r} "
                           f"({e.strerror}); give the output another folder.") from None
-    f, _ = _held.pop(lock)
-    f.truncate(0)
-    f.close()
+    _drop_lock(lock)
     return kept
 
 
