@@ -63,9 +63,20 @@ class DeformConv2d(Conv2d):
                 kernel position a (dy, dx) pair in input pixels.
             mask (Tensor or None): (N, G * kh * kw, H_out, W_out), each sample's weight;
                 None: 1 (deformable convolution v1).
+
+        Returns:
+            Tensor: in x's type; float16 / bfloat16 inputs are computed in float32.
         """
-        x = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
-                          padding=self.padding, dilation=self.dilation, mask=mask)
+        dtype = x.dtype
+        # torchvision's CPU kernel has no bfloat16, and torchvision 0.29 has no CPU autocast
+        # rule for the op; its CUDA rule (csrc/ops/autocast) runs it in float32 and returns
+        # the input's type. Likewise here for float16 / bfloat16 (INFERENCE_DTYPE, SOLVER.AMP).
+        compute = torch.float32 if dtype == torch.float16 or dtype == torch.bfloat16 else dtype
+        bias = self.bias  # a local, so that torch.jit.script refines the Optional
+        x = deform_conv2d(x.to(compute), offset.to(compute), self.weight.to(compute),
+                          None if bias is None else bias.to(compute), stride=self.stride,
+                          padding=self.padding, dilation=self.dilation,
+                          mask=None if mask is None else mask.to(compute)).to(dtype)
         if self.norm is not None:
             x = self.norm(x)
         return x if self.activation is None else self.activation(x)

@@ -64,6 +64,22 @@ def test_bf16_training_runs_and_stays_near_float32():
     assert bf16[0] == pytest.approx(fp32[0], rel=0.03)
 
 
+def test_bf16_training_of_a_deformable_model_runs_and_stays_near_float32():
+    """Modulated deformable res3..res5 (2 deformable groups): torchvision's CPU kernel has no
+    bfloat16, so the deformable 3x3s compute in float32 under autocast (modeling.deform)."""
+    cfg = _cfg("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True],
+               "MODEL.RESNETS.DEFORM_MODULATED", True, "MODEL.RESNETS.DEFORM_NUM_GROUPS", 2)
+    torch.manual_seed(0)
+    model = randomize_norms_(Trainer.build_model(cfg)).train()
+    with torch.no_grad():  # offsets of about a pixel: the zero start would sample the grid
+        for name, param in model.named_parameters():
+            if "conv2_offset" in name:
+                param.normal_(0, 0.02)
+    bf16, fp32 = _losses(CPUAutocastTrainer, model), _losses(SimpleTrainer, model)
+    assert len(bf16) == ITERATIONS and all(math.isfinite(loss) for loss in bf16)
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.03)  # as the plain model's, above
+
+
 def test_amp_selects_the_loop_by_device():
     model = Trainer.build_model(_cfg())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone import resnet as d2_resnet
+from torchvision.ops import deform_conv2d
 
 from resnext_det import ConfigError
 from resnext_det.checkpoint import ResNeXtCheckpointer, convert_weights, save_converted
@@ -23,7 +24,7 @@ from resnext_det.data import register_digits
 from resnext_det.engine import Trainer, setup_cfg
 from resnext_det.modeling import parse_template
 from resnext_det.modeling.blocks import GroupedBottleneck
-from resnext_det.modeling.deform import DeformGroupedBottleneck
+from resnext_det.modeling.deform import DeformConv2d, DeformGroupedBottleneck
 from resnext_det.modeling.inference import optimize_for_inference
 from resnext_det.utils.testing import detection_error, max_rel_error, randomize_norms_
 from tests.helpers import load_tool, make_cfg
@@ -312,6 +313,71 @@ def test_block_scripts(modulated):
     x = torch.rand(2, 32, 12, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(torch.jit.script(block)(x), block(x))
+
+
+def _lower_precision_inputs(gen):
+    """x (2, 8, 9, 11), offsets of about a pixel for 2 deformable groups, masks in (0, 1):
+    bfloat16 leaves, as a bfloat16 autocast's convolutions hand them to conv2."""
+    x = torch.randn(2, 8, 9, 11, generator=gen)
+    offset = torch.randn(2, 2 * 2 * 9, 9, 11, generator=gen)
+    mask = torch.rand(2, 2 * 9, 9, 11, generator=gen)
+    return [t.bfloat16().requires_grad_(True) for t in (x, offset, mask)]
+
+
+def test_bfloat16_autocast_runs_torchvisions_op_in_float32():
+    """Under CPU bfloat16 autocast (INFERENCE_DTYPE, SOLVER.AMP.ENABLED) conv2 gets bfloat16
+    inputs, which torchvision's CPU kernel does not implement. Its value and gradients must
+    be torchvision's deform_conv2d in float32 on the same inputs (the rule torchvision's
+    own autocast applies on CUDA), handed back in bfloat16."""
+    gen = torch.Generator().manual_seed(0)
+    conv = DeformConv2d(8, 16, kernel_size=3, padding=1, groups=2, bias=True,
+                        deformable_groups=2)
+    x, offset, mask = _lower_precision_inputs(gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = conv(x, offset, mask)
+    grad = torch.randn(got.shape, generator=gen).bfloat16()
+    got_grads = torch.autograd.grad(got, [x, offset, mask, conv.weight, conv.bias], grad)
+    leaves = [t.detach().float().requires_grad_(True) for t in (x, offset, mask)]
+    expected = deform_conv2d(leaves[0], leaves[1], conv.weight, conv.bias, padding=(1, 1),
+                             mask=leaves[2])
+    expected_grads = torch.autograd.grad(expected, [*leaves, conv.weight, conv.bias], grad.float())
+    assert got.dtype == torch.bfloat16 and expected.abs().max() > 1
+    assert max_rel_error(got, expected) < 2 ** -8  # bfloat16's rounding of the float32 value
+    for name, a, b in zip(("x", "offset", "mask", "weight", "bias"), got_grads, expected_grads):
+        assert a.dtype == (torch.bfloat16 if name in ("x", "offset", "mask") else torch.float32)
+        assert max_rel_error(a, b) < 2 ** -8, name
+
+
+def test_bfloat16_inference_of_a_deformable_detector():
+    """MODEL.RESNEXT.INFERENCE_DTYPE bfloat16 on a C4 detector with modulated deformable
+    res4 / res5 (its FAST_INFERENCE copy: norms folded into conv2's bias): it detects,
+    returns float32, and each deformable 3x3 is torchvision's op in float32 on its inputs."""
+    from resnext_det.engine.trainer import inference_model
+
+    cfg = make_cfg("MODEL.RESNEXT.TEMPLATE", "X50_2x4d", "MODEL.ROI_HEADS.NAME",
+                   "ResNeXtRes5ROIHeads", "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+                   [False, False, True, True], "MODEL.RESNETS.DEFORM_MODULATED", True,
+                   "MODEL.RESNETS.DEFORM_NUM_GROUPS", 2, "MODEL.RESNEXT.INFERENCE_DTYPE",
+                   "bfloat16", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+                   "INPUT.MIN_SIZE_TEST", 96, "INPUT.MAX_SIZE_TEST", 128,
+                   "MODEL.RPN.POST_NMS_TOPK_TEST", 64)
+    torch.manual_seed(0)
+    model = _random_offsets_(randomize_norms_(build_model(cfg)), std=0.02).eval()
+    bf16 = inference_model(cfg, model)
+    seen = []
+    for conv in (bf16.model.backbone.res4[0].conv2, bf16.model.roi_heads.res5[0].conv2):
+        conv.register_forward_hook(lambda m, args, out: seen.append((m, args, out.clone())))
+    inputs = [{"image": torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(0)) * 255}]
+    with torch.no_grad():
+        instances = bf16(inputs)[0]["instances"]
+    assert len(instances) > 0 and instances.scores.dtype == torch.float32
+    assert len(seen) == 2
+    for conv, (x, offset, mask), out in seen:
+        assert conv.norm is None and x.dtype == offset.dtype == out.dtype == torch.bfloat16
+        expected = deform_conv2d(x.float(), offset.float(), conv.weight, conv.bias,
+                                 stride=conv.stride, padding=conv.padding,
+                                 dilation=conv.dilation, mask=mask.float())
+        assert max_rel_error(out, expected) < 2 ** -8
 
 
 # ---------------------------------------------------------------- config and builders
