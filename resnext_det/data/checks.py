@@ -68,6 +68,28 @@ def as_rgb(image, path):
     return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
 
 
+EXIF_ORIENTATION = 0x0112  # the tag detectron2's read_image applies (its _EXIF_ORIENT)
+QUARTER_TURNS = (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def exif_turn_hint(path, record):
+    """Why the picture at `path` has its record's size turned, or "": an EXIF orientation
+    of a quarter turn (which detectron2's read_image applies) while the record holds the
+    stored size, as annotation tools that ignore EXIF write it (their boxes are then in
+    the stored pixels)."""
+    try:
+        with Image.open(path) as image:
+            orientation, stored = image.getexif().get(EXIF_ORIENTATION), image.size
+    except DECODE_ERRORS:
+        return ""
+    if orientation not in QUARTER_TURNS or stored != (record.get("width"), record.get("height")):
+        return ""
+    return (f"; its EXIF orientation {orientation} turns the stored {stored[0]}x{stored[1]} "
+            "picture a quarter, and the annotations give the stored size, so their boxes "
+            "are likely in the unturned pixels: remove the orientation tag (e.g. exiftool "
+            "-Orientation= -overwrite_original FILE), or annotate the turned pictures")
+
+
 def classes_difference(classes, other, names):
     """None when the two class name lists are equal, else what differs (`names`: what the
     two lists are, in the message)."""
@@ -217,6 +239,18 @@ def check_boxes(dataset_dicts, *, on_bad_box="skip", source="the training set"):
     return without_bad_boxes(dataset_dicts)
 
 
+def warn_unscorable_boxes(dataset_dicts, *, source="the test set"):
+    """Log the test set's boxes that box_problem refuses: COCO evaluation's IoU of such a
+    box with any detection is 0 (pycocotools' bbIou: no positive overlap, or no detection
+    outside the image), so each is a missed object and the AP is lower than the model's."""
+    bad, checked, _ = find_bad_boxes(dataset_dicts)
+    if bad:
+        logger.warning(f"{source}: {len(bad)} of {checked} boxes have no positive width / "
+                       "height or lie wholly outside their image; no detection can match "
+                       "them, so COCO evaluation counts each as a missed object (AP too "
+                       f"low): {_examples(bad)}. Fix these annotations.")
+
+
 def check_category_ids(dataset_dicts, num_classes, *, key, source="the training set"):
     """Every non-crowd category_id lies in [0, num_classes); else DatasetError naming `key`."""
     bad = [(record.get("file_name"), ann["category_id"]) for record in dataset_dicts
@@ -276,6 +310,8 @@ class BadImageGuard:
             return mapped
         except (*DECODE_ERRORS, SizeMismatchError) as e:  # size: the file is not the json's
             path, reason = dataset_dict.get("file_name"), f"{type(e).__name__}: {e}"
+            if isinstance(e, SizeMismatchError):
+                reason += exif_turn_hint(path, dataset_dict)
             if self.evaluating:
                 raise DatasetError(
                     f"Evaluation image {path!r} cannot be read ({reason}). Replace the file, "

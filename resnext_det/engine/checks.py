@@ -11,7 +11,7 @@ from detectron2.utils import comm
 from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
                            check_category_ids, check_image_files, check_stored_classes,
-                           classes_difference)
+                           classes_difference, warn_unscorable_boxes)
 from ..utils.io import LOCK_NAME, lock_folder
 
 _COCO_HELP = (
@@ -318,11 +318,12 @@ def check_masks_present(cfg, dataset_dicts, source):
 def check_test_images(cfg):
     """Every image file of DATASETS.TEST exists, before a training or an evaluation starts
     (a missing one stopped the first evaluation, after the training, with a bare
-    FileNotFoundError)."""
+    FileNotFoundError); boxes that no detection can match are logged."""
     for name in cfg.DATASETS.TEST:
         dicts = DatasetCatalog.get(name)
         if isinstance(dicts, list):
             check_image_files(dicts, source=f"DATASETS.TEST {name!r}")
+            warn_unscorable_boxes(dicts, source=f"DATASETS.TEST {name!r}")
 
 
 def checked_train_dicts(cfg):

@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from resnext_det.data.checks import DatasetError
+from tests.helpers import pycocotools_stats
 from resnext_det.data.coco_json import (check_coco_json, num_classes_opts, parse_dataset_arg,
                                         register_coco_json)
 
@@ -282,7 +283,7 @@ def test_zero_area_and_crowd_regions_are_valid(tmp_path):
     """COCO has objects of area 0 (a degenerate mask) and crowd regions (iscrowd 1)."""
     data = coco_dict()
     data["annotations"][0]["area"] = 0
-    data["annotations"][1]["iscrowd"] = 1
+    data["annotations"][2]["iscrowd"] = 1  # a crowd of cats; annotations[0] is a cat object
     json_file, images = write(tmp_path, data)
     check_coco_json(json_file, images)
 
@@ -300,3 +301,90 @@ def test_an_rle_mask_of_its_image_size_is_valid(tmp_path):
     data["annotations"][1]["segmentation"] = {"size": [32, 32], "counts": [100, 24, 900]}
     json_file, images = write(tmp_path, data)
     check_coco_json(json_file, images)
+
+
+def _every_object_found(dicts):
+    """COCO results of a perfect detector: each picture's objects (those of every entry of
+    its file), boxes as the json has them, score 1, per image id."""
+    by_file = {}
+    for record in dicts:
+        by_file.setdefault(os.path.realpath(record["file_name"]), []).extend(record["annotations"])
+    return [{"image_id": record["image_id"], "category_id": category_id, "bbox": a["bbox"],
+             "score": 1.0}
+            for record in dicts for a in by_file[os.path.realpath(record["file_name"])]
+            for category_id in [{0: 3, 1: 7}[a["category_id"]]]]
+
+
+@pytest.mark.parametrize("second", ["a.png", "./sub/../a.png"])
+def test_a_picture_listed_twice_is_an_error(tmp_path, second):
+    """Two entries of one file: detectron2 reads two images with part of the objects each,
+    and pycocotools scores a perfect detector below 100 AP (each image's other objects are
+    false positives)."""
+    from detectron2.data.datasets import load_coco_json
+
+    data = coco_dict()
+    data["images"][1]["file_name"] = second  # b.png's objects now belong to a.png
+    json_file, images = write(tmp_path, data)
+    loaded = load_coco_json(json_file, images, fresh_name())
+    assert len({os.path.realpath(r["file_name"]) for r in loaded}) == 1 < len(loaded)
+    assert pycocotools_stats(json_file, _every_object_found(loaded))["AP"] < 100
+    merged = coco_dict()
+    del merged["images"][1]
+    for ann in merged["annotations"]:
+        ann["image_id"] = 1
+    merged_file = tmp_path / "merged.json"
+    merged_file.write_text(json.dumps(merged))
+    assert pycocotools_stats(merged_file, _every_object_found(
+        load_coco_json(str(merged_file), images, fresh_name())))["AP"] == 100
+    with pytest.raises(DatasetError) as error:
+        check_coco_json(json_file, images)
+    assert (f"images[1] (id 2): has file_name {second!r}, the picture of images[0] (id 1) "
+            "(file_name 'a.png')") in str(error.value)
+    assert "List each picture once" in str(error.value)
+
+
+def test_a_class_of_crowd_regions_only_is_an_error(tmp_path):
+    """The only 'dog' a crowd region (CVAT's COCO export marks each bitmap mask so):
+    detectron2's train mapper drops it and pycocotools has no dog to score (precision -1)."""
+    from detectron2.data import DatasetMapper
+    from detectron2.data.datasets import load_coco_json
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data = coco_dict()
+    data["annotations"][1]["iscrowd"] = 1  # the only dog
+    json_file, images = write(tmp_path, data)
+    record = load_coco_json(json_file, images, fresh_name())[1]
+    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="BGR")
+    assert mapper(record)["instances"].gt_classes.tolist() == [0]  # the cat only
+    coco = COCO(json_file)
+    dog = {"image_id": 2, "category_id": 7, "bbox": [5, 5, 20, 8], "score": 1.0}
+    coco_eval = COCOeval(coco, coco.loadRes([dog]), "bbox")
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    assert (coco_eval.eval["precision"][:, :, coco_eval.params.catIds.index(7)] == -1).all()
+    with pytest.raises(DatasetError) as error:
+        check_coco_json(json_file, images)
+    assert ("categories[0] (id 7): 'dog': all 1 of its annotations (e.g. annotations[1] (id 11)) "
+            "are crowd regions (iscrowd 1)") in str(error.value)
+    assert "Set iscrowd 0 on its objects" in str(error.value)
+
+
+def test_annotation_id_0_is_an_error(tmp_path):
+    """pycocotools marks a detection matched to object id 0 as matched to nothing: a
+    perfect detector scores below 100 AP, and 100 once the ids start at 1."""
+    from detectron2.data.datasets import load_coco_json
+
+    data = coco_dict()
+    data["annotations"][0]["id"] = 0
+    json_file, images = write(tmp_path, data)
+    found = _every_object_found(load_coco_json(json_file, images, fresh_name()))
+    assert pycocotools_stats(json_file, found)["AP"] < 100
+    data["annotations"][0]["id"] = 1
+    renumbered = tmp_path / "renumbered.json"
+    renumbered.write_text(json.dumps(data))
+    assert pycocotools_stats(renumbered, found)["AP"] == 100
+    with pytest.raises(DatasetError, match=r"annotations\[0\] \(id 0\): has id 0, which "
+                       r"COCO evaluation .* takes for 'matched to nothing'.* Number annotations "
+                       r"from 1"):
+        check_coco_json(json_file, images)

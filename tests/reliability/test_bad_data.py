@@ -16,9 +16,9 @@ from resnext_det.config.errors import ConfigError
 from resnext_det.data import ensure_digits_dataset
 from resnext_det.data.checks import DatasetError
 from resnext_det.engine import Trainer
-from resnext_det.engine.checks import checked_train_dicts
+from resnext_det.engine.checks import check_test_images, checked_train_dicts
 from resnext_det.errors import UserError
-from tests.helpers import captured
+from tests.helpers import captured, pycocotools_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -118,6 +118,35 @@ def test_box_wholly_outside_is_named_and_partly_outside_is_clipped(tmp_path):
     assert any("2 of 4 boxes reach beyond their image; they are clipped" in m for m in log)
 
 
+def test_test_boxes_no_detection_can_match_are_logged(tmp_path):
+    """pycocotools scores even the test set's own boxes, clipped to the image as detectron2
+    clips detections, below 100 AP when a box has no width or lies outside the image."""
+    from detectron2.structures import Boxes, BoxMode
+
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD, [5, 5, 0, 9]],
+                                 "img1.jpg": [[30, 30, 10, 10], [70, 10, 8, 8]]})
+    results = []
+    for record in DatasetCatalog.get(name):
+        for ann in record["annotations"]:
+            box = Boxes(BoxMode.convert(np.array([ann["bbox"]], float), BoxMode.XYWH_ABS,
+                                        BoxMode.XYXY_ABS))
+            box.clip((record["height"], record["width"]))
+            xywh = BoxMode.convert(box.tensor.numpy(), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+            results.append({"image_id": record["image_id"], "category_id": 1,
+                            "bbox": xywh[0].tolist(), "score": 1.0})
+    assert pycocotools_stats(tmp_path / "train.json", results)["AP"] < 100
+    with captured("resnext_det.data.checks") as log:
+        check_test_images(make_cfg(name, "DATASETS.TEST", f"('{name}',)"))
+    assert any(f"DATASETS.TEST {name!r}: 2 of 4 boxes have no positive width / height or lie "
+               "wholly outside their image; no detection can match them" in m
+               and "img0.jpg: bbox [5, 5, 0, 9] (XYWH_ABS) width 0 is not positive" in m
+               for m in log), log
+    good = write_coco(tmp_path / "good", {"img0.jpg": [GOOD]})
+    with captured("resnext_det.data.checks") as log:
+        check_test_images(make_cfg(good, "DATASETS.TEST", f"('{good}',)"))
+    assert not log
+
+
 def test_image_left_without_boxes_is_dropped(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [[5, 5, 0, 9]], "img1.jpg": [GOOD]})
     dicts = checked_train_dicts(make_cfg(name))
@@ -193,6 +222,34 @@ def test_image_of_another_size_than_its_record_is_named_or_skipped(tmp_path):
         batches = [batch for _, batch in zip(range(6), loader)]
     assert {Path(b[0]["file_name"]).name for b in batches} == {"img1.jpg"}
     assert any("img0.jpg" in m and "SizeMismatchError" in m for m in log)
+
+
+def test_a_phone_picture_annotated_unturned_names_its_exif_orientation(tmp_path):
+    """A JPEG whose EXIF orientation 6 turns it (detectron2's read_image applies it), listed
+    at its stored size: the error says so, and how to make the pixels read those annotated.
+    Listed at its turned size, detectron2 reads it without error (and no hint is given)."""
+    from detectron2.data import DatasetMapper
+    from detectron2.data.detection_utils import read_image
+
+    from resnext_det.data.checks import BadImageGuard
+
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(path, exif=exif.tobytes())
+    assert read_image(str(path)).shape[:2] == (48, 32)  # turned: 32 wide, 48 high
+    guard = BadImageGuard(DatasetMapper(is_train=False, augmentations=[], image_format="BGR"),
+                          evaluating=True)
+    stored = {"file_name": str(path), "image_id": 1, "width": 48, "height": 32}
+    with pytest.raises(DatasetError, match=r"SizeMismatchError: .*; its EXIF orientation 6 "
+                       r"turns the stored 48x32 picture a quarter, .* remove the orientation "
+                       r"tag \(e\.g\. exiftool -Orientation="):
+        guard(dict(stored))
+    assert guard(dict(stored, width=32, height=48))["image"].shape[1:] == (48, 32)
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(path)  # no EXIF: another size
+    with pytest.raises(DatasetError) as error:
+        guard(dict(stored, width=32, height=48))
+    assert "SizeMismatchError" in str(error.value) and "EXIF" not in str(error.value)
 
 
 def test_skip_with_no_readable_image_ends_instead_of_looping(tmp_path):
