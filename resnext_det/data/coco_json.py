@@ -174,10 +174,11 @@ def _annotation_problem(ann, images, category_ids):
     for key in ("id", "image_id", "category_id"):
         if problem := _id_problem(key, ann.get(key)):
             return problem
-    if ann["id"] == 0:  # pycocotools' evaluateImg stores the matched object's id, 0 for none
-        return ("has id 0, which COCO evaluation (pycocotools, faster-coco-eval) takes for "
-                "'matched to nothing': a detection of this object counts as a false one (AP too "
-                "low). Number annotations from 1, as detectron2 and COCO do")
+    if ann["id"] <= 0:  # COCOeval stores the matched object's id, 0 for none (evaluation.coco)
+        return (f"has id {ann['id']}; COCO evaluation takes a match to object 0 for 'matched to "
+                "nothing' (pycocotools, faster-coco-eval), and faster-coco-eval one to a "
+                "negative id: a detection of this object counts as a false one (AP too low). "
+                "Number annotations from 1, as detectron2 and COCO do")
     if ann.get("image_id") not in images:
         return f"has image_id {ann.get('image_id')!r}, which is the id of no entry of 'images'"
     if ann.get("category_id") not in category_ids:

@@ -74,6 +74,26 @@ def evaluate_on_coco(coco_gt, results, iou_type, backend="faster-coco-eval", img
     return coco_eval
 
 
+def number_objects_from_1(coco_gt):
+    """Give the annotations of `coco_gt` (a pycocotools COCO) the ids 1..N, in their order,
+    unless they are unique and positive already; returns whether it did.
+
+    COCOeval stores for each detection the id of the object it matched, 0 for none: a
+    detection of object 0 counted as a false one (a perfect detector scored 25 AP on two
+    objects), faster-coco-eval's counted none matched for negative ids (0 AP), and two
+    objects of one id were one object twice. The ids mean nothing else to the metrics.
+    """
+    annotations = coco_gt.dataset.get("annotations", [])
+    ids = [a.get("id") for a in annotations]
+    if len(set(ids)) == len(ids) and all(isinstance(i, int) and i > 0 for i in ids):
+        return False
+    for number, annotation in enumerate(annotations, 1):
+        annotation["id"] = number
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints
+        coco_gt.createIndex()
+    return True
+
+
 class BoxDetections:
     """One image's box detections as arrays, turned into detectron2's COCO result dicts
     (instances_to_coco_json's) only when evaluate() needs them.
@@ -127,6 +147,12 @@ class COCOMetricsEvaluator(COCOEvaluator):
         with gc_paused():  # detectron2 loads the ground truth json here
             super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self._dataset_name, self._backend = dataset_name, backend
+        if number_objects_from_1(self._coco_api):
+            self._logger.warning(
+                f"{dataset_name}: its annotation ids are not unique positive integers; they "
+                "are numbered 1..N for evaluation (COCOeval reads a match to id 0 as no match, "
+                "faster-coco-eval one to a negative id too, and one id of two objects as one "
+                "object: each lowered the AP). Renumber them in the json.")
 
     def process(self, inputs, outputs):
         """detectron2's, box detections kept as BoxDetections until evaluate()."""

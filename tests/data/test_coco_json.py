@@ -3,6 +3,7 @@
 The COCO files are written here by hand (not with resnext_det), and what detectron2's own
 load_coco_json makes of a registered file is the reference for the metadata.
 """
+import copy
 import json
 import os
 import uuid
@@ -370,21 +371,35 @@ def test_a_class_of_crowd_regions_only_is_an_error(tmp_path):
     assert "Set iscrowd 0 on its objects" in str(error.value)
 
 
-def test_annotation_id_0_is_an_error(tmp_path):
-    """pycocotools marks a detection matched to object id 0 as matched to nothing: a
-    perfect detector scores below 100 AP, and 100 once the ids start at 1."""
+def _faster_coco_eval_ap(json_file, results):
+    """AP (percent) by faster-coco-eval's own COCOeval_faster, run here."""
+    from faster_coco_eval import COCO as FasterCOCO, COCOeval_faster
+
+    coco_gt = FasterCOCO(str(json_file))
+    coco_eval = COCOeval_faster(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "bbox",
+                                print_function=lambda *args: None)
+    coco_eval.evaluate(), coco_eval.accumulate(), coco_eval.summarize()
+    return 100 * coco_eval.stats[0]
+
+
+@pytest.mark.parametrize("bad_id", [0, -1])
+def test_annotation_ids_below_1_are_an_error(tmp_path, bad_id):
+    """pycocotools and faster-coco-eval take a match to object id 0 for no match, and
+    faster-coco-eval one to a negative id: a perfect detector scores below 100 AP, and 100
+    once the ids start at 1."""
     from detectron2.data.datasets import load_coco_json
 
+    score = pycocotools_stats if bad_id == 0 else (lambda *a: {"AP": _faster_coco_eval_ap(*a)})
     data = coco_dict()
-    data["annotations"][0]["id"] = 0
+    data["annotations"][0]["id"] = bad_id
     json_file, images = write(tmp_path, data)
     found = _every_object_found(load_coco_json(json_file, images, fresh_name()))
-    assert pycocotools_stats(json_file, found)["AP"] < 100
+    assert score(json_file, found)["AP"] < 100
     data["annotations"][0]["id"] = 1
     renumbered = tmp_path / "renumbered.json"
     renumbered.write_text(json.dumps(data))
-    assert pycocotools_stats(renumbered, found)["AP"] == 100
-    with pytest.raises(DatasetError, match=r"annotations\[0\] \(id 0\): has id 0, which "
-                       r"COCO evaluation .* takes for 'matched to nothing'.* Number annotations "
-                       r"from 1"):
+    assert score(renumbered, found)["AP"] == pytest.approx(100)
+    with pytest.raises(DatasetError, match=rf"annotations\[0\] \(id {bad_id}\): has id {bad_id}; "
+                       r"COCO evaluation takes a match to object 0 for 'matched to nothing'.* "
+                       r"Number annotations from 1"):
         check_coco_json(json_file, images)

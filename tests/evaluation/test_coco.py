@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from resnext_det.evaluation import METRICS_FILE, COCOMetricsEvaluator
-from resnext_det.evaluation.coco import BACKENDS
+from resnext_det.evaluation.coco import BACKENDS, cocoeval_class
+from tests.helpers import captured
 
 # Dataset ids with gaps: the model predicts 0..2 and the evaluator must map them back.
 CATEGORIES = {1: "cat", 3: "dog", 7: "bird"}
@@ -163,3 +164,32 @@ def test_known_detections_score_what_coco_defines(tmp_path):
     wrong = [dict(r, category_id=next(c for c in CATEGORIES if c != r["category_id"]))
              for r in _with_boxes(anns, lambda b: b)]
     assert _ours(name, wrong, tmp_path / "wrong")["AP"] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("first_ids", [(0,), (-1, -2)])
+def test_annotation_ids_coco_eval_misreads_are_numbered_from_1(backend, first_ids, tmp_path):
+    """A dataset the user registered (register_coco_instances: no --dataset check) whose
+    annotation ids hold 0 or negative ids (a repeat stops detectron2's load_coco_json).
+    COCOeval read a match to object 0 as no match, faster-coco-eval one to a negative id
+    too: the AP fell. The evaluator numbers them 1..N (warned), and scores what pycocotools
+    scores on the same json with its ids renumbered."""
+    rng = np.random.default_rng(0)
+    anns = _ground_truth(rng)
+    results = _perturbed(anns, rng)
+    renumbered_path = _register(tmp_path, anns, name="resnext_det_test_ids_renumbered")[1]
+    expected = _pycocotools(renumbered_path, results)
+    bad = [dict(a, id=i) for a, i in zip(anns, first_ids)] + anns[len(first_ids):]
+    (tmp_path / "bad").mkdir()
+    name, bad_path = _register(tmp_path / "bad", bad)
+    direct = cocoeval_class(backend)  # the backend's own COCOeval on the json as it is
+    coco_gt = COCO(str(bad_path))
+    misread = direct(coco_gt, coco_gt.loadRes(results), "bbox")
+    misread.evaluate(), misread.accumulate(), misread.summarize()
+    if not (backend == "pycocotools" and first_ids == (-1, -2)):  # pycocotools takes negatives
+        assert misread.stats[0] * 100 < expected["AP"] - 0.5
+    with captured("detectron2.evaluation.coco_evaluation") as log:
+        ours = _ours(name, results, tmp_path / "eval", backend)
+    tol = 1e-9 if backend == "pycocotools" else 1e-2
+    assert abs(ours["AP"] - expected["AP"]) < tol and abs(ours["AP50"] - expected["AP50"]) < tol
+    assert any("annotation ids are not unique positive integers" in m for m in log), log
