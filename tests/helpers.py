@@ -14,6 +14,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from detectron2.config import get_cfg
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -44,6 +45,20 @@ def pycocotools_stats(json_file, results, iou_type="bbox"):
         coco_eval.accumulate()
         coco_eval.summarize()
     return {k: 100 * s if s >= 0 else math.nan for k, s in zip(STATS, coco_eval.stats[:6])}
+
+
+def weight_changes(weights, start):
+    """What training changed (float64): all parameters (and constant buffers) as one vector,
+    all running means as another, for max_rel_error. Not running_var: detectron2's
+    naiveSyncBN (world size > 1) updates it with the biased batch variance, torch's
+    BatchNorm (what naiveSyncBN runs on one process) with the unbiased one, so W processes'
+    is smaller by (N - 1) / N, N the norm's values per batch (measured to 1e-5); nor
+    num_batches_tracked, which naiveSyncBN does not count."""
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    groups = {"parameters": [k for k in start if not k.endswith(stats)],
+              "running means": [k for k in start if k.endswith("running_mean")]}
+    return {group: torch.cat([(weights[k].double() - start[k].double()).flatten() for k in keys])
+            for group, keys in groups.items()}
 
 
 def load_tool(name):

@@ -12,9 +12,11 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from resnext_det.data import register_digits
+from resnext_det.checkpoint import read_weights
+from resnext_det.data import DigitsSpec, build_digits_dataset, register_digits
 from resnext_det.engine import Trainer
-from tests.helpers import load_tool, pycocotools_stats
+from resnext_det.utils.testing import max_rel_error
+from tests.helpers import load_tool, pycocotools_stats, weight_changes
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -141,6 +143,42 @@ def test_two_cpu_processes(datasets_root, tmp_path):
     assert log.count("COCO metrics written to") == 1  # rank 0 only
     assert (out / "model_final.pth").is_file()
     assert math.isfinite(_metrics(out)["bbox"]["AP"])
+
+
+# What makes two processes of 1 image train as one process of 2 does: nothing drawn at random
+# per process (each draws from SEED + rank), and every image weighing the same in its
+# process's loss means. Fixed-size 64 px images, no flip (the demo's), and:
+AS_ONE_PROCESS = [
+    "MODEL.RESNETS.NORM", "naiveSyncBN",  # the demo's "BN" normalizes each process's image alone
+    # more than the 1023 anchors of a 64 px image (3 per place of P2-P6): subsample_labels
+    # takes every labelled one, its randperm picks nothing; the loss is divided by
+    # 4096 x images, the same sum either way
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 4096,
+    # 32 proposals per image (NMS leaves more) and its 1 box, all taken by the ROI heads:
+    # 33 per image, so each process's mean over its regions is the mean over all
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 512,
+    "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 1]
+
+
+def test_two_cpu_processes_train_as_one(tmp_path):
+    """DDP averages the two processes' gradients and naiveSyncBN their statistics: on the
+    same images (detectron2's TrainingSampler gives rank r the places r, r + 2, ... of one
+    seeded stream), the weights after 4 steps are one process's to float rounding."""
+    root = tmp_path / "datasets"
+    build_digits_dataset(root / "digits", DigitsSpec(num_train=12, num_val=4, image_size=64,
+                                                     digit_sizes=(12, 24), max_digits=1), 0)
+    train = json.loads((root / "digits/annotations/instances_train.json").read_text())
+    assert sorted(a["image_id"] for a in train["annotations"]) == sorted(
+        i["id"] for i in train["images"])  # one digit per image
+    for processes, name in ((2, "two"), (1, "one")):
+        _train(root, tmp_path / name, num_gpus=processes, late=AS_ONE_PROCESS)
+    weights = {name: read_weights(tmp_path / name / "model_final.pth").obj["model"]
+               for name in ("one", "two")}
+    start = read_weights(tmp_path / "one/model_0000000.pth").obj["model"]  # after one step
+    expected = weight_changes(weights["one"], start)
+    # the check means something: 3 steps moved the weights far past float32's rounding
+    assert expected["parameters"].abs().max() > 1e-3 * max(v.abs().max() for v in start.values())
+    assert max_rel_error(weight_changes(weights["two"], start), expected) < 1e-4  # measured: 3e-7
 
 
 class GroundTruthDetector(torch.nn.Module):
