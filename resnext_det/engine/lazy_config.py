@@ -14,6 +14,7 @@ import os
 
 import torch
 from detectron2.config import LazyConfig, get_cfg
+from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -316,6 +317,24 @@ def check_train_numbers(cfg):
                               f"number of processes ({comm.get_world_size()})")
 
 
+def check_evaluated_set(evaluator):
+    """A COCOEvaluator's dataset_name (dataloader.evaluator) is one name: it scores one set,
+    and configs/lazy/common/coco.py also puts the name in its output_dir. A list (e.g. of
+    one, through dataloader.test.dataset.names) was a KeyError at the first evaluation,
+    after the training."""
+    target = evaluator.get("_target_")
+    target = locate(target) if isinstance(target, str) else target
+    name = evaluator.get("dataset_name")
+    coco = isinstance(target, type) and issubclass(target, COCOEvaluator)
+    if not coco or isinstance(name, str):
+        return
+    value = list(name) if isinstance(name, ListConfig) else name
+    raise ConfigError("dataloader.evaluator.dataset_name", value, "one dataset name (a "
+                      "string: detectron2's COCOEvaluator scores one set)", "configs/lazy/common/"
+                      "coco.py takes it from dataloader.test.dataset.names: give that one name, "
+                      "e.g. dataloader.test.dataset.names=digits_val.")
+
+
 def check_lazy_config(cfg):
     """Everything that can be checked before a model or dataset is built; returns yacs_view's
     (view, names). Errors name the lazy key (e.g. model.backbone.bottom_up.norm)."""
@@ -327,6 +346,7 @@ def check_lazy_config(cfg):
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
         check_bool(f"train.weights.{key}", value)
     view, names = yacs_view(cfg)
+    check_evaluated_set(_node(_node(cfg, "dataloader"), "evaluator"))
     evaluations = _node(_node(cfg, "dataloader"), "evaluator").get("output_dir")
     if isinstance(evaluations, str) and evaluations:  # was: a traceback after the training
         check_folder_can_be_made("dataloader.evaluator.output_dir", evaluations)

@@ -3,7 +3,7 @@ import logging
 import os
 
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
@@ -82,10 +82,12 @@ def sample_inputs(cfg, sample_image=None):
 
 def evaluate_exported(cfg, path):
     """COCO evaluation of an exported file on DATASETS.TEST[0], as Trainer.test evaluates the
-    eager model; writes OUTPUT_DIR/inference/<dataset>/coco_metrics.json."""
+    eager model, on its loader (a picture that cannot be decoded, or of more than 8 bits,
+    which detectron2's plain mapper turns white, stops it naming the file; the plain loader
+    scored such a set silently); writes OUTPUT_DIR/inference/<dataset>/coco_metrics.json."""
     check_datasets(cfg, fields=("TEST",))
     name = cfg.DATASETS.TEST[0]
-    loader = build_detection_test_loader(cfg, name)
+    loader = Trainer.build_test_loader(cfg, name)  # batches of TEST.IMS_PER_BATCH, run one by one
     return inference_on_dataset(ExportedDetector(path), loader, Trainer.build_evaluator(cfg, name))
 
 

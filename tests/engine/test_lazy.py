@@ -430,6 +430,10 @@ def _digits(tmp_path, *overrides):
     ("train.checkpointer.period=0", "train.checkpointer.period=0 is not valid"),
     ("dataloader.train.total_batch_size=0", "dataloader.train.total_batch_size=0 is not valid"),
     ("train.eval_period=-1", "train.eval_period=-1 is not valid"),
+    # the evaluator's dataset_name follows it: detectron2's KeyError at the first
+    # evaluation, after the training (its output_dir was ".../inference/['digits_val']")
+    ("dataloader.test.dataset.names=[digits_val]",
+     "dataloader.evaluator.dataset_name=['digits_val'] is not valid: expected one dataset name"),
 ])
 def test_bad_values_are_named_before_anything_is_built(override, message, tmp_path):
     with pytest.raises(ConfigError) as error:

@@ -159,3 +159,32 @@ def test_no_weights_is_an_error(tmp_path, capsys):
     assert "error: MODEL.WEIGHTS='' is not valid: expected the trained detector's weights" in (
         capsys.readouterr().err)
     assert not (tmp_path / "out" / "model.ts").exists()
+
+
+def test_run_eval_names_pictures_deeper_than_8_bits(datasets_root, tmp_path, capsys, tiny_weights):
+    """--run-eval read the test set with detectron2's plain mapper, which clips a 16-bit
+    picture's values to 255: the file was scored on white pictures and the tool exited 0.
+    Now it stops as the eager evaluation (Trainer.test) does, naming the picture."""
+    import re
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from resnext_det.data import register_digits
+
+    root = tmp_path / "datasets"
+    shutil.copytree(datasets_root / "digits", root / "digits")
+    for path in (root / "digits/images/val").iterdir():  # PNG content; PIL reads by content
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(pixels).save(path, format="PNG")
+    register_digits(root / "digits")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            load_tool("export_model").run(["--output", str(tmp_path / "out"), "--run-eval",
+                                           *_cli_args("MODEL.WEIGHTS", tiny_weights)])
+    finally:
+        register_digits(datasets_root / "digits")
+    assert exit_info.value.code == 2
+    assert re.search(r"error: Evaluation image '.*' is a picture of more than 8 bits \(PIL "
+                     r"mode 'I;16'\)", capsys.readouterr().err)
