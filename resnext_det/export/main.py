@@ -3,7 +3,7 @@ import logging
 import os
 
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
@@ -54,25 +54,26 @@ def load_model(cfg):
 
 
 def sample_inputs(cfg, sample_image=None):
-    """[{"image", "height", "width"}] for tracing: `sample_image` read and resized as
-    INPUT.{FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST} say, else DATASETS.TEST[0]'s first image
-    (detectron2's export_model takes the same two)."""
+    """[{"image", "height", "width"}] for tracing: `sample_image`, else DATASETS.TEST[0]'s
+    first image (detectron2's export_model takes the same two), read as predict reads a
+    picture and resized as INPUT.{FORMAT, MIN_SIZE_TEST, MAX_SIZE_TEST} say."""
+    what = f"--sample-image {sample_image!r}"
     if sample_image is None:
         if not cfg.DATASETS.TEST:
             raise ExportError("tracing needs a sample image: pass --sample-image FILE, or a "
                               "config whose DATASETS.TEST names a registered dataset.")
         check_datasets(cfg, fields=("TEST",))
-        record = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]
-        return [DatasetMapper(cfg, is_train=False)(record)]
+        sample_image = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
+        what = f"DATASETS.TEST[0]'s first image {sample_image!r} (or pass --sample-image FILE)"
     try:
         picture = read_picture(sample_image, format=cfg.INPUT.FORMAT)
     except DECODE_ERRORS as e:
-        raise ExportError(f"--sample-image {sample_image!r}: cannot read it as an image "
+        raise ExportError(f"{what}: cannot read it as an image "
                           f"({type(e).__name__}: {e}).") from None
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     transform = resize.get_transform(picture)
     if resizes_to_nothing(transform, picture):
-        raise ExportError(f"--sample-image {sample_image!r}: its {picture.shape[0]} x "
+        raise ExportError(f"{what}: its {picture.shape[0]} x "
                           f"{picture.shape[1]} pixels resize (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) "
                           "to a side of 0 pixels. Pass a picture of more even sides.")
     image = transform.apply_image(picture)

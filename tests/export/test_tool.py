@@ -188,3 +188,49 @@ def test_run_eval_names_pictures_deeper_than_8_bits(datasets_root, tmp_path, cap
     assert exit_info.value.code == 2
     assert re.search(r"error: Evaluation image '.*' is a picture of more than 8 bits \(PIL "
                      r"mode 'I;16'\)", capsys.readouterr().err)
+
+
+def test_the_test_sets_first_image_is_traced_as_detectron2s_mapper_makes_it(datasets_root):
+    """Without --sample-image the trace runs on DATASETS.TEST[0]'s first image, read and
+    resized as detectron2's DatasetMapper (is_train=False) makes it, at another test size."""
+    from detectron2.data import DatasetCatalog, DatasetMapper
+
+    from resnext_det.data import register_digits
+    from resnext_det.export.main import sample_inputs
+    from tests.export.helpers import tiny_cfg
+
+    register_digits(datasets_root / "digits")
+    cfg = tiny_cfg("faster_rcnn")
+    cfg.defrost()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT = 96, 200, "RGB"
+    expected = DatasetMapper(cfg, is_train=False)(DatasetCatalog.get("digits_val")[0])
+    (got,) = sample_inputs(cfg)
+    assert got["image"].shape == expected["image"].shape == (3, 96, 96)
+    assert torch.equal(got["image"], expected["image"].float())
+    assert (got["height"], got["width"]) == (expected["height"], expected["width"])
+
+
+def test_an_unreadable_first_test_image_exits_2(datasets_root, tmp_path, capsys, tiny_weights):
+    """The trace's sample, DATASETS.TEST[0]'s first image, cannot be decoded: one error line
+    naming it (detectron2's mapper raised a PIL traceback)."""
+    import shutil
+
+    from detectron2.data import DatasetCatalog
+
+    from resnext_det.data import register_digits
+
+    root = tmp_path / "datasets"
+    shutil.copytree(datasets_root / "digits", root / "digits")
+    register_digits(root / "digits")
+    try:
+        first = DatasetCatalog.get("digits_val")[0]["file_name"]
+        with open(first, "wb") as f:
+            f.write(b"not a picture")
+        with pytest.raises(SystemExit) as exit_info:
+            load_tool("export_model").run(["--output", str(tmp_path / "out"),
+                                           *_cli_args("MODEL.WEIGHTS", tiny_weights)])
+    finally:
+        register_digits(datasets_root / "digits")
+    assert exit_info.value.code == 2
+    assert (f"error: DATASETS.TEST[0]'s first image {first!r} (or pass --sample-image FILE): "
+            "cannot read it as an image") in capsys.readouterr().err
