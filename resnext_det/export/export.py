@@ -180,6 +180,13 @@ class _ScriptableDense(_ScriptableRCNN):
         return [x.get_fields() for x in self.model(inputs)]
 
 
+def _heads_named(model):
+    """', MODEL.ROI_HEADS.NAME=...' for an R-CNN (detectron2's Res5ROIHeads and
+    CascadeROIHeads do not compile), else ''."""
+    heads = getattr(model, "roi_heads", None)
+    return f", MODEL.ROI_HEADS.NAME={type(heads).__name__!r}" if heads is not None else ""
+
+
 def export_scripting(model, path, *, block_form="c"):
     """Compile `model` with torch.jit.script and save it (TorchScript).
 
@@ -202,7 +209,7 @@ def export_scripting(model, path, *, block_form="c"):
         raise ExportError(
             f"--export-method scripting: torch.jit.script cannot compile this model "
             f"(MODEL.RESNEXT.BLOCK_FORM={block_form!r}, MODEL.META_ARCHITECTURE="
-            f"{type(model).__name__!r}). TorchScript says:\n{_first_lines(e)}\n"
+            f"{type(model).__name__!r}{_heads_named(model)}). TorchScript says:\n{_first_lines(e)}\n"
             "Use --export-method tracing, which records the operations run on the sample "
             "image instead of compiling the Python code.") from None
     meta = json.dumps({"method": "scripting", "outputs": sorted(SCRIPTING_FIELDS)})

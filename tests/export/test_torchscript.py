@@ -48,3 +48,20 @@ def test_paths_block_forms_compile(form, digits_inputs):
     images = torch.stack([x["image"].float() for x in digits_inputs[:2]]) / 255
     with torch.no_grad():
         assert max_rel_error(scripted(images), backbone(images)) < 1e-6
+
+
+def test_scripting_a_c4_detector_names_its_roi_heads(tmp_path):
+    """detectron2's Res5ROIHeads does not compile (it refers to a mask_head a box-only model
+    lacks): the error names the heads, the part that fails, and points to tracing."""
+    from resnext_det.export import ExportError
+    from resnext_det.export.export import export_scripting
+
+    model = tiny_model("faster_rcnn", "MODEL.ROI_HEADS.NAME", "ResNeXtRes5ROIHeads",
+                       "MODEL.RPN.IN_FEATURES", ["res4"], "MODEL.ROI_HEADS.IN_FEATURES", ["res4"],
+                       "MODEL.BACKBONE.NAME", "build_resnext_backbone",
+                       "MODEL.RESNETS.OUT_FEATURES", ["res4"],
+                       "MODEL.ANCHOR_GENERATOR.SIZES", [[32, 64]],
+                       "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0, 2.0]])
+    with pytest.raises(ExportError, match=r"(?s)torch\.jit\.script cannot compile this model .*"
+                       r"MODEL\.ROI_HEADS\.NAME='ResNeXtRes5ROIHeads'.*--export-method tracing"):
+        export_scripting(model, str(tmp_path / "model.ts"))
