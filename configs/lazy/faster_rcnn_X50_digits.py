@@ -48,6 +48,9 @@ dataloader.train = L(build_detection_train_loader)(
     ),
     total_batch_size=8,
     num_workers=1,
+    # all images are 128x128: grouping by aspect ratio makes the same batches; without it the
+    # worker loads whole batches ahead (the YAML demo's DATALOADER.ASPECT_RATIO_GROUPING False)
+    aspect_ratio_grouping=False,
 )
 dataloader.test.dataset.names = "digits_val"
 dataloader.test.mapper.augmentations = [

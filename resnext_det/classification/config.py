@@ -1,4 +1,5 @@
-"""The classification config: detectron2's CfgNode, the paper's ImageNet recipe by default.
+"""The classification config: detectron2's CfgNode, the paper's ImageNet recipe by default
+but for MODEL.RESNEXT.ZERO_INIT_RESIDUAL (True here; the paper's configs set False).
 
 The model is described with the detection keys (MODEL.RESNETS.*, MODEL.RESNEXT.*,
 MODEL.PIXEL_MEAN/STD, INPUT.FORMAT), so the network a pretraining config builds is the
@@ -43,7 +44,8 @@ def _model():
     r.DEFORM_MODULATED = False  # True: v2 (a learned mask per sample)
     r.DEFORM_NUM_GROUPS = 1  # offset groups of the deformable 3x3
     model.RESNEXT = resnext_defaults()
-    # Goyal et al. 2017: each block starts as the identity; part of our default recipe.
+    # Goyal et al. 2017: each block starts as the identity; part of our default recipe, not
+    # the paper's (configs/cls/Base-ImageNet.yaml sets False: every norm starts at 1).
     model.RESNEXT.ZERO_INIT_RESIDUAL = True
     return model
 
@@ -112,7 +114,7 @@ def _solver():
 
 
 def get_cls_cfg():
-    """A fresh classification config with the paper's ImageNet recipe."""
+    """A fresh classification config: the paper's ImageNet recipe, zero-initialized residuals."""
     cfg = CN()
     cfg.MODEL, cfg.DATA, cfg.INPUT, cfg.SOLVER = _model(), _data(), _input(), _solver()
     cfg.TEST = CN()

@@ -7,6 +7,7 @@ Python); the digits config trains, resumes and evaluates through the command lin
 overrides and arguments are ConfigErrors naming the lazy key.
 """
 import copy
+import inspect
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg, instantiate
 import detectron2.data.transforms as T
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import build_detection_train_loader
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.modeling.poolers import ROIPooler
@@ -203,6 +205,12 @@ def test_digits_config_is_the_yaml_demo():
         instantiate(lazy_cfg.dataloader[split].mapper).augmentations(inputs[0])
         DatasetMapper(yaml, is_train=is_train).augmentations(inputs[1])
         assert inputs[0].image.shape == inputs[1].image.shape == (85, 128, 3)  # long side 128
+    # detectron2's loader default (True) groups image by image in the main process; the demo
+    # turns it off so that workers load whole batches ahead (DATALOADER.ASPECT_RATIO_GROUPING)
+    train_args = inspect.signature(build_detection_train_loader).bind_partial(
+        **{k: v for k, v in lazy_cfg.dataloader.train.items() if k != "_target_"})
+    train_args.apply_defaults()
+    assert train_args.arguments["aspect_ratio_grouping"] == yaml.DATALOADER.ASPECT_RATIO_GROUPING
 
 
 def test_digits_config_trains_as_the_yaml_demo(datasets_root, tmp_path):
