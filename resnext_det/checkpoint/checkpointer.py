@@ -115,6 +115,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             evaluation or a resume can see data of other classes (or order).
         trained_input: {config key: value} of the input the model trains on (format, pixel
             statistics), stored likewise (None: none); last_input: the last file's.
+        trained_solver, last_solver: the same for the solver (lr, momentum, batch, ...).
     """
 
     def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
@@ -141,7 +142,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         if allow_partial:  # a foreign file's conversion skips what does not fit, too
             self.convert_kwargs.setdefault("allow_partial", True)
         self.last_metadata = self.last_incompatible = self.last_classes = self.last_input = None
-        self.classes = self.trained_input = None
+        self.classes = self.trained_input = self.trained_solver = self.last_solver = None
         self.loaded_file, self._resuming = None, False
 
     # ------------------------------------------------------------------ loading
@@ -176,6 +177,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
                      for k, v in checkpoint["model"].items()}
             checkpoint["model"] = convert_block_form(state, self.block_form)
         self.last_classes, self.last_input = checkpoint.get("classes"), checkpoint.get("input")
+        self.last_solver = checkpoint.get("solver")
         file_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in checkpoint["model"].items()}
         model_shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         incompatible = super()._load_model(checkpoint)
@@ -244,8 +246,9 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict(), "__author__": AUTHOR}  # ours: loads as it is
         if self.classes is not None:
             data["classes"] = list(self.classes)
-        if self.trained_input is not None:
-            data["input"] = dict(self.trained_input)
+        for key, value in (("input", self.trained_input), ("solver", self.trained_solver)):
+            if value is not None:
+                data[key] = dict(value)
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         basename = f"{name}.pth"

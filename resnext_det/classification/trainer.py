@@ -23,9 +23,11 @@ from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
 from ..engine.checks import (RESUME_FIX, check_iterations_left, check_no_earlier_run,
-                             check_weights, check_weights_to_evaluate, warn_resume_finds_nothing)
+                             check_resumed_solver, check_weights, check_weights_to_evaluate,
+                             solver_settings, warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, ResumedEvalHook, restore_rng)
+from ..engine.trainer import share_main_buffers
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
@@ -134,6 +136,7 @@ class ClsTrainer(DefaultTrainer):
         self._trainer = build_step_trainer(cfg, model, self._build_train_loader(), optimizer)
         self.scheduler = LRMultiplier(optimizer, schedule, total)  # all epochs, even with MAX_ITER
         self.checkpointer = build_cls_checkpointer(cfg, self.net, trainer=weakref.proxy(self))
+        self.checkpointer.trained_solver = solver_settings(cfg)
         self.register_hooks(self.build_hooks())
 
     def epochs_to_iters(self, epochs):
@@ -167,6 +170,7 @@ class ClsTrainer(DefaultTrainer):
         return ret
 
     def evaluate(self):
+        share_main_buffers(self.net)  # what a checkpoint of this iteration holds
         self._last_eval_results = evaluate(self.cfg, self.net, self.val_set)
         return {"val": self._last_eval_results}  # val/top1_err, ... in metrics.json
 
@@ -196,6 +200,7 @@ class ClsTrainer(DefaultTrainer):
         if resuming:
             check_stored_classes(self.checkpointer.loaded_file, self.checkpointer.last_classes,
                                  self.train_set.classes, "the data", RESUME_FIX)
+            check_resumed_solver(self.cfg, self.checkpointer)
             self.start_iter = self.iter + 1
             check_iterations_left(self.checkpointer, self.start_iter, self.max_iter, self.cfg,
                                   ("SOLVER.MAX_ITER", "SOLVER.MAX_EPOCHS"))

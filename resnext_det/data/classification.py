@@ -120,6 +120,9 @@ def _unpickle(path, keys):
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as e:
             raise DatasetError(f"{path}: not the CIFAR python release ({type(e).__name__}: "
                                f"{e}); download and extract it again.") from None
+    if isinstance(obj, dict):  # the release's keys are Python 2 str (bytes here); a file
+        # pickled again by Python 3 has str keys, which torchvision's reader takes as well
+        obj = {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
     missing = [k.decode() for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise DatasetError(f"{path}: not the CIFAR python release (no {missing} in it); "
@@ -150,7 +153,8 @@ class CifarDataset(Dataset):
         self.images = np.concatenate([images for images, _ in parts])  # (N, 32, 32, 3) uint8 RGB
         self.labels = np.concatenate([labels for _, labels in parts])
         meta = os.path.join(base, meta_file)
-        self.classes = [n.decode() for n in _unpickle(meta, (names_key,))[names_key]]
+        self.classes = [n.decode() if isinstance(n, bytes) else n
+                        for n in _unpickle(meta, (names_key,))[names_key]]
         if not len(self.labels):
             raise DatasetError(f"{base}: no images in {[os.path.basename(p) for p in paths]}; "
                                "download and extract the release again.")

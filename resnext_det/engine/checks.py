@@ -161,18 +161,60 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
 
 
 def mark_checkpoints(checkpointer, cfg):
-    """Each checkpoint of the training of `cfg` stores its class names (trained_classes) and
-    its input (input_conventions), which evaluations and resumes check."""
+    """Each checkpoint of the training of `cfg` stores its class names (trained_classes), its
+    input (input_conventions) and its solver (solver_settings), which evaluations and
+    resumes check."""
     checkpointer.classes = trained_classes(cfg)
     checkpointer.trained_input = input_conventions(cfg)
+    checkpointer.trained_solver = solver_settings(cfg)
 
 
 def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):
-    """A resumed run goes on as it started: the input and the class names its checkpoint
-    stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked)."""
+    """A resumed run goes on as it started: the input, the class names and the solver its
+    checkpoint stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked)."""
+    check_resumed_solver(cfg, checkpointer)
     check_input_conventions(cfg, checkpointer)
     if checkpointer.classes is not None:
         check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, train_key, RESUME_FIX)
+
+
+# The SOLVER keys a resumed run goes on without: torch's Optimizer.load_state_dict puts back
+# each parameter group's lr, momentum, nesterov and weight decay (WEIGHT_DECAY_NORM, BIAS_LR_
+# FACTOR set them per group), detectron2's LRScheduler its base lr (pretraining's: BASE_LR x
+# IMS_PER_BATCH / REFERENCE_BATCH), and the batch size placed the checkpoint in the data
+# stream (resume.ResumableSampler: iteration x IMS_PER_BATCH).
+RESUMED_SOLVER_KEYS = ("BASE_LR", "IMS_PER_BATCH", "REFERENCE_BATCH", "MOMENTUM", "NESTEROV",
+                       "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS", "BIAS_LR_FACTOR")
+
+
+def solver_settings(cfg):
+    """{"SOLVER.<key>": value} of RESUMED_SOLVER_KEYS that `cfg` has."""
+    return {f"SOLVER.{k}": cfg.SOLVER[k] for k in RESUMED_SOLVER_KEYS if k in cfg.SOLVER}
+
+
+def _same_setting(value, stored):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (isinstance(stored, (int, float)) and not isinstance(stored, bool)
+                and abs(value - stored) <= 1e-9 * max(abs(value), abs(stored)))
+    return value == stored
+
+
+def check_resumed_solver(cfg, checkpointer):
+    """--resume with the solver the checkpoint was trained with (our trainings store it): a
+    changed lr, momentum or weight decay was ignored (the checkpoint's went on), a changed
+    IMS_PER_BATCH restarted the data at another place with the old lr."""
+    stored = checkpointer.last_solver
+    if not isinstance(stored, dict):  # files of others, and ours from before
+        return
+    for key, value in solver_settings(cfg).items():
+        if key in stored and not _same_setting(value, stored[key]):
+            raise ConfigError(key, value, f"{stored[key]!r}, the value "
+                              f"{checkpointer.loaded_file} was trained with", RESUMED_FIX)
+
+
+RESUMED_FIX = ("A resumed run goes on with its checkpoint's optimizer, lr and place in the "
+               "data. Resume with the run's value, or start a new run in another output folder "
+               "from the checkpoint (MODEL.WEIGHTS).")
 
 
 def check_iterations_left(checkpointer, start_iter, max_iter, cfg, keys=("SOLVER.MAX_ITER",)):

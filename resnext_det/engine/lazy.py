@@ -53,7 +53,7 @@ from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .setup import output_folder, run_default_setup, task_of
-from .trainer import inference_model
+from .trainer import inference_model, share_main_buffers
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
 _checks_logger = logging.getLogger(__name__)  # our warnings, in log.txt by setup_lazy
@@ -196,6 +196,7 @@ def do_test(setup, model):
     cfg = setup.cfg
     if "evaluator" not in cfg.dataloader:
         return {}
+    share_main_buffers(model)  # what a checkpoint of this iteration holds
     fast = inference_model(setup.view, model)  # MODEL.RESNEXT.FAST_INFERENCE = train.fast_inference
     with torch.random.fork_rng(devices=[]):  # as Trainer.test: training samples as without it
         results = inference_on_dataset(fast, build_test_loader(setup),

@@ -48,6 +48,11 @@ LAZY_KEYS = {
     "MODEL.RESNEXT.INFERENCE_DTYPE": "train.inference_dtype",
     "MODEL.RESNEXT.ROI_ALIGN": "train.roi_align",
     "SOLVER.AMP.ENABLED": "train.amp.enabled",
+    "SOLVER.BASE_LR": "optimizer.lr",
+    "SOLVER.MOMENTUM": "optimizer.momentum",
+    "SOLVER.NESTEROV": "optimizer.nesterov",
+    "SOLVER.WEIGHT_DECAY": "optimizer.weight_decay",
+    "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
     "TEST.COCO_EVAL_BACKEND": "dataloader.evaluator.backend",
     "MODEL.DEVICE": "train.device",
 }
@@ -221,6 +226,11 @@ def yacs_view(cfg):
     view.OUTPUT_DIR = train.output_dir
     view.MODEL.DEVICE = str(train.device)
     view.SOLVER.AMP.ENABLED = train.amp.get("enabled", False)
+    optimizer = _node(cfg, "optimizer")  # what a resumed run must keep (checks.solver_settings)
+    for key in ("BASE_LR", "MOMENTUM", "NESTEROV", "WEIGHT_DECAY"):
+        lazy = LAZY_KEYS[f"SOLVER.{key}"].split(".")[1]
+        view.SOLVER[key] = optimizer[lazy] if lazy in optimizer else None
+    view.SOLVER.IMS_PER_BATCH = _node(data, "train").get("total_batch_size")
     # detectron2's own configs lack these: their models run as detectron2 runs them
     view.MODEL.RESNEXT.FAST_INFERENCE = train.get("fast_inference", "")
     view.MODEL.RESNEXT.FAST_TRAINING = train.get("fast_training", "")

@@ -35,6 +35,22 @@ def inference_model(cfg, model, *, for_export=False):
     return with_inference_dtype(cfg, model, for_export=for_export)
 
 
+def share_main_buffers(model):
+    """Every process's buffers (the norms' running statistics) set to the main process's,
+    before an evaluation during training.
+
+    DDP runs with broadcast_buffers=False (as detectron2's trainer), so with NORM "BN" each
+    process averages the statistics of its own batches, and only the main process's go into
+    a checkpoint: each process evaluated its share of the test images with its own, and the
+    metrics were those of no saved model. Training is unchanged (BN trains on batch
+    statistics and only writes the running ones). timm's distribute_bn(reduce=False) does
+    the same.
+    """
+    if comm.get_world_size() > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with five changes to its behaviour.
 
@@ -159,6 +175,7 @@ class Trainer(DefaultTrainer):
             dict: {"bbox": {"AP": ..., "AP-<class>": ...}} (percent) for one test dataset;
             {dataset name: that dict} for several.
         """
+        share_main_buffers(model)  # what a checkpoint of this iteration holds
         with torch.random.fork_rng(devices=[]):  # the training after it samples as without it
             return super().test(cfg, inference_model(cfg, model), evaluators)
 

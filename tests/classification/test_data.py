@@ -220,3 +220,38 @@ def test_damaged_cifar_files_are_errors_naming_them(tmp_path, damage, message):
     damage(_write_cifar10(tmp_path))
     with pytest.raises(DatasetError, match=message):
         CifarDataset(str(tmp_path), "cifar10", train=True)
+
+
+@pytest.mark.parametrize("python2", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_cifar100_reads_as_torchvisions_reader(tmp_path, monkeypatch, python2, train):
+    """CIFAR-100's fine labels and names, against torchvision.datasets.CIFAR100, for the
+    release's Python 2 pickles and for files pickled again by Python 3 (str keys: torchvision
+    read them, ours said "not the CIFAR python release")."""
+    import torchvision
+
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    def text(value):  # what Python 3 pickles where the release has Python 2 str
+        if isinstance(value, list):
+            return [text(v) for v in value]
+        return value.decode() if isinstance(value, bytes) else value
+
+    dump = _release_pickle if python2 else (
+        lambda obj: pickle.dumps({k.decode(): text(v) for k, v in obj.items()}))
+    for name, count in (("train", 7), ("test", 5)):
+        fine = [int(v) for v in rng.integers(0, 100, count)]
+        (base / name).write_bytes(dump({
+            b"filenames": [b"x.png"] * count, b"batch_label": b"batch", b"fine_labels": fine,
+            b"coarse_labels": [v // 5 for v in fine],
+            b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8)}))
+    names = {b"fine_label_names": [f"fine{k}".encode() for k in range(100)],
+             b"coarse_label_names": [f"coarse{k}".encode() for k in range(20)]}
+    (base / "meta").write_bytes(dump(names))
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    peer = torchvision.datasets.CIFAR100(str(tmp_path), train=train, download=False)
+    ours = CifarDataset(str(tmp_path), "cifar100", train=train)
+    assert ours.classes == peer.classes and len(ours) == len(peer)
+    for (image, label), (peer_image, peer_label) in zip(ours, peer):
+        assert label == peer_label and np.array_equal(np.asarray(image), np.asarray(peer_image))

@@ -1,5 +1,5 @@
 """tools/pretrain_cls.py --num-gpus 2 on the CPU: two gloo processes, DDP and naiveSyncBN,
-which must train as one process does on the same batches."""
+which must train as one process does on the same batches, and BN."""
 import os
 import subprocess
 import sys
@@ -71,3 +71,40 @@ def test_two_processes_train_as_one(run, tmp_path):
     # the check means something: training moved the weights far past float32's rounding
     assert expected["parameters"].abs().max() > 1e-3 * max(v.abs().max() for v in start.values())
     assert max_rel_error(weight_changes(two, start), expected) < 1e-4  # measured: 2e-6
+
+
+def test_two_processes_report_the_saved_models_errors(tmp_path):
+    """NORM "BN" (per-process statistics): each process evaluated its share of the validation
+    images with its own running statistics, the checkpoint holds the main process's, so the
+    errors and loss reported were of no saved model. The reference: model_final.pth's
+    weights on the validation images through torchvision's transforms, by hand."""
+    import torch.nn.functional as F
+    from PIL import Image
+    from torchvision import transforms as T
+
+    folder = write_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    opts = tiny_opts(folder, out, "MODEL.RESNETS.NORM", "BN", "SOLVER.MAX_EPOCHS", 1)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "tools/pretrain_cls.py"), "--num-gpus", "2",
+           "--dist-url", "auto", *opts]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    reported = read_metrics(out / "metrics.json")[-1]
+
+    cfg = tiny_cfg(folder, tmp_path / "unused")
+    model = build_cls_model(cfg, 3).eval()
+    model.load_state_dict(read_weights(out / "model_final.pth").obj["model"])
+    mean, std = (torch.tensor(cfg.MODEL[key]).view(3, 1, 1) / 255  # torchvision's 0-1 units
+                 for key in ("PIXEL_MEAN", "PIXEL_STD"))
+    transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
+    paths = sorted((folder / "val").glob("*/*.png"))
+    classes = sorted(p.name for p in (folder / "val").iterdir())
+    images = torch.stack([(transform(Image.open(p).convert("RGB")) - mean) / std for p in paths])
+    labels = torch.tensor([classes.index(p.parent.name) for p in paths])
+    with torch.no_grad():
+        logits = model(images)
+    assert reported["val/images"] == len(paths) == 6
+    assert reported["val/loss"] == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-5)
+    wrong = int((logits.argmax(1) != labels).sum())
+    assert reported["val/top1_err"] == pytest.approx(100 * wrong / len(paths))

@@ -9,7 +9,8 @@ from detectron2.utils.env import seed_all_rng
 
 from resnext_det.checkpoint import read_weights
 from resnext_det.checkpoint import checkpointer as checkpointer_module
-from resnext_det.classification import ClsTrainer, build_cls_model, main
+from resnext_det.classification import ClsTrainer, build_cls_model, get_cls_cfg, main
+from resnext_det.classification.solver import build_param_scheduler
 from resnext_det.classification.checkpoint import build_cls_checkpointer
 from resnext_det.engine.amp import CPUAutocastTrainer
 from resnext_det.utils.plots import plot_training_curves, read_metrics, series
@@ -248,6 +249,33 @@ def test_a_new_run_never_replaces_an_earlier_runs_detection_weights(tmp_path):
         main(cls_args(tiny_opts(folder, out, "SOLVER.MAX_ITER", 1)))
     assert (out / "model_final.pkl").read_bytes() == b"an earlier run's backbone"
     assert (out / "config.yaml").read_bytes() == b"# the earlier run's config\n"
+
+
+def test_resume_with_another_optimizer_or_batch_is_an_error(folder, tmp_path):
+    """torch's Optimizer.load_state_dict puts back the checkpoint's momentum and weight decay,
+    detectron2's LRMultiplier its base lr: a run resumed with SOLVER.BASE_LR 10x lower went
+    on at the old lr, one with half the batch at the old lr, from another place in the data."""
+    from detectron2.solver import LRMultiplier
+
+    from resnext_det.config.errors import ConfigError
+
+    main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 4, "TEST.EVAL_PERIOD", 0)))
+    saved = load(tmp_path / "model_final.pth")
+    state = saved["trainer"]["_trainer"]["optimizer"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1)) for _ in
+                                 state["param_groups"][0]["params"]], lr=1.0)
+    optimizer.load_state_dict(state)  # what torch puts back from the checkpoint
+    scheduler = LRMultiplier(optimizer, build_param_scheduler(get_cls_cfg().SOLVER), 10)
+    scheduler.load_state_dict(saved["trainer"]["hooks"]["LRScheduler"])
+    trained = {"BASE_LR": scheduler.base_lrs[0] * 256 / 4,  # REFERENCE_BATCH / IMS_PER_BATCH
+               "WEIGHT_DECAY": optimizer.param_groups[0]["weight_decay"], "IMS_PER_BATCH": 4}
+    assert trained["BASE_LR"] == pytest.approx(0.1) and trained["WEIGHT_DECAY"] == 1e-4
+    for key, value in (("BASE_LR", 0.01), ("WEIGHT_DECAY", 0.0), ("IMS_PER_BATCH", 2)):
+        opts = tiny_opts(folder, tmp_path, f"SOLVER.{key}", value, "TEST.EVAL_PERIOD", 0)
+        with pytest.raises(ConfigError, match=rf"SOLVER.{key}={value} is not valid: expected "
+                           rf"{trained[key]!r}, the value .*model_final.pth was trained with"):
+            main(cls_args(opts, resume=True))
+    assert load(tmp_path / "model_final.pth")["iteration"] == 3  # nothing trained
 
 
 def test_resume_past_the_end_is_an_error(folder, tmp_path):

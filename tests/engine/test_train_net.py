@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
@@ -77,6 +78,32 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
     assert _metrics(tmp_path / "eval")["bbox"] == pytest.approx(_metrics(out)["bbox"], nan_ok=True)
 
 
+def test_resume_with_another_lr_or_batch_is_an_error(datasets_root, tmp_path):
+    """torch's Optimizer.load_state_dict puts back the checkpoint's weight decay, detectron2's
+    LRScheduler hook its base lr: a run resumed with another SOLVER.BASE_LR trained on at the
+    old one, and with another IMS_PER_BATCH from another place in the data."""
+    out = tmp_path / "run"
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 2)
+    saved = read_weights(out / "model_final.pth").obj
+    trainer = saved["trainer"]  # what detectron2 and torch restore
+    trained = {"BASE_LR": max(trainer["hooks"]["LRScheduler"]["base_lrs"]),
+               "WEIGHT_DECAY": trainer["_trainer"]["optimizer"]["param_groups"][0]["weight_decay"]}
+    cfg_file = yaml.safe_load((out / "config.yaml").read_text())
+    assert trained == {k: cfg_file["SOLVER"][k] for k in trained}
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root))
+    for key, value in (("BASE_LR", trained["BASE_LR"] / 10), ("WEIGHT_DECAY", 0.0),
+                       ("IMS_PER_BATCH", 1)):
+        cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", CONFIG,
+               "--resume", *map(str, TINY), "SOLVER.MAX_ITER", "4", f"SOLVER.{key}", str(value),
+               "OUTPUT_DIR", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        expected = trained.get(key, 2)  # TINY's IMS_PER_BATCH
+        assert (f"error: SOLVER.{key}={value!r} is not valid: expected {expected!r}, the value "
+                f"{out / 'model_final.pth'} was trained with") in proc.stderr, proc.stderr[-3000:]
+    assert read_weights(out / "model_final.pth").obj["iteration"] == 1  # nothing trained
+
+
 def _ap50_by_pycocotools(datasets_root, output_dir):
     """AP50 of a run's written detections on digits_val, scored by pycocotools here."""
     results = (output_dir / "inference/digits_val/coco_instances_results.json").read_text()
@@ -143,6 +170,25 @@ def test_two_cpu_processes(datasets_root, tmp_path):
     assert log.count("COCO metrics written to") == 1  # rank 0 only
     assert (out / "model_final.pth").is_file()
     assert math.isfinite(_metrics(out)["bbox"]["AP"])
+    # The demo's NORM "BN" keeps running statistics per process, and a checkpoint holds rank
+    # 0's: the final evaluation (each process scores half the images) must be model_final's,
+    # as one process evaluates it (rank 1 scored its images with its own statistics).
+    _train(datasets_root, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", out / "model_final.pth")
+    got, expected = (_detections(folder) for folder in (out, tmp_path / "eval"))
+    assert got.keys() == expected.keys() and len(got) == 4
+    for image_id, boxes in expected.items():
+        assert got[image_id].shape == boxes.shape and boxes.shape[0] > 0
+        assert (got[image_id] - boxes).abs().max() < 1e-3, image_id
+
+
+def _detections(output_dir):
+    """{image id: (N, 5) tensor of score and XYWH box, by score} of a run's written results."""
+    results = json.loads((output_dir / "inference/digits_val/coco_instances_results.json")
+                         .read_text())
+    by_image = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append([r["score"], *r["bbox"]])
+    return {k: torch.tensor(sorted(v, reverse=True)) for k, v in by_image.items()}
 
 
 # What makes two processes of 1 image train as one process of 2 does: nothing drawn at random
