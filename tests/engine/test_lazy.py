@@ -304,7 +304,8 @@ def _coco_metrics(output_dir):
     return json.loads((output_dir / "inference/digits_val/coco_metrics.json").read_text())
 
 
-def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, monkeypatch):
+def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, monkeypatch,
+                                                    capsys):
     """tools/train_net.py with a .py config and key=value overrides: checkpoints,
     metrics.json, COCO metrics; --resume continues at the next iteration; --eval-only."""
     out = tmp_path / "run"
@@ -332,6 +333,16 @@ def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, mon
     assert torch.load(out / "model_final.pth")["classes"] == [str(d) for d in range(10)]
     final = _coco_metrics(out)
     assert math.isfinite(final["bbox"]["AP"]) and "AP-9" in final["bbox"]
+    # detectron2's LRScheduler puts back the checkpoint's base lr: another one is refused
+    trained_lr = max(torch.load(out / "model_final.pth")["trainer"]["hooks"]["LRScheduler"]
+                     ["base_lrs"])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.run(["--config-file", DIGITS, "--resume", *common, "train.max_iter=4",
+                  f"optimizer.lr={trained_lr / 10}"])
+    assert exit_info.value.code == 2
+    assert (f"error: optimizer.lr={trained_lr / 10!r} is not valid: expected {trained_lr!r}, the "
+            "value") in capsys.readouterr().err
+    assert torch.load(out / "model_final.pth")["iteration"] == 2
 
     evaluated = tmp_path / "eval"
     tool.run(["--config-file", DIGITS, "--eval-only", *TINY_MODEL, *TINY_DATA,
