@@ -7,7 +7,7 @@
 #       train.max_iter=300 train.output_dir=output/lazy_digits_300
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
