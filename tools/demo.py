@@ -34,6 +34,7 @@ from resnext_det.config.checks import merge_config
 from resnext_det.config.errors import ConfigError
 from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.engine import build_checkpointer, setup_cfg, train
+from resnext_det.engine.predict import inference_resize
 from resnext_det.evaluation import METRICS_FILE
 from resnext_det.utils.cli import ExitOnUserError
 from resnext_det.utils.io import claim_folder, release_folder
@@ -56,7 +57,9 @@ def demo_args(config_file, opts):
 def draw_demo_predictions(cfg, out_path):
     model = build_model(cfg)
     build_checkpointer(cfg, model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    return draw_predictions(model, cfg.DATASETS.TEST[0], out_path, input_format=cfg.INPUT.FORMAT)
+    # resized as the evaluation and predict.py resize (the grid drew the unresized pictures)
+    return draw_predictions(model, cfg.DATASETS.TEST[0], out_path, input_format=cfg.INPUT.FORMAT,
+                            aug=inference_resize(cfg))
 
 
 DEMO_MARK = ".demo_output"  # in each output folder the demo (or pretrain_then_detect) wrote

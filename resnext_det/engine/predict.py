@@ -21,6 +21,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
@@ -37,7 +38,14 @@ logger = logging.getLogger(__name__)
 # DATASETS.TEST "()": the class names the weights store label the pictures (our trainings')
 PREDICT_FIX = ("Name the dataset the weights were trained on, or pass DATASETS.TEST \"()\" "
                "for the class names the weights store.")
+# detectron2's meta-architectures whose outputs hold no "instances"
+NO_INSTANCES = {"ProposalNetwork": "proposals", "SemanticSegmentor": "a semantic segmentation"}
 IMAGES_FILE = "images.json"  # {"images": [...], "categories": [...]}: what the results' ids mean
+
+
+def inference_resize(cfg):
+    """DefaultPredictor's resize of each picture: INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST."""
+    return T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
 
 
 class BatchPredictor:
@@ -64,6 +72,12 @@ class BatchPredictor:
             raise ConfigError("MODEL.WEIGHTS", "", "the trained weights to predict with",
                               "e.g. MODEL.WEIGHTS output/demo/model_final.pth (after `make demo`).")
         check_weights(cfg)
+        architecture = cfg.MODEL.META_ARCHITECTURE
+        if architecture in NO_INSTANCES:  # predict then stopped with KeyError: 'instances'
+            raise ConfigError("MODEL.META_ARCHITECTURE", architecture, "a detector (e.g. "
+                              "GeneralizedRCNN, RetinaNet, PanopticFPN)", f"{architecture} "
+                              f"outputs {NO_INSTANCES[architecture]}, not the detections that "
+                              "predict draws and writes; tools/train_net.py --eval-only scores it.")
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
             raise ConfigError("INPUT.FORMAT", cfg.INPUT.FORMAT, "'RGB' or 'BGR'")
         model = build_model(cfg)
@@ -71,8 +85,8 @@ class BatchPredictor:
         checkpointer.load(cfg.MODEL.WEIGHTS)
         check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST[:1], "DATASETS.TEST[0]",
                                PREDICT_FIX)
-        aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-        predictor = cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT, aug=aug)
+        predictor = cls(inference_model(cfg, model.eval()), input_format=cfg.INPUT.FORMAT,
+                        aug=inference_resize(cfg))
         predictor.classes = checkpointer.last_classes
         return predictor
 
@@ -177,6 +191,20 @@ class DatasetIds:
         return contiguous if self.category_ids is None else self.category_ids[contiguous]
 
 
+def coco_results(instances, image_id, category_id):
+    """detectron2's instances_to_coco_json of `instances`, its classes mapped by
+    `category_id`; `instances` stays as it was: instances_to_coco_json moves
+    pred_keypoints by -0.5 px in place (COCO's keypoints are pixel indices), and the
+    picture was then drawn with its keypoints half a pixel up and left."""
+    if instances.has("pred_keypoints"):
+        instances = Instances(instances.image_size, **instances.get_fields())
+        instances.pred_keypoints = instances.pred_keypoints.clone()
+    results = instances_to_coco_json(instances, image_id)
+    for result in results:
+        result["category_id"] = category_id(result["category_id"])
+    return results
+
+
 MAX_DRAWN_PIXELS = 2**30  # OpenCV's CV_IO_MAX_IMAGE_PIXELS: it reads no larger picture
 
 
@@ -256,11 +284,12 @@ class PredictionWriter:
         return False
 
     def add(self, picture, instances):
-        """Draw and record the detections (Instances on the CPU) of one Picture."""
+        """Draw and record the detections (Instances on the CPU) of one Picture. Its
+        results join self.results after its entry joins self.images: a Ctrl-C or SIGTERM
+        while it is drawn (half a run's time) left results of an image_id that images.json
+        did not list."""
         image_id = self.ids.image_id(picture.path, picture.frame, picture.image.shape[:2])
-        for result in instances_to_coco_json(instances, image_id):
-            result["category_id"] = self.ids.category_id(result["category_id"])
-            self.results.append(result)
+        results = coco_results(instances, image_id, self.ids.category_id)
         name = None
         if self._drawable(picture):
             name = self._save(picture, draw_instances(picture.image, instances, self.metadata,
@@ -269,6 +298,7 @@ class PredictionWriter:
         entry = {"id": image_id, "file_name": picture.path, "width": width, "height": height,
                  "output": name}
         self.images.append(entry if picture.frame is None else dict(entry, frame=picture.frame))
+        self.results.extend(results)  # one call: an interrupt comes before or after it
 
     def close(self):
         """Finish the videos; write the results and images json files; returns their paths."""

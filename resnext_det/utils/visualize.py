@@ -8,17 +8,19 @@ from detectron2.data.detection_utils import read_image
 from ..engine.predict import BatchPredictor, draw_instances
 
 
-def draw_predictions(model, dataset_name, out_path, *, input_format="RGB", num_images=8,
-                     score_thresh=0.5, scale=2.0, columns=4):
+def draw_predictions(model, dataset_name, out_path, *, input_format="RGB", aug=None,
+                     num_images=8, score_thresh=0.5, scale=2.0, columns=4):
     """Draw detections above `score_thresh` on the first images of a dataset; write a PNG.
 
-    The images go to `model` (channels in `input_format`) as they are, in one batch.
+    The images go to `model` (channels in `input_format`) resized by `aug` (None: as they
+    are), in one batch: they must be of one size (the digits are).
     """
     metadata = MetadataCatalog.get(dataset_name)
     images = [read_image(record["file_name"], format="BGR")
               for record in DatasetCatalog.get(dataset_name)[:num_images]]
     tiles = []
-    for image, output in zip(images, BatchPredictor(model, input_format=input_format)(images)):
+    for image, output in zip(images, BatchPredictor(model, input_format=input_format,
+                                                   aug=aug)(images)):
         instances = output["instances"].to("cpu")
         tiles.append(draw_instances(image, instances[instances.scores >= score_thresh], metadata,
                                     scale))

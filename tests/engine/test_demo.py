@@ -72,3 +72,30 @@ def test_an_earlier_demos_folder_is_the_demos(tmp_path):
     with pytest.raises(ConfigError, match=r"it holds 1 files the demo did not write, e.g. "
                        r"'model_final.pth'"):
         demo.claim_demo_output(str(training))
+
+
+def test_the_grid_shows_the_detections_of_the_test_resize(datasets_root, tmp_path, monkeypatch):
+    """INPUT.MIN_SIZE_TEST 96 on 64 px val images: the evaluation and predict.py resize
+    them to 96 first; the grid drew the model's detections on them at 64."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.detection_utils import read_image
+    from detectron2.engine import DefaultPredictor
+    from detectron2.utils.visualizer import Visualizer
+
+    from resnext_det.data import register_digits
+    from resnext_det.utils.testing import detection_error
+    from tests.tools.test_predict import save_model, tiny_cfg
+
+    register_digits(datasets_root / "digits")
+    cfg = tiny_cfg("INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96", "OUTPUT_DIR",
+                   str(tmp_path), "MODEL.WEIGHTS", save_model(tmp_path / "model_final.pth", 10))
+    drawn, draw = [], Visualizer.draw_instance_predictions
+    monkeypatch.setattr(Visualizer, "draw_instance_predictions", lambda self, predictions: (
+        drawn.append(predictions), draw(self, predictions))[1])
+    load_tool("demo").draw_demo_predictions(cfg, tmp_path / "predictions.png")
+    predictor, records = DefaultPredictor(cfg), DatasetCatalog.get("digits_val")
+    assert len(drawn) == len(records) == 4
+    for record, got in zip(records, drawn):
+        expected = predictor(read_image(record["file_name"], format="BGR"))["instances"]
+        expected = expected[expected.scores >= 0.5]  # the grid's threshold
+        assert len(expected) > 0 and detection_error(got, expected) < 1e-4, record["file_name"]

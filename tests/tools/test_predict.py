@@ -547,3 +547,71 @@ def test_a_test_size_below_zero_is_named(tmp_path, capsys):
     error = _user_error(capsys, _tiny_args(save_model(tmp_path / "t.pth", 10), paths,
                                            tmp_path / "out") + ["INPUT.MIN_SIZE_TEST", "-5"])
     assert "INPUT.MIN_SIZE_TEST=-5 is not valid: expected a whole number >= 0" in error
+
+
+def test_a_ctrl_c_while_drawing_keeps_the_two_json_files_consistent(tmp_path, monkeypatch):
+    """A Ctrl-C (or SIGTERM) while the second picture is drawn: its detections were in
+    coco_instances_results.json under an image_id that images.json did not list."""
+    from detectron2.utils.visualizer import Visualizer
+
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    paths = _pictures(tmp_path / "in", [(64, 64)] * 3)
+    draw, calls = Visualizer.draw_instance_predictions, []
+
+    def ctrl_c_at_the_second(self, predictions):
+        calls.append(len(predictions))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return draw(self, predictions)
+    monkeypatch.setattr(Visualizer, "draw_instance_predictions", ctrl_c_at_the_second)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()",
+                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESHOLD))
+    with pytest.raises(KeyboardInterrupt):
+        predict_module.predict(cfg, paths, str(tmp_path / "out"), batch_size=1)
+    results, images = read_outputs(tmp_path / "out")
+    assert [img["file_name"] for img in images["images"]] == paths[:1]
+    assert calls[1] > 0  # the interrupted picture had detections to leave behind
+    assert {r["image_id"] for r in results} == {images["images"][0]["id"]}
+    expected = DefaultPredictor(cfg)(read_image(paths[0], format="BGR"))["instances"]
+    got = as_instances(results, images["images"][0]["id"], (64, 64), list(range(10)))
+    assert detection_error(got, expected) < 1e-4
+
+
+def test_keypoints_are_drawn_where_defaultpredictor_puts_them(tmp_path, monkeypatch):
+    """A keypoint R-CNN: detectron2's instances_to_coco_json moves pred_keypoints by -0.5
+    px in place (COCO's pixel indices), and the picture was drawn after it, half a pixel
+    up and left. The json keeps COCO's convention (detectron2's evaluator writes the same)."""
+    from detectron2.utils.visualizer import Visualizer
+
+    keypoints = ["MODEL.KEYPOINT_ON", "True", "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "(8,)",
+                 "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", "3", "MODEL.ROI_HEADS.NUM_CLASSES", "1"]
+    torch.manual_seed(0)
+    model = spread_class_scores_(randomize_norms_(build_model(tiny_cfg(*keypoints))))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("keypoints")
+    cfg = tiny_cfg(*keypoints, "MODEL.WEIGHTS", str(tmp_path / "keypoints.pth"),
+                   "DATASETS.TEST", "()", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    drawn, draw = [], Visualizer.draw_instance_predictions
+    monkeypatch.setattr(Visualizer, "draw_instance_predictions", lambda self, predictions: (
+        drawn.append(predictions.pred_keypoints.clone()), draw(self, predictions))[1])
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    predict_module.predict(cfg, paths, str(tmp_path / "out"))
+    expected = DefaultPredictor(cfg)(read_image(paths[0], format="BGR"))["instances"].pred_keypoints
+    assert len(expected) > 0
+    torch.testing.assert_close(drawn[0], expected, rtol=0, atol=1e-4)
+    results, _ = read_outputs(tmp_path / "out")
+    written = torch.tensor([r["keypoints"] for r in results]).reshape(expected.shape)
+    torch.testing.assert_close(written, expected - torch.tensor([0.5, 0.5, 0.0]), rtol=0, atol=1e-4)
+
+
+def test_a_model_that_outputs_no_detections_is_named(tmp_path, capsys):
+    """A ProposalNetwork (detectron2's outputs: {"proposals": ...}) ended in a KeyError
+    traceback once its weights were loaded and the first batch had run."""
+    proposals = ["MODEL.META_ARCHITECTURE", "ProposalNetwork"]
+    model = build_model(tiny_cfg(*proposals))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("rpn")
+    assert "proposals" in model.eval()([{"image": torch.zeros(3, 64, 64)}])[0]
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    error = _user_error(capsys, _tiny_args(str(tmp_path / "rpn.pth"), paths, tmp_path / "out")
+                        + proposals)
+    assert error.startswith("error: MODEL.META_ARCHITECTURE='ProposalNetwork' is not valid: "
+                            "expected a detector") and "outputs proposals" in error
