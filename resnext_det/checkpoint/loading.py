@@ -4,8 +4,9 @@
 classification trainer, MODEL.RESNEXT.CONFIG_FROM_WEIGHTS). It reads the bytes once; the
 SHA-256 of those bytes and a fingerprint of the converting code name the conversion
 cache entry, so a cache hit parses nothing but the cached file, and a conversion made by
-other code is never reused. Files in our naming (our .pkl, detectron2 checkpoints of our
-models, training checkpoints) come back as detectron2's checkpointer expects them;
+other code is never reused; an entry that cannot be read is converted again. Files in
+our naming (our .pkl, detectron2 checkpoints of our models, training checkpoints) come
+back as detectron2's checkpointer expects them;
 files in a foreign naming are converted (convert.py) and written to the cache; a file
 that fits no known layout is an error, never handed on to a lenient loader.
 """
@@ -21,7 +22,7 @@ from typing import Optional
 from ..utils.io import atomic_write
 from .convert import AUTHOR, convert_weights, detectron2_checkpoint
 from .detect import detect_source, unwrap
-from .readers import read_weights
+from .readers import WeightsFileError, read_weights
 
 logger = logging.getLogger(__name__)
 CACHE_FOLDER = "converted_weights"
@@ -32,20 +33,28 @@ def cache_dir_for(output_dir):
     return os.path.join(output_dir or ".", CACHE_FOLDER)
 
 
-def code_fingerprint(root):
-    """First 8 hex of the SHA-256 of every .py file under `root`, names and bytes."""
+# The code a conversion's output depends on: checkpoint/, and modeling/, whose templates,
+# block forms and model (template_infer, block_forms, validate import them) name the
+# template and the keys it writes and give the shapes it checks them against.
+CONVERTER_CODE = ("checkpoint", "modeling")
+
+
+def code_fingerprint(root, folders=CONVERTER_CODE):
+    """First 8 hex of the SHA-256 of every .py file under root/<folder>, names and bytes."""
     digest = hashlib.sha256()
-    for source in sorted(Path(root).rglob("*.py")):
-        digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes())
+    for folder in folders:
+        for source in sorted((Path(root) / folder).rglob("*.py")):
+            name = source.relative_to(root).as_posix().encode()
+            digest.update(name + b"\0" + source.read_bytes())
     return digest.hexdigest()[:8]
 
 
 @functools.lru_cache(maxsize=None)
 def converter_fingerprint():
-    """`code_fingerprint` of checkpoint/, the converting code: part of a cache entry's name,
-    so a conversion made by other code (an older release, a converter fixed since) is
-    never reused but converted again."""
-    return code_fingerprint(Path(__file__).parent)
+    """`code_fingerprint` of the converting code in this package: part of a cache entry's
+    name, so a conversion made by other code (an older release, a converter or template
+    table fixed since) is never reused but converted again."""
+    return code_fingerprint(Path(__file__).parents[1])
 
 
 def cached_path(weights, cache_dir, convert_kwargs=None):
@@ -96,28 +105,53 @@ def as_checkpoint(obj, container, path):
     return checkpoint, source.name
 
 
-# The last file loaded with remember=True, kept for the next load of the same file in this
-# process: MODEL.RESNEXT.CONFIG_FROM_WEIGHTS reads the weights before the model exists,
-# the checkpointer loads them after, and the file is read once for both.
+# The last file loaded with remember=True, kept for the next load, if it is of the same
+# file: MODEL.RESNEXT.CONFIG_FROM_WEIGHTS reads the weights before the model exists, the
+# checkpointer loads them after, and the file is read once for both. Any other load
+# drops it (a --resume loads the run's checkpoint instead).
 _REMEMBERED = {}
 
 
 def _memo_key(path, cache_dir, trust_pickle, convert_kwargs):
+    """The file as it is now: a file replaced since has another inode or change time, even
+    one of the same size with the old mtime (cp -p, rsync -a and tar keep mtimes; no tool
+    sets the change time)."""
     stat = os.stat(path)
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, cache_dir, trust_pickle,
-            repr(sorted(convert_kwargs.items())))
+    return (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+            cache_dir, trust_pickle, repr(sorted(convert_kwargs.items())))
 
 
 def load_weights(path, *, cache_dir=None, trust_pickle=False, remember=False, **convert_kwargs):
-    """`_load_weights`, reusing (once) a result that an earlier call asked to remember."""
+    """`_load_weights`, reusing (once, at the next load) a result that an earlier call asked
+    to remember."""
     key = _memo_key(path, cache_dir, trust_pickle, convert_kwargs) if os.path.isfile(path) else None
     loaded = _REMEMBERED.pop(key, None)
+    _REMEMBERED.clear()
     if loaded is None:
         loaded = _load_weights(path, cache_dir=cache_dir, trust_pickle=trust_pickle, **convert_kwargs)
     if remember:
-        _REMEMBERED.clear()
         _REMEMBERED[key] = loaded
     return loaded
+
+
+def _read_cached(cached, path):
+    """The checkpoint the cache entry `cached` holds, or None: there is none, or it cannot
+    be used (cut short: a full disk, a copy of the output folder stopped midway; not a
+    conversion of ours), which is warned about, and `path` is converted again over it."""
+    if not os.path.isfile(cached):
+        return None
+    try:
+        checkpoint = read_weights(cached).obj
+    except WeightsFileError as e:
+        problem = e.problem
+    else:
+        meta = checkpoint.get(AUTHOR) if isinstance(checkpoint, dict) else None
+        if isinstance(meta, dict) and "source_format" in meta and isinstance(
+                checkpoint.get("model"), dict):
+            return checkpoint
+        problem = "not a conversion of ours (no model and metadata)"
+    logger.warning(f"{cached}, the cached conversion of {path}: {problem}; it is converted again.")
+    return None
 
 
 def _load_weights(path, *, cache_dir=None, trust_pickle=False, **convert_kwargs):
@@ -135,8 +169,8 @@ def _load_weights(path, *, cache_dir=None, trust_pickle=False, **convert_kwargs)
     """
     weights = read_weights(path, trust_pickle=trust_pickle)
     cached = cached_path(weights, cache_dir, convert_kwargs) if cache_dir else None
-    if cached and os.path.isfile(cached):
-        checkpoint = read_weights(cached).obj
+    checkpoint = _read_cached(cached, path) if cached else None
+    if checkpoint is not None:
         return LoadedWeights(checkpoint, checkpoint.get(AUTHOR), checkpoint[AUTHOR]["source_format"],
                              converted_to=cached)
     checkpoint, source = as_checkpoint(weights.obj, weights.container, weights.path)

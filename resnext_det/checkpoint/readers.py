@@ -41,7 +41,7 @@ class WeightsFileError(ConversionError):
     """A weights file that cannot be read: missing, empty, truncated, unknown, unsafe."""
 
     def __init__(self, path, problem, fix):
-        self.path = str(path)
+        self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}. {fix}")
 
 
