@@ -171,10 +171,24 @@ def _check_pixel_stats(cfg):
                               f"{' > 0' if positive else ''}, one per channel of INPUT.FORMAT")
 
 
+def _check_oks_sigmas(cfg):
+    """TEST.KEYPOINT_OKS_SIGMAS: empty (COCO's 17), or one finite number > 0 per keypoint the
+    model predicts (detectron2's evaluator asserts the count at the first evaluation, after
+    the training; OKS divides by each sigma)."""
+    sigmas = list(cfg.get("TEST", {}).get("KEYPOINT_OKS_SIGMAS", None) or ())
+    count = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS if cfg.MODEL.get("KEYPOINT_ON") else None
+    positive = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v) and v > 0 for v in sigmas)
+    if sigmas and not (positive and count in (None, len(sigmas))):
+        per = "" if count is None else f"{count} (MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) "
+        raise ConfigError("TEST.KEYPOINT_OKS_SIGMAS", sigmas,
+                          f"{per}finite numbers > 0, one per keypoint, or [] for COCO's")
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
-    TEST.COCO_EVAL_BACKEND, and SOLVER.AMP.ENABLED and INFERENCE_DTYPE with MODEL.DEVICE
-    are valid."""
+    TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, and SOLVER.AMP.ENABLED and
+    INFERENCE_DTYPE with MODEL.DEVICE are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
         check_bool(f"MODEL.RESNEXT.{key}", node[key])
@@ -187,6 +201,7 @@ def check_resnext_keys(cfg):
     if backend is not None:
         check_choice("TEST.COCO_EVAL_BACKEND", backend, COCO_EVAL_BACKENDS)
     check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
+    _check_oks_sigmas(cfg)
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)

@@ -183,7 +183,8 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         """
         Args:
-            cfg (CfgNode): OUTPUT_DIR and TEST.COCO_EVAL_BACKEND are read.
+            cfg (CfgNode): OUTPUT_DIR, TEST.COCO_EVAL_BACKEND and TEST.KEYPOINT_OKS_SIGMAS
+                (empty: COCO's 17 person sigmas) are read.
             dataset_name (str): a registered COCO-format dataset.
             output_folder (str or None): default OUTPUT_DIR/inference/<dataset_name>.
 
@@ -193,4 +194,5 @@ class Trainer(DefaultTrainer):
         """
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOMetricsEvaluator(dataset_name, output_dir=output_folder,
-                                    backend=cfg.TEST.get("COCO_EVAL_BACKEND", "faster-coco-eval"))
+                                    backend=cfg.TEST.get("COCO_EVAL_BACKEND", "faster-coco-eval"),
+                                    kpt_oks_sigmas=tuple(cfg.TEST.get("KEYPOINT_OKS_SIGMAS", ())))

@@ -15,6 +15,7 @@ import json
 import os
 
 import orjson
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as d2_coco
 from detectron2.structures import Boxes
@@ -94,6 +95,22 @@ def number_objects_from_1(coco_gt):
     return True
 
 
+def load_id_mapping(dataset_name):
+    """Load the COCO json dataset `dataset_name` once if its metadata has no
+    thing_dataset_id_to_contiguous_id yet: the load sets it (and thing_classes).
+
+    register_coco_instances leaves both to load_coco_json, which runs when the set is first
+    loaded (detectron2's test loader does, before inference). Predictions made without it
+    kept their contiguous ids: detectron2's evaluator took class k for the json's category
+    of id k (ids 1..K: each class for the one before it, AP about 0), with no per-class AP.
+    """
+    metadata = MetadataCatalog.get(dataset_name)
+    if (metadata.get("json_file", None) and dataset_name in DatasetCatalog.list()
+            and metadata.get("thing_dataset_id_to_contiguous_id", None) is None):
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' COCO prints
+            DatasetCatalog.get(dataset_name)
+
+
 class BoxDetections:
     """One image's box detections as arrays, turned into detectron2's COCO result dicts
     (instances_to_coco_json's) only when evaluate() needs them.
@@ -140,11 +157,13 @@ class COCOMetricsEvaluator(COCOEvaluator):
             dataset_name, output_dir, kwargs: as detectron2's COCOEvaluator.
             backend (str): "faster-coco-eval" (C++) or "pycocotools" (detectron2's own path).
         """
-        if backend != "pycocotools" and d2_coco.COCOeval_opt is d2_coco.COCOeval:
-            # detectron2 without its _C would log "Fast COCO eval is not built. Falling back
-            # to official COCO eval." before each evaluation, though faster-coco-eval runs
-            kwargs.setdefault("use_fast_impl", False)
+        # detectron2's own path (backend "pycocotools", and keypoints on either) runs
+        # pycocotools' COCOeval: detectron2 built with its _C ran its "unofficial" C++
+        # COCOeval_opt there (use_fast_impl defaults to True); one without _C logged "Fast
+        # COCO eval is not built. Falling back to official COCO eval." at each evaluator.
+        kwargs.setdefault("use_fast_impl", False)
         with gc_paused():  # detectron2 loads the ground truth json here
+            load_id_mapping(dataset_name)
             super().__init__(dataset_name, output_dir=output_dir, **kwargs)
         self._dataset_name, self._backend = dataset_name, backend
         if number_objects_from_1(self._coco_api):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from detectron2.evaluation import coco_evaluation as d2_coco
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -47,7 +48,7 @@ def _ground_truth(rng, num_images=8):
     return anns
 
 
-def _register(tmp_path, anns, name="resnext_det_test_coco_eval"):
+def _register(tmp_path, anns, name="resnext_det_test_coco_eval", load=True):
     images = [{"id": i, "file_name": f"{i}.jpg", "height": SIZE[0], "width": SIZE[1]}
               for i in sorted({a["image_id"] for a in anns})]
     cats = [{"id": k, "name": n} for k, n in CATEGORIES.items()]
@@ -57,7 +58,8 @@ def _register(tmp_path, anns, name="resnext_det_test_coco_eval"):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     register_coco_instances(name, {}, str(path), str(tmp_path))
-    DatasetCatalog.get(name)  # loads the json: thing_classes and the id mapping
+    if load:
+        DatasetCatalog.get(name)  # loads the json: thing_classes and the id mapping
     return name, path
 
 
@@ -193,3 +195,50 @@ def test_annotation_ids_coco_eval_misreads_are_numbered_from_1(backend, first_id
     tol = 1e-9 if backend == "pycocotools" else 1e-2
     assert abs(ours["AP"] - expected["AP"]) < tol and abs(ours["AP50"] - expected["AP50"]) < tol
     assert any("annotation ids are not unique positive integers" in m for m in log), log
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_set_not_loaded_before_the_evaluation_gets_its_class_ids_mapped(backend, tmp_path):
+    """register_coco_instances sets the contiguous -> json id mapping (and thing_classes)
+    only when the set is loaded: detections made without detectron2's loader were scored
+    with their contiguous ids as json ids (class k as category k: AP near 0)."""
+    rng = np.random.default_rng(0)
+    anns = _ground_truth(rng)
+    name, gt_path = _register(tmp_path, anns, load=False)
+    assert MetadataCatalog.get(name).get("thing_dataset_id_to_contiguous_id", None) is None
+    results = _perturbed(anns, rng)
+    expected = _pycocotools(gt_path, results)
+    ours = _ours(name, results, tmp_path / "eval", backend)
+    tol = 1e-9 if backend == "pycocotools" else 1e-2
+    assert set(ours) == set(expected)  # per-class APs too
+    assert all(abs(ours[k] - v) < tol for k, v in expected.items() if not np.isnan(v))
+
+
+def test_pycocotools_backend_runs_pycocotools_even_where_detectron2_has_its_own(
+        tmp_path, monkeypatch):
+    """detectron2 built with its _C has COCOeval_opt, its C++ COCOeval ("unofficial" in its
+    words), and runs it by default: TEST.COCO_EVAL_BACKEND "pycocotools" ran that one
+    instead of pycocotools'. Such a build is simulated by a COCOeval_opt that records its
+    use (keypoints, detectron2's path on either backend: test_keypoints.py)."""
+    used = unofficial_cocoeval(monkeypatch)
+    rng = np.random.default_rng(0)
+    anns = _ground_truth(rng)
+    name, gt_path = _register(tmp_path, anns)
+    results = _perturbed(anns, rng)
+    expected = _pycocotools(gt_path, results)
+    ours = _ours(name, results, tmp_path / "eval", "pycocotools")
+    assert used == []
+    assert all(abs(ours[k] - v) < 1e-9 for k, v in expected.items() if not np.isnan(v))
+
+
+def unofficial_cocoeval(monkeypatch):
+    """detectron2's COCOeval_opt replaced by a COCOeval that lists the iou types it ran."""
+    used = []
+
+    class Unofficial(COCOeval):
+        def evaluate(self):
+            used.append(self.params.iouType)
+            super().evaluate()
+
+    monkeypatch.setattr(d2_coco, "COCOeval_opt", Unofficial)
+    return used

@@ -46,6 +46,12 @@ def _error(capsys, *argv):
      "MODEL.ROI_MASK_HEAD.NAME='Mask' is not valid: expected one of ['MaskRCNNConvUpsampleHead'"),
     (["--config-file", CONFIG, "SEED", "5000000000"],
      "SEED=5000000000 is not valid: expected a whole number <= 4294967295"),
+    # detectron2's evaluator: an AssertionError at the first evaluation, after the training
+    (["--config-file", CONFIG, "MODEL.KEYPOINT_ON", "True", "TEST.KEYPOINT_OKS_SIGMAS",
+      "[0.1, 0.2]"], "TEST.KEYPOINT_OKS_SIGMAS=[0.1, 0.2] is not valid: expected 17 "
+     "(MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) finite numbers > 0, one per keypoint"),
+    (["--config-file", CONFIG, "TEST.KEYPOINT_OKS_SIGMAS", "[0.1, 0.0]"],
+     "TEST.KEYPOINT_OKS_SIGMAS=[0.1, 0.0] is not valid: expected finite numbers > 0"),
 ])
 def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
