@@ -21,14 +21,13 @@ from detectron2.data.catalog import Metadata
 from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import build_model
-from detectron2.structures import Instances
 from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from ..config.errors import ConfigError
 from ..data.checks import BadImageError, DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
-from ..evaluation.coco import RESULTS_FILE
+from ..evaluation.coco import RESULTS_FILE, with_own_keypoints
 from ..utils.io import LOCK_NAME, atomic_write, claim_folder, mark_written, move_aside
 from .checks import check_weights, check_weights_to_infer, num_classes_key
 from .trainer import inference_model
@@ -193,13 +192,9 @@ class DatasetIds:
 
 def coco_results(instances, image_id, category_id):
     """detectron2's instances_to_coco_json of `instances`, its classes mapped by
-    `category_id`; `instances` stays as it was: instances_to_coco_json moves
-    pred_keypoints by -0.5 px in place (COCO's keypoints are pixel indices), and the
-    picture was then drawn with its keypoints half a pixel up and left."""
-    if instances.has("pred_keypoints"):
-        instances = Instances(instances.image_size, **instances.get_fields())
-        instances.pred_keypoints = instances.pred_keypoints.clone()
-    results = instances_to_coco_json(instances, image_id)
+    `category_id`; `instances` stays as it was (with_own_keypoints: the picture was drawn
+    with its keypoints half a pixel up and left)."""
+    results = instances_to_coco_json(with_own_keypoints(instances), image_id)
     for result in results:
         result["category_id"] = category_id(result["category_id"])
     return results

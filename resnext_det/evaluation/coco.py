@@ -18,7 +18,7 @@ import orjson
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as d2_coco
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
 
@@ -111,6 +111,18 @@ def load_id_mapping(dataset_name):
             DatasetCatalog.get(dataset_name)
 
 
+def with_own_keypoints(instances):
+    """`instances`, or a copy of them with their own pred_keypoints: detectron2's
+    instances_to_coco_json moves pred_keypoints by -0.5 px in place (COCO's keypoints are
+    pixel indices), so on the CPU the model's outputs changed under whatever read them
+    next (a drawing, a second evaluator)."""
+    if not instances.has("pred_keypoints"):
+        return instances
+    copy = Instances(instances.image_size, **instances.get_fields())
+    copy.pred_keypoints = instances.pred_keypoints.clone()
+    return copy
+
+
 class BoxDetections:
     """One image's box detections as arrays, turned into detectron2's COCO result dicts
     (instances_to_coco_json's) only when evaluate() needs them.
@@ -178,7 +190,8 @@ class COCOMetricsEvaluator(COCOEvaluator):
         for input, output in zip(inputs, outputs):
             instances = output.get("instances")
             if instances is None or "proposals" in output or not BoxDetections.applies(instances):
-                super().process([input], [output])
+                own = {} if instances is None else {"instances": with_own_keypoints(instances)}
+                super().process([input], [dict(output, **own)])
             else:
                 self._predictions.append({"image_id": input["image_id"],
                                           "instances": BoxDetections(instances, input["image_id"])})

@@ -119,3 +119,27 @@ def test_keypoints_run_pycocotools_even_where_detectron2_has_its_own(tmp_path, m
     assert used == []
     assert set(ours) == set(STATS)
     assert all(abs(ours[k] - v) < 1e-9 for k, v in expected.items() if not math.isnan(v))
+
+
+def test_the_model_outputs_are_left_as_they_were(tmp_path):
+    """detectron2's instances_to_coco_json moves pred_keypoints by -0.5 px in place: with
+    two evaluators on the same CPU outputs (detectron2's DatasetEvaluators), the second
+    scored keypoints moved twice. Both must score pycocotools' AP, and the outputs keep
+    their keypoints."""
+    from detectron2.evaluation import DatasetEvaluators
+
+    name, gt_path, results = keypoint_set(tmp_path)
+    expected = pycocotools_keypoints(gt_path, results)
+    pairs = model_outputs(results)
+    before = [outputs["instances"].pred_keypoints.clone() for _, outputs in pairs]
+    evaluators = [COCOMetricsEvaluator(name, output_dir=str(tmp_path / f"eval{i}"))
+                  for i in range(2)]
+    both = DatasetEvaluators(evaluators)
+    both.reset()
+    for inputs, outputs in pairs:
+        both.process([inputs], [outputs])
+    assert all(torch.equal(outputs["instances"].pred_keypoints, kept)
+               for (_, outputs), kept in zip(pairs, before))
+    for evaluator in evaluators:
+        ours = evaluator.evaluate()["keypoints"]
+        assert all(abs(ours[k] - v) < 1e-9 for k, v in expected.items() if not math.isnan(v))
