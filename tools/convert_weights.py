@@ -68,14 +68,21 @@ def parse_args(argv=None):
         p.error("--list takes at most one word to filter the rows by")
     if not args.list and (args.src is None or args.out is None):
         p.error("SRC and OUT are required (or --list)")
-    if not args.list and os.path.exists(args.out):
-        if not os.path.isfile(args.out):  # a folder, /dev/full: the atomic rename replaced it
-            p.error(f"OUT {args.out!r} exists and is not a file; give the path of a .pkl file")
-        if os.path.exists(args.src) and os.path.samefile(args.src, args.out):
-            p.error(f"OUT {args.out!r} is SRC: the conversion would replace the file it reads")
-        if not args.force:
-            p.error(f"OUT {args.out!r} exists; pass --force to replace it, or choose another name")
     return args
+
+
+def check_out(args):
+    """A UserError when OUT may not be written: the files there are not the tool's to
+    replace (a usage error of argparse would print the whole usage before its line)."""
+    if not os.path.exists(args.out):
+        return
+    if not os.path.isfile(args.out):  # a folder, /dev/full: the atomic rename replaced it
+        raise UserError(f"OUT {args.out!r} exists and is not a file; give the path of a .pkl file")
+    if os.path.exists(args.src) and os.path.samefile(args.src, args.out):
+        raise UserError(f"OUT {args.out!r} is SRC: the conversion would replace the file it reads")
+    if not args.force:
+        raise UserError(f"OUT {args.out!r} exists; pass --force to replace it, or choose "
+                        "another name")
 
 
 def _listed(word):
@@ -93,6 +100,7 @@ def main(argv=None):
     overrides = {"stride_in_1x1": args.stride_in_1x1, "input_format": args.input_format,
                  "pixel_mean": args.pixel_mean, "pixel_std": args.pixel_std}
     try:
+        check_out(args)
         result = convert_weights(args.src, keep_fc=args.keep_fc, allow_partial=args.allow_partial,
                                  block_form=args.block_form, overrides=overrides,
                                  caffe2_preset=args.caffe2_preset, trust_pickle=args.trust_pickle)

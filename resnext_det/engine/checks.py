@@ -53,11 +53,17 @@ def check_datasets(cfg, fields=("TRAIN", "TEST")):
                         f"exist. {_how_to_get(name)}")
 
 
-def check_weights(cfg):
-    """MODEL.WEIGHTS is empty (from scratch), a URL detectron2 resolves, or an existing file."""
+def check_weights(cfg, *, training=True):
+    """MODEL.WEIGHTS is empty (from scratch), a URL detectron2 resolves, or an existing file.
+    `training` False (evaluate, predict, export: weights are required there) leaves the
+    "train from scratch" way out of the message."""
     path = cfg.MODEL.WEIGHTS
     if not path or "://" in path or os.path.isfile(path):
         return
+    if not training:
+        raise ConfigError("MODEL.WEIGHTS", path, "an existing file of trained weights",
+                          "Point MODEL.WEIGHTS at a train_net.py checkpoint (such as "
+                          "OUTPUT_DIR/model_final.pth) or a converted file.")
     raise ConfigError("MODEL.WEIGHTS", path, "an existing checkpoint or ImageNet weights file",
                       "Download the weights the config names in its first lines (see the "
                       "README's weights table), point MODEL.WEIGHTS at them, or pass "
@@ -281,7 +287,7 @@ def check_weights_to_evaluate(cfg):
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("MODEL.WEIGHTS", "", "a checkpoint to evaluate (or --resume with a "
                           "checkpoint in OUTPUT_DIR)")
-    check_weights(cfg)
+    check_weights(cfg, training=False)
 
 
 # detectron2 builds these samplers from a load of its own of DATASETS.TRAIN, one weight per

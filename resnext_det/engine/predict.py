@@ -70,7 +70,7 @@ class BatchPredictor:
         if not cfg.MODEL.WEIGHTS:
             raise ConfigError("MODEL.WEIGHTS", "", "the trained weights to predict with",
                               "e.g. MODEL.WEIGHTS output/demo/model_final.pth (after `make demo`).")
-        check_weights(cfg)
+        check_weights(cfg, training=False)
         architecture = cfg.MODEL.META_ARCHITECTURE
         if architecture in NO_INSTANCES:  # predict then stopped with KeyError: 'instances'
             raise ConfigError("MODEL.META_ARCHITECTURE", architecture, "a detector (e.g. "

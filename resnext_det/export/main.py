@@ -45,7 +45,7 @@ def load_model(cfg):
     if not cfg.MODEL.WEIGHTS:  # detectron2 exported the random initialization (predict refuses)
         raise ConfigError("MODEL.WEIGHTS", "", "the trained detector's weights to export (a "
                           "train_net.py checkpoint, a converted file)")
-    check_weights(cfg)
+    check_weights(cfg, training=False)
     model = build_model(cfg)
     checkpointer = build_checkpointer(cfg, model)
     checkpointer.load(cfg.MODEL.WEIGHTS)

@@ -280,3 +280,26 @@ def test_resume_with_other_input_is_an_error(trained, tmp_path, capsys):
                                  "OUTPUT_DIR", str(tmp_path / "run")])
     assert error.startswith("error: INPUT.FORMAT='BGR' is not valid: expected 'RGB', the value ")
     assert "model_final.pth was trained with" in error
+
+
+def test_a_missing_weights_file_to_infer_with_offers_no_training_from_scratch(tmp_path):
+    """Evaluate, predict and export need trained weights: the error for a missing file does
+    not advise MODEL.WEIGHTS '' ("to train from scratch"), which each of them refuses next."""
+    from detectron2.config import get_cfg
+
+    from resnext_det import ConfigError, add_resnext_config
+    from resnext_det.engine.checks import check_weights, check_weights_to_evaluate
+    from resnext_det.engine.predict import BatchPredictor
+    from resnext_det.export.main import load_model
+
+    cfg = add_resnext_config(get_cfg())
+    cfg.merge_from_file(CONFIG)
+    cfg.MODEL.WEIGHTS = str(tmp_path / "no_such_model.pth")
+    for infer in (check_weights_to_evaluate, BatchPredictor.from_config, load_model):
+        with pytest.raises(ConfigError) as error:
+            infer(cfg)
+        message = str(error.value)
+        assert "MODEL.WEIGHTS" in message and "no_such_model.pth" in message, message
+        assert "from scratch" not in message and "MODEL.WEIGHTS ''" not in message, message
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS '' to train from scratch"):
+        check_weights(cfg)  # a training may start from scratch
