@@ -46,6 +46,9 @@ METHODS = ("tracing", "scripting")
 ONNX_OPSET = 17
 OUTPUTS_FILE = "outputs.json"  # inside a .ts: {"method": "tracing"|"scripting", "outputs": [...]}
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+# what an export writes: the file, and for TorchScript detectron2's dump_torchscript_IR's
+EXPORT_FILES = {*FILE_NAMES.values(), "model_ts_code.txt", "model_ts_IR.txt",
+                "model_ts_IR_inlined.txt", "model.txt"}
 # Every Instances field a detectron2 detector sets at inference (detectron2's export_model).
 SCRIPTING_FIELDS = {
     "proposal_boxes": Boxes, "objectness_logits": Tensor, "pred_boxes": Boxes, "scores": Tensor,
@@ -281,6 +284,10 @@ def export_model(model, image, output_dir, *, fmt="torchscript", method="tracing
             names = export_tracing(model, image, staged, fmt)
         else:
             names = export_scripting(model, staged, block_form=block_form)
+        written = set(os.listdir(staging))
+    for stale in sorted(EXPORT_FILES - written):  # an earlier export's of the other format:
+        if os.path.isfile(os.path.join(output_dir, stale)):  # a model.ts beside a new .onnx
+            os.remove(os.path.join(output_dir, stale))
     path = os.path.join(output_dir, FILE_NAMES[fmt])
     what = "outputs" if method == "tracing" else "one dict per image, with fields among"
     logger.info(f"{path}: {method}; {what} {names}")

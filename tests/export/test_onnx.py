@@ -54,3 +54,18 @@ def test_op_without_onnx_translation_is_an_export_error(digits_inputs, tmp_path)
     with pytest.raises(ExportError,
                        match=r"deform_conv2d.*DEFORM_ON_PER_STAGE.*--format torchscript"):
         export_model(model, digits_inputs[0]["image"], str(tmp_path), fmt="onnx")
+
+
+def test_a_re_export_in_the_other_format_leaves_no_earlier_file(digits_inputs, tmp_path):
+    """TorchScript, then ONNX into the same folder: the earlier model.ts and detectron2's
+    dumps of its code are gone (they stood beside a config.yaml of the ONNX export), and the
+    other way round."""
+    model = tiny_model("faster_rcnn")
+    image = digits_inputs[0]["image"]
+    export_model(model, image, str(tmp_path), fmt="torchscript")
+    assert {"model.ts", "model_ts_code.txt"} <= {p.name for p in tmp_path.iterdir()}
+    export_model(model, image, str(tmp_path), fmt="onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    export_model(model, image, str(tmp_path), fmt="torchscript")
+    assert "model.onnx" not in {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "model.ts").is_file()
