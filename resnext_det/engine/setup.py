@@ -42,8 +42,11 @@ def _training_config_kept(output_dir):
     try:
         yield
         if os.path.isfile(path):
-            os.makedirs(os.path.join(output_dir, "inference"), exist_ok=True)
-            os.replace(path, os.path.join(output_dir, "inference", "config.yaml"))
+            moved = os.path.join(output_dir, "inference", "config.yaml")
+            os.makedirs(os.path.dirname(moved), exist_ok=True)
+            os.replace(path, moved)  # default_setup logged "Full config saved to <path>"
+            logging.getLogger("detectron2").info(f"The evaluation's config is {moved}; "
+                                                 f"{path} stays the training's")
     finally:
         os.replace(kept, path)
 

@@ -153,7 +153,9 @@ def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datas
     training = {p.relative_to(out / "inference"): p.read_bytes()
                 for p in (out / "inference").rglob("*") if p.is_file()}
     assert Path("digits_val/coco_metrics.json") in training
-    _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_0000001.pth")
+    log = _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_0000001.pth")
+    # detectron2 logged "Full config saved to OUTPUT_DIR/config.yaml": where it is instead
+    assert f"The evaluation's config is {out / 'inference/config.yaml'}" in log
     [kept] = out.glob("inference.before-*")
     assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == training
     assert (out / "inference/digits_val/coco_metrics.json").is_file()
