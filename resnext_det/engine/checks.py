@@ -5,7 +5,8 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
-from detectron2.data.build import filter_images_with_only_crowd_annotations
+from detectron2.data.build import (filter_images_with_few_keypoints,
+                                   filter_images_with_only_crowd_annotations)
 from detectron2.utils import comm
 
 from ..config.errors import ConfigError, check_choice
@@ -379,13 +380,15 @@ def checked_train_dicts(cfg):
 
     Before the first iteration: the class count against NUM_CLASSES, every box
     (DATALOADER.ON_BAD_BOX) and that every image file exists. Images left without a usable
-    box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, as detectron2 does.
+    box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, and those left with fewer
+    than MIN_KEYPOINTS_PER_IMAGE visible keypoints (MODEL.KEYPOINT_ON), as detectron2 does.
     """
     on_bad_box, _ = bad_data_policies(cfg)
+    min_keypoints = (cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                     if cfg.MODEL.KEYPOINT_ON else 0)
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=(cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-                       if cfg.MODEL.KEYPOINT_ON else 0),
+        min_keypoints=min_keypoints,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
     if not isinstance(dicts, list):  # a torch Dataset: nothing to check before reading it
         return dicts
@@ -394,11 +397,21 @@ def checked_train_dicts(cfg):
     check_mask_format(cfg, dicts, source)
     check_masks_present(cfg, dicts, source)
     checked = check_boxes(dicts, on_bad_box=on_bad_box, source=source)
-    if (checked is not dicts and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-            and cfg.DATALOADER.SAMPLER_TRAIN not in WEIGHTED_SAMPLERS):
-        checked = filter_images_with_only_crowd_annotations(checked)
+    if checked is not dicts and cfg.DATALOADER.SAMPLER_TRAIN not in WEIGHTED_SAMPLERS:
+        checked = refiltered(checked, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, min_keypoints)
         if not checked:
             raise DatasetError(f"{source}: no image has a usable box left. Fix the boxes "
                                "listed above.")
     check_image_files(checked, source=source)
     return checked
+
+
+def refiltered(dataset_dicts, filter_empty, min_keypoints):
+    """The dicts after bad boxes were left out, filtered again as get_detection_dataset_dicts
+    filters: images without a non-crowd box (`filter_empty`), and images with fewer than
+    `min_keypoints` visible keypoints (> 0; a left-out box takes its keypoints with it)."""
+    if filter_empty:
+        dataset_dicts = filter_images_with_only_crowd_annotations(dataset_dicts)
+    if min_keypoints > 0:
+        dataset_dicts = filter_images_with_few_keypoints(dataset_dicts, min_keypoints)
+    return dataset_dicts

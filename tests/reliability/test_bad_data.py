@@ -370,3 +370,28 @@ def test_category_ids_must_lie_below_num_classes_and_crowds_are_not_box_checked(
     crowd = {"bbox": [1, 1, 0, 5], "bbox_mode": 1, "category_id": 0, "iscrowd": 1}
     record["annotations"].append(crowd)
     assert find_bad_boxes([record]) == ([], 1, 0)  # the crowd box is neither checked nor bad
+
+
+def test_images_left_with_too_few_keypoints_are_dropped_as_detectron2_drops_them(tmp_path):
+    """A skipped box takes its keypoints with it: the image is then filtered as detectron2's
+    get_detection_dataset_dicts filters the same set without that box (it kept img0, whose
+    keypoints all but one were on the bad box)."""
+    from detectron2.data import get_detection_dataset_dicts
+
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
+    records = DatasetCatalog.get(name)
+    visible = {(0, 0): 1, (0, 1): 2, (1, 0): 2}  # (image, annotation): visible keypoints
+    for (i, j), count in visible.items():
+        records[i]["annotations"][j]["keypoints"] = [5, 5, 2] * count + [0, 0, 0] * (3 - count)
+    cleaned = [dict(r, annotations=[a for a in r["annotations"] if a["bbox"][2] > 0])
+               for r in records]
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: records)
+    DatasetCatalog.register(f"{name}_cleaned", lambda: cleaned)
+    expected = get_detection_dataset_dicts([f"{name}_cleaned"], min_keypoints=2)
+    cfg = make_cfg(name, "MODEL.KEYPOINT_ON", True,
+                   "MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE", 2)
+    with captured("resnext_det.data.checks"):
+        dicts = checked_train_dicts(cfg)
+    assert [d["file_name"] for d in dicts] == [d["file_name"] for d in expected]
+    assert [Path(d["file_name"]).name for d in dicts] == ["img1.jpg"]
