@@ -340,13 +340,35 @@ def check_device(cfg):
 # detectron2/solver/build.py build_lr_scheduler, detectron2/data/build.py build_detection_train_loader,
 # detectron2/data/detection_utils.py convert_PIL_to_numpy
 LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
-TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubsetTrainingSampler")
+TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler", "RandomSubsetTrainingSampler",
+                  "WeightedTrainingSampler", "WeightedCategoryTrainingSampler")
 INPUT_FORMATS = ("BGR", "RGB", "YUV-BT.601", "L")
 CROP_TYPES = ("relative_range", "relative", "absolute", "absolute_range")  # detectron2's RandomCrop
 CLIP_TYPES = ("value", "norm")  # detectron2's GradientClipType
 WARMUP_METHODS = ("linear", "constant")  # detectron2's LRMultiplier warm-up
 SIZE_SAMPLINGS = ("choice", "range")  # ResizeShortestEdge's sample_style
 FLIPS = ("none", "horizontal", "vertical")  # detectron2's build_augmentation
+
+
+def _check_sampler_keys(cfg):
+    """The keys of DATALOADER.SAMPLER_TRAIN's sampler (detectron2: an AssertionError or a
+    KeyError in the loader)."""
+    sampler = cfg.DATALOADER.SAMPLER_TRAIN
+    if sampler == "RandomSubsetTrainingSampler":
+        ratio = cfg.DATALOADER.RANDOM_SUBSET_RATIO
+        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+                and 0 < ratio <= 1):
+            raise ConfigError("DATALOADER.RANDOM_SUBSET_RATIO", ratio, "a fraction in (0, 1] "
+                              "of the training images to sample from")
+    elif sampler.startswith("Weighted"):
+        factors = [list(f) if isinstance(f, (list, tuple)) else f
+                   for f in cfg.DATASETS.TRAIN_REPEAT_FACTOR]
+        names = [f[0] for f in factors if isinstance(f, list) and len(f) == 2]
+        if not (len(names) == len(factors) and sorted(names) == sorted(cfg.DATASETS.TRAIN)
+                and all(isinstance(f[1], (int, float)) and f[1] > 0 for f in factors)):
+            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "a [name, factor > 0] "
+                              f"pair for each dataset of DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)}",
+                              f"{sampler} samples each dataset by its factor.")
 
 
 def check_training_keys(cfg, world_size=1):
@@ -377,6 +399,7 @@ def check_training_keys(cfg, world_size=1):
     if not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")
+    _check_sampler_keys(cfg)
     check_input_sizes(cfg.INPUT)
     if cfg.INPUT.CROP.ENABLED:  # detectron2: a bare assert in the loader
         check_choice("INPUT.CROP.TYPE", cfg.INPUT.CROP.TYPE, CROP_TYPES)

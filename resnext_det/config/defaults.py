@@ -96,11 +96,22 @@ def detectron2_node_defaults(cfg):
     # padded to the largest, so detections can differ slightly from batch 1 when sizes
     # differ; the digits demo (all 128x128) evaluates 1.4x faster with 8, same AP.
     cfg.TEST.IMS_PER_BATCH = 1
+    # Keys detectron2's train loader reads for two of its samplers and its get_cfg() lacks
+    # (d2go defines them, with these defaults): a YAML file could not set them, and the
+    # loader stopped with an AttributeError. RandomSubsetTrainingSampler: the fraction of
+    # the training images it samples from, in (0, 1]. WeightedTrainingSampler and
+    # WeightedCategoryTrainingSampler: [[dataset name, repeat factor], ...] for every
+    # dataset of DATASETS.TRAIN.
+    if "RANDOM_SUBSET_RATIO" not in cfg.DATALOADER:
+        cfg.DATALOADER.RANDOM_SUBSET_RATIO = 1.0
+    if "DATASETS" in cfg and "TRAIN_REPEAT_FACTOR" not in cfg.DATASETS:
+        cfg.DATASETS.TRAIN_REPEAT_FACTOR = []
 
 
 def add_resnext_config(cfg):
-    """Add MODEL.RESNEXT, DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE, TEST.COCO_EVAL_BACKEND and
-    TEST.IMS_PER_BATCH.
+    """Add MODEL.RESNEXT, DATALOADER.ON_BAD_BOX / ON_BAD_IMAGE, TEST.COCO_EVAL_BACKEND,
+    TEST.IMS_PER_BATCH, and detectron2's sampler keys its get_cfg() lacks
+    (DATALOADER.RANDOM_SUBSET_RATIO, DATASETS.TRAIN_REPEAT_FACTOR).
 
     Changes no existing key; idempotent.
 

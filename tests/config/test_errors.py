@@ -54,8 +54,10 @@ def test_add_resnext_config_changes_no_detectron2_default():
     plain = get_cfg()
     extended = resnext_det.add_resnext_config(get_cfg())
     resnext = extended.MODEL.pop("RESNEXT")
-    added = {key: extended.DATALOADER.pop(key) for key in ("ON_BAD_BOX", "ON_BAD_IMAGE")}
-    assert added == {"ON_BAD_BOX": "skip", "ON_BAD_IMAGE": "error"}
+    added = {key: extended.DATALOADER.pop(key)
+             for key in ("ON_BAD_BOX", "ON_BAD_IMAGE", "RANDOM_SUBSET_RATIO")}
+    assert added == {"ON_BAD_BOX": "skip", "ON_BAD_IMAGE": "error", "RANDOM_SUBSET_RATIO": 1.0}
+    assert extended.DATASETS.pop("TRAIN_REPEAT_FACTOR") == []  # read by detectron2's loader
     assert extended.TEST.pop("COCO_EVAL_BACKEND") == "faster-coco-eval"
     assert extended.TEST.pop("IMS_PER_BATCH") == 1
     assert extended.dump() == plain.dump()

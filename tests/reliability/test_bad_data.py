@@ -281,6 +281,29 @@ def test_annotations_are_loaded_once(tmp_path):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("sampler, keys", [
+    ("RandomSubsetTrainingSampler", ["DATALOADER.RANDOM_SUBSET_RATIO", 0.5]),
+    ("WeightedTrainingSampler", ["DATASETS.TRAIN_REPEAT_FACTOR", "[['{name}', 2.0]]"]),
+])
+def test_the_samplers_whose_keys_get_cfg_lacks_train(tmp_path, sampler, keys):
+    """detectron2's loader reads DATALOADER.RANDOM_SUBSET_RATIO / DATASETS.TRAIN_REPEAT_FACTOR,
+    which its get_cfg() lacks (a YAML file could not set them: an AttributeError). They are
+    detectron2's samplers, built by its loader from these keys."""
+    from detectron2.data.samplers import RandomSubsetTrainingSampler, RepeatFactorTrainingSampler
+
+    name = write_coco(tmp_path, {f"img{i}.jpg": [GOOD] for i in range(4)})
+    keys = [str(k).format(name=name) for k in keys]
+    cfg = make_cfg(name, "DATALOADER.SAMPLER_TRAIN", sampler, *keys)
+    loader = Trainer.build_train_loader(cfg)
+    found = loader.dataset.sampler if hasattr(loader.dataset, "sampler") else None
+    expected = (RandomSubsetTrainingSampler if sampler.startswith("Random")
+                else RepeatFactorTrainingSampler)
+    assert isinstance(found, expected), type(found)
+    if expected is RandomSubsetTrainingSampler:
+        assert found._size_subset == 2
+    assert len(next(iter(loader))) == cfg.SOLVER.IMS_PER_BATCH
+
+
 def test_training_finishes_with_a_skipped_box_and_a_skipped_image(tmp_path):
     name = write_coco(tmp_path / "data", {"img0.jpg": [GOOD, [30, 21, -10, 12]],
                                           "img1.jpg": [GOOD, [8, 30, 16, 12]], "img2.jpg": [GOOD]})

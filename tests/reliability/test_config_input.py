@@ -101,6 +101,12 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     (["TEST.EVAL_PERIOD", "-1"], "TEST.EVAL_PERIOD=-1 is not valid"),
     (["SOLVER.LR_SCHEDULER_NAME", "WarmupCos"], "SOLVER.LR_SCHEDULER_NAME='WarmupCos'"),
     (["DATALOADER.SAMPLER_TRAIN", "Foo"], "DATALOADER.SAMPLER_TRAIN='Foo' is not valid"),
+    # detectron2's loader: an AssertionError (ratio), a KeyError (a dataset without factor)
+    (["DATALOADER.SAMPLER_TRAIN", "RandomSubsetTrainingSampler",
+      "DATALOADER.RANDOM_SUBSET_RATIO", "0.0"], "DATALOADER.RANDOM_SUBSET_RATIO=0.0 is not valid"),
+    (["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler"],
+     "DATASETS.TRAIN_REPEAT_FACTOR=[] is not valid: expected a [name, factor > 0] pair for each "
+     "dataset of DATASETS.TRAIN"),
     (["INPUT.FORMAT", "rgb"], "INPUT.FORMAT='rgb' is not valid"),
     (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE='gpu' is not valid"),
     (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN=[] is not valid"),
