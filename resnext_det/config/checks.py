@@ -363,12 +363,11 @@ def _check_sampler_keys(cfg):
     elif sampler.startswith("Weighted"):
         factors = [list(f) if isinstance(f, (list, tuple)) else f
                    for f in cfg.DATASETS.TRAIN_REPEAT_FACTOR]
-        names = [f[0] for f in factors if isinstance(f, list) and len(f) == 2]
-        if not (len(names) == len(factors) and sorted(names) == sorted(cfg.DATASETS.TRAIN)
-                and all(isinstance(f[1], (int, float)) and f[1] > 0 for f in factors)):
-            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "a [name, factor > 0] "
-                              f"pair for each dataset of DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)}",
-                              f"{sampler} samples each dataset by its factor.")
+        if not all(isinstance(f, list) and len(f) == 2 and f[0] in cfg.DATASETS.TRAIN
+                   and isinstance(f[1], (int, float)) and f[1] > 0 for f in factors):
+            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "[name, factor > 0] "
+                              f"pairs of datasets of DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)}",
+                              f"{sampler} samples each dataset by its factor (1 if not given).")
 
 
 def check_training_keys(cfg, world_size=1):

@@ -104,9 +104,9 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
     # detectron2's loader: an AssertionError (ratio), a KeyError (a dataset without factor)
     (["DATALOADER.SAMPLER_TRAIN", "RandomSubsetTrainingSampler",
       "DATALOADER.RANDOM_SUBSET_RATIO", "0.0"], "DATALOADER.RANDOM_SUBSET_RATIO=0.0 is not valid"),
-    (["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler"],
-     "DATASETS.TRAIN_REPEAT_FACTOR=[] is not valid: expected a [name, factor > 0] pair for each "
-     "dataset of DATASETS.TRAIN"),
+    (["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler", "DATASETS.TRAIN_REPEAT_FACTOR",
+      "[['coco_2017_val', 2.0]]"], "DATASETS.TRAIN_REPEAT_FACTOR=[['coco_2017_val', 2.0]] is not "
+     "valid: expected [name, factor > 0] pairs of datasets of DATASETS.TRAIN"),
     (["INPUT.FORMAT", "rgb"], "INPUT.FORMAT='rgb' is not valid"),
     (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE='gpu' is not valid"),
     (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN=[] is not valid"),
