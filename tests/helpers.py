@@ -7,6 +7,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import json
 import logging
 import math
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -45,6 +48,16 @@ def pycocotools_stats(json_file, results, iou_type="bbox"):
         coco_eval.accumulate()
         coco_eval.summarize()
     return {k: 100 * s if s >= 0 else math.nan for k, s in zip(STATS, coco_eval.stats[:6])}
+
+
+def register_coco_json(name, path, data, image_root):
+    """Write the COCO dict `data` to `path` and register it as `name` (again, if it was)
+    with detectron2's register_coco_instances."""
+    path.write_text(json.dumps(data))
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, {}, str(path), str(image_root))
 
 
 def weight_changes(weights, start):

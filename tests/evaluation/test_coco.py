@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import coco_evaluation as d2_coco
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
@@ -18,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from resnext_det.evaluation import METRICS_FILE, COCOMetricsEvaluator
 from resnext_det.evaluation.coco import BACKENDS, cocoeval_class
-from tests.helpers import captured
+from tests.helpers import captured, register_coco_json
 
 # Dataset ids with gaps: the model predicts 0..2 and the evaluator must map them back.
 CATEGORIES = {1: "cat", 3: "dog", 7: "bird"}
@@ -53,11 +52,8 @@ def _register(tmp_path, anns, name="resnext_det_test_coco_eval", load=True):
               for i in sorted({a["image_id"] for a in anns})]
     cats = [{"id": k, "name": n} for k, n in CATEGORIES.items()]
     path = tmp_path / "gt.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(path), str(tmp_path))
+    register_coco_json(name, path, {"images": images, "annotations": anns, "categories": cats},
+                       tmp_path)
     if load:
         DatasetCatalog.get(name)  # loads the json: thing_classes and the id mapping
     return name, path

@@ -7,18 +7,18 @@ people; the model outputs carry them +0.5 px, as detectron2's instances_to_coco_
 import contextlib
 import copy
 import io
-import json
 import math
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from resnext_det.evaluation import COCOMetricsEvaluator
+
+from tests.helpers import register_coco_json
 
 from .test_coco import unofficial_cocoeval
 
@@ -63,11 +63,8 @@ def keypoint_set(tmp_path, name="resnext_det_test_keypoints"):
     cats = [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(NUM_KEYPOINTS)],
              "skeleton": []}]
     path = tmp_path / "keypoints.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(path), str(tmp_path))
+    register_coco_json(name, path, {"images": images, "annotations": anns, "categories": cats},
+                       tmp_path)
     DatasetCatalog.get(name)  # loaded, as the test loader loads it
     return name, path, results
 
