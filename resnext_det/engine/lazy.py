@@ -32,7 +32,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
 from ..config.checks import roi_align_impl
@@ -173,7 +173,34 @@ def build_train_loader(setup):
     dicts = setup.checked(checked_train_dicts)
     mapper = _RenamedGuard(instantiate(node.mapper), setup.view.DATALOADER.ON_BAD_IMAGE,
                            min(100, len(dicts)), setup.names)
-    return _call(node, dataset=dicts, mapper=mapper)
+    replaced = {"dataset": dicts, "mapper": mapper}
+    sampler = node.get("sampler")
+    if isinstance(sampler, DictConfig) and TRAIN_DATASET in OmegaConf.to_yaml(sampler):
+        # e.g. detectron2's LVIS configs: repeat factors from "${dataloader.train.dataset}",
+        # which was a second, unchecked load: after a skipped image, factors of other images
+        replaced["sampler"] = _instantiated(sampler, TRAIN_DATASET, dicts)
+    return _call(node, **replaced)
+
+
+TRAIN_DATASET = "${dataloader.train.dataset}"
+
+
+def _instantiated(node, interpolation, value):
+    """detectron2's instantiate(node), each argument written as `interpolation` given as
+    `value` (an object, not the config the interpolation names)."""
+    if isinstance(node, ListConfig):
+        return [_argument(node, i, interpolation, value) for i in range(len(node))]
+    kwargs = {key: _argument(node, key, interpolation, value)
+              for key in node.keys() if key != "_target_"}
+    return _target(node)(**kwargs) if "_target_" in node else kwargs
+
+
+def _argument(node, key, interpolation, value):
+    if OmegaConf.is_interpolation(node, key) and node._get_node(key)._value() == interpolation:
+        return value
+    child = node[key]
+    return (_instantiated(child, interpolation, value)
+            if isinstance(child, (DictConfig, ListConfig)) else child)
 
 
 def build_test_loader(setup):

@@ -581,3 +581,30 @@ def test_eval_only_without_a_checkpoint_is_a_clear_error(capsys, tmp_path, datas
     error = _user_error(capsys, "--eval-only", *TINY_MODEL, *TINY_DATA,
                         f"train.output_dir={tmp_path}", "train.init_checkpoint=''")
     assert error.startswith("error: train.init_checkpoint='' is not valid: expected a checkpoint")
+
+
+def test_a_sampler_built_from_the_dataset_gets_the_checked_images(datasets_root, tmp_path):
+    """detectron2's LVIS configs compute the sampler's repeat factors from
+    "${dataloader.train.dataset}": a second load, unchecked. With an image whose only box is
+    skipped (and so left out), its factors were of other images than the loader's, one
+    more than it has. The factors must be detectron2's own function of the checked images."""
+    from detectron2.config import LazyCall as L
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+    name = "digits_train_empty_after_skip_lazy"
+    dicts = copy.deepcopy(DatasetCatalog.get("digits_train"))
+    for ann in dicts[0]["annotations"]:
+        ann["bbox"] = [30, 21, -10, 12]  # no positive width: all of image 0's boxes skipped
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: dicts)
+        MetadataCatalog.get(name).thing_classes = list(DIGIT_CLASSES)
+    cfg = _digits(tmp_path, f"dataloader.train.dataset.names={name}")
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency
+    cfg.dataloader.train.sampler = L(RepeatFactorTrainingSampler)(
+        repeat_factors=L(factors)(dataset_dicts="${dataloader.train.dataset}", repeat_thresh=0.5))
+    loader = build_train_loader(LazySetup(cfg))
+    sampler = loader.dataset.sampler
+    checked = dicts[1:]  # image 0 has no box left (FILTER_EMPTY_ANNOTATIONS)
+    assert len(sampler._int_part) == len(checked) == len(dicts) - 1
+    expected = factors(checked, 0.5)
+    assert torch.equal(sampler._int_part + sampler._frac_part, expected)
