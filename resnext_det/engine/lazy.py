@@ -31,7 +31,6 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checkpoint import ResNeXtCheckpointer, cache_dir_for
@@ -50,7 +49,7 @@ from .checks import (check_datasets, check_iterations_left, check_no_earlier_run
                      check_weights_to_evaluate, check_weights_to_infer, checked_train_dicts,
                      mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
-                          load_lazy_config, require, resnext_nodes)
+                          load_lazy_config, require, resnext_nodes, target_of)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .setup import output_folder, run_default_setup, task_of
 from .trainer import inference_model, share_main_buffers
@@ -133,14 +132,9 @@ def build_checkpointer(setup, model, **checkpointables):
         on_metadata=check_metadata if resnext_nodes(setup.cfg.model) else None, **checkpointables)
 
 
-def _target(node):
-    target = node.get("_target_")
-    return locate(target) if isinstance(target, str) else target
-
-
 def _call(node, **replaced):
     """Instantiate the LazyCall `node` with some arguments given as objects."""
-    target = _target(node)
+    target = target_of(node)
     kwargs = {k: instantiate(v) for k, v in node.items() if k != "_target_" and k not in replaced}
     return target(**kwargs, **replaced)
 
@@ -164,7 +158,7 @@ def build_train_loader(setup):
     """dataloader.train, its dataset checked as the YAML path checks DATASETS.TRAIN."""
     node = setup.cfg.dataloader.train
     dataset = node.get("dataset")
-    checkable = isinstance(dataset, DictConfig) and _target(dataset) is get_detection_dataset_dicts
+    checkable = isinstance(dataset, DictConfig) and target_of(dataset) is get_detection_dataset_dicts
     if not checkable:
         logger.warning("dataloader.train.dataset is not detectron2's get_detection_dataset_dicts: "
                        "its boxes and files are not checked before training.")
@@ -192,15 +186,16 @@ def _instantiated(node, interpolation, value):
         return [_argument(node, i, interpolation, value) for i in range(len(node))]
     kwargs = {key: _argument(node, key, interpolation, value)
               for key in node.keys() if key != "_target_"}
-    return _target(node)(**kwargs) if "_target_" in node else kwargs
+    return target_of(node)(**kwargs) if "_target_" in node else kwargs
 
 
 def _argument(node, key, interpolation, value):
     if OmegaConf.is_interpolation(node, key) and node._get_node(key)._value() == interpolation:
         return value
     child = node[key]
-    return (_instantiated(child, interpolation, value)
-            if isinstance(child, (DictConfig, ListConfig)) else child)
+    if isinstance(child, (DictConfig, ListConfig)) and interpolation in OmegaConf.to_yaml(child):
+        return _instantiated(child, interpolation, value)
+    return instantiate(child)  # detectron2's, where the interpolation is not
 
 
 def build_test_loader(setup):

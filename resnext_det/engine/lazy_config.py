@@ -89,10 +89,15 @@ def _split(override):
     return key.lstrip("+~"), value, key.startswith("+")
 
 
+def target_of(node):
+    """The callable a LazyCall node's _target_ names (located when it is a string)."""
+    target = node.get("_target_")
+    return locate(target) if isinstance(target, str) else target
+
+
 def _accepts(call, name):
     """Whether a LazyCall node's target takes keyword `name` (True when it cannot be told)."""
-    target = call.get("_target_")
-    target = locate(target) if isinstance(target, str) else target
+    target = target_of(call)
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
@@ -103,8 +108,7 @@ def _accepts(call, name):
 def _known_names(node):
     names = [k for k in node.keys() if k != "_target_"]
     if "_target_" in node:
-        target = node._target_
-        target = locate(target) if isinstance(target, str) else target
+        target = target_of(node)
         try:
             names += [p for p in inspect.signature(target).parameters if p not in names]
         except (TypeError, ValueError):
@@ -332,8 +336,7 @@ def check_evaluated_set(evaluator):
     and configs/lazy/common/coco.py also puts the name in its output_dir. A list (e.g. of
     one, through dataloader.test.dataset.names) was a KeyError at the first evaluation,
     after the training."""
-    target = evaluator.get("_target_")
-    target = locate(target) if isinstance(target, str) else target
+    target = target_of(evaluator)
     name = evaluator.get("dataset_name")
     coco = isinstance(target, type) and issubclass(target, COCOEvaluator)
     if not coco or isinstance(name, str):

@@ -4,7 +4,6 @@ import os
 
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data import transforms as T
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
@@ -12,6 +11,7 @@ from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
 from ..data.inputs import read_picture, resizes_to_nothing
 from ..engine.checks import check_datasets, check_weights, check_weights_to_infer
+from ..engine.predict import inference_resize
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
 from ..utils.io import claim_folder
@@ -70,8 +70,7 @@ def sample_inputs(cfg, sample_image=None):
     except DECODE_ERRORS as e:
         raise ExportError(f"{what}: cannot read it as an image "
                           f"({type(e).__name__}: {e}).") from None
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    transform = resize.get_transform(picture)
+    transform = inference_resize(cfg).get_transform(picture)
     if resizes_to_nothing(transform, picture):
         raise ExportError(f"{what}: its {picture.shape[0]} x "
                           f"{picture.shape[1]} pixels resize (INPUT.MIN_SIZE_TEST, MAX_SIZE_TEST) "
