@@ -262,19 +262,20 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
 
     # ------------------------------------------------------------------ resuming
     def _resume_candidates(self):
-        """The pointer's checkpoint first, then every other .pth here, newest first (a kill
-        between a checkpoint and its pointer leaves a newer .pth than the pointer names)."""
-        found = sorted(self._checkpoint_files(), key=os.path.getmtime, reverse=True)
+        """The pointer's checkpoint first, then every other .pth here, latest iteration first
+        (a kill between a checkpoint and its pointer leaves a later one than the pointer
+        names). Not by modification time: `cp -r` without -p gives copy order."""
+        found = sorted(self._checkpoint_files(), key=_iteration_of, reverse=True)
         named = self.get_checkpoint_file()  # "" without a pointer
         if named and not os.path.isfile(named) and found:
             self.logger.warning(f"{os.path.join(self.save_dir, LAST)} names {named}, which is not"
-                                f" there: resuming from the newest checkpoint here, {found[0]}")
+                                f" there: resuming from the latest checkpoint here, {found[0]}")
         return ([named] if named and os.path.isfile(named) else []) + [p for p in found if p != named]
 
     def get_checkpoint_file(self):
         """The path `last_checkpoint` names ("" without the pointer). A damaged pointer (not
         UTF-8, a NUL, a path instead of a file name: fvcore's read raised a bare
-        UnicodeDecodeError) is named in a warning and ignored: --resume takes the newest
+        UnicodeDecodeError) is named in a warning and ignored: --resume takes the latest
         checkpoint here instead, as after a kill before the pointer was written."""
         pointer = os.path.join(self.save_dir, LAST)
         try:
@@ -286,7 +287,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             name = "\0"
         if not name or "\0" in name or os.path.basename(name) != name:
             self.logger.warning(f"{pointer} is damaged (it should hold a checkpoint's file "
-                                "name): ignored, the newest checkpoint here is resumed from")
+                                "name): ignored, the latest checkpoint here is resumed from")
             return ""
         return os.path.join(self.save_dir, name)
 
@@ -344,3 +345,18 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
                                   f"{', '.join(bad) or 'none'})", "Start without --resume, or "
                                   "remove the damaged files")
 
+
+def _iteration_of(path):
+    """(iteration, mtime) of a checkpoint: model_0004999.pth's from its name, model_final's
+    from the file (a --resume with a larger SOLVER.MAX_ITER writes later model_<i>.pth
+    beside the first run's final; mmap reads no tensor; weights_only: no code runs). A
+    final that cannot be read so sorts first: the load then names why, or falls back."""
+    number = CHECKPOINT_NAME.fullmatch(os.path.basename(path)).group(1)
+    if number != "final":
+        return int(number), os.path.getmtime(path)
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        iteration = int(data["iteration"])
+    except Exception:  # damaged, or not ours: resume_or_load's load says which
+        iteration = float("inf")
+    return iteration, os.path.getmtime(path)

@@ -196,6 +196,25 @@ def test_a_damaged_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog, 
     assert f"{tmp_path / 'last_checkpoint'} {said}" in caplog.text
 
 
+@pytest.mark.parametrize("final_iteration, expected", [(5, 9), (11, 11)])
+def test_without_a_pointer_the_latest_iteration_is_resumed(tmp_path, final_iteration, expected):
+    """No last_checkpoint (a kill before it, a copied folder): the checkpoint of the latest
+    iteration, whatever the modification times say (`cp -r` without -p gives copy order;
+    here the earliest is made the newest). model_final's iteration is the one it stores: a
+    --resume with a larger SOLVER.MAX_ITER writes model_0000009.pth after a final of 5."""
+    model, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path), counter=counter)
+    for value, name in ((1, "model_0000001"), (final_iteration, "model_final"), (9, "model_0000009")):
+        counter.value = value
+        checkpointer.save(name, iteration=value)
+    os.remove(tmp_path / "last_checkpoint")
+    for age, name in enumerate(("model_0000001", "model_final", "model_0000009")):
+        os.utime(tmp_path / f"{name}.pth", (1e9 - age * 100, 1e9 - age * 100))
+    counter.value = 0
+    extra = checkpointer.resume_or_load("", resume=True)
+    assert (counter.value, extra["iteration"]) == (expected, expected)
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_write_killed_before_any_checkpoint_leaves_nothing(tmp_path, resume):
     """A kill inside the first checkpoint write: no checkpoint to resume from, and its
