@@ -38,7 +38,8 @@ from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.data.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 from resnext_det.engine import setup_cfg
-from resnext_det.engine.predict import check_output_dir_holds_no_input, claim_output_dir, predict
+from resnext_det.engine.predict import (check_output_dir_holds_no_input, claim_output_dir, predict,
+                                       put_back_earlier_prediction)
 from resnext_det.utils.cli import ExitOnUserError, run_tool
 from resnext_det.utils.io import release_folder
 
@@ -118,6 +119,9 @@ def main(args):
         register_digits_named_in(cfg)
         # a `kill` still writes the results of what was done (ExitOnUserError: SIGTERM as Ctrl-C)
         summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
+    except BaseException:  # refused before its first result (a key, the weights)
+        put_back_earlier_prediction(args.output, kept)
+        raise
     finally:
         release_folder(args.output)  # the lock claim_output_dir took
     return report(summary, missing)
@@ -137,7 +141,8 @@ def report(summary, missing):
           f"{n / seconds:.2f} images/s ({n / model:.2f} images/s in the model). Wrote "
           f"{', '.join(summary['files'])} and the pictures"
           + (f" (not {summary['undrawn']} too large to draw)." if summary["undrawn"] else "."))
-    print(f"Skipped {len(skipped)} inputs{': ' + _reasons(skipped) if skipped else ''}.")
+    if skipped:
+        print(f"Skipped {len(skipped)} inputs: {_reasons(skipped)}.")
     return summary
 
 

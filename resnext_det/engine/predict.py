@@ -28,7 +28,8 @@ from ..config.errors import ConfigError
 from ..data.checks import BadImageError, DatasetError
 from ..data.inputs import count_pictures, read_inputs, resizes_to_nothing
 from ..evaluation.coco import RESULTS_FILE, with_own_keypoints
-from ..utils.io import LOCK_NAME, atomic_write, claim_folder, mark_written, move_aside
+from ..utils.io import (LOCK_NAME, atomic_write, claim_folder, mark_written, move_aside,
+                        put_back_aside)
 from .checks import check_weights, check_weights_to_infer, num_classes_key
 from .trainer import inference_model
 from .weights import build_checkpointer
@@ -363,6 +364,15 @@ def claim_output_dir(output_dir):
     kept = move_aside(output_dir)
     _claim(output_dir)
     return kept
+
+
+def put_back_earlier_prediction(output_dir, kept):
+    """A prediction refused before its first result (a config key, the weights) leaves
+    `output_dir` as it found it: the earlier prediction claim_output_dir moved to `kept`
+    comes back (each refused try moved one more folder aside)."""
+    if put_back_aside(output_dir, kept, ("config.yaml", "log.txt", PREDICT_MARK, LOCK_NAME)):
+        logging.getLogger("resnext_det").warning(f"This prediction stopped before its first "
+                                                 f"result: the earlier one is back in {output_dir}")
 
 
 def _claim(output_dir):

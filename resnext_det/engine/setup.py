@@ -14,7 +14,8 @@ from ..config.checks import (check_device, check_output_dir, check_resnext_keys,
                              inference_dtype, merge_config)
 from ..config.defaults import add_resnext_config
 from ..utils.cli import quiet_user_errors
-from ..utils.io import aside_name, atomic_write, left_by_ended_writers, release_folder
+from ..utils.io import (aside_name, atomic_write, left_by_ended_writers, put_back_aside,
+                        release_folder)
 from .checks import lock_output_dir
 from .weights import config_from_weights
 
@@ -83,19 +84,22 @@ class _OutputFolder:
 
 @contextlib.contextmanager
 def output_folder(output_dir):
-    """A training's or an export's run in the folder that setup_cfg set up (and that the tool
-    locked). A run that ends before `.starts()` (a training: an earlier run without --resume,
-    a value or dataset a check refuses, Ctrl-C; an export: any failure, since the earlier
-    export's file stays) puts back the config.yaml that was there: default_setup had replaced
-    the earlier run's only record of its config. The lock is released at the end in every
-    case."""
+    """A training's, evaluation's or export's run in the folder that setup_cfg set up (and
+    that the tool locked). A run that ends before `.starts()` (a training: an earlier run
+    without --resume, a value or dataset a check refuses, Ctrl-C; an export: any failure,
+    since the earlier export's file stays) puts back the config.yaml that was there:
+    default_setup had replaced the earlier run's only record of its config. An evaluation
+    that fails before its first result puts back the earlier inference/. The lock is
+    released at the end in every case."""
     try:
         yield _OutputFolder(output_dir)
     except BaseException:
         _put_back_earlier(output_dir)
+        _put_back_evaluation(output_dir)
         raise
     finally:
         _earlier_configs.pop(output_dir, None)
+        _earlier_evaluations.pop(output_dir, None)
         release_folder(output_dir)
 
 
@@ -105,6 +109,9 @@ def _put_back_earlier(output_dir):
         atomic_write(os.path.join(output_dir, "config.yaml"), lambda f: f.write(earlier))
 
 
+_earlier_evaluations = {}  # OUTPUT_DIR -> where its earlier inference/ was moved
+
+
 def _set_aside_evaluation(output_dir):
     """An evaluation writes OUTPUT_DIR/inference/ anew: the one there (a training's final
     evaluation, an earlier --eval-only's with its config.yaml) moves whole to
@@ -112,10 +119,20 @@ def _set_aside_evaluation(output_dir):
     checkpoint into a training's folder lost the training's results)."""
     folder = os.path.join(output_dir, "inference")
     if os.path.isdir(folder) and os.listdir(folder):
-        kept = aside_name(folder)
+        kept = _earlier_evaluations[output_dir] = aside_name(folder)
         os.replace(folder, kept)
         logging.getLogger(__name__).warning(f"{folder} held an earlier evaluation: kept in "
                                             f"{kept}; this one writes {folder} anew")
+
+
+def _put_back_evaluation(output_dir):
+    """An evaluation refused before its first result (a dataset, the weights) leaves only
+    its config.yaml in inference/: the earlier evaluation comes back (each refused try
+    moved one more folder aside)."""
+    folder = os.path.join(output_dir, "inference")
+    if put_back_aside(folder, _earlier_evaluations.pop(output_dir, None), ("config.yaml",)):
+        logging.getLogger(__name__).warning(f"This evaluation stopped before its first result:"
+                                            f" the earlier one is back in {folder}")
 
 
 TASKS = ("train", "evaluate", "export", "other")  # what a tool does with its output folder

@@ -10,15 +10,16 @@ from .trainer import Trainer
 
 def evaluate(cfg, resume=False):
     """Load MODEL.WEIGHTS (or the last checkpoint with resume) and run COCO evaluation."""
-    check_datasets(cfg, fields=("TEST",))
-    check_test_images(cfg)
-    model = Trainer.build_model(cfg)
-    checkpointer = Trainer.build_checkpointer(cfg, model)
-    if not (resume and checkpointer.has_checkpoint()):
-        check_weights_to_evaluate(cfg)
-    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
-    return Trainer.test(cfg, model)
+    with output_folder(cfg.OUTPUT_DIR):  # a refused start puts the earlier evaluation back
+        check_datasets(cfg, fields=("TEST",))
+        check_test_images(cfg)
+        model = Trainer.build_model(cfg)
+        checkpointer = Trainer.build_checkpointer(cfg, model)
+        if not (resume and checkpointer.has_checkpoint()):
+            check_weights_to_evaluate(cfg)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
+        return Trainer.test(cfg, model)
 
 
 def train(cfg, resume=False):

@@ -233,6 +233,23 @@ def aside_name(path):
     return name
 
 
+def put_back_aside(folder, kept, attempt_files):
+    """Undo move_aside / aside_name after a refused attempt: when `folder` holds no more than
+    `attempt_files` (what a refused start writes: its config.yaml, log.txt, a lock), it is
+    removed and `kept` is renamed back; so refused attempts leave the earlier run in place,
+    not one `.before-<time>` folder more each. Returns whether it was put back."""
+    if not (kept and os.path.isdir(kept)):
+        return False
+    if os.path.isdir(folder) and not set(os.listdir(folder)) <= set(attempt_files):
+        return False  # the attempt wrote results: both stay
+    try:
+        shutil.rmtree(folder)
+        os.rename(kept, folder)
+    except OSError:  # then the earlier run stays where the warning said
+        return False
+    return True
+
+
 def utf8_name(path):
     """Whether `path` is UTF-8 (os.fsdecode keeps other bytes as surrogates, which OpenCV's
     imwrite and VideoCapture crash on: a segmentation fault)."""

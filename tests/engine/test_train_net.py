@@ -32,15 +32,15 @@ TINY = [
 ]
 
 
-def _train(datasets_root, output_dir, *extra, num_gpus=1, late=()):
+def _train(datasets_root, output_dir, *extra, num_gpus=1, late=(), rc=0):
     """tools/train_net.py on the tiny set: `extra` (flags, overrides) before TINY, `late`
-    (overrides of TINY's) after."""
+    (overrides of TINY's) after; it must end with exit status `rc`."""
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root))
     cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", CONFIG,
            "--num-gpus", str(num_gpus), *map(str, extra), *map(str, TINY), *map(str, late),
            "OUTPUT_DIR", str(output_dir)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == rc, proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
 
@@ -160,6 +160,14 @@ def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datas
     assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == training
     assert (out / "inference/digits_val/coco_metrics.json").is_file()
     assert "model_0000001.pth" in (out / "inference/config.yaml").read_text()
+    # a refused evaluation (weights of another class count) moved this one aside too, and
+    # left an inference/ of its config.yaml only: now both stay as they were
+    evaluation = {p: p.read_bytes() for p in (out / "inference").rglob("*") if p.is_file()}
+    log = _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_0000001.pth",
+                 "MODEL.ROI_HEADS.NUM_CLASSES", 3, rc=2)
+    assert "the earlier one is back in" in log
+    assert {p: p.read_bytes() for p in (out / "inference").rglob("*") if p.is_file()} == evaluation
+    assert list(out.glob("inference.before-*")) == [kept]
 
 
 def test_two_cpu_processes(datasets_root, tmp_path):

@@ -419,7 +419,8 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     load_tool("predict").run(list(map(str, argv[:4] + ["--output", out] + argv[4:])))
     (kept,) = tmp_path.glob("out.before-*")
     assert {p.name: p.read_bytes() for p in kept.iterdir() if p.name != "log.txt"} == first
-    assert "extra.png" in first and "held an earlier prediction: kept in" in capsys.readouterr().err
+    said = capsys.readouterr()  # detectron2's setup_logger prints to stdout
+    assert "extra.png" in first and "held an earlier prediction: kept in" in said.out + said.err
     drawn = [image["output"] for image in read_outputs(out)[1]["images"]]
     assert sorted(p.name for p in out.glob("*.png")) == sorted(drawn) and len(drawn) == 1
     # files of the user's put in the prediction's folder since: refused, not replaced
@@ -439,6 +440,27 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     assert f"'{a_file}' is a file, not a folder" in error and a_file.read_bytes() == b"mine"
     error = _user_error(capsys, argv[:4] + ["--output", a_file / "sub"] + argv[4:])
     assert f"'{a_file / 'sub'}' cannot be made as a folder (Not a directory)" in error
+
+
+def test_a_refused_prediction_leaves_the_earlier_one_in_place(datasets_root, digits_model,
+                                                               tmp_path, capsys, monkeypatch):
+    """A re-run into a prediction's folder that is refused before its first result (a
+    missing MODEL.WEIGHTS, a class count the weights do not have) moved the earlier
+    prediction to out.before-<time> all the same, and the next try moved that one's
+    config.yaml and log.txt aside again: three typos, three folders. Now the folder stays
+    as it was. No input skipped: no "Skipped 0 inputs." line."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    out = tmp_path / "out"
+    argv = ["--config-file", CONFIG, "--input", *_pictures(tmp_path / "in", [(64, 64)]),
+            "--output", out, *TINY]
+    load_tool("predict").run(list(map(str, argv + ["MODEL.WEIGHTS", digits_model])))
+    assert "Skipped" not in capsys.readouterr().out
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"}
+    for refused in (["MODEL.WEIGHTS", tmp_path / "missing.pth"],
+                    ["MODEL.WEIGHTS", digits_model, "MODEL.ROI_HEADS.NUM_CLASSES", 3]):
+        _user_error(capsys, argv + refused)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"} == first
+    assert not list(tmp_path.glob("out.before-*"))
 
 
 def test_pictures_of_other_sizes_get_defaultpredictors_detections(datasets_root, digits_model,
