@@ -16,7 +16,7 @@ import numpy as np
 
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
-from PIL import Image
+from PIL import ExifTags, Image
 
 from ..config.errors import check_choice
 from ..errors import UserError
@@ -68,7 +68,7 @@ def as_rgb(image, path):
     return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")
 
 
-EXIF_ORIENTATION = 0x0112  # the tag detectron2's read_image applies (its _EXIF_ORIENT)
+EXIF_ORIENTATION = ExifTags.Base.Orientation  # 0x0112, detectron2's read_image's _EXIF_ORIENT
 QUARTER_TURNS = (5, 6, 7, 8)  # orientations that swap width and height
 
 
