@@ -50,20 +50,18 @@ def resnext_defaults():
     # W * s, the shift as bias, from W each step: resnext_det.modeling.train_fold);
     # "fold+nhwc" -> folded and channels_last; "auto" -> the one measured faster on
     # MODEL.DEVICE (train_fold.auto_training_mode, logged). Parameter names and checkpoints
-    # are detectron2's in every mode. Measured (benchmarks/bench.py --only train, X50_32x4d
-    # FPN, 800x1333, batch 2, against detectron2's built-in): on an AVX2 EPYC (1 thread)
-    # "fold" 0.98x (equal within noise), "fold+nhwc" 0.69x, as slow as the built-in in
-    # channels_last (0.70x): there oneDNN's NHWC weight gradient of a 3x3 convolution is
-    # ~5x slower than its NCHW one (the FPN / RPN convolutions at stride 4). On AVX-512
-    # CPUs (2 threads) NHWC pays: "fold+nhwc" 1.36x / "fold" 0.97x on a Zen 4, 1.38x / 1.07x
-    # on a Zen 5. "auto" picks "fold+nhwc" there, "fold" elsewhere (CUDA not yet timed).
+    # are detectron2's in every mode. NHWC pays on AVX-512 CPUs only: on AVX2 oneDNN's NHWC
+    # weight gradient of a 3x3 convolution is several times slower than its NCHW one (the
+    # FPN / RPN convolutions at stride 4), so "auto" picks "fold+nhwc" with AVX-512 and
+    # "fold" elsewhere (CUDA not yet timed). The speed-ups, per CPU: README, MODEL.RESNEXT
+    # table (benchmarks/bench.py --only train).
     node.FAST_TRAINING = "auto"
     # The ROIAlign of the training model's ROI heads' poolers (the FAST_INFERENCE copy
     # pools "sparse" on CPUs whatever this says; resnext_det.modeling.roi_align.use_roi_align):
     # "torchvision" -> detectron2's ROIPooler (torchvision's kernel per FPN level);
     # "sparse" -> on the CPU, all levels as one sparse matrix product and its transpose for
-    # the gradient: same values and gradients (float rounding), ~4x faster forward +
-    # backward at the digits demo's sizes, ~2.6x at COCO FPN's (benchmarks/roi_align.py).
+    # the gradient: same values and gradients (float rounding), faster forward + backward
+    # (README, MODEL.RESNEXT table; benchmarks/roi_align.py).
     node.ROI_ALIGN = "torchvision"
     # Loading MODEL.WEIGHTS. False -> every ResNeXt key the model has must come from the
     # file with its shape, and every ResNeXt key of the file must fit the model; anything
@@ -94,7 +92,7 @@ def detectron2_node_defaults(cfg):
     cfg.TEST.COCO_EVAL_BACKEND = "faster-coco-eval"
     # Images per batch of the evaluation loader (detectron2's is 1). Images of a batch are
     # padded to the largest, so detections can differ slightly from batch 1 when sizes
-    # differ; the digits demo (all 128x128) evaluates 1.4x faster with 8, same AP.
+    # differ; the digits demo (all 128x128) evaluates faster with 8, same AP (README).
     cfg.TEST.IMS_PER_BATCH = 1
     # Keys detectron2's train loader reads for two of its samplers and its get_cfg() lacks
     # (d2go defines them, with these defaults): a YAML file could not set them, and the
