@@ -8,6 +8,17 @@ and nothing else (no dataset); `add_resnext_config(cfg)` adds the MODEL.RESNEXT 
 The digits demo set is registered where it is used: `resnext_det.data.register_digits()`,
 as tools/demo.py, tools/pretrain_then_detect.py and tools/train_net.py do.
 """
+import warnings
+
+with warnings.catch_warnings():
+    # torch deprecates torch.jit.script (FutureWarning), which detectron2's box_regression
+    # and fvcore's focal_loss call at import: four lines at every start that no user can act
+    # on. Only these imports are quieted (tools import resnext_det first); a script of the
+    # user's, or of export, still warns.
+    warnings.filterwarnings("ignore", r"`torch.jit.script` is deprecated", FutureWarning)
+    import detectron2.modeling  # noqa: F401
+    import fvcore.nn  # noqa: F401
+
 from . import modeling  # registers backbones and the C4 ROI head
 from .config import ConfigError, add_resnext_config
 from .modeling import Template, parse_template, resnext_classifier

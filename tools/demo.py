@@ -24,10 +24,12 @@ import os
 import sys
 import time
 
+# first: it registers the backbones and the C4 ROI head, and quiets detectron2's import warnings
+import resnext_det  # noqa: F401
+
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.checkpoint.checkpointer import CHECKPOINT_NAME, LAST
 from resnext_det.config import add_resnext_config
 from resnext_det.config.checks import merge_config

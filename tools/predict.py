@@ -30,9 +30,11 @@ import logging
 import math
 import os
 
+# first: it registers the backbones and the C4 ROI head, and quiets detectron2's import warnings
+import resnext_det  # noqa: F401
+
 from detectron2.config import get_cfg
 
-import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args

@@ -21,10 +21,13 @@ import os
 
 import torch
 import torch.distributed as dist
+
+# first: it registers the backbones, and quiets detectron2's import warnings
+import resnext_det  # noqa: F401
+
 from detectron2.engine import default_argument_parser, launch
 from detectron2.utils import comm
 
-import resnext_det  # noqa: F401  (registers the backbones)
 from resnext_det.classification import main
 from resnext_det.utils.cli import ExitOnUserError, parse_launch_args, run_tool
 

@@ -24,9 +24,11 @@ import signal
 if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
 
+# first: it registers the backbones and the C4 ROI head, and quiets detectron2's import warnings
+import resnext_det  # noqa: F401
+
 from detectron2.engine import default_argument_parser, launch
 
-import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.data.coco_json import add_dataset_argument, register_dataset_args
 from resnext_det.engine import run as run_config

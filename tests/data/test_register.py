@@ -58,6 +58,21 @@ def test_import_registers_the_models_and_no_dataset():
     assert {k: v for k, v in added.items() if v} == OURS
 
 
+@pytest.mark.parametrize("tool", ["train_net", "predict", "demo", "pretrain_cls"])
+def test_a_tool_starts_without_detectron2s_import_warnings(tool):
+    """torch deprecates torch.jit.script, which detectron2 and fvcore call at import: four
+    FutureWarning lines at every start. resnext_det quiets those imports only: a script of
+    the user's in the same process still warns."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]
+    user = "import resnext_det, torch\ntorch.jit.script(lambda x: x + 1)"
+    proc = subprocess.run([sys.executable, "-c", user], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.stderr.count("`torch.jit.script` is deprecated") == 1, proc.stderr[-3000:]
+
+
 def test_demo_and_pipeline_code_is_not_in_the_library():
     for moved in ("engine/demo.py", "classification/pipeline.py"):  # now tools/*.py
         assert not (ROOT / "resnext_det" / moved).exists(), moved
