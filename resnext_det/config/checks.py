@@ -185,9 +185,35 @@ def _check_oks_sigmas(cfg):
                           f"{per}finite numbers > 0, one per keypoint, or [] for COCO's")
 
 
+TTA_MODELS = ("GeneralizedRCNN", "PanopticFPN")  # what detectron2's GeneralizedRCNNWithTTA takes
+
+
+def _check_test_aug(cfg):
+    """TEST.AUG, detectron2's test-time augmentation (tools/train_net.py evaluates with it
+    when ENABLED): sizes its DatasetMapperTTA can resize to, and a model its
+    GeneralizedRCNNWithTTA takes (it asserts, once the whole training is done)."""
+    aug = cfg.get("TEST", {}).get("AUG")
+    if not (aug and check_bool("TEST.AUG.ENABLED", aug.ENABLED)):
+        return
+    sizes = aug.MIN_SIZES
+    if not (isinstance(sizes, (list, tuple)) and sizes and all(is_whole(s, 1) for s in sizes)):
+        raise ConfigError("TEST.AUG.MIN_SIZES", sizes, "a list of short-side sizes >= 1 (pixels)")
+    check_whole("TEST.AUG.MAX_SIZE", aug.MAX_SIZE, 1, " (pixels)")
+    check_bool("TEST.AUG.FLIP", aug.FLIP)
+    model = cfg.MODEL
+    unsupported = (f"MODEL.META_ARCHITECTURE {model.META_ARCHITECTURE!r} (it takes "
+                   f"{' and '.join(TTA_MODELS)})" if model.META_ARCHITECTURE not in TTA_MODELS
+                   else "MODEL.KEYPOINT_ON (keypoints)" if model.KEYPOINT_ON
+                   else "MODEL.LOAD_PROPOSALS (proposals from a file)" if model.LOAD_PROPOSALS
+                   else None)
+    if unsupported:
+        raise ConfigError("TEST.AUG.ENABLED", True, f"False with {unsupported}",
+                          "detectron2's test-time augmentation has no such models.")
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
-    TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, and SOLVER.AMP.ENABLED and
+    TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, TEST.AUG, and SOLVER.AMP.ENABLED and
     INFERENCE_DTYPE with MODEL.DEVICE are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
@@ -202,6 +228,7 @@ def check_resnext_keys(cfg):
         check_choice("TEST.COCO_EVAL_BACKEND", backend, COCO_EVAL_BACKENDS)
     check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
     _check_oks_sigmas(cfg)
+    _check_test_aug(cfg)
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)

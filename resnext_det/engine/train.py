@@ -19,7 +19,10 @@ def evaluate(cfg, resume=False):
             check_weights_to_evaluate(cfg)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
         check_weights_to_infer(cfg, checkpointer, cfg.DATASETS.TEST, "DATASETS.TEST")
-        return Trainer.test(cfg, model)
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:  # as detectron2's tools/train_net.py
+            results.update(Trainer.test_with_TTA(cfg, model))
+        return results
 
 
 def train(cfg, resume=False):

@@ -1,11 +1,13 @@
 """detectron2's DefaultTrainer, with COCO metrics as JSON and distributed training on CPUs."""
+import logging
 import os
 import weakref
 
 import torch
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
@@ -25,13 +27,16 @@ from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .weights import build_checkpointer
 
 
-def inference_model(cfg, model, *, for_export=False):
+def inference_model(cfg, model, *, for_export=False, augmented=False):
     """`model` (unwrapped from DDP), or its optimize_for_inference copy (FAST_INFERENCE),
-    run in INFERENCE_DTYPE (engine.precision; for_export=True: float32)."""
+    run in INFERENCE_DTYPE (engine.precision; for_export=True: float32); `augmented`:
+    inside detectron2's GeneralizedRCNNWithTTA (TEST.AUG)."""
     model = model.module if isinstance(model, DistributedDataParallel) else model
     mode = fast_inference_mode(cfg)
     if mode:
         model = optimize_for_inference(model, channels_last=mode == "fold+nhwc")
+    if augmented:
+        model = GeneralizedRCNNWithTTA(cfg, model)
     return with_inference_dtype(cfg, model, for_export=for_export)
 
 
@@ -70,7 +75,8 @@ class Trainer(DefaultTrainer):
     - SOLVER.AMP.ENABLED on the CPU trains with bfloat16 autocast (engine.amp), where
       detectron2's AMPTrainer needs CUDA.
     And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
-    warns where the config disagrees with the weights' metadata.
+    warns where the config disagrees with the weights' metadata; TEST.AUG.ENABLED adds
+    the test-time augmentation detectron2's tools/train_net.py runs (test_with_TTA).
     """
 
     def __init__(self, cfg):
@@ -139,8 +145,13 @@ class Trainer(DefaultTrainer):
         its checkpoint (resume.DropRecordsAfterCheckpoint), with an EvalHook that redoes an
         evaluation a kill cut short (resume.ResumedEvalHook)."""
         out = self.cfg.OUTPUT_DIR
-        return [DropRecordsAfterCheckpoint(out, self.checkpointer),
-                *ResumedEvalHook.replacing(super().build_hooks(), out, self.checkpointer)]
+        ret = [DropRecordsAfterCheckpoint(out, self.checkpointer),
+               *ResumedEvalHook.replacing(super().build_hooks(), out, self.checkpointer)]
+        if self.cfg.TEST.AUG.ENABLED:  # as detectron2's tools/train_net.py: after training,
+            writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+            tta = hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))
+            ret.insert(writer[0] if writer else len(ret), tta)  # and in metrics.json
+        return ret
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -175,9 +186,32 @@ class Trainer(DefaultTrainer):
             dict: {"bbox": {"AP": ..., "AP-<class>": ...}} (percent) for one test dataset;
             {dataset name: that dict} for several.
         """
+        return cls._test(cfg, model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """detectron2's test-time augmentation (its tools/train_net.py's; TEST.AUG.MIN_SIZES,
+        MAX_SIZE, FLIP) on the FAST_INFERENCE copy: run with TEST.AUG.ENABLED after the
+        training and after an --eval-only's plain evaluation.
+
+        Returns:
+            dict: test's results, each key with "_TTA" added ("bbox_TTA"); the files are
+            in OUTPUT_DIR/inference/<dataset>_TTA/.
+        """
+        logging.getLogger(__name__).info("Evaluating with test-time augmentation (TEST.AUG): "
+                                         f"sizes {tuple(cfg.TEST.AUG.MIN_SIZES)}, max "
+                                         f"{cfg.TEST.AUG.MAX_SIZE}, flip {cfg.TEST.AUG.FLIP}")
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference",
+                                                                  f"{name}_TTA"))
+                      for name in cfg.DATASETS.TEST]
+        results = cls._test(cfg, model, evaluators, augmented=True)
+        return {f"{key}_TTA": value for key, value in results.items()}
+
+    @classmethod
+    def _test(cls, cfg, model, evaluators, augmented=False):
         share_main_buffers(model)  # what a checkpoint of this iteration holds
         with torch.random.fork_rng(devices=[]):  # the training after it samples as without it
-            return super().test(cfg, inference_model(cfg, model), evaluators)
+            return super().test(cfg, inference_model(cfg, model, augmented=augmented), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -7,12 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
-from detectron2.data import DatasetCatalog
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from resnext_det import add_resnext_config
 from resnext_det.checkpoint import read_weights
 from resnext_det.data import DigitsSpec, build_digits_dataset, register_digits
 from resnext_det.engine import Trainer
@@ -168,6 +174,48 @@ def test_an_evaluation_into_a_trainings_folder_keeps_the_trainings_results(datas
     assert "the earlier one is back in" in log
     assert {p: p.read_bytes() for p in (out / "inference").rglob("*") if p.is_file()} == evaluation
     assert list(out.glob("inference.before-*")) == [kept]
+
+
+def _by_image(results):
+    """COCO json results per image id, as (category, x, y, w, h, score) rows, sorted."""
+    rows = {}
+    for r in results:
+        rows.setdefault(r["image_id"], []).append([r["category_id"], *r["bbox"], r["score"]])
+    return {i: np.array(sorted(v)) for i, v in rows.items()}
+
+
+def test_test_time_augmentation_is_detectron2s(datasets_root, tmp_path):
+    """TEST.AUG.ENABLED: detectron2's tools/train_net.py evaluates with its
+    GeneralizedRCNNWithTTA after the training and after an --eval-only's plain evaluation;
+    ours ignored the key, and reported plain AP. The written TTA detections equal those of
+    detectron2's own TTA model (detectron2's build_model, loaded by its
+    DetectionCheckpointer) over the same test images, scored by its COCOEvaluator."""
+    out = tmp_path / "run"
+    aug = ["TEST.AUG.ENABLED", True, "TEST.AUG.MIN_SIZES", "(48,80)",
+           "MODEL.RESNEXT.FAST_INFERENCE", '""']  # the model as trained: exact equality
+    _train(datasets_root, out, "SOLVER.MAX_ITER", 2, *aug)
+    last = json.loads((out / "metrics.json").read_text().splitlines()[-1])
+    ours = json.loads((out / "inference/digits_val_TTA/coco_instances_results.json").read_text())
+    register_digits(datasets_root / "digits")
+    cfg = get_cfg()
+    add_resnext_config(cfg)
+    cfg.merge_from_file(str(out / "config.yaml"))
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(str(out / "model_final.pth"))
+    evaluator = COCOEvaluator("digits_val", output_dir=str(tmp_path / "detectron2"))
+    theirs_ap = inference_on_dataset(GeneralizedRCNNWithTTA(cfg, model),
+                                     build_detection_test_loader(cfg, "digits_val"), evaluator)
+    theirs = json.loads((tmp_path / "detectron2/coco_instances_results.json").read_text())
+    got, expected = _by_image(ours), _by_image(theirs)
+    assert len(theirs) > 20 and got.keys() == expected.keys()
+    for image_id, rows in expected.items():
+        assert got[image_id].shape == rows.shape and np.allclose(got[image_id], rows, atol=1e-4)
+    assert last["bbox_TTA/AP"] == pytest.approx(theirs_ap["bbox"]["AP"], abs=1e-3)
+    (out / "inference/digits_val_TTA/coco_instances_results.json").unlink()
+    log = _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_final.pth", *aug)
+    assert "Evaluating with test-time augmentation (TEST.AUG)" in log
+    evaluated = out / "inference/digits_val_TTA/coco_instances_results.json"
+    assert _by_image(json.loads(evaluated.read_text())).keys() == expected.keys()
 
 
 def test_two_cpu_processes(datasets_root, tmp_path):

@@ -52,6 +52,14 @@ def _error(capsys, *argv):
      "(MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) finite numbers > 0, one per keypoint"),
     (["--config-file", CONFIG, "TEST.KEYPOINT_OKS_SIGMAS", "[0.1, 0.0]"],
      "TEST.KEYPOINT_OKS_SIGMAS=[0.1, 0.0] is not valid: expected finite numbers > 0"),
+    # detectron2's GeneralizedRCNNWithTTA: an AssertionError once the training is done
+    (["--config-file", CONFIG, "TEST.AUG.ENABLED", "True", "MODEL.KEYPOINT_ON", "True"],
+     "TEST.AUG.ENABLED=True is not valid: expected False with MODEL.KEYPOINT_ON (keypoints)"),
+    (["--config-file", str(ROOT / "configs/retinanet_X101_32x4d_FPN_1x.yaml"),
+      "TEST.AUG.ENABLED", "True"], "TEST.AUG.ENABLED=True is not valid: expected False with "
+     "MODEL.META_ARCHITECTURE 'RetinaNet' (it takes GeneralizedRCNN and PanopticFPN)"),
+    (["--config-file", CONFIG, "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(0, 800)"],
+     "TEST.AUG.MIN_SIZES=(0, 800) is not valid: expected a list of short-side sizes >= 1"),
 ])
 def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
