@@ -1,5 +1,6 @@
 """Shared test helpers: detectron2 configs with resnext_det's keys, the tools as modules,
-pycocotools' COCOeval as the independent scorer of written detections.
+pycocotools' COCOeval as the independent scorer of written detections, and detectron2's own
+inference as the independent source of a checkpoint's detections.
 
 Random norm statistics and relative errors: resnext_det.utils.testing (benchmarks/ uses
 them too)."""
@@ -50,14 +51,79 @@ def pycocotools_stats(json_file, results, iou_type="bbox"):
     return {k: 100 * s if s >= 0 else math.nan for k, s in zip(STATS, coco_eval.stats[:6])}
 
 
+ORACLE_SET = "detectron2_oracle"  # the set detectron2_detections registers, to its own files
+
+
+def detectron2_detections(config_file, weights, json_file, image_root, output_dir):
+    """COCO results of the checkpoint `weights` on a COCO json's images, by detectron2 alone:
+    the model of the run's written config (a YAML config: build_model, resnext_det only
+    registering the backbone; a Python one, saved by LazyConfig.save: LazyConfig.load and
+    instantiate), DetectionCheckpointer, build_detection_test_loader, inference_on_dataset
+    and COCOEvaluator (instances_to_coco_json; its results file in `output_dir`). None of
+    resnext_det's engine: not its Trainer, checkpointer, FAST_INFERENCE copy,
+    INFERENCE_DTYPE, ROI_ALIGN or evaluator."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+
+    register_coco_file(ORACLE_SET, json_file, image_root)
+    model, loader = _detectron2_model_and_loader(Path(config_file))
+    DetectionCheckpointer(model).load(str(weights))
+    evaluator = COCOEvaluator(ORACLE_SET, tasks=("bbox",), distributed=False,
+                              output_dir=str(output_dir))
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' summary
+        inference_on_dataset(model.eval(), loader, evaluator)
+    return json.loads((Path(output_dir) / "coco_instances_results.json").read_text())
+
+
+def _detectron2_model_and_loader(config_file):
+    """detectron2's model and test loader (over ORACLE_SET) of a run's written config."""
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import build_detection_test_loader
+    from detectron2.modeling import build_model
+
+    if "_target_" in config_file.read_text():  # LazyConfig.save's file
+        cfg = LazyConfig.load(str(config_file))
+        cfg.dataloader.test.dataset.names = ORACLE_SET
+        return instantiate(cfg.model), instantiate(cfg.dataloader.test)
+    cfg = resnext_det.add_resnext_config(get_cfg())
+    cfg.merge_from_file(str(config_file))
+    cfg.MODEL.DEVICE = "cpu"
+    return build_model(cfg), build_detection_test_loader(cfg, ORACLE_SET)
+
+
+def assert_same_detections(results, expected):
+    """The same boxes, classes and scores (to 1e-3: float rounding) on each image of the COCO
+    results `expected`, each image with some."""
+    got, expected = _by_image(results), _by_image(expected)
+    assert got.keys() == expected.keys() and expected
+    for image_id, boxes in expected.items():
+        assert got[image_id].shape == boxes.shape and boxes.shape[0] > 0
+        assert (got[image_id] - boxes).abs().max() < 1e-3, image_id
+
+
+def _by_image(results):
+    """{image id: (N, 6) tensor of score, class id and XYWH box, by score} of COCO results."""
+    by_image = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append([r["score"], r["category_id"], *r["bbox"]])
+    return {k: torch.tensor(sorted(v, reverse=True)) for k, v in by_image.items()}
+
+
 def register_coco_json(name, path, data, image_root):
     """Write the COCO dict `data` to `path` and register it as `name` (again, if it was)
     with detectron2's register_coco_instances."""
     path.write_text(json.dumps(data))
+    register_coco_file(name, path, image_root)
+
+
+def register_coco_file(name, json_file, image_root):
+    """Register the COCO file `json_file` as `name` (again, if it was) with detectron2's
+    register_coco_instances: its classes and ids from the file, not resnext_det's
+    registration."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    register_coco_instances(name, {}, str(path), str(image_root))
+    register_coco_instances(name, {}, str(json_file), str(image_root))
 
 
 def weight_changes(weights, start):

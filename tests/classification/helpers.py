@@ -1,4 +1,5 @@
-"""A tiny generated ImageNet-style folder and a tiny classification config."""
+"""A tiny generated ImageNet-style folder, a tiny classification config, and the validation
+metrics of a checkpoint computed by hand (torchvision's transforms, torch's cross-entropy)."""
 import argparse
 from pathlib import Path
 
@@ -47,3 +48,32 @@ def cls_args(opts, resume=False, eval_only=False, config_file=""):
     return argparse.Namespace(config_file=config_file, opts=list(opts), resume=resume,
                               eval_only=eval_only, num_gpus=1, num_machines=1, machine_rank=0,
                               dist_url="auto")
+
+
+def by_hand_val_metrics(cfg, data_root, weights):
+    """{"loss", "top1_err", "images"} of the checkpoint `weights` on data_root/val, by hand:
+    the model of `cfg` with weights' "model", torchvision's Resize / CenterCrop / ToTensor at
+    INPUT.TEST_RESIZE / TEST_CROP, cfg's mean and std, torch's cross-entropy and argmax.
+    None of resnext_det's data loading, evaluator or trainer."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision import transforms as T
+
+    from resnext_det.checkpoint import read_weights
+    from resnext_det.classification import build_cls_model
+
+    paths = sorted((Path(data_root) / "val").glob("*/*.png"))
+    classes = sorted(p.name for p in (Path(data_root) / "val").iterdir())
+    model = build_cls_model(cfg, len(classes)).eval()
+    model.load_state_dict(read_weights(weights).obj["model"])
+    mean, std = (torch.tensor(cfg.MODEL[key]).view(3, 1, 1) / 255  # torchvision's 0-1 units
+                 for key in ("PIXEL_MEAN", "PIXEL_STD"))
+    transform = T.Compose([T.Resize(cfg.INPUT.TEST_RESIZE), T.CenterCrop(cfg.INPUT.TEST_CROP),
+                           T.ToTensor()])
+    images = torch.stack([(transform(Image.open(p).convert("RGB")) - mean) / std for p in paths])
+    labels = torch.tensor([classes.index(p.parent.name) for p in paths])
+    with torch.no_grad():
+        logits = model(images)
+    wrong = int((logits.argmax(1) != labels).sum())
+    return {"loss": float(F.cross_entropy(logits, labels)), "top1_err": 100 * wrong / len(paths),
+            "images": len(paths)}

@@ -15,7 +15,7 @@ from resnext_det.utils.plots import read_metrics
 from resnext_det.utils.testing import max_rel_error, randomize_norms_
 from tests.helpers import weight_changes
 
-from .helpers import cls_args, tiny_cfg, tiny_opts, write_folder
+from .helpers import by_hand_val_metrics, cls_args, tiny_cfg, tiny_opts, write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 # 64 px crops (of the 16 px pictures): res5 is 2x2, so each norm averages 16 values or more
@@ -78,10 +78,6 @@ def test_two_processes_report_the_saved_models_errors(tmp_path):
     images with its own running statistics, the checkpoint holds the main process's, so the
     errors and loss reported were of no saved model. The reference: model_final.pth's
     weights on the validation images through torchvision's transforms, by hand."""
-    import torch.nn.functional as F
-    from PIL import Image
-    from torchvision import transforms as T
-
     folder = write_folder(tmp_path / "data")
     out = tmp_path / "out"
     opts = tiny_opts(folder, out, "MODEL.RESNETS.NORM", "BN", "SOLVER.MAX_EPOCHS", 1)
@@ -91,20 +87,8 @@ def test_two_processes_report_the_saved_models_errors(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     reported = read_metrics(out / "metrics.json")[-1]
-
-    cfg = tiny_cfg(folder, tmp_path / "unused")
-    model = build_cls_model(cfg, 3).eval()
-    model.load_state_dict(read_weights(out / "model_final.pth").obj["model"])
-    mean, std = (torch.tensor(cfg.MODEL[key]).view(3, 1, 1) / 255  # torchvision's 0-1 units
-                 for key in ("PIXEL_MEAN", "PIXEL_STD"))
-    transform = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor()])
-    paths = sorted((folder / "val").glob("*/*.png"))
-    classes = sorted(p.name for p in (folder / "val").iterdir())
-    images = torch.stack([(transform(Image.open(p).convert("RGB")) - mean) / std for p in paths])
-    labels = torch.tensor([classes.index(p.parent.name) for p in paths])
-    with torch.no_grad():
-        logits = model(images)
-    assert reported["val/images"] == len(paths) == 6
-    assert reported["val/loss"] == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-5)
-    wrong = int((logits.argmax(1) != labels).sum())
-    assert reported["val/top1_err"] == pytest.approx(100 * wrong / len(paths))
+    expected = by_hand_val_metrics(tiny_cfg(folder, tmp_path / "unused"), folder,
+                                   out / "model_final.pth")
+    assert reported["val/images"] == expected["images"] == 6
+    assert reported["val/loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert reported["val/top1_err"] == pytest.approx(expected["top1_err"])

@@ -16,7 +16,7 @@ from resnext_det.engine.amp import CPUAutocastTrainer
 from resnext_det.utils.plots import plot_training_curves, read_metrics, series
 from tests.helpers import load_tool
 
-from .helpers import cls_args, tiny_cfg, tiny_opts, write_folder
+from .helpers import by_hand_val_metrics, cls_args, tiny_cfg, tiny_opts, write_folder
 
 # What detectron2's SimpleTrainer, IterationTimer, LRScheduler and CommonMetricPrinter put
 # in every training record of detection's metrics.json once the timer has warmed up.
@@ -58,8 +58,13 @@ def test_train_few_iterations(folder, tmp_path):
     assert load(tmp_path / "model_final.pkl")["resnext_det"]["template"] == "X50_2x2d"
     assert plot_training_curves(tmp_path / "metrics.json", tmp_path / "curves.png")
 
+    # the final evaluation and --eval-only: model_final.pth's errors and loss, by hand
     evaluation = main(cls_args(tiny_opts(folder, tmp_path), resume=True, eval_only=True))
-    assert evaluation["top1_err"] == pytest.approx(records[-1]["val/top1_err"])
+    expected = by_hand_val_metrics(tiny_cfg(folder, tmp_path), folder, tmp_path / "model_final.pth")
+    for got in (evaluation, {k[4:]: v for k, v in records[-1].items() if k.startswith("val/")}):
+        assert got["images"] == expected["images"]
+        assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+        assert got["top1_err"] == pytest.approx(expected["top1_err"])
 
 
 def test_metrics_have_detections_record_shape(folder, tmp_path):

@@ -23,7 +23,8 @@ from resnext_det.checkpoint import read_weights
 from resnext_det.data import DigitsSpec, build_digits_dataset, register_digits
 from resnext_det.engine import Trainer
 from resnext_det.utils.testing import max_rel_error
-from tests.helpers import load_tool, pycocotools_stats, weight_changes
+from tests.helpers import (assert_same_detections, detectron2_detections, load_tool,
+                           pycocotools_stats, register_coco_file, weight_changes)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/demo/faster_rcnn_X50_digits.yaml")
@@ -54,6 +55,23 @@ def _metrics(output_dir):
     return json.loads((output_dir / "inference/digits_val/coco_metrics.json").read_text())
 
 
+def _written_results(output_dir):
+    """The COCO results a run wrote for digits_val."""
+    return json.loads((output_dir / "inference/digits_val/coco_instances_results.json")
+                      .read_text())
+
+
+def _detectron2_results(datasets_root, run_dir, folder):
+    """The COCO results of run_dir's model_final.pth on digits_val by detectron2 alone, from
+    the run's config.yaml (tests.helpers.detectron2_detections)."""
+    digits = datasets_root / "digits"
+    results = detectron2_detections(run_dir / "config.yaml", run_dir / "model_final.pth",
+                                    digits / "annotations/instances_val.json",
+                                    digits / "images/val", folder)
+    assert len({r["image_id"] for r in results}) == 4  # boxes on every val image (threshold 0)
+    return results
+
+
 def test_train_evaluate_then_resume(datasets_root, tmp_path):
     out = tmp_path / "run"
     _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
@@ -80,8 +98,14 @@ def test_train_evaluate_then_resume(datasets_root, tmp_path):
     evaluated = _train(datasets_root, tmp_path / "eval", "--eval-only",
                        "MODEL.WEIGHTS", str(out / "model_final.pth"))
     assert "copypaste: AP,AP50" in evaluated
-    # model_final.pth evaluated again: the resumed run's final evaluation, number for number
-    assert _metrics(tmp_path / "eval")["bbox"] == pytest.approx(_metrics(out)["bbox"], nan_ok=True)
+    # the resumed run's final evaluation and the --eval-only of its model_final.pth: what
+    # detectron2's own inference of model_final.pth detects, and pycocotools scores
+    expected = _detectron2_results(datasets_root, out, tmp_path / "detectron2")
+    scored = pycocotools_stats(datasets_root / "digits/annotations/instances_val.json", expected)
+    for folder in (out, tmp_path / "eval"):
+        assert_same_detections(_written_results(folder), expected)
+        assert {k: _metrics(folder)["bbox"][k] for k in scored} == pytest.approx(
+            scored, abs=1e-3, nan_ok=True)
 
 
 def test_resume_with_another_lr_or_batch_is_an_error(datasets_root, tmp_path):
@@ -230,23 +254,10 @@ def test_two_cpu_processes(datasets_root, tmp_path):
     assert math.isfinite(_metrics(out)["bbox"]["AP"])
     # The demo's NORM "BN" keeps running statistics per process, and a checkpoint holds rank
     # 0's: the final evaluation (each process scores half the images) must be model_final's,
-    # as one process evaluates it (rank 1 scored its images with its own statistics).
-    _train(datasets_root, tmp_path / "eval", "--eval-only", "MODEL.WEIGHTS", out / "model_final.pth")
-    got, expected = (_detections(folder) for folder in (out, tmp_path / "eval"))
-    assert got.keys() == expected.keys() and len(got) == 4
-    for image_id, boxes in expected.items():
-        assert got[image_id].shape == boxes.shape and boxes.shape[0] > 0
-        assert (got[image_id] - boxes).abs().max() < 1e-3, image_id
-
-
-def _detections(output_dir):
-    """{image id: (N, 5) tensor of score and XYWH box, by score} of a run's written results."""
-    results = json.loads((output_dir / "inference/digits_val/coco_instances_results.json")
-                         .read_text())
-    by_image = {}
-    for r in results:
-        by_image.setdefault(r["image_id"], []).append([r["score"], *r["bbox"]])
-    return {k: torch.tensor(sorted(v, reverse=True)) for k, v in by_image.items()}
+    # as detectron2's own inference computes it (rank 1 scored its images with its own
+    # statistics).
+    assert_same_detections(_written_results(out),
+                            _detectron2_results(datasets_root, out, tmp_path / "detectron2"))
 
 
 # What makes two processes of 1 image train as one process of 2 does: nothing drawn at random
@@ -264,18 +275,44 @@ AS_ONE_PROCESS = [
     "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 1]
 
 
+def _detectron2_training(run_dir, json_file, image_root, output_dir):
+    """detectron2's own DefaultTrainer, in this process (one process), on the config a run
+    wrote, over the training json registered here by register_coco_instances: its
+    build_model, train loader, optimizer, schedule, SimpleTrainer and DetectionCheckpointer,
+    none of resnext_det's engine (its Trainer, FAST_TRAINING, ROI_ALIGN, data checks).
+    seed_all_rng(SEED) as detectron2's default_setup does for rank 0."""
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultTrainer
+    from detectron2.utils.env import seed_all_rng
+
+    from resnext_det import add_resnext_config
+
+    name = "detectron2_oracle_train"
+    register_coco_file(name, json_file, image_root)
+    cfg = add_resnext_config(get_cfg())
+    cfg.merge_from_file(str(run_dir / "config.yaml"))
+    cfg.merge_from_list(["DATASETS.TRAIN", (name,), "DATASETS.TEST", (),  # no evaluation
+                         "OUTPUT_DIR", str(output_dir)])
+    seed_all_rng(cfg.SEED)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+
+
 def test_two_cpu_processes_train_as_one(tmp_path):
     """DDP averages the two processes' gradients and naiveSyncBN their statistics: on the
     same images (detectron2's TrainingSampler gives rank r the places r, r + 2, ... of one
-    seeded stream), the weights after 4 steps are one process's to float rounding."""
+    seeded stream), the weights after 4 steps are one process's to float rounding. The one
+    process: detectron2's own DefaultTrainer on the run's config."""
     root = tmp_path / "datasets"
     build_digits_dataset(root / "digits", DigitsSpec(num_train=12, num_val=4, image_size=64,
                                                      digit_sizes=(12, 24), max_digits=1), 0)
     train = json.loads((root / "digits/annotations/instances_train.json").read_text())
     assert sorted(a["image_id"] for a in train["annotations"]) == sorted(
         i["id"] for i in train["images"])  # one digit per image
-    for processes, name in ((2, "two"), (1, "one")):
-        _train(root, tmp_path / name, num_gpus=processes, late=AS_ONE_PROCESS)
+    _train(root, tmp_path / "two", num_gpus=2, late=AS_ONE_PROCESS)
+    _detectron2_training(tmp_path / "two", root / "digits/annotations/instances_train.json",
+                         root / "digits/images/train", tmp_path / "one")
     weights = {name: read_weights(tmp_path / name / "model_final.pth").obj["model"]
                for name in ("one", "two")}
     start = read_weights(tmp_path / "one/model_0000000.pth").obj["model"]  # after one step
