@@ -211,9 +211,33 @@ def _check_test_aug(cfg):
                           "detectron2's test-time augmentation has no such models.")
 
 
+def _check_expected_results(cfg):
+    """TEST.EXPECTED_RESULTS, which detectron2's verify_results compares with the final
+    evaluation (exit status 1 when a metric is off): [task, metric, value, tolerance] with
+    a task this config evaluates, for one test set (else a KeyError after the training)."""
+    expected = list(cfg.get("TEST", {}).get("EXPECTED_RESULTS", None) or ())
+    if not expected:
+        return
+    model = cfg.MODEL
+    tasks = ["bbox"] + ["segm"] * bool(model.MASK_ON) + ["keypoints"] * bool(model.KEYPOINT_ON)
+    tasks += [f"{task}_TTA" for task in tasks] if cfg.TEST.AUG.ENABLED else []
+    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    for entry in expected:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 4 and entry[0] in tasks
+                and isinstance(entry[1], str) and finite(entry[2]) and finite(entry[3])
+                and entry[3] >= 0):
+            raise ConfigError("TEST.EXPECTED_RESULTS", expected, "[[task, metric, value, "
+                              f"tolerance >= 0], ...] with a task of {tasks}")
+    if len(cfg.DATASETS.TEST) != 1:
+        raise ConfigError("TEST.EXPECTED_RESULTS", expected, f"[] with DATASETS.TEST "
+                          f"{list(cfg.DATASETS.TEST)}", "detectron2 verifies the results of "
+                          "one test set.")
+
+
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
-    TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, TEST.AUG, and SOLVER.AMP.ENABLED and
+    TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, TEST.AUG, TEST.EXPECTED_RESULTS, and
+    SOLVER.AMP.ENABLED and
     INFERENCE_DTYPE with MODEL.DEVICE are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
@@ -229,6 +253,8 @@ def check_resnext_keys(cfg):
     check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
     _check_oks_sigmas(cfg)
     _check_test_aug(cfg)
+    if "EXPECTED_RESULTS" in cfg.get("TEST", {}) and "MASK_ON" in cfg.MODEL:  # detection's
+        _check_expected_results(cfg)
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)

@@ -1,6 +1,7 @@
 """Checks that turn a missing dataset or weights file, or bad training data, into one clear
 error (or a logged skip) before training."""
 import functools
+import importlib.util
 import logging
 import os
 
@@ -373,6 +374,45 @@ def check_test_images(cfg):
         if isinstance(dicts, list):
             check_image_files(dicts, source=f"DATASETS.TEST {name!r}")
             warn_unscorable_boxes(dicts, source=f"DATASETS.TEST {name!r}")
+
+
+# The metadata's evaluator_type of a test set -> the evaluator Trainer.build_evaluator
+# gives it (detectron2's tools/train_net.py picks by it too); no type: a list of dicts,
+# which COCO's evaluator converts to a COCO json first.
+EVALUATORS = {"coco": "COCO", "lvis": "detectron2's LVISEvaluator",
+              "pascal_voc": "detectron2's PascalVOCDetectionEvaluator"}
+
+
+def evaluator_kind(dataset_name):
+    """A test set's EVALUATORS key: its metadata's evaluator_type; without one, "pascal_voc"
+    for a set detectron2's register_pascal_voc made (dirname, year, split: only its builtin
+    voc_* sets get the type; COCO's evaluator stopped on their string image ids), else "coco"."""
+    meta = MetadataCatalog.get(dataset_name)
+    voc = all(key in meta.as_dict() for key in ("dirname", "year", "split"))
+    return meta.get("evaluator_type", "pascal_voc" if voc else "coco")
+
+
+def check_test_evaluators(cfg):
+    """Each DATASETS.TEST is scored as detectron2 scores its kind (EVALUATORS): LVIS's AP
+    with COCO's evaluator counted every detection of a class an image's annotators did not
+    check as a false one (LVIS is federated), and the score was too low. A type without an
+    evaluator here (cityscapes_instance, panoptic, sem_seg) gets COCO's, with a warning."""
+    for name in cfg.DATASETS.TEST:
+        meta, kind = MetadataCatalog.get(name), evaluator_kind(name)
+        if kind == "lvis" and importlib.util.find_spec("lvis") is None:
+            raise DatasetError(f"DATASETS.TEST {name!r} is an LVIS set, whose AP detectron2's "
+                               "LVISEvaluator computes with the lvis package, which is not "
+                               "installed here: pip install lvis")
+        if kind == "pascal_voc" and meta.get("year") not in (2007, 2012):
+            raise DatasetError(f"DATASETS.TEST {name!r} is a Pascal VOC set of year "
+                               f"{meta.get('year')!r}: detectron2's PascalVOCDetectionEvaluator "
+                               "scores the 2007 (11-point AP) and 2012 rules only; register it "
+                               "with year 2007 or 2012.")
+        if kind not in EVALUATORS:
+            logging.getLogger(__name__).warning(
+                f"DATASETS.TEST {name!r} has evaluator_type {kind!r}: its "
+                "detections are scored with COCO's instance metrics only (not detectron2's "
+                f"{kind} evaluation)")
 
 
 def checked_train_dicts(cfg):

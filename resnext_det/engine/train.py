@@ -1,9 +1,10 @@
 """The body of tools/train_net.py: train, or evaluate with --eval-only."""
+from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..config.checks import check_training_keys
-from .checks import (check_datasets, check_test_images, check_weights_to_evaluate,
-                     check_weights_to_infer)
+from .checks import (check_datasets, check_test_evaluators, check_test_images,
+                     check_weights_to_evaluate, check_weights_to_infer)
 from .setup import output_folder, setup_cfg, task_of
 from .trainer import Trainer
 
@@ -13,6 +14,7 @@ def evaluate(cfg, resume=False):
     with output_folder(cfg.OUTPUT_DIR):  # a refused start puts the earlier evaluation back
         check_datasets(cfg, fields=("TEST",))
         check_test_images(cfg)
+        check_test_evaluators(cfg)
         model = Trainer.build_model(cfg)
         checkpointer = Trainer.build_checkpointer(cfg, model)
         if not (resume and checkpointer.has_checkpoint()):
@@ -22,6 +24,8 @@ def evaluate(cfg, resume=False):
         results = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:  # as detectron2's tools/train_net.py
             results.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():  # TEST.EXPECTED_RESULTS: exit status 1 when one is off
+            verify_results(cfg, results)
         return results
 
 

@@ -7,6 +7,7 @@ import torch
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import LVISEvaluator, PascalVOCDetectionEvaluator
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
@@ -20,8 +21,9 @@ from ..modeling.train_fold import prepare_for_training
 from .amp import build_step_trainer
 from .checks import (bad_data_policies, check_datasets, check_iterations_left,
                      check_no_earlier_run, check_resumed_training, check_test_classes,
-                     check_test_images, check_weights, checked_train_dicts, mark_checkpoints,
-                     warn_frozen_from_scratch, warn_resume_finds_nothing)
+                     check_test_evaluators, check_test_images, check_weights, checked_train_dicts,
+                     evaluator_kind, mark_checkpoints, warn_frozen_from_scratch,
+                     warn_resume_finds_nothing)
 from .precision import with_inference_dtype
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .weights import build_checkpointer
@@ -90,6 +92,7 @@ class Trainer(DefaultTrainer):
         check_datasets(cfg)
         check_test_classes(cfg)
         check_test_images(cfg)
+        check_test_evaluators(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -149,7 +152,7 @@ class Trainer(DefaultTrainer):
                *ResumedEvalHook.replacing(super().build_hooks(), out, self.checkpointer)]
         if self.cfg.TEST.AUG.ENABLED:  # as detectron2's tools/train_net.py: after training,
             writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
-            tta = hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))
+            tta = hooks.EvalHook(0, self._evaluate_with_tta)
             ret.insert(writer[0] if writer else len(ret), tta)  # and in metrics.json
         return ret
 
@@ -188,6 +191,12 @@ class Trainer(DefaultTrainer):
         """
         return cls._test(cfg, model, evaluators)
 
+    def _evaluate_with_tta(self):
+        """The TTA results, also among those DefaultTrainer.train verifies (EXPECTED_RESULTS)."""
+        results = self.test_with_TTA(self.cfg, self.model)
+        self._last_eval_results = {**getattr(self, "_last_eval_results", {}), **results}
+        return results
+
     @classmethod
     def test_with_TTA(cls, cfg, model):
         """detectron2's test-time augmentation (its tools/train_net.py's; TEST.AUG.MIN_SIZES,
@@ -224,9 +233,15 @@ class Trainer(DefaultTrainer):
 
         Returns:
             COCOMetricsEvaluator: writes coco_instances_results.json and coco_metrics.json
-            into `output_folder`.
+            into `output_folder`; for a set whose metadata's evaluator_type is "lvis" or
+            "pascal_voc", detectron2's LVISEvaluator or PascalVOCDetectionEvaluator.
         """
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        kind = evaluator_kind(dataset_name)
+        if kind == "lvis":  # checks.check_test_evaluators: why, and the package it needs
+            return LVISEvaluator(dataset_name, output_dir=output_folder)
+        if kind == "pascal_voc":
+            return PascalVOCDetectionEvaluator(dataset_name)
         return COCOMetricsEvaluator(dataset_name, output_dir=output_folder,
                                     backend=cfg.TEST.get("COCO_EVAL_BACKEND", "faster-coco-eval"),
                                     kpt_oks_sigmas=tuple(cfg.TEST.get("KEYPOINT_OKS_SIGMAS", ())))

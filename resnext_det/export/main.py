@@ -10,7 +10,8 @@ from detectron2.modeling import build_model
 from ..config.errors import ConfigError
 from ..data.checks import DECODE_ERRORS
 from ..data.inputs import read_picture, resizes_to_nothing
-from ..engine.checks import check_datasets, check_weights, check_weights_to_infer
+from ..engine.checks import (check_datasets, check_test_evaluators, check_weights,
+                             check_weights_to_infer)
 from ..engine.predict import inference_resize
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
@@ -86,6 +87,7 @@ def evaluate_exported(cfg, path):
     which detectron2's plain mapper turns white, stops it naming the file; the plain loader
     scored such a set silently); writes OUTPUT_DIR/inference/<dataset>/coco_metrics.json."""
     check_datasets(cfg, fields=("TEST",))
+    check_test_evaluators(cfg)
     name = cfg.DATASETS.TEST[0]
     loader = Trainer.build_test_loader(cfg, name)  # batches of TEST.IMS_PER_BATCH, run one by one
     return inference_on_dataset(ExportedDetector(path), loader, Trainer.build_evaluator(cfg, name))

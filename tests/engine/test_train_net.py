@@ -236,10 +236,18 @@ def test_test_time_augmentation_is_detectron2s(datasets_root, tmp_path):
         assert got[image_id].shape == rows.shape and np.allclose(got[image_id], rows, atol=1e-4)
     assert last["bbox_TTA/AP"] == pytest.approx(theirs_ap["bbox"]["AP"], abs=1e-3)
     (out / "inference/digits_val_TTA/coco_instances_results.json").unlink()
-    log = _train(datasets_root, out, "--eval-only", "MODEL.WEIGHTS", out / "model_final.pth", *aug)
+    # TEST.EXPECTED_RESULTS (detectron2's verify_results) was not checked by --eval-only
+    ap = round(theirs_ap["bbox"]["AP"], 3)
+    evaluate = ["--eval-only", "MODEL.WEIGHTS", out / "model_final.pth", *aug]
+    log = _train(datasets_root, out, *evaluate, "TEST.EXPECTED_RESULTS",
+                 f"[['bbox_TTA', 'AP', {ap}, 0.01]]")
     assert "Evaluating with test-time augmentation (TEST.AUG)" in log
+    assert "Results verification passed" in log
     evaluated = out / "inference/digits_val_TTA/coco_instances_results.json"
     assert _by_image(json.loads(evaluated.read_text())).keys() == expected.keys()
+    log = _train(datasets_root, out, *evaluate, "TEST.EXPECTED_RESULTS",
+                 f"[['bbox_TTA', 'AP', {ap + 50}, 1.0]]", rc=1)
+    assert "Result verification failed" in log
 
 
 def test_two_cpu_processes(datasets_root, tmp_path):

@@ -60,6 +60,13 @@ def _error(capsys, *argv):
      "MODEL.META_ARCHITECTURE 'RetinaNet' (it takes GeneralizedRCNN and PanopticFPN)"),
     (["--config-file", CONFIG, "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(0, 800)"],
      "TEST.AUG.MIN_SIZES=(0, 800) is not valid: expected a list of short-side sizes >= 1"),
+    # detectron2's verify_results: a KeyError once the training is done
+    (["--config-file", CONFIG, "TEST.EXPECTED_RESULTS", "[['segm', 'AP', 30.0, 1.0]]"],
+     "TEST.EXPECTED_RESULTS=[['segm', 'AP', 30.0, 1.0]] is not valid: expected [[task, metric, "
+     "value, tolerance >= 0], ...] with a task of ['bbox']"),
+    (["--config-file", CONFIG, "DATASETS.TEST", "('digits_val', 'digits_train')",
+      "TEST.EXPECTED_RESULTS", "[['bbox', 'AP', 30.0, 1.0]]"], "is not valid: expected [] with "
+     "DATASETS.TEST ['digits_val', 'digits_train']"),
 ])
 def test_bad_config_input_is_one_line(argv, expected, capsys, tmp_path):
     error = _error(capsys, *argv, "OUTPUT_DIR", str(tmp_path / "out"))
