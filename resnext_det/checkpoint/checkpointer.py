@@ -116,6 +116,9 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         trained_input: {config key: value} of the input the model trains on (format, pixel
             statistics), stored likewise (None: none); last_input: the last file's.
         trained_solver, last_solver: the same for the solver (lr, momentum, batch, ...).
+        on_resume: called (no argument) when a resumed checkpoint's model has loaded, before
+            the optimizer's state does (torch raises a bare ValueError on parameter groups
+            of other sizes): the engine checks the solver there. None: nothing.
     """
 
     def __init__(self, model, save_dir="", *, cache_dir=None, convert_kwargs=None,
@@ -143,7 +146,7 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
             self.convert_kwargs.setdefault("allow_partial", True)
         self.last_metadata = self.last_incompatible = self.last_classes = self.last_input = None
         self.classes = self.trained_input = self.trained_solver = self.last_solver = None
-        self.loaded_file, self._resuming = None, False
+        self.loaded_file, self._resuming, self.on_resume = None, False, None
 
     # ------------------------------------------------------------------ loading
     def load(self, path, *args, **kwargs):
@@ -184,6 +187,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         self.last_incompatible = incompatible
         if self._resuming:
             self._check_resumed(incompatible)
+            if self.on_resume:
+                self.on_resume()
         lines = _mismatch_lines(incompatible, file_shapes, model_shapes)
         if lines and not self.allow_partial:
             shown = "\n  ".join(lines)

@@ -4,6 +4,7 @@ Every MODEL.RESNEXT key is checked here, so that a typo stops the run in its fir
 rather than at the first evaluation after hours of training; the builders check the
 keys again where they read them. OUTPUT_DIR must be a folder we can write.
 """
+import logging
 import math
 import os
 
@@ -21,6 +22,8 @@ from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
 from .errors import ConfigError, check_bool, check_choice, check_number, check_whole, is_whole
+
+logger = logging.getLogger(__name__)
 
 # What yacs / detectron2 raise for a bad YAML file or override: an unknown key and an odd
 # override list are AssertionErrors, a wrong type a ValueError or TypeError, a missing
@@ -177,9 +180,7 @@ def _check_oks_sigmas(cfg):
     the training; OKS divides by each sigma)."""
     sigmas = list(cfg.get("TEST", {}).get("KEYPOINT_OKS_SIGMAS", None) or ())
     count = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS if cfg.MODEL.get("KEYPOINT_ON") else None
-    positive = all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(v) and v > 0 for v in sigmas)
-    if sigmas and not (positive and count in (None, len(sigmas))):
+    if sigmas and not (all(map(_is_positive, sigmas)) and count in (None, len(sigmas))):
         per = "" if count is None else f"{count} (MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) "
         raise ConfigError("TEST.KEYPOINT_OKS_SIGMAS", sigmas,
                           f"{per}finite numbers > 0, one per keypoint, or [] for COCO's")
@@ -232,6 +233,22 @@ def _check_expected_results(cfg):
         raise ConfigError("TEST.EXPECTED_RESULTS", expected, f"[] with DATASETS.TEST "
                           f"{list(cfg.DATASETS.TEST)}", "detectron2 verifies the results of "
                           "one test set.")
+
+
+COCO_PERSON_KEYPOINTS = 17  # what pycocotools' default kpt_oks_sigmas are for
+
+
+def check_evaluated_keypoints(cfg):
+    """A keypoint model evaluated with TEST.KEYPOINT_OKS_SIGMAS [] is scored with COCO's 17
+    person sigmas: one of another keypoint count stopped at its first evaluation, after the
+    training (detectron2's evaluator asserts the count). Only where it is evaluated
+    (predict and export read no sigma)."""
+    count = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+    if (cfg.MODEL.get("KEYPOINT_ON") and not list(cfg.TEST.KEYPOINT_OKS_SIGMAS)
+            and count != COCO_PERSON_KEYPOINTS):
+        raise ConfigError("TEST.KEYPOINT_OKS_SIGMAS", [], f"{count} (MODEL.ROI_KEYPOINT_HEAD."
+                          "NUM_KEYPOINTS) finite numbers > 0, one per keypoint", "[] is COCO's "
+                          f"sigmas of its {COCO_PERSON_KEYPOINTS} person keypoints.")
 
 
 def check_resnext_keys(cfg):
@@ -403,24 +420,74 @@ SIZE_SAMPLINGS = ("choice", "range")  # ResizeShortestEdge's sample_style
 FLIPS = ("none", "horizontal", "vertical")  # detectron2's build_augmentation
 
 
-def _check_sampler_keys(cfg):
-    """The keys of DATALOADER.SAMPLER_TRAIN's sampler (detectron2: an AssertionError or a
-    KeyError in the loader)."""
+# The keys besides DATASETS.TRAIN that detectron2's loader reads for a sampler (data/build.py
+# _train_loader_from_config): {key: (the value at which it does nothing, the samplers reading it)}
+SAMPLER_KEYS = {
+    "DATALOADER.RANDOM_SUBSET_RATIO": (1.0, ("RandomSubsetTrainingSampler",)),
+    "DATALOADER.REPEAT_THRESHOLD": (0.0, ("RepeatFactorTrainingSampler",
+                                          "WeightedCategoryTrainingSampler")),
+    "DATASETS.TRAIN_REPEAT_FACTOR": ([], ("WeightedTrainingSampler",
+                                          "WeightedCategoryTrainingSampler")),
+}
+
+
+def _is_positive(value):
+    """Whether `value` is a finite number > 0 (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def _sampler_key(cfg, key):
+    node, name = key.split(".")
+    value = cfg[node][name]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _warn_unread_sampler_keys(cfg):
+    """A sampler's key set while DATALOADER.SAMPLER_TRAIN is another sampler: detectron2
+    ignores it without a word (a subset ratio trained on every image)."""
     sampler = cfg.DATALOADER.SAMPLER_TRAIN
+    for key, (idle, readers) in SAMPLER_KEYS.items():
+        value = _sampler_key(cfg, key)
+        if sampler not in readers and value != idle and comm.is_main_process():
+            logger.warning(f"{key}={value!r} is read only by {' and '.join(readers)}: "
+                           f"DATALOADER.SAMPLER_TRAIN {sampler!r} ignores it. Choose the "
+                           "sampler it is meant for, or leave the key out.")
+
+
+def _check_sampler_keys(cfg):
+    """The keys of DATALOADER.SAMPLER_TRAIN's sampler (detectron2: an AssertionError, a
+    math domain, OverflowError or KeyError in the loader; REPEAT_THRESHOLD 0 repeats no
+    image), and a warning for keys that only another sampler reads."""
+    sampler = cfg.DATALOADER.SAMPLER_TRAIN
+    _warn_unread_sampler_keys(cfg)
     if sampler == "RandomSubsetTrainingSampler":
         ratio = cfg.DATALOADER.RANDOM_SUBSET_RATIO
-        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-                and 0 < ratio <= 1):
+        if not (_is_positive(ratio) and ratio <= 1):
             raise ConfigError("DATALOADER.RANDOM_SUBSET_RATIO", ratio, "a fraction in (0, 1] "
                               "of the training images to sample from")
-    elif sampler.startswith("Weighted"):
+        if cfg.SEED < 0:  # the subset is drawn from the seed (comm.shared_random_seed)
+            raise ConfigError("SEED", cfg.SEED, "a fixed seed >= 0 with DATALOADER.SAMPLER_TRAIN "
+                              "RandomSubsetTrainingSampler", "Its subset is drawn from the seed: "
+                              "with a random one, a --resume trains on another subset.")
+    if sampler in SAMPLER_KEYS["DATALOADER.REPEAT_THRESHOLD"][1]:
+        check_number("DATALOADER.REPEAT_THRESHOLD", cfg.DATALOADER.REPEAT_THRESHOLD, 1e-300,
+                     meaning="> 0: images of a category in fewer than this fraction of the "
+                     "images are repeated (LVIS: 0.001); 0 repeats none")
+    if sampler in SAMPLER_KEYS["DATASETS.TRAIN_REPEAT_FACTOR"][1]:
         factors = [list(f) if isinstance(f, (list, tuple)) else f
                    for f in cfg.DATASETS.TRAIN_REPEAT_FACTOR]
-        if not all(isinstance(f, list) and len(f) == 2 and f[0] in cfg.DATASETS.TRAIN
-                   and isinstance(f[1], (int, float)) and f[1] > 0 for f in factors):
-            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "[name, factor > 0] "
-                              f"pairs of datasets of DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)}",
+        valid = all(isinstance(f, list) and len(f) == 2 and f[0] in cfg.DATASETS.TRAIN
+                    and _is_positive(f[1]) for f in factors)
+        if not valid or len({f[0] for f in factors}) != len(factors):  # dict(): the last won
+            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "[name, factor] pairs, "
+                              "factors finite numbers > 0, each dataset of DATASETS.TRAIN "
+                              f"{list(cfg.DATASETS.TRAIN)} at most once",
                               f"{sampler} samples each dataset by its factor (1 if not given).")
+        if sampler == "WeightedTrainingSampler" and not factors:  # all 1: TrainingSampler's
+            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "at least one [name, "
+                              "factor] pair for WeightedTrainingSampler, which samples each "
+                              "dataset of DATASETS.TRAIN by its factor (1 if not given)")
 
 
 def check_training_keys(cfg, world_size=1):
@@ -452,6 +519,8 @@ def check_training_keys(cfg, world_size=1):
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")
     _check_sampler_keys(cfg)
+    if cfg.DATASETS.TEST:  # evaluated at the end
+        check_evaluated_keypoints(cfg)
     check_input_sizes(cfg.INPUT)
     if cfg.INPUT.CROP.ENABLED:  # detectron2: a bare assert in the loader
         check_choice("INPUT.CROP.TYPE", cfg.INPUT.CROP.TYPE, CROP_TYPES)

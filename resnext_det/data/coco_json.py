@@ -422,8 +422,8 @@ def _where_set(key, config_file, opts):
 def num_classes_opts(config_file, opts, classes_by_name):
     """The `KEY VALUE` overrides that set NUM_CLASSES from --dataset jsons; [] if none needed.
 
-    The datasets considered are those of `classes_by_name` that DATASETS.TRAIN or
-    DATASETS.TEST name; they must have the same classes in the same order, and as many as NUM_CLASSES
+    Each dataset of `classes_by_name` must be named by DATASETS.TRAIN or DATASETS.TEST;
+    they must have the same classes in the same order, and as many as NUM_CLASSES
     when the config file or `opts` set it (MODEL.ROI_HEADS.NUM_CLASSES, or
     MODEL.RETINANET.NUM_CLASSES for RetinaNet).
 
@@ -443,6 +443,12 @@ def num_classes_opts(config_file, opts, classes_by_name):
     cfg = add_resnext_config(get_cfg())
     merge_config(cfg, config_file, opts)
     named = dict.fromkeys((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))  # in order, each once
+    unused = [n for n in classes_by_name if n not in named]
+    if unused:  # the run would train and evaluate on the config's datasets instead
+        raise DatasetError(f"--dataset {unused[0]!r} is named by neither DATASETS.TRAIN "
+                           f"{tuple(cfg.DATASETS.TRAIN)} nor DATASETS.TEST "
+                           f"{tuple(cfg.DATASETS.TEST)}: it would not be used. Name it there, "
+                           f"e.g. DATASETS.TRAIN \"('{unused[0]}',)\" after the options.")
     used = [n for n in named if n in classes_by_name]
     found = num_classes_key(cfg)
     if not used or found is None:

@@ -38,7 +38,8 @@ def _how_to_get(name):
 
 
 def check_datasets(cfg, fields=("TRAIN", "TEST")):
-    """Every dataset in DATASETS.<field> is registered and its files exist."""
+    """Every dataset in DATASETS.<field> is registered and its files exist; a keypoint
+    model's training sets have the keypoint metadata its loader reads."""
     registered = set(DatasetCatalog.list())
     for field in fields:
         for name in cfg.DATASETS[field]:
@@ -53,6 +54,25 @@ def check_datasets(cfg, fields=("TRAIN", "TEST")):
                     raise DatasetError(
                         f"{key}: dataset {name!r} needs its {attr} {path!r}, which does not "
                         f"exist. {_how_to_get(name)}")
+            if field == "TRAIN" and cfg.MODEL.KEYPOINT_ON:
+                _check_keypoint_metadata(cfg, name, meta)
+
+
+def _check_keypoint_metadata(cfg, name, meta):
+    """detectron2's DatasetMapper reads keypoint_names and keypoint_flip_map of each training
+    set of a keypoint model (an AttributeError; a --dataset json registers neither), and its
+    head predicts NUM_KEYPOINTS of them (another count stopped the first iteration)."""
+    names, count = meta.get("keypoint_names", None), cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
+    if names is None or meta.get("keypoint_flip_map", None) is None:
+        raise DatasetError(
+            f"DATASETS.TRAIN: dataset {name!r} has no keypoint_names and keypoint_flip_map in "
+            "its metadata, which a MODEL.KEYPOINT_ON training reads (which keypoint a flip makes "
+            "which). Register it with them (detectron2's register_coco_instances(name, "
+            "{'keypoint_names': [...], 'keypoint_flip_map': [('left_eye', 'right_eye'), ...]}, "
+            "json_file, image_root)), or train boxes only (MODEL.KEYPOINT_ON False).")
+    if len(names) != count:
+        raise ConfigError("MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", count, f"{len(names)}, the "
+                          f"keypoints of DATASETS.TRAIN {name!r} ({list(names)[:20]})")
 
 
 def check_weights(cfg, *, training=True):
@@ -171,16 +191,17 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
 def mark_checkpoints(checkpointer, cfg):
     """Each checkpoint of the training of `cfg` stores its class names (trained_classes), its
     input (input_conventions) and its solver (solver_settings), which evaluations and
-    resumes check."""
+    resumes check (the solver while a resume loads, check_resumed_solver)."""
     checkpointer.classes = trained_classes(cfg)
     checkpointer.trained_input = input_conventions(cfg)
     checkpointer.trained_solver = solver_settings(cfg)
+    checkpointer.on_resume = lambda: check_resumed_solver(cfg, checkpointer)
 
 
 def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):
-    """A resumed run goes on as it started: the input, the class names and the solver its
-    checkpoint stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked)."""
-    check_resumed_solver(cfg, checkpointer)
+    """A resumed run goes on as it started: the input and the class names its checkpoint
+    stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked); its solver
+    was checked as it loaded (mark_checkpoints)."""
     check_input_conventions(cfg, checkpointer)
     if checkpointer.classes is not None:
         check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, train_key, RESUME_FIX)
@@ -210,7 +231,8 @@ def _same_setting(value, stored):
 def check_resumed_solver(cfg, checkpointer):
     """--resume with the solver the checkpoint was trained with (our trainings store it): a
     changed lr, momentum or weight decay was ignored (the checkpoint's went on), a changed
-    IMS_PER_BATCH restarted the data at another place with the old lr."""
+    IMS_PER_BATCH restarted the data at another place with the old lr, a changed
+    WEIGHT_DECAY_BIAS (parameter groups of other sizes) stopped torch's load on a ValueError."""
     stored = checkpointer.last_solver
     if not isinstance(stored, dict):  # files of others, and ours from before
         return
@@ -443,7 +465,18 @@ def checked_train_dicts(cfg):
             raise DatasetError(f"{source}: no image has a usable box left. Fix the boxes "
                                "listed above.")
     check_image_files(checked, source=source)
+    check_subset_size(cfg, len(checked))
     return checked
+
+
+def check_subset_size(cfg, num_images):
+    """RandomSubsetTrainingSampler samples from int(num_images x DATALOADER.RANDOM_SUBSET_RATIO)
+    images: a ratio that leaves none stopped the loader on a bare AssertionError."""
+    sampler, ratio = cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.get("RANDOM_SUBSET_RATIO", 1.0)
+    if sampler == "RandomSubsetTrainingSampler" and int(num_images * ratio) < 1:
+        raise ConfigError("DATALOADER.RANDOM_SUBSET_RATIO", ratio, f"at least 1/{num_images}",
+                          f"DATASETS.TRAIN has {num_images} training images; the subset is "
+                          "int(images x ratio) of them, none at this ratio.")
 
 
 def refiltered(dataset_dicts, filter_empty, min_keypoints):

@@ -45,9 +45,10 @@ from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
 from .checks import (check_datasets, check_iterations_left, check_no_earlier_run,
-                     check_resumed_training, check_test_classes, check_test_images, check_weights,
-                     check_weights_to_evaluate, check_weights_to_infer, checked_train_dicts,
-                     mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
+                     check_resumed_solver, check_resumed_training, check_test_classes,
+                     check_test_images, check_weights, check_weights_to_evaluate,
+                     check_weights_to_infer, checked_train_dicts, mark_checkpoints,
+                     warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
                           load_lazy_config, require, resnext_nodes, target_of)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
@@ -258,6 +259,7 @@ def do_train(setup, resume=False, starts=lambda: None):
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
     mark_checkpoints(checkpointer, setup.view)
+    checkpointer.on_resume = lambda: setup.checked(check_resumed_solver, checkpointer)  # lazy keys
     last = {}
 
     def evaluate():

@@ -15,6 +15,7 @@ import os
 import torch
 from detectron2.config import LazyConfig, get_cfg
 from detectron2.evaluation import COCOEvaluator
+from detectron2.solver import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -52,6 +53,10 @@ LAZY_KEYS = {
     "SOLVER.MOMENTUM": "optimizer.momentum",
     "SOLVER.NESTEROV": "optimizer.nesterov",
     "SOLVER.WEIGHT_DECAY": "optimizer.weight_decay",
+    # get_default_optimizer_params' arguments: they set each parameter group's weight decay / lr
+    "SOLVER.WEIGHT_DECAY_NORM": "optimizer.params.weight_decay_norm",
+    "SOLVER.WEIGHT_DECAY_BIAS": "optimizer.params.weight_decay_bias",
+    "SOLVER.BIAS_LR_FACTOR": "optimizer.params.bias_lr_factor",
     "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
     "TEST.COCO_EVAL_BACKEND": "dataloader.evaluator.backend",
     "MODEL.DEVICE": "train.device",
@@ -234,6 +239,11 @@ def yacs_view(cfg):
     for key in ("BASE_LR", "MOMENTUM", "NESTEROV", "WEIGHT_DECAY"):
         lazy = LAZY_KEYS[f"SOLVER.{key}"].split(".")[1]
         view.SOLVER[key] = optimizer[lazy] if lazy in optimizer else None
+    params = _node(optimizer, "params")  # torch puts back each group's, as the optimizer's
+    defaults = inspect.signature(get_default_optimizer_params).parameters
+    for key in ("WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS", "BIAS_LR_FACTOR"):
+        lazy = LAZY_KEYS[f"SOLVER.{key}"].split(".")[2]
+        view.SOLVER[key] = params[lazy] if lazy in params else defaults[lazy].default
     view.SOLVER.IMS_PER_BATCH = _node(data, "train").get("total_batch_size")
     # detectron2's own configs lack these: their models run as detectron2 runs them
     view.MODEL.RESNEXT.FAST_INFERENCE = train.get("fast_inference", "")
@@ -298,9 +308,9 @@ def require(cfg, keys, prefix=""):
 
 def check_train_numbers(cfg):
     """train.max_iter, checkpointer.period, log_period >= 1, eval_period >= 0, train.seed,
-    the optimizer's lr, momentum and weight_decay, lr_multiplier.warmup_factor, a training
-    dataset named, and dataloader.train.total_batch_size a multiple of the process count,
-    where given."""
+    the optimizer's lr, momentum and weight_decay (and a bias_lr_factor with the base_lr it
+    scales), lr_multiplier.warmup_factor, a training dataset named, and
+    dataloader.train.total_batch_size a multiple of the process count, where given."""
     train = cfg.train
     for key, low in (("max_iter", 1), ("eval_period", 0), ("log_period", 1)):
         check_whole(f"train.{key}", train[key], low)
@@ -319,6 +329,11 @@ def check_train_numbers(cfg):
             check_sgd_number(f"optimizer.{key}", optimizer[key], key)
     if warmup is not None:
         check_sgd_number("lr_multiplier.warmup_factor", warmup, "warmup_factor")
+    params = _node(optimizer, "params")  # get_default_optimizer_params: a bare ValueError
+    if params.get("bias_lr_factor", 1.0) not in (None, 1.0) and params.get("base_lr") is None:
+        raise ConfigError("optimizer.params.bias_lr_factor", params.bias_lr_factor, "1.0 without "
+                          "optimizer.params.base_lr", "Biases train at base_lr x bias_lr_factor: "
+                          'set optimizer.params.base_lr (the optimizer\'s lr: "${..lr}").')
     train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
     if "names" in train_set and not _names(train_set):  # detectron2: a bare assert
         raise ConfigError("dataloader.train.dataset.names", train_set.names, "at least one "

@@ -2,7 +2,7 @@
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from ..config.checks import check_training_keys
+from ..config.checks import check_evaluated_keypoints, check_training_keys
 from .checks import (check_datasets, check_test_evaluators, check_test_images,
                      check_weights_to_evaluate, check_weights_to_infer)
 from .setup import output_folder, setup_cfg, task_of
@@ -12,6 +12,7 @@ from .trainer import Trainer
 def evaluate(cfg, resume=False):
     """Load MODEL.WEIGHTS (or the last checkpoint with resume) and run COCO evaluation."""
     with output_folder(cfg.OUTPUT_DIR):  # a refused start puts the earlier evaluation back
+        check_evaluated_keypoints(cfg)
         check_datasets(cfg, fields=("TEST",))
         check_test_images(cfg)
         check_test_evaluators(cfg)

@@ -98,9 +98,9 @@ def prepare_for_training(model, mode, device="cpu"):
         model (nn.Module): any module (a detectron2 meta-architecture, a backbone).
         mode (str): "" -> unchanged; "fold" -> frozen norms computed inside their
             convolutions (fold_frozen_norms_for_training); "fold+nhwc" -> also 4-d
-            parameters and buffers in channels_last, so convolutions run (and return)
-            NHWC whatever the layout of their input; "auto" -> the one of the two that
-            auto_training_mode gives for `device` (logged).
+            parameters and buffers in channels_last (the keypoint head's excepted), so
+            convolutions run (and return) NHWC whatever the layout of their input; "auto" ->
+            the one of the two that auto_training_mode gives for `device` (logged).
         device (str or torch.device): where the model trains (MODEL.DEVICE).
 
     Returns:
@@ -117,4 +117,10 @@ def prepare_for_training(model, mode, device="cpu"):
         model.folded_norms, model.training_mode = fold_frozen_norms_for_training(model), mode
     if mode == "fold+nhwc":
         model.to(memory_format=torch.channels_last)
+        # detectron2's keypoint_rcnn_loss .view()s the keypoint head's logits as (N x K, H x W):
+        # NHWC ones stopped the first iteration (RuntimeError). Its input, the pooled regions,
+        # is NCHW (the poolers allocate their output so): with NCHW weights, so is its output.
+        head = getattr(getattr(model, "roi_heads", None), "keypoint_head", None)
+        if head is not None:
+            head.to(memory_format=torch.contiguous_format)
     return model

@@ -225,12 +225,19 @@ def test_num_classes_from_the_json_when_unset(tmp_path):
     classes = {"mine": ["cat", "dog"]}
     config = _yaml(tmp_path, 'DATASETS:\n  TRAIN: ("mine",)\n  TEST: ()\n')
     assert num_classes_opts(config, [], classes) == ["MODEL.ROI_HEADS.NUM_CLASSES", "2"]
-    retina = _yaml(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "RetinaNet"\n')
+    # set and equal: nothing to add
+    assert num_classes_opts(config, ["MODEL.ROI_HEADS.NUM_CLASSES", "2"], classes) == []
+    retina = _yaml(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "RetinaNet"\n')  # cfg.yaml again
     assert num_classes_opts(retina, ["DATASETS.TEST", "('mine',)"], classes) == [
         "MODEL.RETINANET.NUM_CLASSES", "2"]
-    # set and equal: nothing to add; a config that names none of them: left alone
-    assert num_classes_opts(config, ["MODEL.ROI_HEADS.NUM_CLASSES", "2"], classes) == []
-    assert num_classes_opts(DEMO, [], classes) == []
+
+
+def test_a_dataset_no_config_key_names_is_an_error():
+    """--dataset without DATASETS.TRAIN / TEST naming it: the run went on with the config's
+    datasets (the demo trained on the digits), as if the json had been used."""
+    with pytest.raises(DatasetError, match=r"--dataset 'mine' is named by neither DATASETS."
+                       r"TRAIN \('digits_train',\) nor DATASETS.TEST \('digits_val',\)"):
+        num_classes_opts(DEMO, [], {"mine": ["cat", "dog"]})
 
 
 def test_num_classes_mismatch_is_an_error(tmp_path):

@@ -343,6 +343,18 @@ def test_digits_config_trains_resumes_and_evaluates(datasets_root, tmp_path, mon
     assert exit_info.value.code == 2
     assert (f"error: optimizer.lr={trained_lr / 10!r} is not valid: expected {trained_lr!r}, the "
             "value") in capsys.readouterr().err
+    # torch puts back each group's weight decay: the norms' (optimizer.params) went on as before;
+    # a bias decay of its own regroups the parameters (torch's load: a bare ValueError)
+    groups = torch.load(out / "model_final.pth")["trainer"]["optimizer"]["param_groups"]
+    norm_decay = min(group["weight_decay"] for group in groups)  # common/optim.py's SGD: 0.0
+    for override, expected in (("optimizer.params.weight_decay_norm=0.1", norm_decay),
+                               ("+optimizer.params.weight_decay_bias=0.0", None)):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.run(["--config-file", DIGITS, "--resume", *common, "train.max_iter=4", override])
+        assert exit_info.value.code == 2
+        key, value = override.lstrip("+").split("=")
+        assert (f"error: {key}={float(value)!r} is not valid: expected {expected!r}, the value"
+                in capsys.readouterr().err)
     assert torch.load(out / "model_final.pth")["iteration"] == 2
 
     evaluated = tmp_path / "eval"
@@ -399,6 +411,9 @@ def test_a_refused_start_keeps_the_earlier_runs_files(datasets_root, capsys, tmp
     ("train.seed=5000000000", "train.seed=5000000000 is not valid: expected a whole number"),
     ("train.checkpointer.max_to_keep=0", "train.checkpointer.max_to_keep=0 is not valid"),
     ("dataloader.test.batch_size=0", "dataloader.test.batch_size=0 is not valid"),
+    ("optimizer.params.bias_lr_factor=2.0",  # get_default_optimizer_params: a bare ValueError
+     "optimizer.params.bias_lr_factor=2.0 is not valid: expected 1.0 without optimizer.params."
+     "base_lr"),
     ("dataloader.evaluator.output_dir=/dev/null/x",
      "dataloader.evaluator.output_dir='/dev/null/x' is not valid: expected a folder that can"),
 ])

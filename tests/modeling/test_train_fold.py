@@ -8,7 +8,7 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, Keypoints
 from detectron2.utils.events import EventStorage
 
 import resnext_det
@@ -27,17 +27,23 @@ SMALL = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NUM_GROUPS",
 ITERATIONS = 5
 
 
-def _zoo_cfg():
+DETECTION = "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
+KEYPOINTS = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.yaml"
+
+
+def _zoo_cfg(zoo=DETECTION):
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(model_zoo.get_config_file(zoo))
     cfg.merge_from_list(SMALL)
+    if cfg.MODEL.KEYPOINT_ON:  # 2 convolutions of 16 channels, not 8 of 512
+        cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = (16, 16)
     return cfg
 
 
-def _detectors(mode):
+def _detectors(mode, zoo=DETECTION):
     """(ours built by our Trainer with FAST_TRAINING `mode`, detectron2's built-in), one set
     of weights with random FrozenBN statistics, in training mode."""
-    theirs_cfg = _zoo_cfg()
+    theirs_cfg = _zoo_cfg(zoo)
     torch.manual_seed(0)
     theirs = randomize_norms_(build_model(theirs_cfg)).train()
     ours_cfg = resnext_det.add_resnext_config(theirs_cfg.clone())
@@ -48,19 +54,25 @@ def _detectors(mode):
     return ours, theirs
 
 
-def _batch():
-    """Two 64x96 images with two boxes each."""
+def _batch(keypoints=0):
+    """Two 64x96 images with two boxes each (with `keypoints`: persons, class 0 of 1, with
+    that many visible keypoints in each box)."""
     gen = torch.Generator().manual_seed(0)
     batch = []
     for boxes in ([[4., 6., 40., 50.], [50., 10., 90., 60.]],
                   [[10., 10., 30., 30.], [20., 5., 80., 55.]]):
-        instances = Instances((64, 96), gt_boxes=Boxes(torch.tensor(boxes)),
-                              gt_classes=torch.tensor([3, 17]))
+        boxes = torch.tensor(boxes)
+        classes = torch.tensor([0, 0] if keypoints else [3, 17])
+        instances = Instances((64, 96), gt_boxes=Boxes(boxes), gt_classes=classes)
+        if keypoints:
+            xy = boxes[:, None, :2] + torch.rand(2, keypoints, 2, generator=gen) * (
+                boxes[:, None, 2:] - boxes[:, None, :2])
+            instances.gt_keypoints = Keypoints(torch.cat([xy, torch.full_like(xy[..., :1], 2)], 2))
         batch.append({"image": torch.rand(3, 64, 96, generator=gen) * 255, "instances": instances})
     return batch
 
 
-def _train(model, iterations=ITERATIONS):
+def _train(model, iterations=ITERATIONS, keypoints=0):
     """SGD with momentum on one batch; the losses of each iteration (RPN and ROI sampling
     seeded alike for every model)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -69,7 +81,7 @@ def _train(model, iterations=ITERATIONS):
     with EventStorage():
         for it in range(iterations):
             torch.manual_seed(it)
-            losses = model(_batch())
+            losses = model(_batch(keypoints))
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
@@ -91,6 +103,19 @@ def test_five_iterations_match_detectron2(mode):
         assert max_rel_error(value, theirs_weights[name]) < 1e-4, name
     moved = max_rel_error(theirs_weights["backbone.bottom_up.res3.0.conv1.weight"], start)
     assert moved > 1e-3, moved  # the comparison above is of trained weights
+
+
+@pytest.mark.parametrize("mode", ["fold", "fold+nhwc"])
+def test_keypoint_training_matches_detectron2(mode):
+    """detectron2's keypoint loss views the head's logits as (N x K, H x W): a head in
+    channels_last stopped the first iteration of "fold+nhwc" ("auto" on AVX-512 CPUs) with a
+    RuntimeError."""
+    ours, theirs = _detectors(mode, KEYPOINTS)
+    count = theirs.roi_heads.keypoint_head.score_lowres.out_channels  # NUM_KEYPOINTS, 17
+    for it, (mine, reference) in enumerate(zip(_train(ours, 2, count), _train(theirs, 2, count))):
+        assert mine.keys() == reference.keys() and "loss_keypoint" in mine
+        for name in reference:
+            assert max_rel_error(mine[name], reference[name]) < 1e-4, (it, name)
 
 
 def _conv_and_norm(groups=1, bias=False):

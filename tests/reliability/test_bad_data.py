@@ -304,6 +304,48 @@ def test_the_samplers_whose_keys_get_cfg_lacks_train(tmp_path, sampler, keys):
     assert len(next(iter(loader))) == cfg.SOLVER.IMS_PER_BATCH
 
 
+def test_keypoint_training_on_a_set_without_keypoint_metadata_is_named(tmp_path):
+    """A json registered as --dataset registers it (register_coco_instances), without
+    keypoint_names / keypoint_flip_map: detectron2's DatasetMapper stopped a MODEL.KEYPOINT_ON
+    training on an AttributeError; a head of another keypoint count, at the first iteration."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.detection_utils import create_keypoint_hflip_indices
+
+    from resnext_det.engine.checks import check_datasets
+
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD]})
+    with pytest.raises(AttributeError):
+        create_keypoint_hflip_indices([name])
+    cfg = make_cfg(name, "MODEL.KEYPOINT_ON", True)
+    with pytest.raises(DatasetError, match=rf"DATASETS.TRAIN: dataset '{name}' has no "
+                       r"keypoint_names and keypoint_flip_map .* or train boxes only"):
+        check_datasets(cfg)
+    MetadataCatalog.get(name).set(keypoint_names=["a", "b"], keypoint_flip_map=[])
+    assert len(create_keypoint_hflip_indices([name])) == 2
+    with pytest.raises(ConfigError, match=r"NUM_KEYPOINTS=17 is not valid: expected 2, the "
+                       rf"keypoints of DATASETS.TRAIN '{name}' \(\['a', 'b'\]\)"):
+        check_datasets(cfg)
+    cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = 2
+    check_datasets(cfg)
+
+
+def test_a_subset_ratio_that_leaves_no_image_is_named(tmp_path):
+    """RandomSubsetTrainingSampler samples from int(images x ratio) images: detectron2 stops
+    on a bare AssertionError when that is 0 (a ratio of 0.1 of 4 images)."""
+    from detectron2.data.samplers import RandomSubsetTrainingSampler
+
+    name = write_coco(tmp_path, {f"img{i}.jpg": [GOOD] for i in range(4)})
+    with pytest.raises(AssertionError):
+        RandomSubsetTrainingSampler(4, 0.1, seed_shuffle=0, seed_subset=0)
+    cfg = make_cfg(name, "DATALOADER.SAMPLER_TRAIN", "RandomSubsetTrainingSampler",
+                   "DATALOADER.RANDOM_SUBSET_RATIO", 0.1)
+    with pytest.raises(ConfigError, match=r"DATALOADER.RANDOM_SUBSET_RATIO=0.1 is not valid: "
+                       r"expected at least 1/4. DATASETS.TRAIN has 4 training images"):
+        Trainer.build_train_loader(cfg)
+    cfg.DATALOADER.RANDOM_SUBSET_RATIO = 0.25  # one image
+    assert Trainer.build_train_loader(cfg).dataset.sampler._size_subset == 1
+
+
 def test_training_finishes_with_a_skipped_box_and_a_skipped_image(tmp_path):
     name = write_coco(tmp_path / "data", {"img0.jpg": [GOOD, [30, 21, -10, 12]],
                                           "img1.jpg": [GOOD, [8, 30, 16, 12]], "img2.jpg": [GOOD]})

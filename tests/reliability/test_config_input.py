@@ -121,7 +121,33 @@ def test_options_after_the_overrides_are_named(capsys, tmp_path):
       "DATALOADER.RANDOM_SUBSET_RATIO", "0.0"], "DATALOADER.RANDOM_SUBSET_RATIO=0.0 is not valid"),
     (["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler", "DATASETS.TRAIN_REPEAT_FACTOR",
       "[['coco_2017_val', 2.0]]"], "DATASETS.TRAIN_REPEAT_FACTOR=[['coco_2017_val', 2.0]] is not "
-     "valid: expected [name, factor > 0] pairs of datasets of DATASETS.TRAIN"),
+     "valid: expected [name, factor] pairs, factors finite numbers > 0, each dataset of "
+     "DATASETS.TRAIN ['digits_train'] at most once"),
+    # detectron2's loader: a NotImplementedError on a bool, an OverflowError on inf; a name
+    # given twice: the last factor, silently (dict)
+    *[(["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler", "DATASETS.TRAIN_REPEAT_FACTOR",
+        factors], f"DATASETS.TRAIN_REPEAT_FACTOR={shown} is not valid")
+      for factors, shown in (("[['digits_train', True]]", "[['digits_train', True]]"),
+                             ("[['digits_train', 1e400]]", "[['digits_train', inf]]"),
+                             ("[['digits_train', 2.0], ['digits_train', 0.5]]",
+                              "[['digits_train', 2.0], ['digits_train', 0.5]]"))],
+    (["DATALOADER.SAMPLER_TRAIN", "WeightedTrainingSampler"],  # every factor 1: no weighting
+     "DATASETS.TRAIN_REPEAT_FACTOR=[] is not valid: expected at least one [name, factor] pair"),
+    # math's domain error; REPEAT_THRESHOLD 0 (detectron2's default): every image once
+    (["DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler", "DATALOADER.REPEAT_THRESHOLD",
+      "-0.5"], "DATALOADER.REPEAT_THRESHOLD=-0.5 is not valid: expected a finite number > 0"),
+    (["DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler"],
+     "DATALOADER.REPEAT_THRESHOLD=0.0 is not valid: expected a finite number > 0"),
+    (["DATALOADER.SAMPLER_TRAIN", "WeightedCategoryTrainingSampler"],
+     "DATALOADER.REPEAT_THRESHOLD=0.0 is not valid"),
+    # the subset is drawn from a seed of comm.shared_random_seed: another one at each --resume
+    (["DATALOADER.SAMPLER_TRAIN", "RandomSubsetTrainingSampler", "DATALOADER.RANDOM_SUBSET_RATIO",
+      "0.5", "SEED", "-1"], "SEED=-1 is not valid: expected a fixed seed >= 0 with "
+     "DATALOADER.SAMPLER_TRAIN RandomSubsetTrainingSampler"),
+    # detectron2's evaluator asserts the count at the evaluation after the training
+    (["MODEL.KEYPOINT_ON", "True", "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", "5"],
+     "TEST.KEYPOINT_OKS_SIGMAS=[] is not valid: expected 5 (MODEL.ROI_KEYPOINT_HEAD."
+     "NUM_KEYPOINTS) finite numbers > 0, one per keypoint. [] is COCO's sigmas of its 17"),
     (["INPUT.FORMAT", "rgb"], "INPUT.FORMAT='rgb' is not valid"),
     (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE='gpu' is not valid"),
     (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN=[] is not valid"),
@@ -171,6 +197,43 @@ def test_bad_training_keys_stop_before_training(opts, expected, capsys, tmp_path
     assert expected in error
     assert not list(tmp_path.rglob("model_*.pth"))
     assert (tmp_path / "out/config.yaml").read_text() == "# the earlier run's config\n"
+
+
+def test_evaluating_keypoints_without_their_sigmas_is_an_error(capsys, tmp_path):
+    """--eval-only of a 5-keypoint model with TEST.KEYPOINT_OKS_SIGMAS [] (COCO's 17): the
+    assert of detectron2's evaluator, after the whole inference."""
+    error = _error(capsys, "--config-file", CONFIG, "--eval-only", "MODEL.KEYPOINT_ON", "True",
+                   "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", "5", "OUTPUT_DIR", str(tmp_path))
+    assert "TEST.KEYPOINT_OKS_SIGMAS=[] is not valid: expected 5" in error
+
+
+@pytest.mark.parametrize("key, value, readers", [
+    ("DATALOADER.RANDOM_SUBSET_RATIO", 0.5, "RandomSubsetTrainingSampler"),
+    ("DATALOADER.REPEAT_THRESHOLD", 0.001,
+     "RepeatFactorTrainingSampler and WeightedCategoryTrainingSampler"),
+    ("DATASETS.TRAIN_REPEAT_FACTOR", [["a", 2.0]],
+     "WeightedTrainingSampler and WeightedCategoryTrainingSampler"),
+])
+def test_a_key_of_another_sampler_is_a_warning(key, value, readers):
+    """detectron2's loader reads a sampler's keys only for that sampler: with
+    TrainingSampler, a subset ratio of 0.5 trained on every image, without a word."""
+    from detectron2.data.build import _train_loader_from_config
+    from detectron2.data.samplers import TrainingSampler
+
+    from resnext_det.config.checks import check_training_keys
+    from tests.helpers import captured, make_cfg
+
+    cfg = make_cfg("DATASETS.TRAIN", "('a',)", key, value)
+    built = _train_loader_from_config(cfg, mapper=lambda d: d, dataset=[{}] * 4)["sampler"]
+    assert type(built) is TrainingSampler and built._size == 4  # detectron2 ignores the key
+    with captured("resnext_det.config.checks") as log:
+        check_training_keys(cfg)
+    assert log == [f"{key}={value!r} is read only by {readers}: DATALOADER.SAMPLER_TRAIN "
+                   "'TrainingSampler' ignores it. Choose the sampler it is meant for, or leave "
+                   "the key out."]
+    with captured("resnext_det.config.checks") as log:
+        check_training_keys(make_cfg("DATASETS.TRAIN", "('a',)"))  # the defaults: nothing
+    assert log == []
 
 
 # pretraining: torch's bare ValueErrors (optimizer, DataLoader), or training on by ascent
