@@ -24,7 +24,12 @@ def datasets_root(tmp_path_factory):
 
 def pytest_configure(config):
     """Under pytest-xdist (make test: -n auto), each worker's torch gets its share of the
-    cores xdist counted (the process's CPU affinity)."""
+    cores xdist counted (the process's CPU affinity), and so do the tools a test runs
+    (OMP_NUM_THREADS): a tool's detections then equal those of the same model run in the
+    test's process bit for bit (other thread counts sum in another order, and an untrained
+    model's near-equal scores swap at the cut of 100 per image)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
