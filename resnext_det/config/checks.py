@@ -22,6 +22,8 @@ from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
 from .errors import ConfigError, check_bool, check_choice, check_number, check_whole, is_whole
+from .evaluation_checks import check_evaluated_keypoints, check_test_keys
+from .sampler_checks import check_sampler_keys
 
 logger = logging.getLogger(__name__)
 
@@ -174,83 +176,6 @@ def _check_pixel_stats(cfg):
                               f"{' > 0' if positive else ''}, one per channel of INPUT.FORMAT")
 
 
-def _check_oks_sigmas(cfg):
-    """TEST.KEYPOINT_OKS_SIGMAS: empty (COCO's 17), or one finite number > 0 per keypoint the
-    model predicts (detectron2's evaluator asserts the count at the first evaluation, after
-    the training; OKS divides by each sigma)."""
-    sigmas = list(cfg.get("TEST", {}).get("KEYPOINT_OKS_SIGMAS", None) or ())
-    count = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS if cfg.MODEL.get("KEYPOINT_ON") else None
-    if sigmas and not (all(map(_is_positive, sigmas)) and count in (None, len(sigmas))):
-        per = "" if count is None else f"{count} (MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS) "
-        raise ConfigError("TEST.KEYPOINT_OKS_SIGMAS", sigmas,
-                          f"{per}finite numbers > 0, one per keypoint, or [] for COCO's")
-
-
-TTA_MODELS = ("GeneralizedRCNN", "PanopticFPN")  # what detectron2's GeneralizedRCNNWithTTA takes
-
-
-def _check_test_aug(cfg):
-    """TEST.AUG, detectron2's test-time augmentation (tools/train_net.py evaluates with it
-    when ENABLED): sizes its DatasetMapperTTA can resize to, and a model its
-    GeneralizedRCNNWithTTA takes (it asserts, once the whole training is done)."""
-    aug = cfg.get("TEST", {}).get("AUG")
-    if not (aug and check_bool("TEST.AUG.ENABLED", aug.ENABLED)):
-        return
-    sizes = aug.MIN_SIZES
-    if not (isinstance(sizes, (list, tuple)) and sizes and all(is_whole(s, 1) for s in sizes)):
-        raise ConfigError("TEST.AUG.MIN_SIZES", sizes, "a list of short-side sizes >= 1 (pixels)")
-    check_whole("TEST.AUG.MAX_SIZE", aug.MAX_SIZE, 1, " (pixels)")
-    check_bool("TEST.AUG.FLIP", aug.FLIP)
-    model = cfg.MODEL
-    unsupported = (f"MODEL.META_ARCHITECTURE {model.META_ARCHITECTURE!r} (it takes "
-                   f"{' and '.join(TTA_MODELS)})" if model.META_ARCHITECTURE not in TTA_MODELS
-                   else "MODEL.KEYPOINT_ON (keypoints)" if model.KEYPOINT_ON
-                   else "MODEL.LOAD_PROPOSALS (proposals from a file)" if model.LOAD_PROPOSALS
-                   else None)
-    if unsupported:
-        raise ConfigError("TEST.AUG.ENABLED", True, f"False with {unsupported}",
-                          "detectron2's test-time augmentation has no such models.")
-
-
-def _check_expected_results(cfg):
-    """TEST.EXPECTED_RESULTS, which detectron2's verify_results compares with the final
-    evaluation (exit status 1 when a metric is off): [task, metric, value, tolerance] with
-    a task this config evaluates, for one test set (else a KeyError after the training)."""
-    expected = list(cfg.get("TEST", {}).get("EXPECTED_RESULTS", None) or ())
-    if not expected:
-        return
-    model = cfg.MODEL
-    tasks = ["bbox"] + ["segm"] * bool(model.MASK_ON) + ["keypoints"] * bool(model.KEYPOINT_ON)
-    tasks += [f"{task}_TTA" for task in tasks] if cfg.TEST.AUG.ENABLED else []
-    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-    for entry in expected:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 4 and entry[0] in tasks
-                and isinstance(entry[1], str) and finite(entry[2]) and finite(entry[3])
-                and entry[3] >= 0):
-            raise ConfigError("TEST.EXPECTED_RESULTS", expected, "[[task, metric, value, "
-                              f"tolerance >= 0], ...] with a task of {tasks}")
-    if len(cfg.DATASETS.TEST) != 1:
-        raise ConfigError("TEST.EXPECTED_RESULTS", expected, f"[] with DATASETS.TEST "
-                          f"{list(cfg.DATASETS.TEST)}", "detectron2 verifies the results of "
-                          "one test set.")
-
-
-COCO_PERSON_KEYPOINTS = 17  # what pycocotools' default kpt_oks_sigmas are for
-
-
-def check_evaluated_keypoints(cfg):
-    """A keypoint model evaluated with TEST.KEYPOINT_OKS_SIGMAS [] is scored with COCO's 17
-    person sigmas: one of another keypoint count stopped at its first evaluation, after the
-    training (detectron2's evaluator asserts the count). Only where it is evaluated
-    (predict and export read no sigma)."""
-    count = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS
-    if (cfg.MODEL.get("KEYPOINT_ON") and not list(cfg.TEST.KEYPOINT_OKS_SIGMAS)
-            and count != COCO_PERSON_KEYPOINTS):
-        raise ConfigError("TEST.KEYPOINT_OKS_SIGMAS", [], f"{count} (MODEL.ROI_KEYPOINT_HEAD."
-                          "NUM_KEYPOINTS) finite numbers > 0, one per keypoint", "[] is COCO's "
-                          f"sigmas of its {COCO_PERSON_KEYPOINTS} person keypoints.")
-
-
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
     TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, TEST.AUG, TEST.EXPECTED_RESULTS, and
@@ -268,10 +193,7 @@ def check_resnext_keys(cfg):
     if backend is not None:
         check_choice("TEST.COCO_EVAL_BACKEND", backend, COCO_EVAL_BACKENDS)
     check_whole("TEST.IMS_PER_BATCH", cfg.get("TEST", {}).get("IMS_PER_BATCH", 1), 1)
-    _check_oks_sigmas(cfg)
-    _check_test_aug(cfg)
-    if "EXPECTED_RESULTS" in cfg.get("TEST", {}) and "MASK_ON" in cfg.MODEL:  # detection's
-        _check_expected_results(cfg)
+    check_test_keys(cfg)
     check_whole("DATALOADER.NUM_WORKERS", cfg.get("DATALOADER", {}).get("NUM_WORKERS", 0), 0,
                 " (0: load in the main process)")
     _check_pixel_stats(cfg)
@@ -420,76 +342,6 @@ SIZE_SAMPLINGS = ("choice", "range")  # ResizeShortestEdge's sample_style
 FLIPS = ("none", "horizontal", "vertical")  # detectron2's build_augmentation
 
 
-# The keys besides DATASETS.TRAIN that detectron2's loader reads for a sampler (data/build.py
-# _train_loader_from_config): {key: (the value at which it does nothing, the samplers reading it)}
-SAMPLER_KEYS = {
-    "DATALOADER.RANDOM_SUBSET_RATIO": (1.0, ("RandomSubsetTrainingSampler",)),
-    "DATALOADER.REPEAT_THRESHOLD": (0.0, ("RepeatFactorTrainingSampler",
-                                          "WeightedCategoryTrainingSampler")),
-    "DATASETS.TRAIN_REPEAT_FACTOR": ([], ("WeightedTrainingSampler",
-                                          "WeightedCategoryTrainingSampler")),
-}
-
-
-def _is_positive(value):
-    """Whether `value` is a finite number > 0 (not a bool)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
-
-
-def _sampler_key(cfg, key):
-    node, name = key.split(".")
-    value = cfg[node][name]
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _warn_unread_sampler_keys(cfg):
-    """A sampler's key set while DATALOADER.SAMPLER_TRAIN is another sampler: detectron2
-    ignores it without a word (a subset ratio trained on every image)."""
-    sampler = cfg.DATALOADER.SAMPLER_TRAIN
-    for key, (idle, readers) in SAMPLER_KEYS.items():
-        value = _sampler_key(cfg, key)
-        if sampler not in readers and value != idle and comm.is_main_process():
-            logger.warning(f"{key}={value!r} is read only by {' and '.join(readers)}: "
-                           f"DATALOADER.SAMPLER_TRAIN {sampler!r} ignores it. Choose the "
-                           "sampler it is meant for, or leave the key out.")
-
-
-def _check_sampler_keys(cfg):
-    """The keys of DATALOADER.SAMPLER_TRAIN's sampler (detectron2: an AssertionError, a
-    math domain, OverflowError or KeyError in the loader; REPEAT_THRESHOLD 0 repeats no
-    image), and a warning for keys that only another sampler reads."""
-    sampler = cfg.DATALOADER.SAMPLER_TRAIN
-    _warn_unread_sampler_keys(cfg)
-    if sampler == "RandomSubsetTrainingSampler":
-        ratio = cfg.DATALOADER.RANDOM_SUBSET_RATIO
-        if not (_is_positive(ratio) and ratio <= 1):
-            raise ConfigError("DATALOADER.RANDOM_SUBSET_RATIO", ratio, "a fraction in (0, 1] "
-                              "of the training images to sample from")
-        if cfg.SEED < 0:  # the subset is drawn from the seed (comm.shared_random_seed)
-            raise ConfigError("SEED", cfg.SEED, "a fixed seed >= 0 with DATALOADER.SAMPLER_TRAIN "
-                              "RandomSubsetTrainingSampler", "Its subset is drawn from the seed: "
-                              "with a random one, a --resume trains on another subset.")
-    if sampler in SAMPLER_KEYS["DATALOADER.REPEAT_THRESHOLD"][1]:
-        check_number("DATALOADER.REPEAT_THRESHOLD", cfg.DATALOADER.REPEAT_THRESHOLD, 1e-300,
-                     meaning="> 0: images of a category in fewer than this fraction of the "
-                     "images are repeated (LVIS: 0.001); 0 repeats none")
-    if sampler in SAMPLER_KEYS["DATASETS.TRAIN_REPEAT_FACTOR"][1]:
-        factors = [list(f) if isinstance(f, (list, tuple)) else f
-                   for f in cfg.DATASETS.TRAIN_REPEAT_FACTOR]
-        valid = all(isinstance(f, list) and len(f) == 2 and f[0] in cfg.DATASETS.TRAIN
-                    and _is_positive(f[1]) for f in factors)
-        if not valid or len({f[0] for f in factors}) != len(factors):  # dict(): the last won
-            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "[name, factor] pairs, "
-                              "factors finite numbers > 0, each dataset of DATASETS.TRAIN "
-                              f"{list(cfg.DATASETS.TRAIN)} at most once",
-                              f"{sampler} samples each dataset by its factor (1 if not given).")
-        if sampler == "WeightedTrainingSampler" and not factors:  # all 1: TrainingSampler's
-            raise ConfigError("DATASETS.TRAIN_REPEAT_FACTOR", factors, "at least one [name, "
-                              "factor] pair for WeightedTrainingSampler, which samples each "
-                              "dataset of DATASETS.TRAIN by its factor (1 if not given)")
-
-
 def check_training_keys(cfg, world_size=1):
     """The detectron2 keys a detection training run reads, checked before anything is built:
     detectron2 would stop on them later (a ZeroDivisionError at the first checkpoint, an
@@ -518,7 +370,7 @@ def check_training_keys(cfg, world_size=1):
     if not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")
-    _check_sampler_keys(cfg)
+    check_sampler_keys(cfg)
     if cfg.DATASETS.TEST:  # evaluated at the end
         check_evaluated_keypoints(cfg)
     check_input_sizes(cfg.INPUT)

@@ -29,6 +29,12 @@ def is_whole(value, low):
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def is_positive(value):
+    """Whether `value` is a finite number > 0 (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
 def check_whole(key, value, low, meaning=""):
     """`value`, unless it is not a whole number >= `low`: then a ConfigError naming `key`."""
     if not is_whole(value, low):

@@ -226,7 +226,7 @@ def test_a_key_of_another_sampler_is_a_warning(key, value, readers):
     cfg = make_cfg("DATASETS.TRAIN", "('a',)", key, value)
     built = _train_loader_from_config(cfg, mapper=lambda d: d, dataset=[{}] * 4)["sampler"]
     assert type(built) is TrainingSampler and built._size == 4  # detectron2 ignores the key
-    with captured("resnext_det.config.checks") as log:
+    with captured("resnext_det.config.sampler_checks") as log:
         check_training_keys(cfg)
     assert log == [f"{key}={value!r} is read only by {readers}: DATALOADER.SAMPLER_TRAIN "
                    "'TrainingSampler' ignores it. Choose the sampler it is meant for, or leave "
