@@ -311,18 +311,23 @@ def test_evaluation_with_no_readable_image_is_an_error(tmp_path):
 
 def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
     """Killed during the evaluation after the first epoch's checkpoint: the resumed run went
-    on from that checkpoint and the epoch's evaluation was never recorded."""
+    on from that checkpoint and the epoch's evaluation was never recorded. Now it is done
+    first: that checkpoint's loss and errors, by hand (by_hand_val_metrics); the final one
+    model_final.pth's."""
     out = tmp_path / "run"
-    opts = tiny_opts(folder, out, "SOLVER.CHECKPOINT_PERIOD", 0, "TEST.EVAL_PERIOD", 1,
-                     "SOLVER.MAX_EPOCHS", 2, "SOLVER.STEPS", "()")
+    extra = ("SOLVER.CHECKPOINT_PERIOD", 0, "TEST.EVAL_PERIOD", 1, "SOLVER.MAX_EPOCHS", 2,
+             "SOLVER.STEPS", "()")
+    opts = tiny_opts(folder, out, *extra)
     main(cls_args(opts))
 
     def evaluations():
+        """[(iteration, {"loss", "top1_err", "images"}), ...] in metrics.json's order."""
         records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-        return {r["iteration"]: r["val/top1_err"] for r in records if "val/top1_err" in r}
+        return [(r["iteration"], {k: r[f"val/{k}"] for k in ("loss", "top1_err", "images")})
+                for r in records if "val/top1_err" in r]
 
     uninterrupted = evaluations()
-    first = min(uninterrupted)  # the first epoch's evaluation, after its checkpoint
+    first = uninterrupted[0][0]  # the first epoch's evaluation, after its checkpoint
     assert len(uninterrupted) >= 2 and (out / f"model_{first:07d}.pth").is_file()
     for path in out.glob("model_*.pth"):
         if path.name != f"model_{first:07d}.pth":
@@ -332,4 +337,12 @@ def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
             if json.loads(line)["iteration"] < first]  # the kill came before the record
     (out / "metrics.json").write_text("".join(line + "\n" for line in kept))
     main(cls_args(opts, resume=True))
-    assert evaluations() == pytest.approx(uninterrupted)  # the same checkpoint, evaluated again
+    resumed = evaluations()
+    assert [i for i, _ in resumed] == [i for i, _ in uninterrupted]
+    cfg = tiny_cfg(folder, out, *extra)
+    for (_, got), weights in zip((resumed[0], resumed[-1]),
+                                         (f"model_{first:07d}.pth", "model_final.pth")):
+        expected = by_hand_val_metrics(cfg, folder, out / weights)
+        assert got["images"] == expected["images"] == 6
+        assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5), weights
+        assert got["top1_err"] == pytest.approx(expected["top1_err"]), weights

@@ -61,11 +61,11 @@ def _written_results(output_dir):
                       .read_text())
 
 
-def _detectron2_results(datasets_root, run_dir, folder):
-    """The COCO results of run_dir's model_final.pth on digits_val by detectron2 alone, from
+def _detectron2_results(datasets_root, run_dir, folder, checkpoint="model_final.pth"):
+    """The COCO results of run_dir's `checkpoint` on digits_val by detectron2 alone, from
     the run's config.yaml (tests.helpers.detectron2_detections)."""
     digits = datasets_root / "digits"
-    results = detectron2_detections(run_dir / "config.yaml", run_dir / "model_final.pth",
+    results = detectron2_detections(run_dir / "config.yaml", run_dir / checkpoint,
                                     digits / "annotations/instances_val.json",
                                     digits / "images/val", folder)
     assert len({r["image_id"] for r in results}) == 4  # boxes on every val image (threshold 0)
@@ -530,53 +530,108 @@ def test_resume_past_the_end_is_an_error_that_keeps_the_run(datasets_root, tmp_p
 
 
 def _evaluations(output_dir):
-    """{iteration: box AP} of the evaluation records in metrics.json."""
+    """[(iteration, {AP, AP50, ...}), ...] of the evaluation records in metrics.json, in
+    their order (a second record of one iteration shows)."""
     records = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
-    return {r["iteration"]: r["bbox/AP"] for r in records if "bbox/AP" in r}
+    return [(r["iteration"], {k[5:]: v for k, v in r.items() if k.startswith("bbox/")})
+            for r in records if "bbox/AP" in r]
 
 
-def test_resume_extending_a_finished_run_keeps_its_final_evaluation(datasets_root, tmp_path):
+def _resume_recording_evaluations(monkeypatch, datasets_root, output_dir, max_iter, late=()):
+    """_train's --resume run in this process, and the COCO results each of its evaluations
+    wrote, in their order (each evaluation replaces the file of the one before): the file
+    read as detectron2's inference_on_dataset, which DefaultTrainer.test calls, returns."""
+    import detectron2.engine.defaults as defaults
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    register_digits(datasets_root / "digits")
+    written, inference = [], defaults.inference_on_dataset
+
+    def recording(*args, **kwargs):
+        metrics = inference(*args, **kwargs)
+        written.append(_written_results(output_dir))
+        return metrics
+
+    monkeypatch.setattr(defaults, "inference_on_dataset", recording)
+    load_tool("train_net").run(["--config-file", CONFIG, "--resume", "SOLVER.MAX_ITER",
+                                str(max_iter), *map(str, TINY), *map(str, late),
+                                "OUTPUT_DIR", str(output_dir)])
+    return written
+
+
+def _assert_scored_as(metrics, expected, datasets_root):
+    """An evaluation's {AP, AP50, ...}: pycocotools' on the detections `expected`."""
+    scored = pycocotools_stats(datasets_root / "digits/annotations/instances_val.json", expected)
+    assert {k: metrics[k] for k in scored} == pytest.approx(scored, abs=1e-3, nan_ok=True)
+
+
+def test_resume_extending_a_finished_run_keeps_its_final_evaluation(datasets_root, tmp_path,
+                                                                    monkeypatch):
     """A finished run's final evaluation is recorded at iteration MAX_ITER, where --resume
-    with a larger MAX_ITER starts: it was cut with the records after the checkpoint."""
+    with a larger MAX_ITER starts: it was cut with the records after the checkpoint. The
+    record kept is the finished run's, of what detectron2 detects with its model_final.pth;
+    the resumed run evaluates once, at its own end, its own model_final.pth."""
     out = tmp_path / "run"
     _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
     final = _evaluations(out)
-    assert list(final) == [4]
-    _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 6)
-    assert list(_evaluations(out)) == [4, 6] and _evaluations(out)[4] == final[4]
+    assert [iteration for iteration, _ in final] == [4]
+    at_4 = _detectron2_results(datasets_root, out, tmp_path / "detectron2_4")
+    assert_same_detections(_written_results(out), at_4)
+    _assert_scored_as(final[0][1], at_4, datasets_root)
+    written = _resume_recording_evaluations(monkeypatch, datasets_root, out, 6)
+    evaluations = _evaluations(out)
+    assert [iteration for iteration, _ in evaluations] == [4, 6]
+    assert evaluations[0] == final[0]
+    at_6 = _detectron2_results(datasets_root, out, tmp_path / "detectron2_6")
+    assert len(written) == 1  # not iteration 4 again
+    assert_same_detections(written[0], at_6)
+    _assert_scored_as(evaluations[1][1], at_6, datasets_root)
 
 
 def test_resume_extending_a_run_killed_in_its_final_evaluation_runs_it(datasets_root,
-                                                                        tmp_path):
+                                                                        tmp_path, monkeypatch):
     """model_final.pth written, then killed during the final evaluation: --resume with a
-    larger MAX_ITER went on, and the run's evaluation at its first end was never recorded."""
+    larger MAX_ITER went on, and the run's evaluation at its first end was never recorded.
+    Now it is evaluated first: what detectron2 detects with that model_final.pth."""
     out = tmp_path / "run"
     _train(datasets_root, out, "SOLVER.MAX_ITER", 4)
-    final = _evaluations(out)
     lines = (out / "metrics.json").read_text().splitlines(keepends=True)
     (out / "metrics.json").write_text("".join(x for x in lines if "bbox/AP" not in x))
-    log = _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 6)
-    assert "holds no evaluation of iteration 4, where this run resumes" in log
+    at_4 = _detectron2_results(datasets_root, out, tmp_path / "detectron2_4")  # resumed from
+    written = _resume_recording_evaluations(monkeypatch, datasets_root, out, 6)
+    assert "holds no evaluation of iteration 4, where this run resumes" in (
+        out / "log.txt").read_text()
     evaluations = _evaluations(out)
-    assert list(evaluations) == [4, 6]
-    assert evaluations[4] == pytest.approx(final[4], nan_ok=True)
+    assert [iteration for iteration, _ in evaluations] == [4, 6] and len(written) == 2
+    at_6 = _detectron2_results(datasets_root, out, tmp_path / "detectron2_6")
+    for (_, metrics), got, expected in zip(evaluations, written, (at_4, at_6)):
+        assert_same_detections(got, expected)
+        _assert_scored_as(metrics, expected, datasets_root)
 
 
-def test_resume_redoes_the_evaluation_a_kill_cut_short(datasets_root, tmp_path):
+def test_resume_redoes_the_evaluation_a_kill_cut_short(datasets_root, tmp_path, monkeypatch):
     """Killed during the evaluation after the checkpoint of iteration 1 (TEST.EVAL_PERIOD 2):
-    --resume goes on from that checkpoint, and that evaluation was never recorded."""
+    --resume goes on from that checkpoint, and that evaluation was never recorded. Now it is
+    evaluated first: what detectron2 detects with model_0000001.pth."""
     out, every_2 = tmp_path / "run", ("TEST.EVAL_PERIOD", 2)
     _train(datasets_root, out, "SOLVER.MAX_ITER", 4, late=every_2)
     uninterrupted = _evaluations(out)
-    assert list(uninterrupted) == [1, 4]  # detectron2: after iteration 1 (the 2nd), the end
+    # detectron2: after iteration 1 (the 2nd), the end
+    assert [iteration for iteration, _ in uninterrupted] == [1, 4]
     for name in ("model_0000003.pth", "model_final.pth"):
         (out / name).unlink()
     (out / "last_checkpoint").write_text("model_0000001.pth")
     (out / "metrics.json").write_text("")  # the first record is written after iteration 3
-    log = _train(datasets_root, out, "--resume", "SOLVER.MAX_ITER", 4, late=every_2)
-    assert "holds no evaluation of iteration 1, where this run resumes" in log
-    # the checkpoint of iteration 1 evaluated again: the uninterrupted run's figure
-    assert _evaluations(out)[1] == pytest.approx(uninterrupted[1], nan_ok=True)
+    written = _resume_recording_evaluations(monkeypatch, datasets_root, out, 4, late=every_2)
+    assert "holds no evaluation of iteration 1, where this run resumes" in (
+        out / "log.txt").read_text()
+    evaluations = _evaluations(out)
+    assert [iteration for iteration, _ in evaluations] == [1, 4] and len(written) == 2
+    expected = [_detectron2_results(datasets_root, out, tmp_path / name, name)
+                for name in ("model_0000001.pth", "model_final.pth")]
+    for (_, metrics), got, truth in zip(evaluations, written, expected):
+        assert_same_detections(got, truth)
+        _assert_scored_as(metrics, truth, datasets_root)
 
 
 def test_test_images_are_checked_before_training(datasets_root, tmp_path, capsys, monkeypatch):
