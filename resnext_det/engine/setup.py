@@ -169,6 +169,17 @@ def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
         raise
 
 
+def _unapplied_tta(cfg, task):
+    """A note when TEST.AUG.ENABLED reaches a tool that runs the model once per picture
+    (predict and export, as detectron2's DefaultPredictor and export do), or None."""
+    aug = cfg.get("TEST", {}).get("AUG")
+    if task in ("other", "export") and aug and aug.get("ENABLED") is True:
+        return ("TEST.AUG.ENABLED: test-time augmentation is run by tools/train_net.py's "
+                "evaluation only; this tool runs the model once per picture, as detectron2's "
+                "DefaultPredictor does.")
+    return None
+
+
 def setup_cfg(args, cfg=None, *, task):
     """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
 
@@ -183,7 +194,7 @@ def setup_cfg(args, cfg=None, *, task):
     check_resnext_keys(cfg)
     check_seed(cfg.SEED)
     check_device(cfg)
-    notes = [device_fallback(cfg)] + config_from_weights(cfg)
+    notes = [device_fallback(cfg), _unapplied_tta(cfg, task)] + config_from_weights(cfg)
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()
     check_output_dir(cfg)

@@ -442,6 +442,20 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     assert f"'{a_file / 'sub'}' cannot be made as a folder (Not a directory)" in error
 
 
+def test_test_time_augmentation_is_named_as_not_applied(datasets_root, digits_model, tmp_path,
+                                                        capsys, monkeypatch):
+    """TEST.AUG.ENABLED (which tools/train_net.py's evaluation applies) in a config given to
+    predict: it runs the model once per picture, as DefaultPredictor; a warning says so."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    argv = ["--config-file", CONFIG, "--input", *_pictures(tmp_path / "in", [(64, 64)]),
+            "--output", tmp_path / "out", *TINY, "MODEL.WEIGHTS", digits_model,
+            "TEST.AUG.ENABLED", True]
+    load_tool("predict").run(list(map(str, argv)))
+    said = capsys.readouterr()
+    assert "test-time augmentation is run by tools/train_net.py's evaluation only" in (
+        said.out + said.err)
+
+
 def test_a_refused_prediction_leaves_the_earlier_one_in_place(datasets_root, digits_model,
                                                                tmp_path, capsys, monkeypatch):
     """A re-run into a prediction's folder that is refused before its first result (a
