@@ -45,6 +45,7 @@ from resnext_det.engine.lazy_config import load_lazy_config
 from resnext_det.modeling import build_resnext_backbone
 from resnext_det.modeling.lazy import ResNeXt
 from resnext_det.modeling.roi_align import SparseROIPooler
+from resnext_det.utils.testing import max_rel_error
 from tests.helpers import (assert_same_detections, captured, detectron2_detections,
                            load_tool, make_cfg, pycocotools_stats)
 
@@ -132,11 +133,11 @@ def _same_function(model_a, model_b, x):
 
 
 def _detectron2_peer(zoo_yaml, keys):
-    """detectron2's own model (its build_resnet_fpn_backbone), on the meta device."""
+    """detectron2's own model (its build_resnet_fpn_backbone) of its zoo config, whose
+    STRIDE_IN_1X1 False says where the stride is ("this is a C2 model")."""
     cfg = model_zoo.get_config(zoo_yaml)
-    cfg.merge_from_list(["MODEL.RESNETS.STRIDE_IN_1X1", False, *keys])
-    with torch.device("meta"):
-        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *keys])
+    return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -154,7 +155,14 @@ def test_shipped_config_builds_its_yaml_twin(name):
     assert _frozen(lazy) == _frozen(twin) and _hyper(lazy) == _hyper(twin)
     assert lazy.input_format == "RGB"
     # from one seed, one function: the stride placement (1x1 or 3x3) shows here, not in shapes
-    assert _same_function(lazy.backbone, twin.backbone, torch.rand(1, 3, 64, 64))
+    x = torch.rand(1, 3, 64, 64)
+    assert _same_function(lazy.backbone, twin.backbone, x)
+    # and detectron2's own ResNeXt FPN given the same weights computes it too
+    peer.backbone.load_state_dict(lazy.backbone.state_dict())
+    with torch.no_grad():
+        ours, theirs = lazy.backbone.eval()(x), peer.backbone.eval()(x)
+    assert ours.keys() == theirs.keys()
+    assert all(max_rel_error(ours[k], theirs[k]) < 1e-5 for k in ours)
     assert sum(p.numel() for p in lazy.parameters()) == sum(p.numel() for p in peer.parameters())
     with torch.device("meta"):  # torchvision's ResNeXt-101 32x8d: the same numbers but its fc
         tv = torchvision.models.resnext101_32x8d()
