@@ -243,7 +243,8 @@ def put_back_aside(folder, kept, attempt_files):
     if os.path.isdir(folder) and not set(os.listdir(folder)) <= set(attempt_files):
         return False  # the attempt wrote results: both stay
     try:
-        shutil.rmtree(folder)
+        if os.path.isdir(folder):  # a start refused before it wrote anything makes none
+            shutil.rmtree(folder)
         os.rename(kept, folder)
     except OSError:  # then the earlier run stays where the warning said
         return False

@@ -235,3 +235,21 @@ def test_the_demo_holds_its_folder_until_it_has_drawn(tmp_path, monkeypatch):
                                progress_every=0))
     assert seen["drawing"] == str(os.getpid())  # still the demo's while it draws
     assert _holder_seen_from_outside(out) == "None"  # and given back at its end
+
+
+def test_an_earlier_run_comes_back_when_the_refused_one_made_no_folder(tmp_path):
+    """put_back_aside: a refused start that wrote nothing (no folder at all, e.g. an
+    --eval-only whose inference/ was never made) still gets the earlier run back; one that
+    wrote a result keeps both."""
+    from resnext_det.utils.io import put_back_aside
+
+    kept, folder = tmp_path / "inference.before-1", tmp_path / "inference"
+    kept.mkdir()
+    (kept / "coco_metrics.json").write_text("{}")
+    assert put_back_aside(str(folder), str(kept), ("config.yaml",))
+    assert (folder / "coco_metrics.json").read_text() == "{}" and not kept.exists()
+    folder.rename(kept)
+    folder.mkdir()
+    (folder / "coco_metrics.json").write_text('{"new": 1}')
+    assert not put_back_aside(str(folder), str(kept), ("config.yaml",))
+    assert kept.is_dir() and (folder / "coco_metrics.json").read_text() == '{"new": 1}'
