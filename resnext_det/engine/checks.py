@@ -191,14 +191,15 @@ def check_weights_classes(checkpointer, names, key, fix=EVALUATE_FIX):
                              f"{key} {name!r}", fix)
 
 
-def mark_checkpoints(checkpointer, cfg):
+def mark_checkpoints(checkpointer, cfg, check_solver=None):
     """Each checkpoint of the training of `cfg` stores its class names (trained_classes), its
     input (input_conventions) and its solver (solver_settings), which evaluations and
-    resumes check (the solver while a resume loads, check_resumed_solver)."""
+    resumes check (the solver while a resume loads: `check_solver()`, by default
+    check_resumed_solver on `cfg`)."""
     checkpointer.classes = trained_classes(cfg)
     checkpointer.trained_input = input_conventions(cfg)
     checkpointer.trained_solver = solver_settings(cfg)
-    checkpointer.on_resume = lambda: check_resumed_solver(cfg, checkpointer)
+    checkpointer.on_resume = check_solver or (lambda: check_resumed_solver(cfg, checkpointer))
 
 
 def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):

@@ -258,8 +258,8 @@ def do_train(setup, resume=False, starts=lambda: None):
     # SimpleTrainer; with train.amp.enabled AMPTrainer on CUDA, bfloat16 autocast on CPUs
     trainer = build_step_trainer(setup.view, model, loader, optimizer)
     checkpointer = build_checkpointer(setup, model, trainer=trainer)
-    mark_checkpoints(checkpointer, setup.view)
-    checkpointer.on_resume = lambda: setup.checked(check_resumed_solver, checkpointer)  # lazy keys
+    mark_checkpoints(checkpointer, setup.view,  # errors name the lazy keys
+                     check_solver=lambda: setup.checked(check_resumed_solver, checkpointer))
     last = {}
 
     def evaluate():
