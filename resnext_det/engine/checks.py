@@ -1,13 +1,9 @@
 """Checks that turn a missing dataset or weights file, or bad training data, into one clear
 error (or a logged skip) before training."""
 import functools
-import importlib
-import importlib.util
-import inspect
 import logging
 import os
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.build import (filter_images_with_few_keypoints,
                                    filter_images_with_only_crowd_annotations)
@@ -17,6 +13,7 @@ from ..config.errors import ConfigError, check_choice
 from ..data.checks import (BAD_BOX_POLICIES, BAD_IMAGE_POLICIES, DatasetError, check_boxes,
                            check_category_ids, check_image_files, check_stored_classes,
                            classes_difference, warn_unscorable_boxes)
+from ..evaluation.lvis import lvis_unusable
 from ..utils.io import LOCK_NAME, lock_folder
 
 _COCO_HELP = (
@@ -418,20 +415,6 @@ def evaluator_kind(dataset_name):
     return meta.get("evaluator_type", "pascal_voc" if voc else "coco")
 
 
-def _lvis_unusable():
-    """Why detectron2's LVISEvaluator cannot score here, or None."""
-    if importlib.util.find_spec("lvis") is None:
-        return "is not installed here: pip install lvis"
-    # lvis 0.5.3 (PyPI's last) casts with np.float, which numpy 1.24 removed: its LVISEval
-    # stopped on an AttributeError once the whole training was done
-    if "np.float)" in inspect.getsource(importlib.import_module("lvis.eval")) and not hasattr(
-            np, "float"):
-        return (f"here uses np.float, which numpy {np.__version__} no longer has. Install "
-                "lvis-api from its repository, where it is fixed: "
-                "pip install git+https://github.com/lvis-dataset/lvis-api.git")
-    return None
-
-
 def check_test_evaluators(cfg):
     """Each DATASETS.TEST is scored as detectron2 scores its kind (EVALUATORS): LVIS's AP
     with COCO's evaluator counted every detection of a class an image's annotators did not
@@ -439,7 +422,7 @@ def check_test_evaluators(cfg):
     evaluator here (cityscapes_instance, panoptic, sem_seg) gets COCO's, with a warning."""
     for name in cfg.DATASETS.TEST:
         meta, kind = MetadataCatalog.get(name), evaluator_kind(name)
-        why = _lvis_unusable() if kind == "lvis" else None
+        why = lvis_unusable() if kind == "lvis" else None
         if why:
             raise DatasetError(f"DATASETS.TEST {name!r} is an LVIS set, whose AP detectron2's "
                                f"LVISEvaluator computes with the lvis package, which {why}")
