@@ -525,8 +525,10 @@ def test_a_sigterm_keeps_the_results_done(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "tools/predict.py"), "--batch-size", "1",
                              *map(str, _tiny_args(weights, [tmp_path / "in"], out))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # two drawings: the first picture's entry is recorded before the second is drawn (on the
+    # first alone the signal could come between its drawing and its entry: none listed)
     deadline = time.monotonic() + 120
-    while proc.poll() is None and not list(out.glob("*.png")) and time.monotonic() < deadline:
+    while proc.poll() is None and len(list(out.glob("*.png"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
