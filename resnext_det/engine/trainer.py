@@ -10,6 +10,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import LVISEvaluator, PascalVOCDetectionEvaluator
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
+from fvcore.common.param_scheduler import ParamScheduler
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config.checks import fast_inference_mode, fast_training_mode, roi_align_impl
@@ -58,6 +59,24 @@ def share_main_buffers(model):
             torch.distributed.broadcast(buffer.data, src=0)
 
 
+class HeldAtEnd(ParamScheduler):
+    """An fvcore schedule whose value after the last iteration is the last iteration's.
+
+    detectron2's LRMultiplier asks for the value at where = iteration / MAX_ITER after
+    every step, so once at 1.0, after the last one; no step trains with it. fvcore's
+    StepParamScheduler (WarmupStepWithFixedGammaLR's) indexes its values at
+    int((where + 1e-6) x len(values)), one past the end there: every run stopped on an
+    IndexError after its last step, before model_final.pth was written (detectron2's
+    DefaultTrainer too).
+    """
+
+    def __init__(self, schedule, max_iter):
+        self.schedule, self.last = schedule, (max_iter - 1) / max_iter
+
+    def __call__(self, where):
+        return self.schedule(min(where, self.last))
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with five changes to its behaviour.
 
@@ -76,9 +95,11 @@ class Trainer(DefaultTrainer):
       channels_last, as MODEL.RESNEXT.FAST_TRAINING selects (same function and gradients).
     - SOLVER.AMP.ENABLED on the CPU trains with bfloat16 autocast (engine.amp), where
       detectron2's AMPTrainer needs CUDA.
-    And its checkpointer converts MODEL.WEIGHTS of any supported format on load and
-    warns where the config disagrees with the weights' metadata; TEST.AUG.ENABLED adds
-    the test-time augmentation detectron2's tools/train_net.py runs (test_with_TTA).
+    And SOLVER.LR_SCHEDULER_NAME WarmupStepWithFixedGammaLR ends its run (HeldAtEnd: in
+    detectron2 an IndexError after the last step); its checkpointer converts MODEL.WEIGHTS
+    of any supported format on load and warns where the config disagrees with the
+    weights' metadata; TEST.AUG.ENABLED adds the test-time augmentation detectron2's
+    tools/train_net.py runs (test_with_TTA).
     """
 
     def __init__(self, cfg):
@@ -124,6 +145,16 @@ class Trainer(DefaultTrainer):
         model = prepare_for_training(super().build_model(cfg), mode, cfg.MODEL.DEVICE)
         use_roi_align(model, roi_align)
         return model
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        """DefaultTrainer's schedule; WarmupStepWithFixedGammaLR's held at its last value
+        after the last iteration (HeldAtEnd), where fvcore's stopped the run."""
+        scheduler = super().build_lr_scheduler(cfg, optimizer)
+        if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupStepWithFixedGammaLR":
+            # the schedule LRMultiplier calls (detectron2 keeps no other handle on it)
+            scheduler._multiplier = HeldAtEnd(scheduler._multiplier, cfg.SOLVER.MAX_ITER)
+        return scheduler
 
     @classmethod
     def build_checkpointer(cls, cfg, model, **checkpointables):

@@ -9,6 +9,7 @@ from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 from torch import nn
 
+from ..config.errors import ConfigError
 from .config_args import check_features_produced, resnext_block_args
 from .resnext import make_resnext_stage
 
@@ -46,6 +47,14 @@ class ResNeXtRes5ROIHeads(Res5ROIHeads):
     @classmethod
     def _build_res5_block(cls, cfg):
         """(res5 as an nn.Sequential of blocks, its output channels = 8 x RES2_OUT_CHANNELS)."""
+        dilation = cfg.MODEL.RESNETS.RES5_DILATION
+        if dilation != 1:  # detectron2's Res5ROIHeads never reads the key: it trained undilated
+            raise ConfigError("MODEL.RESNETS.RES5_DILATION", dilation, "1 with MODEL.ROI_HEADS."
+                              "NAME 'ResNeXtRes5ROIHeads'", "Its res5 runs on each pooled "
+                              "region, first block at stride 2, as detectron2's Res5ROIHeads "
+                              "builds it (undilated, the key unread). A dilated res5 (DC5) is "
+                              "the backbone's: RESNETS.OUT_FEATURES ['res5'] with "
+                              "StandardROIHeads.")
         template, kwargs = resnext_block_args(cfg)
         res5_out = kwargs["res2_out_channels"] * 8  # res5 is 8x res2 (three doublings)
         blocks = make_resnext_stage(template, "res5", in_channels=res5_out // 2, **kwargs)

@@ -1,8 +1,10 @@
 """Bad configurations raise ConfigError naming the key and the values that work."""
 import pytest
+import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.roi_heads import Res5ROIHeads
 
 import resnext_det
 from resnext_det import ConfigError
@@ -47,6 +49,22 @@ def test_roi_head_feature_not_produced():
                    "MODEL.ROI_HEADS.IN_FEATURES", ["res3"], "MODEL.RPN.IN_FEATURES", ["res4"],
                    "MODEL.RESNEXT.TEMPLATE", "X50_2x4d")
     with pytest.raises(ConfigError, match=r"MODEL.ROI_HEADS.IN_FEATURES=\['res3'\].*not produced"):
+        build_model(cfg)
+
+
+def test_res5_dilation_with_the_res5_roi_head_is_an_error():
+    """detectron2's own Res5ROIHeads builds res5 undilated whatever RES5_DILATION says (its
+    3x3s computed here): the key trained nothing, so ours names it."""
+    d2_cfg = get_cfg()
+    d2_cfg.merge_from_list(["MODEL.RESNETS.RES5_DILATION", 2, "MODEL.RESNETS.RES2_OUT_CHANNELS",
+                            16, "MODEL.RESNETS.WIDTH_PER_GROUP", 2])
+    res5, _ = Res5ROIHeads._build_res5_block(d2_cfg)
+    assert {m.dilation for m in res5.modules() if isinstance(m, torch.nn.Conv2d)} == {(1, 1)}
+    cfg = make_cfg("MODEL.ROI_HEADS.NAME", "ResNeXtRes5ROIHeads", "MODEL.RESNETS.OUT_FEATURES",
+                   ["res4"], "MODEL.RESNEXT.TEMPLATE", "X50_2x4d",
+                   "MODEL.RESNETS.RES5_DILATION", 2)
+    with pytest.raises(ConfigError, match=r"MODEL.RESNETS.RES5_DILATION=2 .*expected 1 with "
+                                          r"MODEL.ROI_HEADS.NAME 'ResNeXtRes5ROIHeads'"):
         build_model(cfg)
 
 
