@@ -2,10 +2,16 @@
 
 The model's forward runs under torch.autocast(device type, dtype), the standard
 mixed-precision contract: convolutions and matrix products compute in the lower type;
-what autocast keeps in float32 (softmax, reductions, torchvision's ROIAlign and NMS) and
+what autocast keeps in float32 (torchvision's ROIAlign and NMS; on CUDA softmax too) and
 detectron2's box decoding (Box2BoxTransform casts the deltas to float32) stay float32.
 The outputs come back in float32 (boxes, scores, masks, keypoints), so the COCO
 evaluators, the results json and the Visualizer see what they see from a float32 model.
+
+The heads' outputs go to detectron2's post-processing in float32 (float32_head_outputs):
+CPU autocast runs softmax and sigmoid in their input's type, so every score was a bfloat16
+number (~128 per octave: detections tied, and COCOeval ranked them by chance), and
+heatmaps_to_keypoints writes keypoints into a tensor of the heatmaps' type, which rounded
+their coordinates by up to 2 px at 512-1024 px. The layers before stay in the lower type.
 
 ROI pooling stays float32 (modeling.roi_align.float32_roi_pooling): detectron2's ROIAlign
 would round the boxes to the lower type, up to 2 pixels at 512-1024 in bfloat16. On the
@@ -19,9 +25,13 @@ AVX-512 BF16 or AMX. On a CPU without them oneDNN emulates bfloat16, several tim
 slower than float32 (benchmarks/README.md), and a warning says so. Exported files stay
 float32 (inference_model(..., for_export=True)).
 """
+import contextlib
 import logging
 
 import torch
+from detectron2.modeling.meta_arch import DenseDetector
+from detectron2.modeling.roi_heads import (BaseKeypointRCNNHead, BaseMaskRCNNHead,
+                                           FastRCNNOutputLayers)
 from detectron2.structures import Instances
 from torch import nn
 
@@ -53,9 +63,48 @@ def float32_outputs(value):
     return value
 
 
+def _float32_output(module, args, output):
+    """Forward hook: `output` with its lower-type tensors in float32."""
+    return float32_outputs(output)
+
+
+def _float32_layers(layers):
+    """A mask / keypoint head's `layers` (the network before detectron2's post-processing:
+    BaseMaskRCNNHead and BaseKeypointRCNNHead call it in forward), returning float32."""
+    return lambda x: float32_outputs(layers(x))
+
+
+@contextlib.contextmanager
+def float32_head_outputs(model):
+    """Within the block, detectron2's post-processing of `model`'s heads reads float32 outputs.
+
+    The box predictors' (FastRCNNOutputLayers: class logits and deltas, before softmax) and
+    dense detectors' heads (RetinaNet's logits, before sigmoid) by a forward hook; the mask
+    and keypoint heads' by their `layers` (logits before sigmoid and pasting, heatmaps
+    before heatmaps_to_keypoints), set on the instance and removed on exit.
+    """
+    handles, heads = [], []
+    for m in model.modules():
+        if isinstance(m, FastRCNNOutputLayers):
+            handles.append(m.register_forward_hook(_float32_output))
+        elif isinstance(m, DenseDetector):
+            handles.append(m.head.register_forward_hook(_float32_output))
+        elif isinstance(m, (BaseMaskRCNNHead, BaseKeypointRCNNHead)) and "layers" not in vars(m):
+            m.layers = _float32_layers(m.layers)
+            heads.append(m)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for head in heads:
+            del head.layers  # the class's method again
+
+
 class AutocastInference(nn.Module):
     """`model`'s forward under torch.autocast(device_type, dtype), outputs back in float32,
-    its ROI pooling in float32 (float32_roi_pooling).
+    its ROI pooling (float32_roi_pooling) and its heads' post-processing
+    (float32_head_outputs) in float32.
 
     `model` is held, not copied: eval() / train() reach it, and its weights stay float32.
     """
@@ -71,7 +120,8 @@ class AutocastInference(nn.Module):
         self.model, self.device_type, self.dtype = model, device_type, dtype
 
     def forward(self, *args, **kwargs):
-        with float32_roi_pooling(self.model), torch.autocast(self.device_type, dtype=self.dtype):
+        with float32_roi_pooling(self.model), float32_head_outputs(self.model), \
+                torch.autocast(self.device_type, dtype=self.dtype):
             outputs = self.model(*args, **kwargs)
         return float32_outputs(outputs)
 
