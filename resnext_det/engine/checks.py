@@ -397,6 +397,18 @@ def check_test_images(cfg):
         if isinstance(dicts, list):
             check_image_files(dicts, source=f"DATASETS.TEST {name!r}")
             warn_unscorable_boxes(dicts, source=f"DATASETS.TEST {name!r}")
+            if cfg.MODEL.MASK_ON:
+                _warn_unscored_masks(dicts, name)
+
+
+def _warn_unscored_masks(dicts, name):
+    """Before the run, what COCOMetricsEvaluator says after it: no segm AP on a box-only set."""
+    objects = [a for d in dicts for a in d.get("annotations", [])]
+    without = sum("segmentation" not in a for a in objects)
+    if without:
+        logging.getLogger(__name__).warning(
+            f"DATASETS.TEST {name!r}: {without} of its {len(objects)} objects have no "
+            "'segmentation', so its masks will not be scored (no segm AP), only its boxes.")
 
 
 # The metadata's evaluator_type of a test set -> the evaluator Trainer.build_evaluator

@@ -17,7 +17,6 @@ import os
 import orjson
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation import coco_evaluation as d2_coco
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
@@ -232,6 +231,21 @@ class COCOMetricsEvaluator(COCOEvaluator):
             return results
         to_dataset = {v: k for k, v in to_contiguous.items()}
         return [dict(r, category_id=to_dataset[r["category_id"]]) for r in results]
+
+    def _tasks_from_predictions(self, predictions):
+        """detectron2's, less "segm" where the ground truth has objects without a
+        `segmentation` (a box-only json): COCOeval stopped on KeyError 'rle' (faster-coco-eval)
+        or 'segmentation' (pycocotools) there, after a whole training."""
+        tasks = super()._tasks_from_predictions(predictions)
+        objects = self._coco_api.dataset["annotations"]
+        without = sum("segmentation" not in a for a in objects)
+        if "segm" in tasks and without:
+            self._logger.warning(
+                f"{self._dataset_name}: {without} of its {len(objects)} objects have no "
+                "'segmentation': the masks are not scored (no segm AP), the boxes are. Add "
+                "the objects' masks to the json to score them.")
+            tasks = [t for t in tasks if t != "segm"]
+        return tasks
 
     def _eval_predictions(self, predictions, img_ids=None):
         """detectron2's, with the COCOeval of `backend` (keypoints and custom max

@@ -238,3 +238,30 @@ def unofficial_cocoeval(monkeypatch):
 
     monkeypatch.setattr(d2_coco, "COCOeval_opt", Unofficial)
     return used
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masks_of_a_box_only_set_are_not_scored_and_its_boxes_are(backend, tmp_path):
+    """A Mask R-CNN evaluated on a json without `segmentation`: COCOeval stopped on a
+    KeyError after the whole training (detectron2's evaluator too). Now the boxes are scored
+    (pycocotools' bbox AP on the same results) and a warning says the masks are not."""
+    rng = np.random.default_rng(0)
+    anns = _ground_truth(rng)
+    name, gt_path = _register(tmp_path, anns)
+    results = _perturbed(anns, rng)
+    evaluator = COCOMetricsEvaluator(name, output_dir=str(tmp_path / "eval"), backend=backend)
+    evaluator.reset()
+    for inputs, outputs in _as_model_outputs(results):
+        instances = outputs["instances"]
+        masks = torch.zeros(len(instances), *SIZE, dtype=torch.bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, instances.pred_boxes.tensor.int().tolist()):
+            mask[y0:y1, x0:x1] = True
+        instances.pred_masks = masks
+        evaluator.process([inputs], [outputs])
+    with captured("detectron2.evaluation.coco_evaluation") as log:
+        ours = evaluator.evaluate()
+    assert set(ours) == {"bbox"}
+    assert any(f"{len(anns)} of its {len(anns)} objects have no 'segmentation'" in m for m in log)
+    expected = _pycocotools(gt_path, results)
+    tol = 1e-9 if backend == "pycocotools" else 1e-2
+    assert all(abs(ours["bbox"][k] - expected[k]) < tol for k in STATS)

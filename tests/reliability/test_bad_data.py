@@ -96,6 +96,20 @@ def test_mask_training_on_objects_without_masks_is_named(tmp_path):
     assert len(checked_train_dicts(make_cfg(name))) == 2
 
 
+def test_mask_evaluation_on_objects_without_masks_is_announced(tmp_path):
+    """A box-only DATASETS.TEST for a MODEL.MASK_ON model: its masks are not scored
+    (COCOMetricsEvaluator); said before the run, not only after it."""
+    name = write_coco(tmp_path, {"img0.jpg": [GOOD], "img1.jpg": [GOOD, [30, 30, 10, 10]]})
+    logs = {}
+    for mask_on in (True, False):
+        with captured("resnext_det.engine.checks") as logs[mask_on]:
+            check_test_images(make_cfg(name, "DATASETS.TEST", f"('{name}',)",
+                                       "MODEL.MASK_ON", mask_on))
+    assert logs[True] == [f"DATASETS.TEST {name!r}: 3 of its 3 objects have no 'segmentation', "
+                          "so its masks will not be scored (no segm AP), only its boxes."]
+    assert logs[False] == []
+
+
 def test_negative_width_is_skipped_and_counted(tmp_path):
     name = write_coco(tmp_path, {"img0.jpg": [GOOD, [30, 21, -10, 12]], "img1.jpg": [GOOD]})
     with captured("resnext_det.data.checks") as log:
