@@ -360,6 +360,30 @@ def check_num_classes(cfg, dataset_dicts):
                        source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
 
 
+def check_same_classes(names, source, off_key=None):
+    """Datasets trained together name the same classes in the same order: category id k is
+    one class to the model. detectron2's get_detection_dataset_dicts (check_consistency)
+    stopped on a bare ValueError ("Datasets have different metadata 'thing_classes'!");
+    as there, the comparison is `!=` of the stored values, and nothing is compared when a
+    dataset has no thing_classes.
+
+    Args:
+        names: the dataset names; source: how the config names them, for the message.
+        off_key (str or None): the key that turns the check off, named in the fix.
+    """
+    classes = [MetadataCatalog.get(name).get("thing_classes", None) for name in names]
+    if any(c is None for c in classes):
+        return
+    for name, named in zip(names, classes):
+        if named != classes[0]:
+            off = (f", or set {off_key}=False if their ids already mean the same classes"
+                   if off_key else "")
+            raise DatasetError(
+                f"{source}: {name!r} names its classes {list(named)}, {names[0]!r} names "
+                f"them {list(classes[0])}. Train on datasets with the same thing_classes in "
+                f"the same order (e.g. the same categories in each json){off}.")
+
+
 def check_mask_format(cfg, dataset_dicts, source):
     """INPUT.MASK_FORMAT "polygon" cannot read RLE masks (a dict `segmentation`, as the
     digits set and COCO crowd regions have): detectron2 would stop mid-training."""
@@ -450,24 +474,33 @@ def check_test_evaluators(cfg):
                 f"{kind} evaluation)")
 
 
-def checked_train_dicts(cfg):
+def checked_train_dicts(cfg, check_consistency=True, consistency_key=None):
     """DATASETS.TRAIN's dataset dicts, loaded once as detectron2 loads them, and checked.
 
-    Before the first iteration: the class count against NUM_CLASSES, every box
+    Before the first iteration: the datasets' class names (check_same_classes, unless
+    `check_consistency` is False), the class count against NUM_CLASSES, every box
     (DATALOADER.ON_BAD_BOX) and that every image file exists. Images left without a usable
     box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, and those left with fewer
     than MIN_KEYPOINTS_PER_IMAGE visible keypoints (MODEL.KEYPOINT_ON), as detectron2 does.
+
+    Args:
+        check_consistency (bool): get_detection_dataset_dicts' argument of that name (the
+            YAML configs have no key for it: on).
+        consistency_key (str or None): the config key that turns it off, for the error.
     """
     on_bad_box, _ = bad_data_policies(cfg)
     min_keypoints = (cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
                      if cfg.MODEL.KEYPOINT_ON else 0)
+    source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
+    if check_consistency:
+        check_same_classes(cfg.DATASETS.TRAIN, source, consistency_key)
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         min_keypoints=min_keypoints,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        check_consistency=check_consistency)
     if not isinstance(dicts, list):  # a torch Dataset: nothing to check before reading it
         return dicts
-    source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
     check_num_classes(cfg, dicts)
     check_mask_format(cfg, dicts, source)
     check_masks_present(cfg, dicts, source)

@@ -49,8 +49,8 @@ from .checks import (check_datasets, check_iterations_left, check_no_earlier_run
                      check_test_images, check_weights, check_weights_to_evaluate,
                      check_weights_to_infer, checked_train_dicts, mark_checkpoints,
                      warn_frozen_from_scratch, warn_resume_finds_nothing)
-from .lazy_config import (REQUIRED_TO_TRAIN, check_lazy_config, device_fallback,
-                          load_lazy_config, require, resnext_nodes, target_of)
+from .lazy_config import (CHECK_CONSISTENCY, REQUIRED_TO_TRAIN, check_lazy_config,
+                          device_fallback, load_lazy_config, require, resnext_nodes, target_of)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .setup import output_folder, run_default_setup, task_of
 from .trainer import inference_model, share_main_buffers
@@ -165,7 +165,8 @@ def build_train_loader(setup):
                        "its boxes and files are not checked before training.")
         return instantiate(node)
     setup.checked(check_datasets, fields=("TRAIN",))
-    dicts = setup.checked(checked_train_dicts)
+    dicts = setup.checked(checked_train_dicts, dataset.get("check_consistency", True),
+                          CHECK_CONSISTENCY)
     mapper = _RenamedGuard(instantiate(node.mapper), setup.view.DATALOADER.ON_BAD_IMAGE,
                            min(100, len(dicts)), setup.names)
     replaced = {"dataset": dicts, "mapper": mapper}

@@ -67,6 +67,9 @@ LAZY_KEYS = {
 # WEIGHTS_TRUST_PICKLE of the YAML configs).
 WEIGHTS_OPTIONS = ("allow_partial", "trust_pickle")
 
+# get_detection_dataset_dicts' switch of its class-name check (engine.checks.check_same_classes)
+CHECK_CONSISTENCY = "dataloader.train.dataset.check_consistency"
+
 
 # ---------------------------------------------------------------- load and override
 def load_lazy_config(config_file, opts=()):
@@ -373,6 +376,9 @@ def check_lazy_config(cfg):
             raise ConfigError(f"train.weights.{key}", value,
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
         check_bool(f"train.weights.{key}", value)
+    train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
+    if train_set.get("check_consistency") is not None:
+        check_bool(CHECK_CONSISTENCY, train_set.check_consistency)
     view, names = yacs_view(cfg)
     check_evaluated_set(_node(_node(cfg, "dataloader"), "evaluator"))
     evaluations = _node(_node(cfg, "dataloader"), "evaluator").get("output_dir")

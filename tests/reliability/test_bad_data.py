@@ -7,7 +7,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 from detectron2.data.datasets import register_coco_instances
 from PIL import Image
 
@@ -84,6 +84,20 @@ def test_negative_width_is_an_error_naming_file_and_box(tmp_path):
     assert "1 of 3 boxes" in msg and "img0.jpg" in msg
     assert "[30, 21, -10, 12] (XYWH_ABS) width -10 is not positive" in msg
     assert "DATALOADER.ON_BAD_BOX skip" in msg
+
+
+def test_datasets_naming_their_classes_differently_are_named(tmp_path):
+    """Two training sets whose category ids mean other classes: detectron2's
+    get_detection_dataset_dicts stopped on a bare ValueError."""
+    first = write_coco(tmp_path / "first", {"img0.jpg": [GOOD]})
+    second = write_coco(tmp_path / "second", {"img0.jpg": [GOOD]}, classes=("b", "a"))
+    with pytest.raises(ValueError, match="Datasets have different metadata 'thing_classes'"):
+        get_detection_dataset_dicts([first, second])
+    with pytest.raises(DatasetError) as info:
+        checked_train_dicts(make_cfg(first, "DATASETS.TRAIN", f"('{first}', '{second}')"))
+    assert (f"DATASETS.TRAIN=('{first}', '{second}'): '{second}' names its classes ['b', 'a'], "
+            f"'{first}' names them ['a', 'b']") in str(info.value)
+    assert "check_consistency" not in str(info.value)  # no YAML key turns the check off
 
 
 def test_mask_training_on_objects_without_masks_is_named(tmp_path):
