@@ -477,9 +477,10 @@ def check_test_evaluators(cfg):
 def checked_train_dicts(cfg, check_consistency=True, consistency_key=None):
     """DATASETS.TRAIN's dataset dicts, loaded once as detectron2 loads them, and checked.
 
-    Before the first iteration: the datasets' class names (check_same_classes, unless
-    `check_consistency` is False), the class count against NUM_CLASSES, every box
-    (DATALOADER.ON_BAD_BOX) and that every image file exists. Images left without a usable
+    Before the first iteration: the datasets' class names (detectron2's check, its bare
+    ValueError named by check_same_classes; none if `check_consistency` is False), the class
+    count against NUM_CLASSES, every box (DATALOADER.ON_BAD_BOX) and that every image file
+    exists. Images left without a usable
     box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, and those left with fewer
     than MIN_KEYPOINTS_PER_IMAGE visible keypoints (MODEL.KEYPOINT_ON), as detectron2 does.
 
@@ -492,13 +493,16 @@ def checked_train_dicts(cfg, check_consistency=True, consistency_key=None):
     min_keypoints = (cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
                      if cfg.MODEL.KEYPOINT_ON else 0)
     source = f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}"
-    if check_consistency:
-        check_same_classes(cfg.DATASETS.TRAIN, source, consistency_key)
-    dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=min_keypoints,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-        check_consistency=check_consistency)
+    try:
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=min_keypoints,
+            check_consistency=check_consistency, proposal_files=(
+                cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None))
+    except ValueError as e:  # its check_metadata_consistency, once the sets (and names) loaded
+        if check_consistency and "different metadata 'thing_classes'" in str(e):
+            check_same_classes(cfg.DATASETS.TRAIN, source, consistency_key)
+        raise
     if not isinstance(dicts, list):  # a torch Dataset: nothing to check before reading it
         return dicts
     check_num_classes(cfg, dicts)
