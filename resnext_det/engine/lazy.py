@@ -53,7 +53,7 @@ from .lazy_config import (CHECK_CONSISTENCY, REQUIRED_TO_TRAIN, check_lazy_confi
                           device_fallback, load_lazy_config, require, resnext_nodes, target_of)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
 from .setup import output_folder, run_default_setup, task_of
-from .trainer import inference_model, share_main_buffers
+from .trainer import HeldAtEnd, inference_model, share_main_buffers
 
 logger = logging.getLogger("detectron2")  # detectron2's tools log here
 _checks_logger = logging.getLogger(__name__)  # our warnings, in log.txt by setup_lazy
@@ -271,7 +271,8 @@ def do_train(setup, resume=False, starts=lambda: None):
     trainer.register_hooks([
         DropRecordsAfterCheckpoint(train.output_dir, checkpointer),
         hooks.IterationTimer(),
-        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.LRScheduler(scheduler=HeldAtEnd.where_needed(instantiate(cfg.lr_multiplier),
+                                                           train.max_iter)),
         hooks.PeriodicCheckpointer(checkpointer, **train.checkpointer) if main else None,
         ResumedEvalHook(train.eval_period, evaluate, train.output_dir, checkpointer),
         hooks.PeriodicWriter(default_writers(train.output_dir, train.max_iter),

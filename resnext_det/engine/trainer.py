@@ -76,6 +76,18 @@ class HeldAtEnd(ParamScheduler):
     def __call__(self, where):
         return self.schedule(min(where, self.last))
 
+    @classmethod
+    def where_needed(cls, schedule, max_iter):
+        """`schedule` held at its end if its value at the end is an IndexError (fvcore's step
+        schedules, also inside WarmupParamScheduler), else `schedule` itself."""
+        if not isinstance(schedule, ParamScheduler):
+            return schedule  # a torch LR scheduler: the hook steps it, asks no value
+        try:
+            schedule(1.0)
+        except IndexError:
+            return cls(schedule, max_iter)
+        return schedule
+
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with five changes to its behaviour.
@@ -149,11 +161,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         """DefaultTrainer's schedule; WarmupStepWithFixedGammaLR's held at its last value
-        after the last iteration (HeldAtEnd), where fvcore's stopped the run."""
+        after the last iteration (HeldAtEnd.where_needed), where fvcore's stopped the run."""
         scheduler = super().build_lr_scheduler(cfg, optimizer)
-        if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupStepWithFixedGammaLR":
-            # the schedule LRMultiplier calls (detectron2 keeps no other handle on it)
-            scheduler._multiplier = HeldAtEnd(scheduler._multiplier, cfg.SOLVER.MAX_ITER)
+        # the schedule LRMultiplier calls (detectron2 keeps no other handle on it)
+        scheduler._multiplier = HeldAtEnd.where_needed(scheduler._multiplier, cfg.SOLVER.MAX_ITER)
         return scheduler
 
     @classmethod

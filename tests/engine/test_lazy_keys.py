@@ -29,7 +29,8 @@ from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.env import seed_all_rng
-from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
+from fvcore.common.param_scheduler import (CosineParamScheduler, MultiStepParamScheduler,
+                                           StepWithFixedGammaParamScheduler)
 
 from resnext_det.config.errors import ConfigError
 from resnext_det.engine.lazy import LazySetup, do_train
@@ -174,6 +175,31 @@ def test_a_training_key_trains_as_in_detectron2(key, default_run, tmp_path):
     peer = _train("peer", tmp_path / "peer", overrides, edit)
     assert _differs(peer, default_run), f"{key} changes nothing in detectron2's loop"
     _assert_as_detectron2(_train("ours", tmp_path / "ours", overrides, edit), peer)
+
+
+def test_a_step_schedule_ends_its_run(default_run, tmp_path):
+    """fvcore's step schedules take the value at the end of the run (where 1.0, asked by
+    detectron2's LRMultiplier after the last step) one past their values: detectron2's loop
+    stopped on an IndexError before model_final.pth. Ours trains as detectron2 does with the
+    MultiStep schedule of the same values (checked at each iteration)."""
+    def step(cfg):
+        cfg.lr_multiplier.scheduler = L(StepWithFixedGammaParamScheduler)(
+            base_value=1.0, gamma=0.1, num_decays=1, num_updates=2)
+
+    step_schedule = StepWithFixedGammaParamScheduler(base_value=1.0, gamma=0.1, num_decays=1,
+                                                     num_updates=2)
+    same = MultiStepParamScheduler(values=[1.0, 0.1], milestones=[1], num_updates=2)
+    assert [step_schedule(i / 2) for i in range(2)] == [same(i / 2) for i in range(2)]
+    with pytest.raises(IndexError):
+        _train("peer", tmp_path / "step_peer", edit=step)
+
+    def multistep(cfg):
+        cfg.lr_multiplier.scheduler = L(MultiStepParamScheduler)(values=[1.0, 0.1],
+                                                                 milestones=[1], num_updates=2)
+
+    peer = _train("peer", tmp_path / "peer", edit=multistep)
+    assert _differs(peer, default_run)
+    _assert_as_detectron2(_train("ours", tmp_path / "ours", edit=step), peer)
 
 
 def test_the_default_trains_as_detectron2(default_run, tmp_path):
