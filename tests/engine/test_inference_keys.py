@@ -373,3 +373,34 @@ def test_bfloat16_keypoints_are_float32_keypoints_of_the_heatmaps(monkeypatch, t
     expected = seen[0][:, :, [0, 1, 3]]
     assert got.pred_keypoints.shape == expected.shape and got.pred_boxes.tensor.max() > 512
     assert (got.pred_keypoints - expected).abs().max() < 1e-3
+
+
+def test_bfloat16_mask_probabilities_are_float32_sigmoids_of_the_logits(monkeypatch, tmp_path,
+                                                                        pictures):
+    """Under CPU autocast the sigmoid of bfloat16 mask logits ran in bfloat16: each mask
+    probability, the value pasting thresholds at 0.5, was a bfloat16 number. Each must be
+    the float32 sigmoid of the mask head's logits."""
+    from detectron2.modeling.roi_heads import mask_head
+
+    cfg = _cfg("fpn", [*MASKS, "MODEL.RESNEXT.INFERENCE_DTYPE", "bfloat16"], "keys_fpn",
+               tmp_path)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(_weights(cfg, tmp_path, pictures))["model"])
+    with torch.no_grad():  # detectron2's std 0.001 leaves every logit near 0 (sigmoid 0.5)
+        model.roi_heads.mask_head.predictor.weight.normal_(0, 0.1)
+    seen, inference = [], mask_head.mask_rcnn_inference
+
+    def recording(logits, instances):
+        inference(logits, instances)
+        classes = torch.cat([i.pred_classes for i in instances])
+        chosen = logits.detach().float()[torch.arange(len(classes)), classes][:, None]
+        seen.append((chosen.sigmoid(), torch.cat([i.pred_masks for i in instances])))
+
+    monkeypatch.setattr(mask_head, "mask_rcnn_inference", recording)
+    with torch.no_grad():
+        inference_model(cfg, model.eval())(_input(pictures, 64))
+    expected, got = seen[0]
+    assert len(got) > 0 and got.dtype == torch.float32
+    assert (expected - 0.5).abs().max() > 1e-2  # logits away from 0: bfloat16 would round them
+    assert (got - expected).abs().max() < 1e-6, float((got - expected).abs().max())
