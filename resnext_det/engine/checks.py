@@ -362,18 +362,16 @@ def check_num_classes(cfg, dataset_dicts):
 
 def check_same_classes(names, source, off_key=None):
     """Datasets trained together name the same classes in the same order: category id k is
-    one class to the model. detectron2's get_detection_dataset_dicts (check_consistency)
-    stopped on a bare ValueError ("Datasets have different metadata 'thing_classes'!");
-    as there, the comparison is `!=` of the stored values, and nothing is compared when a
-    dataset has no thing_classes.
+    one class to the model. Called where detectron2's get_detection_dataset_dicts
+    (check_consistency) stopped on a bare ValueError ("Datasets have different metadata
+    'thing_classes'!"), once the sets are loaded (they set thing_classes as they load); the
+    comparison is detectron2's, `!=` of the stored values.
 
     Args:
         names: the dataset names; source: how the config names them, for the message.
         off_key (str or None): the key that turns the check off, named in the fix.
     """
-    classes = [MetadataCatalog.get(name).get("thing_classes", None) for name in names]
-    if any(c is None for c in classes):
-        return
+    classes = [MetadataCatalog.get(name).thing_classes for name in names]
     for name, named in zip(names, classes):
         if named != classes[0]:
             off = (f", or set {off_key}=False if their ids already mean the same classes"
