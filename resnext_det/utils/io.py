@@ -27,12 +27,27 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def _interrupt_kept(write, f):
+    """write(f); a Ctrl-C or SIGTERM (a KeyboardInterrupt) inside it comes out as itself.
+    torch.save's zip writer, closed on the way out, raised a RuntimeError of its own over it
+    ("unexpected pos ... vs ..."): the run ended with a traceback and status 1, not 130."""
+    try:
+        write(f)
+    except Exception as e:
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def atomic_write(path, write):
     """Call write(file) on a temporary file next to `path`, sync it, rename it to `path`."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            _interrupt_kept(write, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
