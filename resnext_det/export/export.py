@@ -29,7 +29,7 @@ from typing import Dict, List
 import torch
 from detectron2.export import TracingAdapter, dump_torchscript_IR, scripting_with_instances
 from detectron2.export.flatten import InstancesSchema
-from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling import GeneralizedRCNN, PanopticFPN
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes
 from torch import Tensor, nn
@@ -96,10 +96,27 @@ def check_options(fmt, method):
 
 def check_exportable(model):
     """A meta-architecture whose inputs and outputs we know how to flatten."""
+    if isinstance(model, PanopticFPN):  # a GeneralizedRCNN whose inference returns two things
+        raise ExportError(
+            "MODEL.META_ARCHITECTURE='PanopticFPN' cannot be exported here: its inference "
+            "returns the semantic segmentation beside the instances (and combines them into "
+            "the panoptic one), which the export does not flatten. MODEL.META_ARCHITECTURE "
+            "GeneralizedRCNN with the same weights exports its instances (boxes, masks); the "
+            "sem_seg_head's weights are then left unused.")
     if not isinstance(model, (GeneralizedRCNN, DenseDetector)):
         raise ExportError(f"MODEL.META_ARCHITECTURE={type(model).__name__!r} cannot be exported "
                           "here: expected a GeneralizedRCNN (Faster/Mask R-CNN) or a "
                           "DenseDetector (RetinaNet).")
+
+
+def check_onnx_exportable(model):
+    """Heads that torch's ONNX exporter cannot translate, refused before the trace."""
+    if getattr(getattr(model, "roi_heads", None), "keypoint_on", False):
+        # heatmaps_to_keypoints is torch.jit.script_if_tracing: scripted inside the trace, its
+        # loop indexes a tensor of unknown rank, a SymbolicValueError after the whole trace
+        raise ExportError("--format onnx cannot export a keypoint head (MODEL.KEYPOINT_ON "
+                          "True): torch's ONNX exporter cannot translate detectron2's "
+                          "heatmaps_to_keypoints. --format torchscript exports this model.")
 
 
 def _trace_inference(model):
@@ -157,7 +174,7 @@ def export_tracing(model, image, path, fmt="torchscript"):
         try:
             torch.onnx.export(adapter, (image,), path, dynamo=False, opset_version=ONNX_OPSET,
                               input_names=["image"], output_names=names, dynamic_axes=axes)
-        except torch.onnx.errors.UnsupportedOperatorError as e:
+        except torch.onnx.errors.OnnxExporterError as e:  # an op or a value it cannot translate
             raise ExportError(f"--format onnx: {_first_lines(e, 1)}{_onnx_hint(e)} "
                               "--format torchscript exports this model.") from None
         return names
@@ -276,6 +293,8 @@ def export_model(model, image, output_dir, *, fmt="torchscript", method="tracing
     """
     check_options(fmt, method)
     check_exportable(model)
+    if fmt == "onnx":
+        check_onnx_exportable(model)
     if model.training:
         raise ValueError("export a model in eval mode (model.eval())")
     with staged_folder(output_dir) as staging:  # a kill or error keeps an earlier export whole

@@ -39,9 +39,11 @@ def _spread_scores_(model, seed):
     if hasattr(model, "head"):  # RetinaNet: the 4-conv tower and the classifier
         layers = [m for m in model.head.cls_subnet if isinstance(m, torch.nn.Conv2d)]
         layers.append(model.head.cls_score)
-    else:
-        layers = [model.proposal_generator.rpn_head.objectness_logits,
-                  model.roi_heads.box_predictor.cls_score]
+    else:  # a cascade has one box predictor per stage
+        predictors = model.roi_heads.box_predictor
+        predictors = predictors if isinstance(predictors, torch.nn.ModuleList) else [predictors]
+        layers = [model.proposal_generator.rpn_head.objectness_logits]
+        layers += [predictor.cls_score for predictor in predictors]
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in layers:
