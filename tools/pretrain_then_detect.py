@@ -27,6 +27,7 @@ import os
 import time
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
+from resnext_det.classification import get_cls_cfg
 from resnext_det.classification.main import main as pretrain_main
 from resnext_det.data import digits_root, ensure_digits_dataset
 from resnext_det.utils.cli import ExitOnUserError
@@ -57,6 +58,13 @@ def detection_budget(det_iters):
             "SOLVER.CHECKPOINT_PERIOD", str(det_iters), "TEST.EVAL_PERIOD", "0"]
 
 
+def cls_warmup_epochs(cls_epochs):
+    """The digits config's SOLVER.WARMUP_EPOCHS, cut to a shorter run (--cls-epochs 1)."""
+    cfg = get_cls_cfg()
+    cfg.merge_from_file(CLS_CONFIG)
+    return min(cfg.SOLVER.WARMUP_EPOCHS, float(cls_epochs))
+
+
 def pretrain(output_dir, cls_epochs, extra_opts=()):
     """Pretrain on the digits classification folder; returns (weights path, eval, seconds)."""
     start = time.perf_counter()
@@ -64,7 +72,8 @@ def pretrain(output_dir, cls_epochs, extra_opts=()):
     try:
         demo.clear_previous_demo(output_dir)  # the pipeline starts anew, as the demo does
         opts = ["DATA.ROOT", os.path.join(digits_root(), "classification"),
-                "SOLVER.MAX_EPOCHS", str(cls_epochs), "OUTPUT_DIR", output_dir, *extra_opts]
+                "SOLVER.MAX_EPOCHS", str(cls_epochs), "SOLVER.WARMUP_EPOCHS",
+                str(cls_warmup_epochs(cls_epochs)), "OUTPUT_DIR", output_dir, *extra_opts]
         args = argparse.Namespace(config_file=CLS_CONFIG, opts=opts, eval_only=False,
                                   resume=False, num_gpus=1, num_machines=1, machine_rank=0,
                                   dist_url="auto")

@@ -98,12 +98,13 @@ def _solver():
     s.WEIGHT_DECAY = 1e-4  # on every weight, norms included (fb.resnet.torch)
     # Epochs of training data, round(epochs * images / IMS_PER_BATCH) iterations (ImageNet:
     # 1281167 / 256 = 5004.6 per epoch). The paper divides lr by 10 three times, at STEPS.
+    # The lr of iteration i is the schedule's at i * IMS_PER_BATCH / images epochs done.
     s.MAX_EPOCHS = 100
-    s.MAX_ITER = 0  # 0 -> MAX_EPOCHS; N > 0 -> stop after N iterations (schedule unchanged)
+    s.MAX_ITER = 0  # 0 -> MAX_EPOCHS; N -> stop after N <= MAX_EPOCHS' iterations (same schedule)
     s.LR_SCHEDULER = "step"  # "step": lr * GAMMA at each of STEPS; "cosine": to 0 at the end
     s.STEPS = (30, 60, 90)  # epochs ("step"); steps at or past MAX_EPOCHS are dropped
     s.GAMMA = 0.1
-    s.WARMUP_EPOCHS = 0.0  # linear warmup from WARMUP_FACTOR * lr (Goyal et al.: 5)
+    s.WARMUP_EPOCHS = 0.0  # linear warmup from WARMUP_FACTOR * lr (Goyal: 5); <= MAX_EPOCHS
     s.WARMUP_FACTOR = 0.1
     s.CHECKPOINT_PERIOD = 5000  # resumable checkpoint every N iterations; 0 -> every epoch
     # Periodic checkpoints of this run kept on disk (older ones are deleted after a newer

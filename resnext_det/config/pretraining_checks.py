@@ -19,6 +19,10 @@ def check_pretraining_solver(s):
     check_number("SOLVER.MAX_EPOCHS", s.MAX_EPOCHS, 1e-300, meaning="> 0")
     check_whole("SOLVER.MAX_ITER", s.MAX_ITER, 0, " (0: MAX_EPOCHS)")
     check_number("SOLVER.WARMUP_EPOCHS", s.WARMUP_EPOCHS, 0, meaning=">= 0")
+    if s.WARMUP_EPOCHS > s.MAX_EPOCHS:  # was: the ramp squeezed into the run, steeper than asked
+        raise ConfigError("SOLVER.WARMUP_EPOCHS", s.WARMUP_EPOCHS, f"at most SOLVER.MAX_EPOCHS="
+                          f"{s.MAX_EPOCHS}", "The warmup ramps the lr over WARMUP_EPOCHS epochs "
+                          "of the run; shorten it or train longer.")
     check_whole("SOLVER.MAX_TO_KEEP", s.MAX_TO_KEEP, 0, " (0: keep all)")  # detectron2 asserts
     check_whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 0, " (iterations; 0: each "
                 "epoch)")

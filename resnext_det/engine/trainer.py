@@ -70,8 +70,9 @@ class HeldAtEnd(ParamScheduler):
     DefaultTrainer too).
     """
 
-    def __init__(self, schedule, max_iter):
-        self.schedule, self.last = schedule, (max_iter - 1) / max_iter
+    def __init__(self, schedule, last):
+        """`last`: the `where` of the last iteration trained; later ones read its value."""
+        self.schedule, self.last = schedule, last
 
     def __call__(self, where):
         return self.schedule(min(where, self.last))
@@ -85,7 +86,7 @@ class HeldAtEnd(ParamScheduler):
         try:
             schedule(1.0)
         except IndexError:
-            return cls(schedule, max_iter)
+            return cls(schedule, (max_iter - 1) / max_iter)
         return schedule
 
 

@@ -101,3 +101,22 @@ def test_the_pretraining_step_leaves_a_running_pretraining_alone(tmp_path, monke
         with pytest.raises(FolderError, match=f"process {holder.pid} writes in it"):
             tool.pretrain(str(folder), 1)
     assert sorted(p.name for p in folder.iterdir()) == sorted(names + (".lock",))
+
+
+@pytest.mark.parametrize("cls_epochs", [1, 2, 3])
+def test_a_short_pretraining_warms_up_within_its_epochs(tmp_path, monkeypatch, cls_epochs):
+    """--cls-epochs 1: the digits config's WARMUP_EPOCHS (2) is past the run's end, a
+    ConfigError (it was squeezed into the 1 epoch); the pipeline cuts it to the run."""
+    from resnext_det.classification import get_cls_cfg
+    from resnext_det.config.pretraining_checks import check_pretraining_solver
+
+    seen = {}
+    monkeypatch.setattr(tool, "pretrain_main", lambda args: seen.update(opts=args.opts))
+    tool.pretrain(str(tmp_path / "pretrain"), cls_epochs)
+    cfg = get_cls_cfg()
+    cfg.merge_from_file(tool.CLS_CONFIG)
+    configured = cfg.SOLVER.WARMUP_EPOCHS
+    cfg.merge_from_list(seen["opts"])
+    check_pretraining_solver(cfg.SOLVER)
+    assert cfg.SOLVER.MAX_EPOCHS == cls_epochs
+    assert cfg.SOLVER.WARMUP_EPOCHS == min(configured, cls_epochs) and configured > 1

@@ -67,6 +67,15 @@ def test_train_few_iterations(folder, tmp_path):
         assert got["top1_err"] == pytest.approx(expected["top1_err"])
 
 
+def test_the_loader_workers_stop_with_the_training(folder, tmp_path):
+    """Persistent workers left to the garbage collector took torch's 5 s join timeout each
+    in a process that goes on (tools/pretrain_then_detect.py): none outlives train()."""
+    import multiprocessing
+
+    main(cls_args(tiny_opts(folder, tmp_path, "DATA.NUM_WORKERS", 2, "SOLVER.MAX_EPOCHS", 1)))
+    assert multiprocessing.active_children() == []
+
+
 def test_metrics_have_detections_record_shape(folder, tmp_path):
     """detectron2's JSONWriter lines: sorted keys, "iteration", detection's training keys."""
     main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 5, "TEST.EVAL_PERIOD", 0)))
