@@ -141,6 +141,26 @@ def _read_json(path):
         return None
 
 
+def with_json_classes(metadata):
+    """`metadata`, or a copy of it with the class names of its COCO json when it has none.
+
+    register_coco_instances(name, {}, json, root) leaves thing_classes to load_coco_json,
+    which runs when the set is first loaded (training, evaluation): a set registered and
+    not loaded labelled the pictures with class indices, listed no categories in
+    images.json and skipped the class-count check (a KeyError traceback at the first
+    detection of a class the json lacks). The registered entry is left to that load."""
+    json_file = metadata.get("json_file", None)
+    if metadata.get("thing_classes", None) is not None or not json_file:
+        return metadata
+    data = _read_json(json_file)
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not categories or not isinstance(categories, list) or not all(
+            isinstance(c, dict) and "id" in c and "name" in c for c in categories):
+        return metadata  # no categories to name: DatasetIds says so
+    classes = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]  # load_coco_json's
+    return Metadata(**dict(metadata.as_dict(), thing_classes=classes))
+
+
 class DatasetIds:
     """The ids of a dataset's json for the results: images listed there keep their id (so
     the results can be scored against the json), other pictures get new ids above them;
@@ -327,7 +347,7 @@ def prediction_metadata(cfg):
                           "names and json ids label the results)", "Register it (--dataset "
                           "NAME=JSON:DIR), or pass DATASETS.TEST \"()\" (class names the "
                           "weights store, else indices).")
-    metadata = MetadataCatalog.get(name)
+    metadata = with_json_classes(MetadataCatalog.get(name))
     classes, found = metadata.get("thing_classes", None), num_classes_key(cfg)
     if classes is not None and found is not None and len(classes) != found[1]:
         raise DatasetError(
