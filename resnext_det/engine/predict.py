@@ -284,8 +284,9 @@ class PredictionWriter:
     def _drawable(self, picture):
         """Whether the drawing has 1 to MAX_DRAWN_PIXELS pixels; a warning (once per file)
         if not."""
-        height, width = (round(side * self.scale) for side in picture.image.shape[:2])
-        smallest = min(picture.image.shape[:2]) * self.scale  # the Visualizer's canvas rounds down
+        # the Visualizer's canvas: each side x scale, rounded down
+        height, width = (int(side * self.scale) for side in picture.image.shape[:2])
+        smallest = min(picture.image.shape[:2]) * self.scale
         if smallest >= 1 and height * width <= MAX_DRAWN_PIXELS:
             return True
         if picture.path not in self.undrawn:

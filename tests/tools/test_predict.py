@@ -653,3 +653,18 @@ def test_a_model_that_outputs_no_detections_is_named(tmp_path, capsys):
                         + proposals)
     assert error.startswith("error: MODEL.META_ARCHITECTURE='ProposalNetwork' is not valid: "
                             "expected a detector") and "outputs proposals" in error
+
+
+def test_a_drawing_at_the_pixel_limit_is_drawn(tmp_path, monkeypatch):
+    """The limit counts the Visualizer's canvas (each side x --scale, rounded down): 40 px at
+    --scale 1.5875 (63.5 px) is a 63 x 63 drawing (3969 pixels); round() counted 64 x 64
+    (4096) and refused it under a limit of 4000."""
+    monkeypatch.setattr(predict_module, "MAX_DRAWN_PIXELS", 4000)
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()")
+    paths = _pictures(tmp_path / "in", [(40, 40)])
+    summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=1.5875)
+    assert summary["undrawn"] == 0
+    _, images = read_outputs(tmp_path / "out")
+    drawn = cv2.imread(str(tmp_path / "out" / images["images"][0]["output"]))
+    assert drawn.shape == (63, 63, 3)  # the Visualizer's canvas: what the limit counts
