@@ -49,10 +49,14 @@ class UnreadableFileError(WeightsFileError):
     """Missing, empty, truncated or damaged: another copy of the file may be readable."""
 
 
+def _damaged(path, what, detail):
+    """The UnreadableFileError of a cut or damaged file: "a truncated or damaged <what>"."""
+    return UnreadableFileError(path, f"a truncated or damaged {what} ({detail})",
+                               "Copy or download it again")
+
+
 def _numpy_globals():
     import collections
-
-    import numpy as np
 
     if int(np.__version__.split(".")[0]) >= 2:  # numpy 2 renamed numpy.core to numpy._core
         from numpy._core import multiarray
@@ -141,13 +145,11 @@ def _load_torch(data, path, trust):
         # global (GLOBAL ". ..." of a cut file) is damage, not an object to trust.
         found = next((m for m in map(_REFUSED_GLOBAL.search, str(e).splitlines()) if m), None)
         if found is None or _cut_name(found.group(1)):
-            raise UnreadableFileError(path, f"a truncated or damaged torch file "
-                                      f"({_first_line(e)})", "Copy or download it again") from None
+            raise _damaged(path, "torch file", _first_line(e)) from None
         raise WeightsFileError(path, f"holds Python objects a weights file does not need "
                                f"({found.group(0)})", TRUST_HINT) from None
     except _DAMAGE as e:
-        raise UnreadableFileError(path, f"a truncated or damaged torch file ({_first_line(e)})",
-                                  "Copy or download it again") from None
+        raise _damaged(path, "torch file", _first_line(e)) from None
 
 
 def _load_pickle(data, path, trust):
@@ -158,11 +160,9 @@ def _load_pickle(data, path, trust):
         if "is not allowed" in str(e):
             raise WeightsFileError(path, f"a pickle that holds more than weights ({e})",
                                    TRUST_HINT) from None
-        raise UnreadableFileError(path, f"a truncated or damaged pickle ({e})",
-                                  "Copy or download it again") from None
+        raise _damaged(path, "pickle", e) from None
     except _DAMAGE as e:
-        raise UnreadableFileError(path, f"a truncated or damaged pickle ({_first_line(e)})",
-                                  "Copy or download it again") from None
+        raise _damaged(path, "pickle", _first_line(e)) from None
 
 
 def _load_safetensors(data, path, trust):
@@ -171,8 +171,7 @@ def _load_safetensors(data, path, trust):
     try:
         return load(data)
     except Exception as e:  # safetensors raises its own SafetensorError (not exported)
-        raise UnreadableFileError(path, f"a truncated or damaged safetensors file ({_first_line(e)})",
-                                  "Copy or download it again") from None
+        raise _damaged(path, "safetensors file", _first_line(e)) from None
 
 
 def _load_torch7(data, path, trust):
@@ -187,8 +186,7 @@ def _load_torch7(data, path, trust):
             f.seek(0)
             obj = torchfile.T7Reader(f).read_obj()
     except (torchfile.T7ReaderException, struct.error, ValueError, EOFError) as e:
-        raise UnreadableFileError(path, f"a truncated or damaged Torch7 file ({_first_line(e)})",
-                                  "Copy or download it again") from None
+        raise _damaged(path, "Torch7 file", _first_line(e)) from None
     _check_t7_extents(obj, path)
     return obj
 

@@ -12,6 +12,7 @@ from .readers import UnreadableFileError
 
 DIVERGED_FIX = ("NaN or infinite weights come from a training that diverged: take an "
                 "earlier checkpoint of it (e.g. with a lower SOLVER.BASE_LR from there)")
+RECONVERT_FIX = "Convert the weights from their original file"
 
 
 def expected_shapes(template, num_classes=None, stem_out_channels=64, res2_out_channels=256):
@@ -53,24 +54,21 @@ def check_values(state, path):
     for key, value in state.items():
         if isinstance(value, np.ndarray) and value.dtype.kind not in "biufc":
             raise UnreadableFileError(path, f"{key!r} holds {value.dtype} values, not numbers",
-                                      "Convert the weights from their original file")
+                                      RECONVERT_FIX)
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             continue
         value = torch.as_tensor(value)
         if value.numel() == 0:  # template inference divided by its 0 (ZeroDivisionError)
             raise UnreadableFileError(path, f"{key!r} holds no values (shape "
-                                      f"{tuple(value.shape)})", "Convert the weights from their "
-                                      "original file")
+                                      f"{tuple(value.shape)})", RECONVERT_FIX)
         if value.is_complex() or not (value.is_floating_point() or value.dtype == torch.bool
                                       or key.endswith("num_batches_tracked")):
             raise UnreadableFileError(path, f"{key!r} holds {value.dtype} values, not real "
-                                      "floating-point weights", "Convert the weights from "
-                                      "their original file")
+                                      "floating-point weights", RECONVERT_FIX)
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise UnreadableFileError(path, f"{key!r} holds {bad} NaN or infinite values (of "
                                       f"{value.numel()})", DIVERGED_FIX)
         if key.endswith("running_var") and bool((value < 0).any()):  # sqrt: NaN outputs
             raise UnreadableFileError(path, f"{key!r} holds {int((value < 0).sum())} negative "
-                                      "variances", "Convert the weights from their original "
-                                      "file (a variance is >= 0)")
+                                      "variances", f"{RECONVERT_FIX} (a variance is >= 0)")

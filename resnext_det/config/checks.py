@@ -21,7 +21,8 @@ from ..modeling.config_args import check_features_produced, resnext_block_args, 
 from ..modeling.roi_align import ROI_ALIGN_IMPLS
 from ..modeling.train_fold import TRAIN_FAST_MODES
 from ..errors import UserError
-from .errors import ConfigError, check_bool, check_choice, check_number, check_whole, is_whole
+from .errors import (ConfigError, check_bool, check_choice, check_number, check_whole, is_int,
+                     is_whole)
 from .evaluation_checks import check_evaluated_keypoints, check_test_keys
 from .sampler_checks import check_sampler_keys
 
@@ -137,16 +138,7 @@ def inference_dtype(cfg):
 
 
 def resnext_choice(cfg, key, allowed):
-    """MODEL.RESNEXT.<key>, checked to be one of `allowed`.
-
-    Args:
-        cfg (CfgNode): a config with add_resnext_config's keys.
-        key (str): e.g. "FAST_TRAINING".
-        allowed (tuple[str]): the values that work.
-
-    Returns:
-        str: the value.
-    """
+    """The value of MODEL.RESNEXT.<key> (e.g. "FAST_TRAINING"), checked to be one of `allowed`."""
     return check_choice(f"MODEL.RESNEXT.{key}", resnext_node(cfg)[key], allowed)
 
 
@@ -179,8 +171,7 @@ def _check_pixel_stats(cfg):
 def check_resnext_keys(cfg):
     """Every MODEL.RESNEXT value (and the RESNETS keys it combines with),
     TEST.COCO_EVAL_BACKEND, TEST.KEYPOINT_OKS_SIGMAS, TEST.AUG, TEST.EXPECTED_RESULTS, and
-    SOLVER.AMP.ENABLED and
-    INFERENCE_DTYPE with MODEL.DEVICE are valid."""
+    SOLVER.AMP.ENABLED and INFERENCE_DTYPE with MODEL.DEVICE are valid."""
     node = resnext_node(cfg)
     for key in _BOOLEANS:
         check_bool(f"MODEL.RESNEXT.{key}", node[key])
@@ -245,7 +236,7 @@ def check_seed(seed, key="SEED"):
     """SEED (train.seed in a .py config): default_setup seeds numpy with SEED + rank, which
     takes a number < 2**32 (numpy's bare ValueError, in each process); < 0: random."""
     top = 2**32 - comm.get_world_size()
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed > top:
+    if not is_int(seed) or seed > top:
         raise ConfigError(key, seed, f"a whole number <= {top} (process k of "
                           f"{comm.get_world_size()} seeds SEED + k, below 2**32), or < 0 for a "
                           "random one")
@@ -362,11 +353,9 @@ def check_training_keys(cfg, world_size=1):
         # detectron2 drops steps > MAX_ITER (a warning); fvcore's scheduler raises on one =
         raise ConfigError("SOLVER.STEPS", steps, f"iterations below SOLVER.MAX_ITER "
                           f"({s.MAX_ITER}): a step at the last iteration would never be used")
-    for key, value, allowed in (("SOLVER.LR_SCHEDULER_NAME", s.LR_SCHEDULER_NAME, LR_SCHEDULERS),
-                                ("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN,
-                                 TRAIN_SAMPLERS),
-                                ("INPUT.FORMAT", cfg.INPUT.FORMAT, INPUT_FORMATS)):
-        check_choice(key, value, allowed)
+    check_choice("SOLVER.LR_SCHEDULER_NAME", s.LR_SCHEDULER_NAME, LR_SCHEDULERS)
+    check_choice("DATALOADER.SAMPLER_TRAIN", cfg.DATALOADER.SAMPLER_TRAIN, TRAIN_SAMPLERS)
+    check_choice("INPUT.FORMAT", cfg.INPUT.FORMAT, INPUT_FORMATS)
     if not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN", list(cfg.DATASETS.TRAIN), "at least one registered "
                           "dataset to train on", "e.g. DATASETS.TRAIN \"('coco_2017_train',)\"")

@@ -24,15 +24,24 @@ def check_choice(key, value, allowed):
     return value
 
 
+def is_int(value):
+    """Whether `value` is an int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """Whether `value` is a finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def is_whole(value, low):
     """Whether `value` is an int (not a bool) >= `low`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return is_int(value) and value >= low
 
 
 def is_positive(value):
     """Whether `value` is a finite number > 0 (not a bool)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+    return is_number(value) and value > 0
 
 
 def check_whole(key, value, low, meaning=""):
@@ -46,8 +55,7 @@ def check_number(key, value, low, high=math.inf, meaning=""):
     """`value`, unless it is not a finite number in [low, high): then a ConfigError naming
     `key` (torch's optimizer raises a bare ValueError; a negative GAMMA or an inf BASE_LR
     trains silently to a NaN)."""
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value < high):
+    if not (is_number(value) and low <= value < high):
         raise ConfigError(key, value, f"a finite number {meaning}")
     return value
 

@@ -1,8 +1,7 @@
 """Checks of the keys an evaluation reads (TEST.*): what detectron2 asserted or raised at
 the first evaluation, after the whole training, stops the run at its start."""
-import math
 
-from .errors import ConfigError, check_bool, check_whole, is_positive, is_whole
+from .errors import ConfigError, check_bool, check_whole, is_number, is_positive, is_whole
 
 
 def check_test_keys(cfg):
@@ -61,10 +60,9 @@ def _check_expected_results(cfg):
     model = cfg.MODEL
     tasks = ["bbox"] + ["segm"] * bool(model.MASK_ON) + ["keypoints"] * bool(model.KEYPOINT_ON)
     tasks += [f"{task}_TTA" for task in tasks] if cfg.TEST.AUG.ENABLED else []
-    finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
     for entry in expected:
         if not (isinstance(entry, (list, tuple)) and len(entry) == 4 and entry[0] in tasks
-                and isinstance(entry[1], str) and finite(entry[2]) and finite(entry[3])
+                and isinstance(entry[1], str) and is_number(entry[2]) and is_number(entry[3])
                 and entry[3] >= 0):
             raise ConfigError("TEST.EXPECTED_RESULTS", expected, "[[task, metric, value, "
                               f"tolerance >= 0], ...] with a task of {tasks}")

@@ -4,7 +4,9 @@ The metadata (resnext_det.checkpoint.WeightsMetadata) says what the weights were
 with; `check_config` warns, one line per key, where a config disagrees; `apply_metadata`
 sets the config from it (MODEL.RESNEXT.CONFIG_FROM_WEIGHTS).
 """
+import functools
 import logging
+import operator
 
 import numpy as np
 
@@ -21,18 +23,12 @@ _DIRECT = {"MODEL.RESNETS.STRIDE_IN_1X1": "stride_in_1x1", "INPUT.FORMAT": "inpu
 
 
 def _get(cfg, dotted):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+    return functools.reduce(operator.getitem, dotted.split("."), cfg)
 
 
 def _set(cfg, dotted, value):
-    *parents, last = dotted.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[last] = value
+    parent, _, last = dotted.rpartition(".")  # every key here has a parent node
+    _get(cfg, parent)[last] = value
 
 
 def _differs(config_value, weights_value):

@@ -21,7 +21,6 @@ taken from the json when the config file and the overrides leave it unset, and m
 when they set it.
 """
 import json
-import math
 import os
 import stat
 from collections import namedtuple
@@ -29,6 +28,7 @@ from collections import namedtuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..config.errors import is_int, is_number
 from .checks import NUM_EXAMPLES, DatasetError
 
 DatasetSpec = namedtuple("DatasetSpec", "name json_file image_root")
@@ -99,15 +99,11 @@ def _read_json(json_file):
     return data
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 MAX_ID = 2 ** 53  # COCO evaluation (faster-coco-eval) holds ids as doubles: exact below this
 
 
 def _id_problem(key, value):
-    if not _is_int(value):
+    if not is_int(value):
         return f"has {key} {value!r}; expected an integer"
     if abs(value) >= MAX_ID:  # faster-coco-eval: a RuntimeError after the training
         return (f"has {key} {value!r}; expected an integer below 2^53 in size (COCO "
@@ -121,58 +117,49 @@ def _entry(section, index, item):
 
 
 def _first(items, problem_of, json_file, section):
-    """Raise naming the first item of `section` whose problem_of(item) is not None."""
+    """Raise naming the first item of `section` that is not an object with an integer id
+    (_id_problem) or whose problem_of(item) is not None."""
     for index, item in enumerate(items):
-        problem = (problem_of(item) if isinstance(item, dict)
-                   else f"is a {type(item).__name__}, not an object")
+        problem = ((_id_problem("id", item.get("id")) or problem_of(item))
+                   if isinstance(item, dict) else f"is a {type(item).__name__}, not an object")
         if problem:
             raise _error(json_file, _entry(section, index, item), problem)
 
 
-def _unique_ids(items, json_file, section):
+def _unique(items, json_file, section, key="id"):
+    """{item[key]: index}; an item repeating an earlier one's `key` is an error. Two
+    categories of one name made one class of the results (AP-<name>), and drawn labels
+    that cannot be told apart."""
     seen = {}
     for index, item in enumerate(items):
-        if item["id"] in seen:
+        if item[key] in seen:
+            repeated = "the id" if key == "id" else f"the name {item[key]!r}"
+            why = "ids must be unique" if key == "id" else (
+                "names must be unique (results and drawings are by name)")
             raise _error(json_file, _entry(section, index, item),
-                         f"repeats the id of {section}[{seen[item['id']]}]; ids must be unique")
-        seen[item["id"]] = index
+                         f"repeats {repeated} of {section}[{seen[item[key]]}]; {why}")
+        seen[item[key]] = index
     return seen
 
 
-def _unique_names(categories, json_file):
-    """Two categories of one name made one class of the results (AP-<name>), and drawn
-    labels that cannot be told apart."""
-    seen = {}
-    for index, cat in enumerate(categories):
-        if cat["name"] in seen:
-            raise _error(json_file, _entry("categories", index, cat),
-                         f"repeats the name {cat['name']!r} of categories[{seen[cat['name']]}]; "
-                         "names must be unique (results and drawings are by name)")
-        seen[cat["name"]] = index
-
-
 def _category_problem(cat):
-    if problem := _id_problem("id", cat.get("id")):
-        return problem
     if not isinstance(cat.get("name"), str) or not cat["name"]:
         return f"has name {cat.get('name')!r}; expected a non-empty string"
     return None
 
 
 def _image_problem(img):
-    if problem := _id_problem("id", img.get("id")):
-        return problem
     if not isinstance(img.get("file_name"), str) or not img["file_name"]:
         return f"has file_name {img.get('file_name')!r}; expected a path under the image folder"
     for key in ("width", "height"):
-        if not _is_int(img.get(key)) or img[key] <= 0:
+        if not is_int(img.get(key)) or img[key] <= 0:
             return f"has {key} {img.get(key)!r}; expected a positive integer (pixels)"
     return None
 
 
 def _annotation_problem(ann, images, category_ids):
     """`images`: {id: image entry}."""
-    for key in ("id", "image_id", "category_id"):
+    for key in ("image_id", "category_id"):  # its "id": _first
         if problem := _id_problem(key, ann.get(key)):
             return problem
     if ann["id"] <= 0:  # COCOeval stores the matched object's id, 0 for none (evaluation.coco)
@@ -186,12 +173,12 @@ def _annotation_problem(ann, images, category_ids):
         return (f"has category_id {ann.get('category_id')!r}, which is the id of no entry of "
                 f"'categories' (ids {sorted(category_ids)[:10]})")
     box = ann.get("bbox")
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+    if not isinstance(box, list) or len(box) != 4 or not all(is_number(v) for v in box):
         return f"has bbox {box!r}; expected [x, y, width, height], 4 finite numbers"
     # COCO's evaluation reads both: pycocotools stops on a KeyError at the end of training,
     # faster-coco-eval takes a missing area as 0 (every object "small": wrong APs / APm / APl)
     area = ann.get("area")
-    if not (_is_number(area) and area >= 0):
+    if not (is_number(area) and area >= 0):
         return (f"has area {area!r}; expected a number >= 0 (COCO evaluation sorts objects into "
                 "small / medium / large by it: the mask's pixel count, or the box's width x height)")
     if ann.get("iscrowd") not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
@@ -201,7 +188,7 @@ def _annotation_problem(ann, images, category_ids):
                 "the flag")
     keypoints = ann.get("keypoints")
     if keypoints is not None and not (isinstance(keypoints, list) and len(keypoints) % 3 == 0
-                                      and all(_is_number(v) for v in keypoints)):
+                                      and all(is_number(v) for v in keypoints)):
         return (f"has keypoints {_short(keypoints)}; expected [x1, y1, v1, x2, y2, v2, ...], "
                 "numbers in threes")  # load_coco_json: a TypeError
     return (_segmentation_problem(ann.get("segmentation"))
@@ -222,7 +209,7 @@ def _rle_problem(segm, image):
     counts = segm["counts"]
     try:
         if isinstance(counts, list):  # uncompressed: run lengths adding up to h x w
-            if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != size[0] * size[1]:
+            if not all(is_int(c) and c >= 0 for c in counts) or sum(counts) != size[0] * size[1]:
                 raise ValueError("run lengths")
         else:
             mask_util.decode({"size": size, "counts": counts.encode()})
@@ -230,10 +217,6 @@ def _rle_problem(segm, image):
         return (f"has segmentation {_short(segm)}, an RLE whose counts do not decode to "
                 f"{size[0]} x {size[1]} pixels")
     return None
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _segmentation_problem(segm):
@@ -245,12 +228,12 @@ def _segmentation_problem(segm):
     if isinstance(segm, dict):
         size = segm.get("size")
         if (not isinstance(segm.get("counts"), (str, list)) or not isinstance(size, list)
-                or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size)):
+                or len(size) != 2 or not all(is_int(v) and v > 0 for v in size)):
             return (f"has segmentation {_short(segm)}; an RLE mask is {{'counts': ..., 'size': "
                     "[height, width]}")
         return None
     if not isinstance(segm, list) or not all(
-            isinstance(p, list) and all(_is_number(v) for v in p) for p in segm):
+            isinstance(p, list) and all(is_number(v) for v in p) for p in segm):
         return (f"has segmentation {_short(segm)}; expected polygons [[x1, y1, x2, y2, ...], "
                 "...] (a list of lists of numbers) or an RLE {'counts': ..., 'size': [h, w]}")
     if not any(len(p) % 2 == 0 and len(p) >= 6 for p in segm):
@@ -359,14 +342,14 @@ def check_coco_json(json_file, image_root):
     """
     data = _read_json(json_file)
     _first(data["categories"], _category_problem, json_file, "categories")
-    category_ids = _unique_ids(data["categories"], json_file, "categories")
-    _unique_names(data["categories"], json_file)
+    category_ids = _unique(data["categories"], json_file, "categories")
+    _unique(data["categories"], json_file, "categories", "name")
     _first(data["images"], _image_problem, json_file, "images")
-    _unique_ids(data["images"], json_file, "images")
+    _unique(data["images"], json_file, "images")
     images = {img["id"]: img for img in data["images"]}
     _first(data["annotations"], lambda a: _annotation_problem(a, images, category_ids),
            json_file, "annotations")
-    _unique_ids(data["annotations"], json_file, "annotations")
+    _unique(data["annotations"], json_file, "annotations")
     _unique_files(data["images"], _image_stats(data["images"], json_file, image_root), json_file)
     _crowd_only_class(data, json_file)
     bad = [(i, a) for i, a in enumerate(data["annotations"]) if _is_bad_box(a)]

@@ -159,14 +159,14 @@ def trained_classes(cfg):
     return dataset_classes(cfg.DATASETS.TRAIN)
 
 
-def check_test_classes(cfg, train_key="DATASETS.TRAIN", test_key="DATASETS.TEST"):
+def check_test_classes(cfg):
     """The datasets a training evaluates on have its classes in its order: else each class
     would be scored as another, in every evaluation of the run."""
     classes = trained_classes(cfg)
     for name in cfg.DATASETS.TEST if classes is not None else ():
         other = MetadataCatalog.get(name).get("thing_classes", None)
         problem = other is not None and classes_difference(
-            classes, other, (train_key, f"{test_key} {name!r}"))
+            classes, other, ("DATASETS.TRAIN", f"DATASETS.TEST {name!r}"))
         if problem:
             raise DatasetError(f"{problem}; the evaluations would score each class as another. "
                                "Evaluate on a dataset of the training's classes, in their order.")
@@ -199,13 +199,13 @@ def mark_checkpoints(checkpointer, cfg, check_solver=None):
     checkpointer.on_resume = check_solver or (lambda: check_resumed_solver(cfg, checkpointer))
 
 
-def check_resumed_training(cfg, checkpointer, train_key="DATASETS.TRAIN"):
+def check_resumed_training(cfg, checkpointer):
     """A resumed run goes on as it started: the input and the class names its checkpoint
     stores (MODEL.WEIGHTS of another training is fine-tuning, and not checked); its solver
     was checked as it loaded (mark_checkpoints)."""
     check_input_conventions(cfg, checkpointer)
     if checkpointer.classes is not None:
-        check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, train_key, RESUME_FIX)
+        check_weights_classes(checkpointer, cfg.DATASETS.TRAIN, "DATASETS.TRAIN", RESUME_FIX)
 
 
 # The SOLVER keys a resumed run goes on without: torch's Optimizer.load_state_dict puts back
@@ -223,10 +223,24 @@ def solver_settings(cfg):
 
 
 def _same_setting(value, stored):
+    if isinstance(value, list):  # pixel statistics as floats, from YAML or the command line
+        return (isinstance(stored, (list, tuple)) and len(stored) == len(value)
+                and all(abs(float(a) - b) < 1e-6 for a, b in zip(stored, value)))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (isinstance(stored, (int, float)) and not isinstance(stored, bool)
                 and abs(value - stored) <= 1e-9 * max(abs(value), abs(stored)))
     return value == stored
+
+
+def _check_as_trained(settings, stored, checkpointer, fix):
+    """Each {key: value} of `settings` is the value `stored` (what the file just loaded
+    stores) holds for its key: else a ConfigError naming the key, ending in `fix`."""
+    if not isinstance(stored, dict):  # files of others, and ours from before
+        return
+    for key, value in settings.items():
+        if key in stored and not _same_setting(value, stored[key]):
+            raise ConfigError(key, value, f"{stored[key]!r}, the value "
+                              f"{checkpointer.loaded_file} was trained with", fix)
 
 
 def check_resumed_solver(cfg, checkpointer):
@@ -234,13 +248,7 @@ def check_resumed_solver(cfg, checkpointer):
     changed lr, momentum or weight decay was ignored (the checkpoint's went on), a changed
     IMS_PER_BATCH restarted the data at another place with the old lr, a changed
     WEIGHT_DECAY_BIAS (parameter groups of other sizes) stopped torch's load on a ValueError."""
-    stored = checkpointer.last_solver
-    if not isinstance(stored, dict):  # files of others, and ours from before
-        return
-    for key, value in solver_settings(cfg).items():
-        if key in stored and not _same_setting(value, stored[key]):
-            raise ConfigError(key, value, f"{stored[key]!r}, the value "
-                              f"{checkpointer.loaded_file} was trained with", RESUMED_FIX)
+    _check_as_trained(solver_settings(cfg), checkpointer.last_solver, checkpointer, RESUMED_FIX)
 
 
 RESUMED_FIX = ("A resumed run goes on with its checkpoint's optimizer, lr and place in the "
@@ -280,19 +288,7 @@ def check_input_conventions(cfg, checkpointer):
     """The input the file just loaded was trained on (our trainings store it) is the one
     `cfg` gives the model: else a ConfigError naming the key (a detector fed BGR for RGB, or
     other statistics, detects little, silently)."""
-    stored = checkpointer.last_input
-    if not isinstance(stored, dict):  # files of others, and ours from before
-        return
-    for key, value in input_conventions(cfg).items():
-        trained = stored.get(key, value)
-        if isinstance(value, str):
-            same = trained == value
-        else:  # statistics as floats, from YAML or the command line
-            same = (isinstance(trained, (list, tuple)) and len(trained) == len(value)
-                    and all(abs(float(a) - b) < 1e-6 for a, b in zip(trained, value)))
-        if not same:
-            raise ConfigError(key, value, f"{trained!r}, the value {checkpointer.loaded_file} "
-                              "was trained with", INPUT_FIX)
+    _check_as_trained(input_conventions(cfg), checkpointer.last_input, checkpointer, INPUT_FIX)
 
 
 def check_weights_to_infer(cfg, checkpointer, names, key, fix=EVALUATE_FIX):
@@ -478,9 +474,9 @@ def checked_train_dicts(cfg, check_consistency=True, consistency_key=None):
     Before the first iteration: the datasets' class names (detectron2's check, its bare
     ValueError named by check_same_classes; none if `check_consistency` is False), the class
     count against NUM_CLASSES, every box (DATALOADER.ON_BAD_BOX) and that every image file
-    exists. Images left without a usable
-    box are dropped when DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, and those left with fewer
-    than MIN_KEYPOINTS_PER_IMAGE visible keypoints (MODEL.KEYPOINT_ON), as detectron2 does.
+    exists. Images left without a usable box are dropped when
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS is on, and those left with fewer than
+    MIN_KEYPOINTS_PER_IMAGE visible keypoints (MODEL.KEYPOINT_ON), as detectron2 does.
 
     Args:
         check_consistency (bool): get_detection_dataset_dicts' argument of that name (the

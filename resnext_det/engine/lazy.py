@@ -246,8 +246,7 @@ def do_train(setup, resume=False, starts=lambda: None):
     require(cfg, REQUIRED_TO_TRAIN)
     if "evaluator" in cfg.dataloader:
         setup.checked(check_datasets, fields=("TEST",))
-        setup.checked(check_test_classes, "dataloader.train.dataset.names",
-                      "dataloader.test.dataset.names")
+        setup.checked(check_test_classes)  # its keys renamed to the lazy ones
         setup.checked(check_test_images)
     if not resume:  # before anything is built; with resume, once it is known there is no checkpoint
         setup.checked(check_weights)
@@ -290,7 +289,7 @@ def do_train(setup, resume=False, starts=lambda: None):
                                  "model.backbone.bottom_up.freeze_at")
     checkpointer.resume_or_load(train.init_checkpoint, resume=resume)
     if resuming:
-        setup.checked(check_resumed_training, checkpointer, "dataloader.train.dataset.names")
+        setup.checked(check_resumed_training, checkpointer)
         check_iterations_left(checkpointer, trainer.iter + 1, train.max_iter, cfg,
                               ("train.max_iter",))
     starts()

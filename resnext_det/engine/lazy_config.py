@@ -239,20 +239,18 @@ def yacs_view(cfg):
     view.MODEL.DEVICE = str(train.device)
     view.SOLVER.AMP.ENABLED = train.amp.get("enabled", False)
     optimizer = _node(cfg, "optimizer")  # what a resumed run must keep (checks.solver_settings)
-    for key in ("BASE_LR", "MOMENTUM", "NESTEROV", "WEIGHT_DECAY"):
-        lazy = LAZY_KEYS[f"SOLVER.{key}"].split(".")[1]
-        view.SOLVER[key] = optimizer[lazy] if lazy in optimizer else None
+    for key in ("BASE_LR", "MOMENTUM", "NESTEROV", "WEIGHT_DECAY"):  # None where not set
+        view.SOLVER[key] = optimizer.get(LAZY_KEYS[f"SOLVER.{key}"].split(".")[1])
     params = _node(optimizer, "params")  # torch puts back each group's, as the optimizer's
     defaults = inspect.signature(get_default_optimizer_params).parameters
     for key in ("WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS", "BIAS_LR_FACTOR"):
         lazy = LAZY_KEYS[f"SOLVER.{key}"].split(".")[2]
-        view.SOLVER[key] = params[lazy] if lazy in params else defaults[lazy].default
+        view.SOLVER[key] = params.get(lazy, defaults[lazy].default)
     view.SOLVER.IMS_PER_BATCH = _node(data, "train").get("total_batch_size")
     # detectron2's own configs lack these: their models run as detectron2 runs them
-    view.MODEL.RESNEXT.FAST_INFERENCE = train.get("fast_inference", "")
-    view.MODEL.RESNEXT.FAST_TRAINING = train.get("fast_training", "")
-    view.MODEL.RESNEXT.INFERENCE_DTYPE = train.get("inference_dtype", "float32")
-    view.MODEL.RESNEXT.ROI_ALIGN = train.get("roi_align", "torchvision")
+    for key, default in (("FAST_INFERENCE", ""), ("FAST_TRAINING", ""),
+                         ("INFERENCE_DTYPE", "float32"), ("ROI_ALIGN", "torchvision")):
+        view.MODEL.RESNEXT[key] = train.get(key.lower(), default)  # train.fast_inference, ...
     view.MODEL.WEIGHTS = train.get("init_checkpoint", "") or ""
     for key, lazy in (("PIXEL_MEAN", "pixel_mean"), ("PIXEL_STD", "pixel_std")):
         if lazy in model:

@@ -219,20 +219,25 @@ class Trainer(DefaultTrainer):
                                            batch_size=cfg.TEST.IMS_PER_BATCH)
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer.test on the copy that MODEL.RESNEXT.FAST_INFERENCE asks for.
+    def test(cls, cfg, model, evaluators=None, augmented=False):
+        """DefaultTrainer.test on the copy that MODEL.RESNEXT.FAST_INFERENCE asks for, with
+        the main process's buffers (what a checkpoint of this iteration holds) and torch's
+        RNG kept: the training after it samples as without it.
 
         Args:
             cfg (CfgNode): DATASETS.TEST names the datasets; MODEL.RESNEXT.FAST_INFERENCE
                 ("", "fold", "fold+nhwc") the copy evaluated.
             model (nn.Module): the model (DistributedDataParallel is unwrapped); not changed.
             evaluators (list or None): one per test dataset; None: build_evaluator's.
+            augmented (bool): inside detectron2's GeneralizedRCNNWithTTA (test_with_TTA).
 
         Returns:
             dict: {"bbox": {"AP": ..., "AP-<class>": ...}} (percent) for one test dataset;
             {dataset name: that dict} for several.
         """
-        return cls._test(cfg, model, evaluators)
+        share_main_buffers(model)
+        with torch.random.fork_rng(devices=[]):
+            return super().test(cfg, inference_model(cfg, model, augmented=augmented), evaluators)
 
     def _evaluate_with_tta(self):
         """The TTA results, also among those DefaultTrainer.train verifies (EXPECTED_RESULTS)."""
@@ -256,14 +261,8 @@ class Trainer(DefaultTrainer):
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference",
                                                                   f"{name}_TTA"))
                       for name in cfg.DATASETS.TEST]
-        results = cls._test(cfg, model, evaluators, augmented=True)
+        results = cls.test(cfg, model, evaluators, augmented=True)
         return {f"{key}_TTA": value for key, value in results.items()}
-
-    @classmethod
-    def _test(cls, cfg, model, evaluators, augmented=False):
-        share_main_buffers(model)  # what a checkpoint of this iteration holds
-        with torch.random.fork_rng(devices=[]):  # the training after it samples as without it
-            return super().test(cfg, inference_model(cfg, model, augmented=augmented), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
