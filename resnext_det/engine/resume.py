@@ -17,7 +17,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import hooks
 from detectron2.utils import comm
 
-from ..utils.io import aside_name
+from ..utils.io import aside_name, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         self.path, self.checkpointer = os.path.join(output_dir, "metrics.json"), checkpointer
 
     def before_train(self):
+        if self.trainer.start_iter >= self.trainer.max_iter:
+            self._finish_ended_run()
         if not (comm.is_main_process() and os.path.isfile(self.path)):
             return
         start = self.trainer.start_iter
@@ -147,6 +149,25 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         if cut:
             logger.info(f"Resuming at iteration {start}: removed {cut} records of the "
                         f"interrupted run from {self.path}")
+
+    def _finish_ended_run(self):
+        """A resume with nothing left to train: the run was killed after its last iteration's
+        checkpoint. It gets the model_final.pth the kill kept it from writing (the state
+        PeriodicCheckpointer saved as model_<last>.pth, copied: the resumed run trained
+        none), and its final evaluation the uninterrupted run's iteration: the trainer's loop
+        is empty, and detectron2's `iter += 1` after it recorded that evaluation one later."""
+        self.trainer.iter = self.trainer.max_iter - 1
+        loaded, folder = self.checkpointer.loaded_file or "", self.checkpointer.save_dir
+        final = os.path.join(folder, "model_final.pth")
+        last = f"model_{self.trainer.max_iter - 1:07d}.pth"
+        ours = os.path.abspath(loaded) == os.path.abspath(os.path.join(folder, last))
+        if not comm.is_main_process() or os.path.exists(final) or not ours:
+            return
+        with open(loaded, "rb") as source:
+            atomic_write(final, lambda f: shutil.copyfileobj(source, f))
+        self.checkpointer.tag_last_checkpoint("model_final.pth")
+        logger.info(f"Resuming after the last iteration: {final} written from {loaded}, "
+                    "which the interrupted run saved before it was killed")
 
     def _set_aside(self):
         """Copy, then truncate: JSONWriter's append handle then writes from the start (a

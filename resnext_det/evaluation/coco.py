@@ -21,10 +21,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from pycocotools.cocoeval import COCOeval
 
-from ..utils.io import atomic_write, staged_folder
+from ..utils.io import atomic_write, replaced_folder, staged_folder
 
 METRICS_FILE = "coco_metrics.json"
 RESULTS_FILE = "coco_instances_results.json"  # detectron2's name for the detections
+# what an evaluation writes in its folder: detectron2's two files and the metrics
+EVALUATION_FILES = {"instances_predictions.pth", RESULTS_FILE, METRICS_FILE}
 BACKENDS = ("faster-coco-eval", "pycocotools")
 
 
@@ -197,28 +199,39 @@ class COCOMetricsEvaluator(COCOEvaluator):
 
     def evaluate(self, img_ids=None):
         """detectron2's; its files (instances_predictions.pth, coco_instances_results.json)
-        replace the previous evaluation's only once all are written (detectron2 writes them
-        in place: a kill meanwhile lost both evaluations' files)."""
+        and coco_metrics.json replace the previous evaluation's together, once all are
+        written (detectron2 writes them in place: a kill meanwhile lost both evaluations'
+        files; moved in one by one, with the metrics after, a kill left a mix of both)."""
         with gc_paused(), self._staged_output():
             for prediction in self._predictions:
                 if isinstance(prediction.get("instances"), BoxDetections):
                     prediction["instances"] = prediction["instances"].to_coco()
             results = super().evaluate(img_ids)
+            if comm.is_main_process() and self._output_dir and results:
+                text = json.dumps({"dataset": self._dataset_name, **results}, indent=2)
+                atomic_write(os.path.join(self._output_dir, METRICS_FILE),
+                             lambda f: f.write(text.encode()))
         if comm.is_main_process() and self._output_dir and results:
             path = os.path.join(self._output_dir, METRICS_FILE)
-            text = json.dumps({"dataset": self._dataset_name, **results}, indent=2)
-            atomic_write(path, lambda f: f.write(text.encode()))
             self._logger.info(f"COCO metrics written to {path}")
         return results
 
     @contextlib.contextmanager
     def _staged_output(self):
-        """detectron2's writes go to a staging folder inside the output folder."""
+        """detectron2's writes and coco_metrics.json go to a staging folder. It replaces an
+        output folder of nothing else (Trainer's inference/<dataset>/) whole
+        (utils/io.replaced_folder: a kill leaves one evaluation's files). Into a folder that
+        holds other files too (an output_dir of the caller's, a training's OUTPUT_DIR, say:
+        renamed, its run would write on into a removed folder) they move one by one, the
+        metrics last (utils/io.staged_folder), and the other files stay."""
         output_dir = self._output_dir
         if not output_dir or not comm.is_main_process():
             yield
             return
-        with staged_folder(output_dir) as self._output_dir:
+        held = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+        staging = (replaced_folder(output_dir) if set(held) <= EVALUATION_FILES
+                   else staged_folder(output_dir, last=METRICS_FILE))
+        with staging as self._output_dir:
             try:
                 yield
             finally:

@@ -27,6 +27,14 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _interrupt_kept(write, f):
     """write(f); a Ctrl-C or SIGTERM (a KeyboardInterrupt) inside it comes out as itself.
     torch.save's zip writer, closed on the way out, raised a RuntimeError of its own over it
@@ -83,11 +91,15 @@ def left_by_ended_writers(pattern, mark=".tmp-"):
 
 
 @contextlib.contextmanager
-def staged_folder(folder):
+def staged_folder(folder, last=None):
     """Yield a staging folder whose files move into `folder` when the block ends without an
     error, each replacing its old version in one rename: a kill or an error while they are
     written leaves the previous ones whole. The staging folder, `folder/.staging.tmp-<pid>`,
-    is removed after; those of processes that no longer run are removed on entry."""
+    is removed after; those of processes that no longer run are removed on entry.
+
+    `last`: the name of a file that vouches for the others (an evaluation's metrics): its old
+    version is removed before they move, and it moves after them, so that a kill between
+    two renames never leaves it beside files of another run."""
     os.makedirs(folder, exist_ok=True)
     for stale in left_by_ended_writers(os.path.join(folder, ".staging.tmp-*")):
         shutil.rmtree(stale, ignore_errors=True)
@@ -95,16 +107,54 @@ def staged_folder(folder):
     os.makedirs(staging, exist_ok=True)
     try:
         yield staging
-        for name in sorted(os.listdir(staging)):
-            fd = os.open(os.path.join(staging, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        names = sorted(os.listdir(staging), key=lambda name: (name == last, name))
+        if last in names and os.path.exists(os.path.join(folder, last)):
+            os.remove(os.path.join(folder, last))
+        for name in names:
+            _fsync_file(os.path.join(staging, name))
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
         _fsync_dir(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replaced_folder(folder):
+    """Yield a staging folder, `<folder>.staging.tmp-<pid>`, that replaces `folder` whole when
+    the block ends without an error: `folder` is renamed to `<folder>.old.tmp-<pid>`, the
+    staging folder to `folder`, and the old one removed. A kill leaves the previous files or
+    the new ones, never some of each (staged_folder moves them one by one), or, between the
+    two renames, no `folder`, which the next entry puts back from the old one. Leftovers of
+    processes that no longer run are removed on entry. For a folder only its writer fills
+    (an evaluation's inference/<dataset>/)."""
+    _put_back_replaced(folder)
+    staging, old = f"{folder}.staging.tmp-{os.getpid()}", f"{folder}.old.tmp-{os.getpid()}"
+    os.makedirs(staging)
+    try:
+        yield staging
+        for name in sorted(os.listdir(staging)):
+            _fsync_file(os.path.join(staging, name))
+        if os.path.isdir(folder):
+            os.rename(folder, old)
+        os.rename(staging, folder)
+        _fsync_dir(os.path.dirname(os.path.abspath(folder)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_back_replaced(folder):
+    """What replaced_folder calls on entry: a `<folder>.old.tmp-<pid>` of an ended process
+    becomes `folder` again if there is none (the kill came between the two renames), else is
+    removed, and so are ended processes' staging folders."""
+    stem = os.path.join(os.path.dirname(folder), glob.escape(os.path.basename(folder)))
+    for old in left_by_ended_writers(f"{stem}.old.tmp-*", ".old.tmp-"):
+        if not os.path.exists(folder):
+            os.rename(old, folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in left_by_ended_writers(f"{stem}.staging.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 LOCK_NAME = ".lock"

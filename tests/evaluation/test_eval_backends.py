@@ -9,6 +9,7 @@ import copy
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,14 +222,15 @@ def test_a_kill_while_writing_keeps_the_previous_evaluations_files(digits_val, t
         run()
     monkeypatch.setattr(coco_evaluation.torch, "save", real_save)
     assert {name: (tmp_path / name).read_bytes() for name in first} == first
-    dead = tmp_path / ".staging.tmp-999999999"  # no such pid
+    dead = Path(f"{tmp_path}.staging.tmp-999999999")  # beside the folder; no such pid
     dead.mkdir()
     (dead / "instances_predictions.pth").write_bytes(b"cut")
     outputs[0] = {"instances": outputs[0]["instances"][:0]}
     run()
     second = torch.load(tmp_path / "instances_predictions.pth", weights_only=True)
     assert second[0]["instances"] == [] and (tmp_path / RESULTS_FILE).read_bytes() != first[RESULTS_FILE]
-    assert not list(tmp_path.glob(".staging*"))
+    assert not list(tmp_path.glob(".staging*")) and not dead.exists()
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.*.tmp-*"))
 
 
 def _pycocotools_stats(gt, results, **params):
