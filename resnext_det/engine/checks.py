@@ -356,6 +356,26 @@ def check_num_classes(cfg, dataset_dicts):
                        source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
 
 
+def check_evaluated_num_classes(cfg):
+    """The model to evaluate predicts as many classes as each DATASETS.TEST names (a
+    training checks DATASETS.TRAIN's, and that the test sets have its classes): weights of
+    another class count stopped the evaluation after the whole inference (more classes) or
+    scored the dataset's last classes 0 AP (fewer). Run after the sets are loaded."""
+    found = num_classes_key(cfg)
+    if found is None:  # proposals only: no class
+        return
+    key, num_classes = found
+    for name in cfg.DATASETS.TEST:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != num_classes:
+            raise DatasetError(
+                f"{key}={num_classes} does not match DATASETS.TEST: dataset {name!r} has "
+                f"{len(classes)} classes (thing_classes {list(classes)[:10]}), and the "
+                "model's class k is scored as its class k. Set "
+                f"{key} {len(classes)} if MODEL.WEIGHTS were trained on these classes, or "
+                f"evaluate on a dataset of the model's {num_classes} classes, in their order.")
+
+
 def check_same_classes(names, source, off_key=None):
     """Datasets trained together name the same classes in the same order: category id k is
     one class to the model. Called where detectron2's get_detection_dataset_dicts

@@ -3,8 +3,8 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..config.checks import check_evaluated_keypoints, check_training_keys
-from .checks import (check_datasets, check_test_evaluators, check_test_images,
-                     check_weights_to_evaluate, check_weights_to_infer)
+from .checks import (check_datasets, check_evaluated_num_classes, check_test_evaluators,
+                     check_test_images, check_weights_to_evaluate, check_weights_to_infer)
 from .setup import output_folder, setup_cfg, task_of
 from .trainer import Trainer
 
@@ -14,7 +14,8 @@ def evaluate(cfg, resume=False):
     with output_folder(cfg.OUTPUT_DIR):  # a refused start puts the earlier evaluation back
         check_evaluated_keypoints(cfg)
         check_datasets(cfg, fields=("TEST",))
-        check_test_images(cfg)
+        check_test_images(cfg)  # loads the sets: their thing_classes
+        check_evaluated_num_classes(cfg)
         check_test_evaluators(cfg)
         model = Trainer.build_model(cfg)
         checkpointer = Trainer.build_checkpointer(cfg, model)

@@ -19,8 +19,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
+from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..data.checks import DatasetError
 from ..utils.io import atomic_write, replaced_folder, staged_folder
 
 METRICS_FILE = "coco_metrics.json"
@@ -66,7 +68,7 @@ def evaluate_on_coco(coco_gt, results, iou_type, backend="faster-coco-eval", img
     if iou_type == "segm":
         results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):  # loadRes prints; summarize is logged below
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes(results) if results else no_results(coco_gt)
     coco_eval = cocoeval_class(backend)(coco_gt, coco_dt, iou_type)
     if img_ids is not None:
         coco_eval.params.imgIds = img_ids
@@ -74,6 +76,16 @@ def evaluate_on_coco(coco_gt, results, iou_type, backend="faster-coco-eval", img
     coco_eval.accumulate()
     coco_eval.summarize()
     return coco_eval
+
+
+def no_results(coco_gt):
+    """An empty result set on `coco_gt`'s images: what loadRes cannot make (it reads the
+    first result). COCOeval scores it 0 where there is ground truth, -1 where there is none."""
+    coco_dt = COCO()
+    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
+                       "categories": list(coco_gt.dataset.get("categories", []))}
+    coco_dt.createIndex()
+    return coco_dt
 
 
 def number_objects_from_1(coco_gt):
@@ -201,7 +213,9 @@ class COCOMetricsEvaluator(COCOEvaluator):
         """detectron2's; its files (instances_predictions.pth, coco_instances_results.json)
         and coco_metrics.json replace the previous evaluation's together, once all are
         written (detectron2 writes them in place: a kill meanwhile lost both evaluations'
-        files; moved in one by one, with the metrics after, a kill left a mix of both)."""
+        files; moved in one by one, with the metrics after, a kill left a mix of both). A
+        set without ground truth leaves no coco_metrics.json: the earlier one's detections
+        are not these."""
         with gc_paused(), self._staged_output():
             for prediction in self._predictions:
                 if isinstance(prediction.get("instances"), BoxDetections):
@@ -245,12 +259,29 @@ class COCOMetricsEvaluator(COCOEvaluator):
         to_dataset = {v: k for k, v in to_contiguous.items()}
         return [dict(r, category_id=to_dataset[r["category_id"]]) for r in results]
 
+    def _check_classes(self, results):
+        """Every predicted class (a contiguous id) is one of the dataset's: a model of more
+        classes stopped the evaluation, after the whole inference, on a KeyError
+        (faster-coco-eval) or detectron2's AssertionError (pycocotools)."""
+        to_contiguous = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if to_contiguous is None:
+            return
+        num_classes = len(to_contiguous)
+        beyond = sorted({r["category_id"] for r in results} - set(range(num_classes)))
+        if beyond:
+            raise DatasetError(
+                f"{self._dataset_name}: the model predicted classes {beyond[:5]}, but the "
+                f"dataset has {num_classes} (0..{num_classes - 1}); evaluate the model on a "
+                "dataset of its classes, in their order (or train one whose NUM_CLASSES, "
+                f"MODEL.ROI_HEADS' or MODEL.RETINANET's, is {num_classes}).")
+
     def _tasks_from_predictions(self, predictions):
         """detectron2's, less "segm" where the ground truth has objects without a
         `segmentation` (a box-only json): COCOeval stopped on KeyError 'rle' (faster-coco-eval)
-        or 'segmentation' (pycocotools) there, after a whole training."""
+        or 'segmentation' (pycocotools) there, after a whole training. A json without
+        "annotations" (COCO's test-dev image lists) is not scored: its detections are written."""
         tasks = super()._tasks_from_predictions(predictions)
-        objects = self._coco_api.dataset["annotations"]
+        objects = self._coco_api.dataset.get("annotations", [])
         without = sum("segmentation" not in a for a in objects)
         if "segm" in tasks and without:
             self._logger.warning(
@@ -262,11 +293,14 @@ class COCOMetricsEvaluator(COCOEvaluator):
 
     def _eval_predictions(self, predictions, img_ids=None):
         """detectron2's, with the COCOeval of `backend` (keypoints and custom max
-        detections stay on detectron2's pycocotools path)."""
+        detections stay on detectron2's pycocotools path). No detections at all score what
+        COCOeval gives an empty result set, on either backend: 0 where there is ground truth
+        (detectron2 reported NaN for each number and no per-class AP)."""
         custom_max_dets = self._max_dets_per_image not in (None, [1, 10, 100])
         results = list(itertools.chain(*[p["instances"] for p in predictions]))
         tasks = self._tasks or self._tasks_from_predictions(results)
-        if self._backend == "pycocotools" or custom_max_dets or "keypoints" in tasks:
+        self._check_classes(results)
+        if results and (self._backend == "pycocotools" or custom_max_dets or "keypoints" in tasks):
             return super()._eval_predictions(predictions, img_ids)
         results = self._dataset_ids(results)
         if self._output_dir:
@@ -281,8 +315,9 @@ class COCOMetricsEvaluator(COCOEvaluator):
             # each task gets its own dicts: loadRes adds top-level keys (area, id, bbox or
             # segmentation) and changes nothing inside them, so a shallow copy suffices
             # (copy.deepcopy of 100,000 results took ~1-2 s)
-            coco_eval = (evaluate_on_coco(self._coco_api, [dict(r) for r in results], task,
-                                          self._backend, img_ids) if results else None)
+            # no detections: max detections do not matter (every precision is 0 or -1)
+            coco_eval = evaluate_on_coco(self._coco_api, [dict(r) for r in results], task,
+                                         self._backend, img_ids)
             self._results[task] = self._derive_coco_results(
                 coco_eval, task, class_names=self._metadata.get("thing_classes"))
         return None

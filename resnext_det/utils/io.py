@@ -98,8 +98,8 @@ def staged_folder(folder, last=None):
     is removed after; those of processes that no longer run are removed on entry.
 
     `last`: the name of a file that vouches for the others (an evaluation's metrics): its old
-    version is removed before they move, and it moves after them, so that a kill between
-    two renames never leaves it beside files of another run."""
+    version is removed before they move (also when the block wrote none), and a new one
+    moves after them, so that it never sits beside files of another run."""
     os.makedirs(folder, exist_ok=True)
     for stale in left_by_ended_writers(os.path.join(folder, ".staging.tmp-*")):
         shutil.rmtree(stale, ignore_errors=True)
@@ -108,7 +108,7 @@ def staged_folder(folder, last=None):
     try:
         yield staging
         names = sorted(os.listdir(staging), key=lambda name: (name == last, name))
-        if last in names and os.path.exists(os.path.join(folder, last)):
+        if names and last and os.path.exists(os.path.join(folder, last)):
             os.remove(os.path.join(folder, last))
         for name in names:
             _fsync_file(os.path.join(staging, name))
