@@ -44,11 +44,11 @@ from ..modeling.roi_align import use_roi_align
 from ..modeling.train_fold import prepare_for_training
 from ..utils.cli import quiet_user_errors
 from .amp import build_step_trainer
-from .checks import (check_datasets, check_iterations_left, check_no_earlier_run,
-                     check_resumed_solver, check_resumed_training, check_test_classes,
-                     check_test_images, check_weights, check_weights_to_evaluate,
-                     check_weights_to_infer, checked_train_dicts, mark_checkpoints,
-                     warn_frozen_from_scratch, warn_resume_finds_nothing)
+from .checks import (check_datasets, check_evaluated_num_classes, check_iterations_left,
+                     check_no_earlier_run, check_resumed_solver, check_resumed_training,
+                     check_test_classes, check_test_images, check_weights,
+                     check_weights_to_evaluate, check_weights_to_infer, checked_train_dicts,
+                     mark_checkpoints, warn_frozen_from_scratch, warn_resume_finds_nothing)
 from .lazy_config import (CHECK_CONSISTENCY, REQUIRED_TO_TRAIN, check_lazy_config,
                           device_fallback, load_lazy_config, require, resnext_nodes, target_of)
 from .resume import DropRecordsAfterCheckpoint, ResumedEvalHook
@@ -301,7 +301,8 @@ def do_train(setup, resume=False, starts=lambda: None):
 def evaluate(setup, resume=False):
     """Load train.init_checkpoint (or, with resume, the last checkpoint) and evaluate."""
     setup.checked(check_datasets, fields=("TEST",))
-    setup.checked(check_test_images)
+    setup.checked(check_test_images)  # loads the sets: their thing_classes
+    setup.checked(check_evaluated_num_classes)
     model = _ddp(setup, build_model(setup))
     checkpointer = build_checkpointer(setup, model)
     if not (resume and checkpointer.has_checkpoint()):

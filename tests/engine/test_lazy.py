@@ -618,6 +618,17 @@ def test_eval_only_without_a_checkpoint_is_a_clear_error(capsys, tmp_path, datas
     assert error.startswith("error: train.init_checkpoint='' is not valid: expected a checkpoint")
 
 
+def test_eval_only_of_another_class_count_than_the_test_set_is_named(capsys, tmp_path,
+                                                                     datasets_root, monkeypatch):
+    """As on the YAML path: a model of 11 classes on digits_val's 10 stopped after the whole
+    inference (a KeyError where it predicted class 10); now one line, in the lazy key."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    error = _user_error(capsys, "--eval-only", *TINY_MODEL, *TINY_DATA,
+                        f"train.output_dir={tmp_path}", "model.roi_heads.num_classes=11")
+    assert error.startswith("error: model.roi_heads.num_classes=11 does not match "
+                            "dataloader.test.dataset.names: dataset 'digits_val' has 10 classes")
+
+
 def test_a_sampler_built_from_the_dataset_gets_the_checked_images(datasets_root, tmp_path):
     """detectron2's LVIS configs compute the sampler's repeat factors from
     "${dataloader.train.dataset}": a second load, unchecked. With an image whose only box is
