@@ -127,6 +127,7 @@ def replaced_folder(folder):
     two renames, no `folder`, which the next entry puts back from the old one. Leftovers of
     processes that no longer run are removed on entry. For a folder only its writer fills
     (an evaluation's inference/<dataset>/)."""
+    folder = os.path.normpath(folder)  # "out/": its siblings are out.staging..., not out/...
     _put_back_replaced(folder)
     staging, old = f"{folder}.staging.tmp-{os.getpid()}", f"{folder}.old.tmp-{os.getpid()}"
     os.makedirs(staging)

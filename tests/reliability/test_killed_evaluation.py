@@ -145,3 +145,15 @@ def test_an_evaluation_killed_at_any_rename_leaves_one_evaluation_whole(tmp_path
     assert _consistent(folder, gt_path) is None  # the last one ran to its end
     new = json.loads((folder / FILES[1]).read_text())["bbox"]["AP"]
     assert new != json.loads((earlier / FILES[1]).read_text())["bbox"]["AP"]
+
+
+def test_an_output_dir_with_a_trailing_slash_is_replaced_beside_itself(tmp_path):
+    """`out/`: the staging folder and the earlier one's were made inside it, and renaming
+    the folder into itself stopped the evaluation (OSError EINVAL) after the inference."""
+    gt_path = _dataset(tmp_path)
+    folder = tmp_path / "inference" / "digits"
+    _evaluate(f"{folder}/", 0)
+    _evaluate(f"{folder}/", 8)  # over the first
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    assert _consistent(folder, gt_path) is None
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["digits"]
