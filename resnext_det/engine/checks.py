@@ -335,25 +335,32 @@ def num_classes_key(cfg):
     return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
+def _check_class_count(cfg, field, fix):
+    """Each dataset of DATASETS.<field> names as many thing_classes as the model predicts,
+    else a DatasetError ending in fix(key, dataset's count, model's count). Returns
+    num_classes_key(cfg) (None for proposals only: no class)."""
+    found = num_classes_key(cfg)
+    for name in cfg.DATASETS[field] if found else ():
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != found[1]:
+            raise DatasetError(
+                f"{found[0]}={found[1]} does not match DATASETS.{field}: dataset {name!r} has "
+                f"{len(classes)} classes (thing_classes {list(classes)[:10]})"
+                + fix(found[0], len(classes), found[1]))
+    return found
+
+
 def check_num_classes(cfg, dataset_dicts):
     """The model predicts as many classes as each train dataset's thing_classes names.
 
     Datasets without thing_classes: every category_id must lie in [0, NUM_CLASSES).
     """
-    found = num_classes_key(cfg)
-    if found is None:
-        return
-    key, num_classes = found
-    for name in cfg.DATASETS.TRAIN:
-        classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != num_classes:
-            raise DatasetError(
-                f"{key}={num_classes} does not match DATASETS.TRAIN: dataset {name!r} has "
-                f"{len(classes)} classes (thing_classes {list(classes)}). Set {key} "
-                f"{len(classes)}, or train on a dataset of {num_classes} classes (with fewer, "
-                "the classes beyond it would be trained as background).")
-    check_category_ids(dataset_dicts, num_classes, key=key,
-                       source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
+    found = _check_class_count(cfg, "TRAIN", lambda key, count, num_classes: (
+        f". Set {key} {count}, or train on a dataset of {num_classes} classes (with fewer, "
+        "the classes beyond it would be trained as background)."))
+    if found:
+        check_category_ids(dataset_dicts, found[1], key=found[0],
+                           source=f"DATASETS.TRAIN={tuple(cfg.DATASETS.TRAIN)!r}")
 
 
 def check_evaluated_num_classes(cfg):
@@ -361,19 +368,10 @@ def check_evaluated_num_classes(cfg):
     training checks DATASETS.TRAIN's, and that the test sets have its classes): weights of
     another class count stopped the evaluation after the whole inference (more classes) or
     scored the dataset's last classes 0 AP (fewer). Run after the sets are loaded."""
-    found = num_classes_key(cfg)
-    if found is None:  # proposals only: no class
-        return
-    key, num_classes = found
-    for name in cfg.DATASETS.TEST:
-        classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != num_classes:
-            raise DatasetError(
-                f"{key}={num_classes} does not match DATASETS.TEST: dataset {name!r} has "
-                f"{len(classes)} classes (thing_classes {list(classes)[:10]}), and the "
-                "model's class k is scored as its class k. Set "
-                f"{key} {len(classes)} if MODEL.WEIGHTS were trained on these classes, or "
-                f"evaluate on a dataset of the model's {num_classes} classes, in their order.")
+    _check_class_count(cfg, "TEST", lambda key, count, num_classes: (
+        f", and the model's class k is scored as its class k. Set {key} {count} if "
+        "MODEL.WEIGHTS were trained on these classes, or evaluate on a dataset of the "
+        f"model's {num_classes} classes, in their order."))
 
 
 def check_same_classes(names, source, off_key=None):
