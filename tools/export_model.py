@@ -23,14 +23,16 @@ if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the imports: exit 130, no traceback
 
 import argparse
+import os
 
 import resnext_det  # noqa: F401  (registers the backbones and the C4 ROI head)
 from resnext_det.data import register_digits_named_in
 from resnext_det.engine import output_folder, setup_cfg
 from resnext_det.export import FORMATS, METHODS, check_options
-from resnext_det.export.main import claim_output_dir
+from resnext_det.export.main import claim_output_dir, keep_in_staging
 from resnext_det.export.main import run as run_export
 from resnext_det.utils.cli import ExitOnUserError, run_tool
+from resnext_det.utils.io import replaced_folder
 
 
 def argument_parser():
@@ -53,11 +55,14 @@ def main(args):
     check_options(args.format, args.export_method)  # before the config and the model
     claim_output_dir(args.output)  # the lock, before default_setup writes config.yaml into it
     args.opts = list(args.opts) + ["OUTPUT_DIR", args.output]
-    # a failed export keeps the earlier export's file: so does the config it was made of
-    with output_folder(args.output):  # puts the earlier config.yaml back on failure, unlocks
-        cfg = setup_cfg(args, task="export")
+    # the export is written in a staging folder that replaces --output whole when all is
+    # written (its config.yaml too): a kill or a failure leaves the earlier export as it was
+    with output_folder(args.output), replaced_folder(args.output) as staging:  # then unlocks
+        cfg = setup_cfg(args, task="export", config_to=os.path.join(staging, "config.yaml"))
         register_digits_named_in(cfg)
-        return run_export(cfg, args)
+        result = run_export(cfg, args, staging)
+        keep_in_staging(args.output, staging)
+        return result
 
 
 def run(argv=None):

@@ -38,18 +38,29 @@ def _training_config_kept(output_dir):
     if not (comm.is_main_process() and os.path.isfile(path)):
         yield
         return
+    moved = os.path.join(output_dir, "inference", "config.yaml")
+    with _config_moved(output_dir, moved):
+        yield
+    logging.getLogger("detectron2").info(f"The evaluation's config is {moved}; {path} stays "
+                                         "the training's")
+
+
+@contextlib.contextmanager
+def _config_moved(output_dir, moved):
+    """default_setup's OUTPUT_DIR/config.yaml, written in the block, goes to `moved`; the one
+    there before stays, kept meanwhile as config.yaml.kept-<pid> (after a kill: _put_back_kept)."""
+    path = os.path.join(output_dir, "config.yaml")
     kept = f"{path}.kept-{os.getpid()}"
-    os.replace(path, kept)
+    if os.path.isfile(path):
+        os.replace(path, kept)
     try:
         yield
         if os.path.isfile(path):
-            moved = os.path.join(output_dir, "inference", "config.yaml")
             os.makedirs(os.path.dirname(moved), exist_ok=True)
             os.replace(path, moved)  # default_setup logged "Full config saved to <path>"
-            logging.getLogger("detectron2").info(f"The evaluation's config is {moved}; "
-                                                 f"{path} stays the training's")
     finally:
-        os.replace(kept, path)
+        if os.path.isfile(kept):
+            os.replace(kept, path)
 
 
 def _put_back_kept(output_dir):
@@ -143,26 +154,30 @@ def task_of(args):
     return "evaluate" if args.eval_only else "train"
 
 
-def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task):
+def run_default_setup(cfg, args, output_dir, key="OUTPUT_DIR", *, task, config_to=None):
     """detectron2's default_setup (logging, `output_dir`/config.yaml, the seed) with rules
     for the output folder: a training (task "train") locks it first (lock_output_dir) and
     keeps its config.yaml for output_folder to put back if the start is refused, an
     evaluation ("evaluate") keeps a training's config.yaml there and an earlier evaluation's
     files (_set_aside_evaluation), and both put back a config.yaml a killed evaluation left
     aside; an export ("export", its folder claimed by the tool) keeps its config.yaml as a
-    training does; "other" tools (predict: a folder of its own) do none of this."""
+    training does, or, given `config_to`, writes it there and leaves the earlier one in place
+    (an export's staging folder: its config.yaml moves in with the exported file); "other"
+    tools (predict: a folder of its own) do none of this."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {TASKS}")
     if task == "train":
         lock_output_dir(output_dir, key)
-    if task in ("train", "evaluate") and comm.is_main_process():
+    if task in ("train", "evaluate", "export") and comm.is_main_process():
         _put_back_kept(output_dir)
         if task == "evaluate":
             _set_aside_evaluation(output_dir)
-    if task in ("train", "export"):
+    if task == "train" or (task == "export" and config_to is None):
         _keep_earlier_config(output_dir)
+    written = (_training_config_kept(output_dir) if task == "evaluate" else
+               _config_moved(output_dir, config_to) if config_to else contextlib.nullcontext())
     try:
-        with _training_config_kept(output_dir) if task == "evaluate" else contextlib.nullcontext():
+        with written:
             default_setup(cfg, args)  # writes config.yaml in place: Ctrl-C there left it empty
     except BaseException:
         _put_back_earlier(output_dir)
@@ -180,13 +195,13 @@ def _unapplied_tta(cfg, task):
     return None
 
 
-def setup_cfg(args, cfg=None, *, task):
+def setup_cfg(args, cfg=None, *, task, config_to=None):
     """get_cfg -> add_resnext_config -> merge_from_file -> merge_from_list -> freeze -> default_setup.
 
     Between merge and freeze: every MODEL.RESNEXT key is checked, then the CPU fallback
     and MODEL.RESNEXT.CONFIG_FROM_WEIGHTS, whose changes are logged once default_setup has
     set up logging; OUTPUT_DIR is checked before default_setup writes into it. `cfg`: the
-    defaults to merge into instead (classification: get_cls_cfg()); `task`: as
+    defaults to merge into instead (classification: get_cls_cfg()); `task`, `config_to`: as
     run_default_setup ("train", "evaluate", "export" or "other").
     """
     cfg = add_resnext_config(get_cfg()) if cfg is None else cfg
@@ -198,7 +213,7 @@ def setup_cfg(args, cfg=None, *, task):
     inference_dtype(cfg)  # again: float16 asks for CUDA, which the fallback may have taken
     cfg.freeze()
     check_output_dir(cfg)
-    run_default_setup(cfg, args, cfg.OUTPUT_DIR, task=task)  # logging, the final config.yaml
+    run_default_setup(cfg, args, cfg.OUTPUT_DIR, task=task, config_to=config_to)  # logging, config.yaml
     quiet_user_errors()
     # our modules log under "resnext_det" (e.g. weights vs config warnings): same files
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnext_det")

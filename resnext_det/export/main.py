@@ -1,6 +1,7 @@
 """The body of tools/export_model.py: a set-up config -> model, sample image, file, evaluation."""
 import logging
 import os
+import shutil
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -15,7 +16,7 @@ from ..engine.checks import (check_datasets, check_test_evaluators, check_weight
 from ..engine.predict import inference_resize
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
-from ..utils.io import claim_folder
+from ..utils.io import LOCK_NAME, claim_folder, put_back_replaced
 from ..utils.testing import detection_error
 from .export import ExportError, check_options, export_model, require_onnx
 from .runtime import ExportedDetector
@@ -29,13 +30,28 @@ EXPORT_MARK = ".export_output"  # in every --output export_model wrote: its file
 def claim_output_dir(output_dir):
     """Make --output export's: new, empty, or an earlier export's. A folder of other files (a
     training's config.yaml and checkpoints) is an error: config.yaml, log.txt and the
-    exported file would replace files of the same names."""
+    exported file would replace files of the same names. An earlier export that a kill
+    left between replaced_folder's two renames comes back first."""
+    put_back_replaced(output_dir)
     others = claim_folder(output_dir, EXPORT_MARK, "tools/export_model.py writes here\n")
     if others:
         raise ConfigError("--output", output_dir, "a new or empty folder, or one that "
                           "export_model wrote", f"It holds {len(others)} files that export "
                           f"did not write (e.g. {others[0]!r}), which its config.yaml, log.txt "
                           "and exported file could replace.")
+
+
+def keep_in_staging(output_dir, staging):
+    """What replaced_folder's swap must carry from --output into the new export: its log.txt
+    (this run still logs into it), mark and lock (held by this process: a POSIX lock stays with
+    the file). Hard links: a kill before the swap leaves them where they were."""
+    for name in ("log.txt", EXPORT_MARK, LOCK_NAME):
+        source, target = os.path.join(output_dir, name), os.path.join(staging, name)
+        if os.path.isfile(source) and not os.path.exists(target):
+            try:
+                os.link(source, target)
+            except OSError:  # a file system without hard links: a copy (the lock: the folder's)
+                shutil.copyfile(source, target)
 
 
 def load_model(cfg):
@@ -81,16 +97,19 @@ def sample_inputs(cfg, sample_image=None):
              "height": picture.shape[0], "width": picture.shape[1]}]
 
 
-def evaluate_exported(cfg, path):
+def evaluate_exported(cfg, path, folder=None):
     """COCO evaluation of an exported file on DATASETS.TEST[0], as Trainer.test evaluates the
     eager model, on its loader (a picture that cannot be decoded, or of more than 8 bits,
     which detectron2's plain mapper turns white, stops it naming the file; the plain loader
-    scored such a set silently); writes OUTPUT_DIR/inference/<dataset>/coco_metrics.json."""
+    scored such a set silently); writes <folder>/inference/<dataset>/coco_metrics.json
+    (`folder`: OUTPUT_DIR unless given)."""
     check_datasets(cfg, fields=("TEST",))
     check_test_evaluators(cfg)
     name = cfg.DATASETS.TEST[0]
     loader = Trainer.build_test_loader(cfg, name)  # batches of TEST.IMS_PER_BATCH, run one by one
-    return inference_on_dataset(ExportedDetector(path), loader, Trainer.build_evaluator(cfg, name))
+    output = os.path.join(folder or cfg.OUTPUT_DIR, "inference", name)
+    return inference_on_dataset(ExportedDetector(path), loader,
+                                Trainer.build_evaluator(cfg, name, output_folder=output))
 
 
 def compare_on_sample(model, path, inputs):
@@ -103,9 +122,10 @@ def compare_on_sample(model, path, inputs):
     return sum(map(len, expected)), sum(map(len, got)), error
 
 
-def run(cfg, args):
-    """Export as args.format / args.export_method into args.output; returns the file's path
-    and, with args.run_eval, the evaluation of the file.
+def run(cfg, args, folder=None):
+    """Export as args.format / args.export_method into `folder` (args.output unless given:
+    tools/export_model.py gives the staging folder that replaces args.output whole); returns
+    the file's path in args.output and, with args.run_eval, the evaluation of the file.
 
     The file is run on the sample image and its detections compared with the model's
     (logged; a warning above 1e-3); scripting needs no sample image, and without one
@@ -118,19 +138,20 @@ def run(cfg, args):
     inputs = None
     if args.export_method == "tracing" or args.sample_image or cfg.DATASETS.TEST:
         inputs = sample_inputs(cfg, args.sample_image)
-    path = export_model(model, None if inputs is None else inputs[0]["image"], args.output,
+    folder = folder or args.output
+    path = export_model(model, None if inputs is None else inputs[0]["image"], folder,
                         fmt=args.format, method=args.export_method,
                         block_form=cfg.MODEL.RESNEXT.BLOCK_FORM)
-    size = os.path.getsize(path) / 2**20
+    size, final = os.path.getsize(path) / 2**20, os.path.join(args.output, os.path.basename(path))
     logger.info(f"Exported ({args.format}, {args.export_method}, MODEL.RESNEXT.FAST_INFERENCE="
-                f"{cfg.MODEL.RESNEXT.FAST_INFERENCE!r}): {path} ({size:.1f} MiB)")
+                f"{cfg.MODEL.RESNEXT.FAST_INFERENCE!r}): {final} ({size:.1f} MiB)")
     if inputs is not None and (args.format == "torchscript" or _has_onnxruntime()):
         n_model, n_file, error = compare_on_sample(model, path, inputs)
         log = logger.info if n_model == n_file and error <= 1e-3 else logger.warning
         log(f"On the sample image: {n_file} detections from the file, {n_model} from the model; "
             f"largest relative difference {error:.2g} (boxes and scores).")
-    results = evaluate_exported(cfg, path) if args.run_eval else None
-    return path, results
+    results = evaluate_exported(cfg, path, folder) if args.run_eval else None
+    return final, results
 
 
 def _has_onnxruntime():

@@ -51,7 +51,12 @@ def _interrupt_kept(write, f):
 
 
 def atomic_write(path, write):
-    """Call write(file) on a temporary file next to `path`, sync it, rename it to `path`."""
+    """Call write(file) on a temporary file next to `path`, sync it, rename it to `path`.
+    The temporaries of `path` that killed writers left (`<path>.tmp-<pid>` of a process that no
+    longer runs: a SIGKILL skips the removal below) are removed first, or no run would."""
+    for stale in left_by_ended_writers(f"{glob.escape(path)}.tmp-*"):
+        with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+            os.remove(stale)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -126,9 +131,9 @@ def replaced_folder(folder):
     the new ones, never some of each (staged_folder moves them one by one), or, between the
     two renames, no `folder`, which the next entry puts back from the old one. Leftovers of
     processes that no longer run are removed on entry. For a folder only its writer fills
-    (an evaluation's inference/<dataset>/)."""
+    (an evaluation's inference/<dataset>/, an export's --output)."""
     folder = os.path.normpath(folder)  # "out/": its siblings are out.staging..., not out/...
-    _put_back_replaced(folder)
+    put_back_replaced(folder)
     staging, old = f"{folder}.staging.tmp-{os.getpid()}", f"{folder}.old.tmp-{os.getpid()}"
     os.makedirs(staging)
     try:
@@ -144,10 +149,11 @@ def replaced_folder(folder):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _put_back_replaced(folder):
+def put_back_replaced(folder):
     """What replaced_folder calls on entry: a `<folder>.old.tmp-<pid>` of an ended process
     becomes `folder` again if there is none (the kill came between the two renames), else is
     removed, and so are ended processes' staging folders."""
+    folder = os.path.normpath(folder)
     stem = os.path.join(os.path.dirname(folder), glob.escape(os.path.basename(folder)))
     for old in left_by_ended_writers(f"{stem}.old.tmp-*", ".old.tmp-"):
         if not os.path.exists(folder):
