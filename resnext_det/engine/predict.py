@@ -284,8 +284,9 @@ class PredictionWriter:
     def _drawable(self, picture):
         """Whether the drawing has 1 to MAX_DRAWN_PIXELS pixels; a warning (once per file)
         if not."""
-        # the Visualizer's canvas: each side x scale, rounded down
-        height, width = (int(side * self.scale) for side in picture.image.shape[:2])
+        # the Visualizer's canvas: each side x scale + 0.01, rounded down (VisImage's figure
+        # size; Agg's canvas takes whole pixels): 100 px at --scale 0.9999 draws 100, not 99
+        height, width = (int(side * self.scale + 1e-2) for side in picture.image.shape[:2])
         smallest = min(picture.image.shape[:2]) * self.scale
         if smallest >= 1 and height * width <= MAX_DRAWN_PIXELS:
             return True

@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.checks import DatasetError
-from ..utils.io import atomic_write, replaced_folder, staged_folder
+from ..utils.io import atomic_write, replaceable, replaced_folder, staged_folder
 
 METRICS_FILE = "coco_metrics.json"
 RESULTS_FILE = "coco_instances_results.json"  # detectron2's name for the detections
@@ -236,14 +236,16 @@ class COCOMetricsEvaluator(COCOEvaluator):
         output folder of nothing else (Trainer's inference/<dataset>/) whole
         (utils/io.replaced_folder: a kill leaves one evaluation's files). Into a folder that
         holds other files too (an output_dir of the caller's, a training's OUTPUT_DIR, say:
-        renamed, its run would write on into a removed folder) they move one by one, the
-        metrics last (utils/io.staged_folder), and the other files stay."""
+        renamed, its run would write on into a removed folder), or that one rename cannot
+        swap (a link, a mount point, the working directory: utils/io.replaceable), they move
+        one by one, the metrics last (utils/io.staged_folder), and the other files stay."""
         output_dir = self._output_dir
         if not output_dir or not comm.is_main_process():
             yield
             return
         held = os.listdir(output_dir) if os.path.isdir(output_dir) else []
-        staging = (replaced_folder(output_dir) if set(held) <= EVALUATION_FILES
+        staging = (replaced_folder(output_dir)
+                   if set(held) <= EVALUATION_FILES and replaceable(output_dir)
                    else staged_folder(output_dir, last=METRICS_FILE))
         with staging as self._output_dir:
             try:
@@ -315,9 +317,12 @@ class COCOMetricsEvaluator(COCOEvaluator):
             # each task gets its own dicts: loadRes adds top-level keys (area, id, bbox or
             # segmentation) and changes nothing inside them, so a shallow copy suffices
             # (copy.deepcopy of 100,000 results took ~1-2 s)
-            # no detections: max detections do not matter (every precision is 0 or -1)
+            # no detections: max detections do not matter (every precision is 0 or -1);
+            # keypoints on pycocotools, as with detections (faster-coco-eval's keypoint
+            # COCOeval reads its own COCO's cat_img_map: an AttributeError on detectron2's)
+            backend = "pycocotools" if task == "keypoints" else self._backend
             coco_eval = evaluate_on_coco(self._coco_api, [dict(r) for r in results], task,
-                                         self._backend, img_ids)
+                                         backend, img_ids)
             self._results[task] = self._derive_coco_results(
                 coco_eval, task, class_names=self._metadata.get("thing_classes"))
         return None

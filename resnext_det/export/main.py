@@ -16,7 +16,7 @@ from ..engine.checks import (check_datasets, check_test_evaluators, check_weight
 from ..engine.predict import inference_resize
 from ..engine.trainer import Trainer, inference_model
 from ..engine.weights import build_checkpointer
-from ..utils.io import LOCK_NAME, claim_folder, put_back_replaced
+from ..utils.io import LOCK_NAME, claim_folder, put_back_replaced, replaceable
 from ..utils.testing import detection_error
 from .export import ExportError, check_options, export_model, require_onnx
 from .runtime import ExportedDetector
@@ -31,7 +31,14 @@ def claim_output_dir(output_dir):
     """Make --output export's: new, empty, or an earlier export's. A folder of other files (a
     training's config.yaml and checkpoints) is an error: config.yaml, log.txt and the
     exported file would replace files of the same names. An earlier export that a kill
-    left between replaced_folder's two renames comes back first."""
+    left between replaced_folder's two renames comes back first. A folder one rename
+    cannot replace (a symbolic link, a mount point, the working directory) is an error
+    too: the export would stop after its work, or write into a folder made in its place."""
+    if not replaceable(output_dir):
+        raise ConfigError("--output", output_dir, "a folder that the export can replace "
+                          "whole (not a symbolic link, a mount point or the working "
+                          "directory)", f"Export into a folder inside it, e.g. --output "
+                          f"{os.path.join(output_dir, 'export')}.")
     put_back_replaced(output_dir)
     others = claim_folder(output_dir, EXPORT_MARK, "tools/export_model.py writes here\n")
     if others:

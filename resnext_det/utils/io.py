@@ -3,6 +3,7 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import time
 
@@ -123,6 +124,35 @@ def staged_folder(folder, last=None):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def replaceable(folder):
+    """Whether replaced_folder can swap `folder` in one rename: it is none yet, or a folder
+    of its own. Not a symbolic link (the rename moves the link: the new files would land in
+    a folder made in its place, the link left as `<folder>.old.tmp-<pid>`), a mount point
+    (a Docker volume, say: the rename fails, EBUSY), nor the working directory or a folder
+    above it ("." fails, EBUSY; by its path, the process goes on in a removed folder)."""
+    folder = os.path.normpath(folder)  # "link/" reads as the folder it points to
+    if os.path.islink(folder):
+        return False
+    if not os.path.isdir(folder):
+        return True
+    real, cwd = os.path.realpath(folder), os.path.realpath(os.getcwd())
+    mounted = os.path.ismount(real) or real in _mount_points()
+    return not mounted and os.path.commonpath([real, cwd]) != real
+
+
+def _mount_points():
+    """The mount points of this process (Linux's /proc/self/mountinfo, 5th field, its
+    spaces and such written as octal escapes): os.path.ismount compares devices, and misses
+    a bind mount of a folder of the same file system. Empty where there is no such file."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            fields = [line.split()[4] for line in f]
+    except OSError:
+        return set()
+    return {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+            for field in fields}
+
+
 @contextlib.contextmanager
 def replaced_folder(folder):
     """Yield a staging folder, `<folder>.staging.tmp-<pid>`, that replaces `folder` whole when
@@ -131,7 +161,7 @@ def replaced_folder(folder):
     the new ones, never some of each (staged_folder moves them one by one), or, between the
     two renames, no `folder`, which the next entry puts back from the old one. Leftovers of
     processes that no longer run are removed on entry. For a folder only its writer fills
-    (an evaluation's inference/<dataset>/, an export's --output)."""
+    (an evaluation's inference/<dataset>/, an export's --output) and that is `replaceable`."""
     folder = os.path.normpath(folder)  # "out/": its siblings are out.staging..., not out/...
     put_back_replaced(folder)
     staging, old = f"{folder}.staging.tmp-{os.getpid()}", f"{folder}.old.tmp-{os.getpid()}"

@@ -339,3 +339,39 @@ def test_eval_only_with_more_classes_than_the_test_set_stops_before_inference(
                             "DATASETS.TEST: dataset 'digits_val' has 10 classes")
     assert "Set MODEL.ROI_HEADS.NUM_CLASSES 10 if MODEL.WEIGHTS were trained" in error
     assert inferred == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_detections_of_a_keypoint_model_score_0_as_coco_defines(backend, tmp_path):
+    """tasks ("bbox", "keypoints") given (detectron2's argument) and nothing detected:
+    the keypoints went to faster-coco-eval's COCOeval, which stopped on an AttributeError
+    (cat_img_map, its own COCO's) after the whole inference; with detections they go to
+    pycocotools', which scores an empty result set 0 where there is truth."""
+    name = f"{NAME}_keypoints"
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": SIZE[0], "width": SIZE[1]}
+              for i in (1, 2)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [10, 12, 30, 20], "area": 600,
+             "iscrowd": 0, "num_keypoints": 3, "keypoints": [15, 15, 2, 25, 20, 2, 35, 25, 1]}
+            for i in (1, 2)]
+    data = {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "person", "keypoints": ["a", "b", "c"]}]}
+    register_coco_json(name, tmp_path / "keypoints.json", data, tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        DatasetCatalog.get(name)
+        coco_gt = COCO(str(tmp_path / "keypoints.json"))
+        empty = COCO()
+        empty.dataset = {"images": images, "annotations": [], "categories": data["categories"]}
+        empty.createIndex()
+    nothing = Instances(SIZE, pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
+                        pred_classes=torch.zeros(0, dtype=torch.int64),
+                        pred_keypoints=torch.zeros(0, 3, 3))
+    evaluator = COCOMetricsEvaluator(name, output_dir=str(tmp_path / "out"), backend=backend,
+                                     tasks=("bbox", "keypoints"), kpt_oks_sigmas=[0.05] * 3)
+    ours = _evaluated(evaluator, [({"image_id": i}, {"instances": nothing}) for i in (1, 2)])
+    for task, metrics in (("bbox", STATS), ("keypoints", ["AP", "AP50", "AP75", "APm", "APl"])):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval = COCOeval(coco_gt, empty, task)
+            coco_eval.evaluate(), coco_eval.accumulate(), coco_eval.summarize()
+        expected = {m: 100 * s if s >= 0 else math.nan for m, s in zip(metrics, coco_eval.stats)}
+        assert expected["AP"] == 0
+        _assert_same({m: ours[task][m] for m in metrics}, expected, backend)

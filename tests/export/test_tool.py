@@ -234,3 +234,27 @@ def test_an_unreadable_first_test_image_exits_2(datasets_root, tmp_path, capsys,
     assert exit_info.value.code == 2
     assert (f"error: DATASETS.TEST[0]'s first image {first!r} (or pass --sample-image FILE): "
             "cannot read it as an image") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["link", "working_directory"])
+def test_an_output_one_rename_cannot_replace_is_refused(tmp_path, monkeypatch, capsys, kind):
+    """The export replaces --output whole in one rename: a symbolic link (the new files
+    would land in a folder made in the link's place) or the working directory (EBUSY for
+    ".", a removed folder under the process by its path) is refused before any work."""
+    target = tmp_path / "target"
+    target.mkdir()
+    if kind == "link":
+        output = tmp_path / "link"
+        output.symlink_to(target, target_is_directory=True)
+    else:
+        output = target
+        monkeypatch.chdir(target)
+    tool = load_tool("export_model")
+    with pytest.raises(SystemExit) as exit_info:
+        tool.run(["--output", str(output), "--config-file",
+                  str(ROOT / "configs" / "demo" / "faster_rcnn_X50_digits.yaml")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --output={str(output)!r} is not valid: expected a folder that the export " \
+        "can replace whole" in err, err
+    assert list(target.iterdir()) == []

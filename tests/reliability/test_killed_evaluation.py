@@ -12,9 +12,12 @@ import io
 import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
+from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -39,9 +42,10 @@ def _dataset(tmp_path):
     return path
 
 
-def _evaluate(folder, shift):
-    """COCOMetricsEvaluator on detections of the ground-truth boxes moved by `shift` px."""
-    evaluator = COCOMetricsEvaluator("killed_eval_set", output_dir=str(folder))
+def _evaluate(folder, shift, evaluator_class=COCOMetricsEvaluator, **kwargs):
+    """COCOMetricsEvaluator (or `evaluator_class`) on detections of the ground-truth boxes
+    moved by `shift` px."""
+    evaluator = evaluator_class("killed_eval_set", output_dir=str(folder), **kwargs)
     evaluator.reset()
     for i, (x, y, w, h) in enumerate(BOXES):
         instances = Instances((64, 64), pred_boxes=Boxes(torch.tensor(
@@ -157,3 +161,61 @@ def test_an_output_dir_with_a_trailing_slash_is_replaced_beside_itself(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     assert _consistent(folder, gt_path) is None
     assert sorted(p.name for p in folder.parent.iterdir()) == ["digits"]
+
+
+def _evaluated_twice_as_detectron2(tmp_path, folder, gt_path):
+    """Ours into `folder` over an earlier evaluation of ours, whole, with the detections
+    detectron2's COCOEvaluator writes for the same outputs (in place, into a folder of its
+    own)."""
+    _evaluate(folder, 0)
+    _evaluate(folder, 8)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _evaluate(tmp_path / "d2", 8, COCOEvaluator, use_fast_impl=False)
+    assert sorted(os.listdir(folder)) == sorted(FILES)
+    assert _consistent(Path(folder), gt_path) is None
+    results = [json.loads((Path(f) / FILES[0]).read_text()) for f in (folder, tmp_path / "d2")]
+    assert results[0] == results[1]
+
+
+def test_an_output_dir_that_is_a_link_keeps_its_link(tmp_path):
+    """A link (to a larger disk, say): the whole-folder swap renamed the link and made a
+    folder in its place, so the files left the disk it points to, and the link stayed
+    beside it as <name>.old.tmp-<pid> (rmtree refuses links)."""
+    gt_path = _dataset(tmp_path)
+    target, link = tmp_path / "disk" / "eval", tmp_path / "inference" / "digits"
+    target.mkdir(parents=True)
+    link.parent.mkdir()
+    link.symlink_to(target, target_is_directory=True)
+    _evaluated_twice_as_detectron2(tmp_path, link, gt_path)
+    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == sorted(FILES)
+    assert [p.name for p in link.parent.iterdir()] == ["digits"]
+
+
+@pytest.mark.parametrize("spelled", [".", "its path"])
+def test_an_output_dir_that_is_the_working_directory_stays_it(tmp_path, monkeypatch, spelled):
+    """".": renaming it stopped the evaluation after the inference (OSError EBUSY); by its
+    path the swap went through, and the process went on in a removed folder (os.getcwd:
+    FileNotFoundError)."""
+    gt_path = _dataset(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _evaluated_twice_as_detectron2(tmp_path, "." if spelled == "." else str(work), gt_path)
+    assert os.path.samefile(os.getcwd(), work)
+
+
+def test_an_output_dir_that_is_a_mount_point_is_written_into(tmp_path):
+    """A volume mounted as the output folder (docker run -v ...:/eval): it cannot be
+    renamed, and the evaluation stopped after the inference (OSError EBUSY). A bind mount
+    of the same file system, which os.path.ismount does not see; root only."""
+    gt_path = _dataset(tmp_path)
+    volume, folder = tmp_path / "volume", tmp_path / "eval"
+    volume.mkdir(), folder.mkdir()
+    mount = subprocess.run(["mount", "--bind", str(volume), str(folder)], capture_output=True)
+    if mount.returncode:
+        pytest.skip(f"no bind mount here: {mount.stderr.decode().strip()}")
+    try:
+        _evaluated_twice_as_detectron2(tmp_path, folder, gt_path)
+        assert sorted(p.name for p in volume.iterdir()) == sorted(FILES)
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -668,3 +668,25 @@ def test_a_drawing_at_the_pixel_limit_is_drawn(tmp_path, monkeypatch):
     _, images = read_outputs(tmp_path / "out")
     drawn = cv2.imread(str(tmp_path / "out" / images["images"][0]["output"]))
     assert drawn.shape == (63, 63, 3)  # the Visualizer's canvas: what the limit counts
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["at_the_limit", "one_past_it"])
+def test_the_pixel_limit_counts_the_visualizers_own_canvas(tmp_path, monkeypatch, over):
+    """detectron2's VisImage sizes its figure side x scale + 0.01: 100 px at --scale 0.9999
+    is a 100 x 100 drawing. int(99.99) counted 99 x 99 (9801 pixels), and drew it past a
+    limit of one pixel less than the canvas."""
+    from detectron2.utils.visualizer import Visualizer
+
+    scale = 0.9999
+    canvas = Visualizer(np.zeros((100, 100, 3), np.uint8), None, scale=scale).output.get_image()
+    limit = canvas.shape[0] * canvas.shape[1] - int(over)
+    monkeypatch.setattr(predict_module, "MAX_DRAWN_PIXELS", limit)
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    cfg = tiny_cfg("MODEL.WEIGHTS", weights, "DATASETS.TEST", "()")
+    paths = _pictures(tmp_path / "in", [(100, 100)])
+    summary = predict_module.predict(cfg, paths, str(tmp_path / "out"), scale=scale)
+    assert summary["undrawn"] == int(over)
+    if not over:
+        _, images = read_outputs(tmp_path / "out")
+        drawn = cv2.imread(str(tmp_path / "out" / images["images"][0]["output"]))
+        assert drawn.shape == canvas.shape
