@@ -6,12 +6,11 @@ The paper (Sec 4): lr 0.1 per 256 images divided by 10 three times (fb.resnet.to
 import logging
 
 import torch
-from detectron2.solver import LRMultiplier, WarmupParamScheduler
+from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
 from ..config.errors import ConfigError
 from ..config.pretraining_checks import check_pretraining_solver
-from ..engine.trainer import HeldAtEnd
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +61,3 @@ def build_param_scheduler(s):
         schedule = WarmupParamScheduler(schedule, s.WARMUP_FACTOR, s.WARMUP_EPOCHS / s.MAX_EPOCHS)
     return schedule
 
-
-def build_lr_scheduler(optimizer, schedule, max_epochs, epoch_iters, max_iter):
-    """detectron2's LRMultiplier of `schedule` (build_param_scheduler's) in epochs of data:
-    iteration i trains with schedule(i / (max_epochs x epoch_iters)), the fraction of
-    SOLVER.MAX_EPOCHS done before it.
-
-    Not i / round(max_epochs x epoch_iters), the run's iteration count: with 4.5 iterations
-    per epoch and MAX_EPOCHS 3 (14 iterations), a step at epoch 2 came at iteration 10
-    (2.22 epochs done) instead of 9 (2.0). The run's last iteration, round(...) - 1, is
-    always before the end; LRMultiplier asks once more after it (no step trains with that
-    value), up to half an iteration past the end, where fvcore's MultiStep raises: held at
-    the last iteration's value (HeldAtEnd).
-
-    Args:
-        schedule (ParamScheduler): the multiplier over the fraction of MAX_EPOCHS done.
-        epoch_iters (float): iterations per epoch (training images / SOLVER.IMS_PER_BATCH).
-        max_iter (int): the iterations the run trains (SOLVER.MAX_ITER or all epochs').
-    """
-    length = max_epochs * epoch_iters
-    return LRMultiplier(optimizer, HeldAtEnd(schedule, (max_iter - 1) / length), length)

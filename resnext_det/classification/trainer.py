@@ -14,6 +14,7 @@ from detectron2.data.build import build_batch_data_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from torch.utils.data import default_collate
 
@@ -26,11 +27,11 @@ from ..engine.checks import (RESUME_FIX, check_iterations_left, check_no_earlier
                              solver_settings, warn_resume_finds_nothing)
 from ..engine.resume import (DropRecordsAfterCheckpoint, PlaceSeededDataset,
                              ResumableCheckpointer, ResumableSampler, ResumedEvalHook, restore_rng)
-from ..engine.trainer import share_main_buffers
+from ..engine.trainer import HeldAtEnd, share_main_buffers
 from .checkpoint import build_cls_checkpointer, save_detection_weights, weights_metadata
 from .evaluator import TopKEvaluator
 from .model import build_cls_model, template_name
-from .solver import build_lr_scheduler, build_optimizer, build_param_scheduler
+from .solver import build_optimizer, build_param_scheduler
 from .transforms import build_test_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
@@ -132,9 +133,14 @@ class ClsTrainer(DefaultTrainer):
         cpu = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}  # gloo: no device ids
         model = create_ddp_model(self.net, broadcast_buffers=False, **cpu)
         self._trainer = build_step_trainer(cfg, model, self._build_train_loader(), optimizer)
-        # all epochs, even with MAX_ITER
-        self.scheduler = build_lr_scheduler(optimizer, schedule, s.MAX_EPOCHS, self.epoch_iters,
-                                            self.max_iter)
+        # iteration i trains with schedule(i / (MAX_EPOCHS x epoch_iters)), in epochs of data
+        # (i / the rounded iteration count put a step at epoch 2 of 4.5 iterations per epoch
+        # at iteration 10, not 9), all epochs even with MAX_ITER; the value asked after the
+        # last step, up to half an iteration past the end, where fvcore's MultiStep raises,
+        # is the last iteration's (HeldAtEnd)
+        length = s.MAX_EPOCHS * self.epoch_iters
+        self.scheduler = LRMultiplier(optimizer, HeldAtEnd(schedule, (self.max_iter - 1) / length),
+                                      length)
         self.checkpointer = build_cls_checkpointer(cfg, self.net, trainer=weakref.proxy(self))
         self.checkpointer.trained_solver = solver_settings(cfg)
         self.register_hooks(self.build_hooks())
