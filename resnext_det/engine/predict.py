@@ -330,13 +330,13 @@ class PredictionWriter:
         classes = self.metadata.get("thing_classes", None) or []
         categories = [{"id": self.ids.category_id(i), "name": name}
                       for i, name in enumerate(classes)]
-        paths = []
-        for name, content in ((RESULTS_FILE, self.results),
-                              (IMAGES_FILE, {"images": self.images, "categories": categories})):
+        # images.json first: what the results' ids mean is there whenever the results are (a
+        # kill between the two writes left results whose image ids nothing explained)
+        for name, content in ((IMAGES_FILE, {"images": self.images, "categories": categories}),
+                              (RESULTS_FILE, self.results)):
             path = os.path.join(self.output_dir, name)
             atomic_write(path, lambda f, c=content: f.write(json.dumps(c).encode()))
-            paths.append(path)
-        return paths
+        return [os.path.join(self.output_dir, name) for name in (RESULTS_FILE, IMAGES_FILE)]
 
 
 def prediction_metadata(cfg):

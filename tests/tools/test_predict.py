@@ -690,3 +690,20 @@ def test_the_pixel_limit_counts_the_visualizers_own_canvas(tmp_path, monkeypatch
         _, images = read_outputs(tmp_path / "out")
         drawn = cv2.imread(str(tmp_path / "out" / images["images"][0]["output"]))
         assert drawn.shape == canvas.shape
+
+
+def test_a_kill_between_the_two_json_files_leaves_no_unexplained_results(tmp_path):
+    """SIGKILL just before the results json's rename: images.json, which says what the
+    results' image ids mean, is already whole (it was written second: a kill between the
+    two left results whose ids nothing explained)."""
+    weights = save_model(tmp_path / "tiny.pth", 10)
+    _pictures(tmp_path / "in", [(64, 64)] * 2)
+    out = tmp_path / "out"
+    runner = Path(__file__).parents[1] / "reliability" / "killed_before.py"
+    proc = subprocess.run([sys.executable, str(runner), "coco_instances_results.json",
+                           str(ROOT / "tools/predict.py"),
+                           *map(str, _tiny_args(weights, [tmp_path / "in"], out))],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "coco_instances_results.json").exists()
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 2
