@@ -141,26 +141,6 @@ def _read_json(path):
         return None
 
 
-def with_json_classes(metadata):
-    """`metadata`, or a copy of it with the class names of its COCO json when it has none.
-
-    register_coco_instances(name, {}, json, root) leaves thing_classes to load_coco_json,
-    which runs when the set is first loaded (training, evaluation): a set registered and
-    not loaded labelled the pictures with class indices, listed no categories in
-    images.json and skipped the class-count check (a KeyError traceback at the first
-    detection of a class the json lacks). The registered entry is left to that load."""
-    json_file = metadata.get("json_file", None)
-    if metadata.get("thing_classes", None) is not None or not json_file:
-        return metadata
-    data = _read_json(json_file)
-    categories = data.get("categories") if isinstance(data, dict) else None
-    if not categories or not isinstance(categories, list) or not all(
-            isinstance(c, dict) and "id" in c and "name" in c for c in categories):
-        return metadata  # no categories to name: DatasetIds says so
-    classes = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]  # load_coco_json's
-    return Metadata(**dict(metadata.as_dict(), thing_classes=classes))
-
-
 class DatasetIds:
     """The ids of a dataset's json for the results: images listed there keep their id (so
     the results can be scored against the json), other pictures get new ids above them;
@@ -188,6 +168,11 @@ class DatasetIds:
         self.resized = []  # pictures listed in the json at another size: new ids
         self.next_id = max(self.known.values(), default=0) + 1
         categories = [c for c in data.get("categories", []) if isinstance(c, dict) and "id" in c]
+        # the json's class names in load_coco_json's order (by id), where every category has
+        # one: register_coco_instances leaves thing_classes to the set's first load
+        named = sorted(categories, key=lambda c: c["id"])
+        self.classes = ([c["name"] for c in named] if named and all("name" in c for c in named)
+                        and len(named) == len(data["categories"]) else None)
         if id_map is None and categories:
             ids = sorted(c["id"] for c in categories)  # load_coco_json's order
             id_map = {category_id: i for i, category_id in enumerate(ids)}
@@ -340,23 +325,31 @@ class PredictionWriter:
 
 
 def prediction_metadata(cfg):
-    """The metadata of DATASETS.TEST[0] (class names, json ids), checked against NUM_CLASSES."""
+    """(metadata, DatasetIds) of DATASETS.TEST[0], its class names checked against
+    NUM_CLASSES. A set registered and not loaded (register_coco_instances leaves
+    thing_classes to load_coco_json) gets its json's: it labelled the pictures with class
+    indices, listed no categories in images.json and skipped the check (a KeyError at the
+    first detection of a class the json lacks). The registered entry is left to that load."""
     if not cfg.DATASETS.TEST:
-        return Metadata(name="no dataset")  # the weights' class names may come (predict)
+        metadata = Metadata(name="no dataset")  # the weights' class names may come (predict)
+        return metadata, DatasetIds(metadata)
     name = cfg.DATASETS.TEST[0]
     if name not in DatasetCatalog.list():  # MetadataCatalog.get would make an empty entry
         raise ConfigError("DATASETS.TEST[0]", name, "a registered dataset name (its class "
                           "names and json ids label the results)", "Register it (--dataset "
                           "NAME=JSON:DIR), or pass DATASETS.TEST \"()\" (class names the "
                           "weights store, else indices).")
-    metadata = with_json_classes(MetadataCatalog.get(name))
+    metadata = MetadataCatalog.get(name)
+    ids = DatasetIds(metadata)  # the json read once: its ids, and its names if needed
+    if metadata.get("thing_classes", None) is None and ids.classes:
+        metadata = Metadata(**dict(metadata.as_dict(), thing_classes=ids.classes))
     classes, found = metadata.get("thing_classes", None), num_classes_key(cfg)
     if classes is not None and found is not None and len(classes) != found[1]:
         raise DatasetError(
             f"{found[0]}={found[1]} but DATASETS.TEST[0]={name!r}, whose class names the pictures "
             f"show, has {len(classes)} classes {list(classes)[:20]}. Name the dataset the "
             f"weights were trained on (--dataset NAME=JSON:DIR and DATASETS.TEST \"('NAME',)\").")
-    return metadata
+    return metadata, ids
 
 
 def check_output_dir_holds_no_input(output_dir, paths):
@@ -442,8 +435,7 @@ def predict(cfg, paths, output_dir, *, batch_size=8, scale=1.0):
     """
     check_output_dir_holds_no_input(output_dir, paths)
     os.makedirs(output_dir, exist_ok=True)
-    metadata = prediction_metadata(cfg)  # checked before the model is built
-    ids = DatasetIds(metadata)
+    metadata, ids = prediction_metadata(cfg)  # checked before the model is built
     predictor = BatchPredictor.from_config(cfg)
     if not cfg.DATASETS.TEST and predictor.classes:
         metadata = Metadata(name="MODEL.WEIGHTS", thing_classes=predictor.classes)

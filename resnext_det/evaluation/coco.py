@@ -221,11 +221,12 @@ class COCOMetricsEvaluator(COCOEvaluator):
                 if isinstance(prediction.get("instances"), BoxDetections):
                     prediction["instances"] = prediction["instances"].to_coco()
             results = super().evaluate(img_ids)
-            if comm.is_main_process() and self._output_dir and results:
+            written = comm.is_main_process() and self._output_dir and results
+            if written:  # into the staging folder (self._output_dir meanwhile)
                 text = json.dumps({"dataset": self._dataset_name, **results}, indent=2)
                 atomic_write(os.path.join(self._output_dir, METRICS_FILE),
                              lambda f: f.write(text.encode()))
-        if comm.is_main_process() and self._output_dir and results:
+        if written:
             path = os.path.join(self._output_dir, METRICS_FILE)
             self._logger.info(f"COCO metrics written to {path}")
         return results
