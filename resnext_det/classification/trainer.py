@@ -174,21 +174,12 @@ class ClsTrainer(DefaultTrainer):
             seed=seed * 1000 + comm.get_rank(), persistent_workers=workers > 0,
             pin_memory=c.MODEL.DEVICE != "cpu")
 
-    def _stop_loader_workers(self):
-        """The training loader's persistent workers, stopped as the training ends. Left to
-        the garbage collector (tools/pretrain_then_detect.py goes on in the same process),
-        their stop waited out torch's 5 s join timeout per worker (MP_STATUS_CHECK_INTERVAL;
-        measured: 10 s for 2 workers at the next gc.collect(), 0.04 s stopped here)."""
-        iterator = getattr(self._trainer, "_data_loader_iter_obj", None)  # SimpleTrainer's
-        if hasattr(iterator, "_shutdown_workers"):  # torch's multi-process iterator
-            iterator._shutdown_workers()
-
     def build_hooks(self):
         c, s = self.cfg, self.cfg.SOLVER
         checkpoints = s.CHECKPOINT_PERIOD or self.epochs_to_iters(1)
         ret = [DropRecordsAfterCheckpoint(c.OUTPUT_DIR, self.checkpointer), hooks.IterationTimer(),
                Throughput(s.IMS_PER_BATCH, self.epoch_iters), hooks.LRScheduler(),
-               ResumableCheckpointer(self.checkpointer, checkpoints, self.checkpoint_extra,
+               ResumableCheckpointer(self.checkpointer, checkpoints,
                                      max_to_keep=s.MAX_TO_KEEP or None),
                ResumedEvalHook(c.TEST.EVAL_PERIOD and self.epochs_to_iters(c.TEST.EVAL_PERIOD),
                                self.evaluate, c.OUTPUT_DIR, self.checkpointer)]
@@ -244,10 +235,7 @@ class ClsTrainer(DefaultTrainer):
         logger.info(f"Training {template_name(self.cfg)} on {len(self.train_set)} images of "
                     f"{len(self.train_set.classes)} classes, {self.epoch_iters:.1f} iterations "
                     f"per epoch, to iteration {self.max_iter}")
-        try:
-            TrainerBase.train(self, self.start_iter, self.max_iter)
-        finally:
-            self._stop_loader_workers()
+        TrainerBase.train(self, self.start_iter, self.max_iter)
         if self.cfg.MODEL.ARCH == "imagenet" and comm.is_main_process():
             save_detection_weights(os.path.join(self.cfg.OUTPUT_DIR, "model_final.pkl"), self.net,
                                    self.metadata(self.max_iter))

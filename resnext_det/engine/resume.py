@@ -100,22 +100,17 @@ class PlaceSeededDataset(torch.utils.data.Dataset):
 
 class ResumableCheckpointer(hooks.PeriodicCheckpointer):
     """detectron2's PeriodicCheckpointer, registered on every process: when a checkpoint is
-    due, all processes gather their RNG states and the main process saves them with it.
-
-    Args:
-        extra (callable): iteration -> dict of more data to save.
+    due, all processes gather their RNG states and the main process saves them with it and
+    the trainer's `checkpoint_extra(iteration)` (a dict; through the trainer's weak proxy, as
+    a bound method held here would keep the trainer, its loader and workers, for the gc).
     """
-
-    def __init__(self, checkpointer, period, extra, max_to_keep=None):
-        super().__init__(checkpointer, period, max_to_keep=max_to_keep)
-        self.extra = extra
 
     def after_step(self):
         it = self.trainer.iter
         if (it + 1) % self.period == 0 or it >= self.max_iter - 1:
             rng = comm.all_gather(rng_state())
             if comm.is_main_process():
-                self.step(it, rng=rng, **self.extra(it))
+                self.step(it, rng=rng, **self.trainer.checkpoint_extra(it))
 
 
 class DropRecordsAfterCheckpoint(hooks.HookBase):
