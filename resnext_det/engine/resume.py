@@ -4,6 +4,7 @@ run stopped, and augmentations drawn from a seed of each sample's place in the s
 from RNGs of loader workers (which restart with every run). With these, a resumed run
 computes what the uninterrupted one would have, with or without workers
 (tests/classification/test_train.py checks it bit for bit)."""
+import filecmp
 import itertools
 import json
 import logging
@@ -149,20 +150,26 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
         """A resume with nothing left to train: the run was killed after its last iteration's
         checkpoint. It gets the model_final.pth the kill kept it from writing (the state
         PeriodicCheckpointer saved as model_<last>.pth, copied: the resumed run trained
-        none), and its final evaluation the uninterrupted run's iteration: the trainer's loop
-        is empty, and detectron2's `iter += 1` after it recorded that evaluation one later."""
+        none), last_checkpoint naming it, and its final evaluation the uninterrupted run's
+        iteration: the trainer's loop is empty, and detectron2's `iter += 1` after it
+        recorded that evaluation one later."""
         self.trainer.iter = self.trainer.max_iter - 1
         loaded, folder = self.checkpointer.loaded_file or "", self.checkpointer.save_dir
         final = os.path.join(folder, "model_final.pth")
         last = f"model_{self.trainer.max_iter - 1:07d}.pth"
         ours = os.path.abspath(loaded) == os.path.abspath(os.path.join(folder, last))
-        if not comm.is_main_process() or os.path.exists(final) or not ours:
+        if not comm.is_main_process() or not ours:
             return
-        with open(loaded, "rb") as source:
-            atomic_write(final, lambda f: shutil.copyfileobj(source, f))
+        # PeriodicCheckpointer writes model_final.pth with model_<last>.pth's bytes; another
+        # one is an earlier end's, of the run this one extended to a larger MAX_ITER
+        if not (os.path.isfile(final) and filecmp.cmp(loaded, final, shallow=False)):
+            with open(loaded, "rb") as source:
+                atomic_write(final, lambda f: shutil.copyfileobj(source, f))
+            logger.info(f"Resuming after the last iteration: {final} written from {loaded}, "
+                        "which the interrupted run saved before it was killed")
+        # a kill before the pointer: the next extension resumes from model_final.pth, as a
+        # finished run's (extends_finished_run), and keeps its final evaluation's record
         self.checkpointer.tag_last_checkpoint("model_final.pth")
-        logger.info(f"Resuming after the last iteration: {final} written from {loaded}, "
-                    "which the interrupted run saved before it was killed")
 
     def _set_aside(self):
         """Copy, then truncate: JSONWriter's append handle then writes from the start (a
