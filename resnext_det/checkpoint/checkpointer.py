@@ -12,6 +12,7 @@ the `last_checkpoint` pointer the same way, so a kill leaves the previous pair i
 Resuming: when the newest checkpoint cannot be read, the newest readable one is used,
 with a warning naming the bad file.
 """
+import contextlib
 import glob
 import os
 import re
@@ -317,10 +318,8 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
         training run saving while an --eval-only --resume starts on its folder)."""
         for tmp in left_by_ended_writers(os.path.join(self.save_dir, "*.tmp-*")):
             self.logger.info(f"Removing {tmp}, left by an interrupted checkpoint write")
-            try:
+            with contextlib.suppress(FileNotFoundError):  # its writer finished meanwhile
                 os.remove(tmp)
-            except FileNotFoundError:  # its writer finished meanwhile
-                pass
 
     def resume_or_load(self, path, *, resume=True):
         """fvcore's resume_or_load; an unreadable newest checkpoint falls back to an older one."""

@@ -198,11 +198,8 @@ def _t7_arrays(obj, seen):
     seen.add(id(obj))
     if isinstance(obj, np.ndarray):
         yield obj
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _t7_arrays(value, seen)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
+    elif isinstance(obj, (dict, list, tuple)):
+        for value in obj.values() if isinstance(obj, dict) else obj:
             yield from _t7_arrays(value, seen)
     elif isinstance(getattr(obj, "_obj", None), dict):  # torchfile.TorchObject
         yield from _t7_arrays(obj._obj, seen)

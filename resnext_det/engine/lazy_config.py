@@ -196,10 +196,12 @@ def resnext_nodes(cfg, path=""):
     return found
 
 
-def _node(cfg, key):
-    """cfg[key] when it is a config node, else an empty one (so that .get works)."""
-    value = cfg.get(key) if isinstance(cfg, DictConfig) else None
-    return value if isinstance(value, DictConfig) else DictConfig({})
+def _node(cfg, *keys):
+    """cfg[k1][k2]... of `keys`, each a config node, else an empty one (so that .get works)."""
+    for key in keys:
+        value = cfg.get(key) if isinstance(cfg, DictConfig) else None
+        cfg = value if isinstance(value, DictConfig) else DictConfig({})
+    return cfg
 
 
 def _names(node):
@@ -255,9 +257,9 @@ def yacs_view(cfg):
     for key, lazy in (("PIXEL_MEAN", "pixel_mean"), ("PIXEL_STD", "pixel_std")):
         if lazy in model:
             view.MODEL[key] = list(model[lazy])
-    train_data = _node(_node(data, "train"), "dataset")
+    train_data = _node(data, "train", "dataset")
     view.DATASETS.TRAIN = _names(train_data)
-    view.DATASETS.TEST = _names(_node(_node(data, "test"), "dataset"))
+    view.DATASETS.TEST = _names(_node(data, "test", "dataset"))
     view.DATALOADER.FILTER_EMPTY_ANNOTATIONS = bool(train_data.get("filter_empty", True))
     min_keypoints = train_data.get("min_keypoints", 0) or 0
     view.MODEL.KEYPOINT_ON = min_keypoints > 0
@@ -267,7 +269,7 @@ def yacs_view(cfg):
     view.DATASETS.PROPOSAL_FILES_TRAIN = tuple(proposal_files or ())
     view.DATALOADER.ON_BAD_BOX = data.get("on_bad_box", "skip")
     view.DATALOADER.ON_BAD_IMAGE = data.get("on_bad_image", "error")
-    view.INPUT.FORMAT = _node(_node(data, "train"), "mapper").get("image_format", view.INPUT.FORMAT)
+    view.INPUT.FORMAT = _node(data, "train", "mapper").get("image_format", view.INPUT.FORMAT)
     view.TEST.COCO_EVAL_BACKEND = _node(data, "evaluator").get("backend", None)
     arch, node, num_classes = _num_classes(model)
     view.MODEL.META_ARCHITECTURE = arch
@@ -321,7 +323,7 @@ def check_train_numbers(cfg):
     if train.checkpointer.get("max_to_keep") is not None:  # fvcore asserts > 0
         check_whole("train.checkpointer.max_to_keep", train.checkpointer.max_to_keep, 1,
                     " (or None: keep all)")
-    test_batch = _node(_node(cfg, "dataloader"), "test").get("batch_size")
+    test_batch = _node(cfg, "dataloader", "test").get("batch_size")
     if test_batch is not None:  # torch's ValueError at the evaluation after the training
         check_whole("dataloader.test.batch_size", test_batch, 1)
     optimizer, warmup = _node(cfg, "optimizer"), _node(cfg, "lr_multiplier").get("warmup_factor")
@@ -335,11 +337,11 @@ def check_train_numbers(cfg):
         raise ConfigError("optimizer.params.bias_lr_factor", params.bias_lr_factor, "1.0 without "
                           "optimizer.params.base_lr", "Biases train at base_lr x bias_lr_factor: "
                           'set optimizer.params.base_lr (the optimizer\'s lr: "${..lr}").')
-    train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
+    train_set = _node(cfg, "dataloader", "train", "dataset")
     if "names" in train_set and not _names(train_set):  # detectron2: a bare assert
         raise ConfigError("dataloader.train.dataset.names", train_set.names, "at least one "
                           "registered dataset, e.g. ['coco_2017_train']")
-    batch = _node(_node(cfg, "dataloader"), "train").get("total_batch_size")
+    batch = _node(cfg, "dataloader", "train").get("total_batch_size")
     if batch is not None:
         check_whole("dataloader.train.total_batch_size", batch, 1)
         if batch % comm.get_world_size():
@@ -374,12 +376,12 @@ def check_lazy_config(cfg):
             raise ConfigError(f"train.weights.{key}", value,
                               f"one of the keys {list(WEIGHTS_OPTIONS)}")
         check_bool(f"train.weights.{key}", value)
-    train_set = _node(_node(_node(cfg, "dataloader"), "train"), "dataset")
+    train_set = _node(cfg, "dataloader", "train", "dataset")
     if train_set.get("check_consistency") is not None:
         check_bool(CHECK_CONSISTENCY, train_set.check_consistency)
     view, names = yacs_view(cfg)
-    check_evaluated_set(_node(_node(cfg, "dataloader"), "evaluator"))
-    evaluations = _node(_node(cfg, "dataloader"), "evaluator").get("output_dir")
+    check_evaluated_set(_node(cfg, "dataloader", "evaluator"))
+    evaluations = _node(cfg, "dataloader", "evaluator").get("output_dir")
     if isinstance(evaluations, str) and evaluations:  # was: a traceback after the training
         check_folder_can_be_made("dataloader.evaluator.output_dir", evaluations)
     try:

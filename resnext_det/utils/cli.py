@@ -54,9 +54,9 @@ class _UserErrorFilter(logging.Filter):
         return True
 
 
-def quiet_user_errors(logger_name="detectron2.engine.train_loop"):
+def quiet_user_errors():
     """detectron2's 'Exception during training:' log record without a UserError's traceback."""
-    logger = logging.getLogger(logger_name)
+    logger = logging.getLogger("detectron2.engine.train_loop")
     if not any(isinstance(f, _UserErrorFilter) for f in logger.filters):
         logger.addFilter(_UserErrorFilter())
 

@@ -21,9 +21,8 @@ def _fsync_dir(folder):
     except OSError:  # not supported everywhere (Windows): the rename is still atomic
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
