@@ -1,5 +1,4 @@
 """The body of tools/pretrain_cls.py: config set-up and the per-process main."""
-from ..config.pretraining_checks import check_pretraining_keys
 from ..engine.setup import output_folder, setup_cfg, task_of
 from .config import get_cls_cfg
 from .trainer import ClsTrainer, evaluate_only
@@ -19,7 +18,6 @@ def main(args):
     """
     cfg = setup_cls_cfg(args)
     with output_folder(cfg.OUTPUT_DIR) as folder:  # the lock setup_cfg took, released
-        check_pretraining_keys(cfg)
         if args.eval_only:
             return evaluate_only(cfg, resume=args.resume)
         trainer = ClsTrainer(cfg)

@@ -19,6 +19,7 @@ from detectron2.utils import comm
 from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
+from ..config.pretraining_checks import check_pretraining_keys
 from ..data.checks import check_stored_classes
 from ..data.classification import build_dataset, check_same_classes
 from ..engine.amp import build_step_trainer
@@ -35,14 +36,6 @@ from .solver import build_optimizer, build_param_scheduler
 from .transforms import build_test_transform, build_train_transform
 
 logger = logging.getLogger(__name__)
-
-
-def per_process(total, key):
-    """Images per process of a global batch size, which must split evenly."""
-    world = comm.get_world_size()
-    if total % world:
-        raise ConfigError(key, total, f"a multiple of the number of processes ({world})")
-    return total // world
 
 
 def build_model_for(cfg, dataset):
@@ -62,7 +55,7 @@ def evaluate(cfg, model, dataset):
         dict: {"top1_err", "top5_err" (percent), "loss", "images"}.
     """
     loader = build_detection_test_loader(
-        dataset, mapper=None, batch_size=per_process(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH"),
+        dataset, mapper=None, batch_size=cfg.TEST.IMS_PER_BATCH // comm.get_world_size(),
         num_workers=cfg.DATA.NUM_WORKERS, collate_fn=default_collate)
     with torch.random.fork_rng(devices=[]):
         return inference_on_dataset(model, loader, TopKEvaluator())
@@ -70,6 +63,7 @@ def evaluate(cfg, model, dataset):
 
 def evaluate_only(cfg, resume=False):
     """`evaluate` the last checkpoint (resume) or MODEL.WEIGHTS on the validation split."""
+    check_pretraining_keys(cfg)
     dataset = build_dataset(cfg, False, build_test_transform(cfg))
     model = build_model_for(cfg, dataset)
     checkpointer = build_cls_checkpointer(cfg, model)
@@ -119,6 +113,7 @@ class ClsTrainer(DefaultTrainer):
     def __init__(self, cfg):
         TrainerBase.__init__(self)
         self.cfg, s = cfg, cfg.SOLVER
+        check_pretraining_keys(cfg)  # the batches split over the processes, periods, workers
         schedule = build_param_scheduler(s)  # checks SOLVER first
         self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
         self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
@@ -165,7 +160,7 @@ class ClsTrainer(DefaultTrainer):
         are seeded by its place in the stream (PlaceSeededDataset), so that a resumed run
         draws the same ones with any DATA.NUM_WORKERS."""
         c, workers = self.cfg, self.cfg.DATA.NUM_WORKERS
-        self.batch = per_process(c.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        self.batch = c.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         seed = c.SEED if c.SEED >= 0 else comm.shared_random_seed()
         self.sampler = ResumableSampler(len(self.train_set), seed)
         return build_batch_data_loader(

@@ -361,3 +361,14 @@ def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
         assert got["images"] == expected["images"] == 6
         assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5), weights
         assert got["top1_err"] == pytest.approx(expected["top1_err"]), weights
+
+
+@pytest.mark.parametrize("key, value", [("LOG_PERIOD", 0), ("TEST.EVAL_PERIOD", -1),
+                                        ("DATA.NUM_WORKERS", -1), ("TEST.IMS_PER_BATCH", 0)])
+def test_the_trainer_checks_its_keys_when_built(folder, tmp_path, key, value):
+    """ClsTrainer used directly (not through main) checks what main's users have checked
+    (a LOG_PERIOD of 0 was a ZeroDivisionError at the first iteration)."""
+    from resnext_det.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        ClsTrainer(tiny_cfg(folder, tmp_path, key, value))
