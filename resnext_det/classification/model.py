@@ -7,14 +7,12 @@ stem.*, res2.* .. res5.*, plus the classifier `linear.*`.
 import torch.nn.functional as F
 from detectron2.utils.events import get_event_storage
 
-from ..config.errors import ConfigError, check_choice
+from ..config.errors import check_choice
+from ..config.pretraining_checks import check_pretraining_model
 from ..modeling.classifier import ResNeXtClassifier
-from ..modeling.config_args import NORMS, resnext_block_args, resnext_node
+from ..modeling.config_args import resnext_block_args, resnext_node
 from ..modeling.resnext import build_resnext
 from ..modeling.cifar import CifarTemplate, build_cifar_resnext, parse_cifar_template
-
-ARCHS = ("imagenet", "cifar")
-
 
 class ClsModel(ResNeXtClassifier):
     """ResNeXtClassifier on (images, labels) batches, in SimpleTrainer's contract: training ->
@@ -30,17 +28,6 @@ class ClsModel(ResNeXtClassifier):
         hits = (logits.detach().argmax(dim=1) == labels).float().mean()
         get_event_storage().put_scalar("train/top1_err", 100 * (1 - hits.item()))
         return {"loss_cls": F.cross_entropy(logits, labels)}
-
-
-def _check_norm(cfg):
-    norm = cfg.MODEL.RESNETS.NORM
-    if norm == "FrozenBN" or norm not in NORMS:
-        raise ConfigError("MODEL.RESNETS.NORM", norm, "one of ['BN', 'SyncBN', 'naiveSyncBN', "
-                          "'GN']", "Pretraining needs a norm that learns.")
-    if norm == "SyncBN" and cfg.MODEL.DEVICE == "cpu":
-        raise ConfigError("MODEL.RESNETS.NORM", "SyncBN", "'naiveSyncBN' or 'BN' on the CPU",
-                          "torch's SyncBatchNorm runs on CUDA only; detectron2's naiveSyncBN "
-                          "all-reduces the batch statistics over gloo as well.")
 
 
 def cifar_template(cfg):
@@ -72,8 +59,7 @@ def build_cls_model(cfg, num_classes):
     Returns:
         ClsModel: "imagenet" -> the detection backbone's stem and stages; "cifar" -> ResNeXt-29.
     """
-    check_choice("MODEL.ARCH", cfg.MODEL.ARCH, ARCHS)
-    _check_norm(cfg)
+    check_pretraining_model(cfg)
     return (_imagenet_model if cfg.MODEL.ARCH == "imagenet" else _cifar_model)(cfg, num_classes)
 
 

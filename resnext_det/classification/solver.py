@@ -9,8 +9,7 @@ import torch
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-from ..config.errors import ConfigError
-from ..config.pretraining_checks import check_pretraining_solver
+from ..config.pretraining_checks import check_pretraining_solver, sub_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +26,6 @@ def build_optimizer(cfg, model):
                            nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY)
 
 
-def _sub_epochs(epochs):
-    return round(epochs * 1000)
-
-
 def build_param_scheduler(s):
     """The lr multiplier as a function of the fraction of SOLVER.MAX_EPOCHS done, for
     detectron2's LRMultiplier; checks the SOLVER keys.
@@ -42,10 +37,6 @@ def build_param_scheduler(s):
         with a linear warmup from WARMUP_FACTOR over WARMUP_EPOCHS.
     """
     check_pretraining_solver(s)
-    if (list(s.STEPS) != sorted(set(s.STEPS)) or any(_sub_epochs(step) <= 0 for step in s.STEPS)
-            or len({_sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
-        raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "
-                          "epoch), e.g. (30, 60, 90)")
     if s.LR_SCHEDULER == "cosine":
         schedule = CosineParamScheduler(1.0, 0.0)
     else:
@@ -55,8 +46,8 @@ def build_param_scheduler(s):
                            f"{s.MAX_EPOCHS} are never reached")
         # fvcore counts whole updates: in 1/1000 epochs, a step at epoch 1.5 stays at 1.5
         schedule = MultiStepParamScheduler(
-            [s.GAMMA ** k for k in range(len(steps) + 1)], num_updates=_sub_epochs(s.MAX_EPOCHS),
-            milestones=[_sub_epochs(e) for e in steps])
+            [s.GAMMA ** k for k in range(len(steps) + 1)], num_updates=sub_epochs(s.MAX_EPOCHS),
+            milestones=[sub_epochs(e) for e in steps])
     if s.WARMUP_EPOCHS > 0:
         schedule = WarmupParamScheduler(schedule, s.WARMUP_FACTOR, s.WARMUP_EPOCHS / s.MAX_EPOCHS)
     return schedule

@@ -9,7 +9,7 @@ from detectron2.utils.env import seed_all_rng
 
 from resnext_det.checkpoint import read_weights
 from resnext_det.checkpoint import checkpointer as checkpointer_module
-from resnext_det.classification import ClsTrainer, build_cls_model, get_cls_cfg, main
+from resnext_det.classification import ClsTrainer, build_cls_model, evaluate_only, get_cls_cfg, main
 from resnext_det.classification.solver import build_param_scheduler
 from resnext_det.classification.checkpoint import build_cls_checkpointer
 from resnext_det.engine.amp import CPUAutocastTrainer
@@ -372,3 +372,16 @@ def test_the_trainer_checks_its_keys_when_built(folder, tmp_path, key, value):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         ClsTrainer(tiny_cfg(folder, tmp_path, key, value))
+
+
+@pytest.mark.parametrize("key, value", [("MODEL.RESNETS.NORM", "FrozenBN"),
+                                        ("MODEL.ARCH", "vgg")])
+def test_a_bad_model_key_stops_before_the_data_is_listed(tmp_path, key, value):
+    """Listing ImageNet's folders (1.28M files) came first, the model's keys after it: here
+    a missing DATA.ROOT would answer first if the folders were read before the model key."""
+    from resnext_det.config.errors import ConfigError
+
+    cfg = tiny_cfg(tmp_path / "no-such-folder", tmp_path / "out", key, value)
+    for build in (lambda: ClsTrainer(cfg), lambda: evaluate_only(cfg)):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            build()
