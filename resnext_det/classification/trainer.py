@@ -114,7 +114,7 @@ class ClsTrainer(DefaultTrainer):
         TrainerBase.__init__(self)
         self.cfg, s = cfg, cfg.SOLVER
         check_pretraining_keys(cfg)  # the batches split over the processes, periods, workers
-        schedule = build_param_scheduler(s)  # checks SOLVER first
+        schedule = build_param_scheduler(s)  # checks SOLVER
         self.train_set = build_dataset(cfg, True, build_train_transform(cfg))
         self.val_set = build_dataset(cfg, False, build_test_transform(cfg))
         check_same_classes(self.train_set, self.val_set)

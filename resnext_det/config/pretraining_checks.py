@@ -20,10 +20,6 @@ def sub_epochs(epochs):
 def check_pretraining_solver(s):
     """SOLVER's schedule, checkpoint and optimizer values."""
     check_choice("SOLVER.LR_SCHEDULER", s.LR_SCHEDULER, LR_SCHEDULERS)
-    if (list(s.STEPS) != sorted(set(s.STEPS)) or any(sub_epochs(step) <= 0 for step in s.STEPS)
-            or len({sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
-        raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "
-                          "epoch), e.g. (30, 60, 90)")
     check_whole("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH, 1, " (images over all processes)")
     check_whole("SOLVER.REFERENCE_BATCH", s.REFERENCE_BATCH, 1, " (the batch BASE_LR is for)")
     check_number("SOLVER.MAX_EPOCHS", s.MAX_EPOCHS, 1e-300, meaning="> 0")
@@ -37,6 +33,10 @@ def check_pretraining_solver(s):
     check_whole("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD, 0, " (iterations; 0: each "
                 "epoch)")
     check_optimizer_numbers(s)
+    if (list(s.STEPS) != sorted(set(s.STEPS)) or any(sub_epochs(step) <= 0 for step in s.STEPS)
+            or len({sub_epochs(step) for step in s.STEPS}) < len(s.STEPS)):
+        raise ConfigError("SOLVER.STEPS", list(s.STEPS), "increasing epochs > 0 (to 1/1000 "
+                          "epoch), e.g. (30, 60, 90)")
 
 
 def check_pretraining_model(cfg):
