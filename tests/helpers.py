@@ -109,6 +109,26 @@ def _by_image(results):
     return {k: torch.tensor(sorted(v, reverse=True)) for k, v in by_image.items()}
 
 
+# what a rerun of the same iterations changes in metrics.json's training records
+RUN_TIMES = ("time", "data_time", "rank_data_time", "eta_seconds", "[metric]images_per_s")
+
+
+def training_records(output_dir):
+    """OUTPUT_DIR/metrics.json's training records (those with "lr", which detectron2's
+    LRScheduler hook puts) in the file's order, without the RUN_TIMES, each with the records
+    of its iteration that have no "lr" merged in: an evaluation's, which detectron2 writes
+    into the training record of a logged iteration, and a resumed run that redid it after a
+    kill into a record of its own."""
+    records = [json.loads(line) for line in
+               (Path(output_dir) / "metrics.json").read_text().splitlines()]
+    alone = {}
+    for r in records:
+        if "lr" not in r:
+            alone.setdefault(r["iteration"], {}).update(r)
+    return [{k: v for k, v in {**alone.get(r["iteration"], {}), **r}.items()
+             if k not in RUN_TIMES} for r in records if "lr" in r]
+
+
 def register_coco_json(name, path, data, image_root):
     """Write the COCO dict `data` to `path` and register it as `name` (again, if it was)
     with detectron2's register_coco_instances."""

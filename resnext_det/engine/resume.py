@@ -11,12 +11,14 @@ import logging
 import os
 import random
 import shutil
+from collections import defaultdict
 
 import numpy as np
 import torch
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import hooks
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
 
 from ..utils.io import aside_name, atomic_write
 
@@ -184,17 +186,29 @@ class DropRecordsAfterCheckpoint(hooks.HookBase):
 
 
 class ResumedEvalHook(hooks.EvalHook):
-    """detectron2's EvalHook that, before a resumed run trains, first evaluates the
-    checkpoint it resumes from when the interrupted run was killed during that checkpoint's
-    evaluation, whose result was lost: an evaluation point of the run (it follows the
-    checkpoint, as in detectron2, so that a failing one leaves a checkpoint) of which
-    metrics.json holds no record (only hooks after this one write a record of that
-    iteration), or the final evaluation of a finished run that --resume extends (its record,
-    at the start iteration, without "lr")."""
+    """detectron2's EvalHook that, before a resumed run trains, puts back what a kill after
+    the checkpoint it resumes from lost (detectron2 saves, then evaluates, then writes):
+
+    - the evaluation, run first when the interrupted run was killed during it: an evaluation
+      point of the run of which metrics.json holds no record (only hooks after this one
+      write a record of that iteration), or the final evaluation of a finished run that
+      --resume extends (its record, at the start iteration, without "lr");
+    - the records detectron2's JSONWriter was to write at the checkpoint's iteration (the
+      training record of a logged one: loss, lr, times), which each checkpoint holds in this
+      hook's state (`unwritten_records`): those metrics.json lacks are appended.
+    """
 
     def __init__(self, eval_period, eval_function, output_dir, checkpointer):
         super().__init__(eval_period, eval_function)
         self.path, self.checkpointer = os.path.join(output_dir, "metrics.json"), checkpointer
+        self._unwritten = []  # the resumed checkpoint's
+
+    def state_dict(self):  # saved in the trainer's state with each checkpoint; {}: not at all
+        records = unwritten_records(self.trainer)
+        return {"unwritten_records": records} if records else {}
+
+    def load_state_dict(self, state):
+        self._unwritten = state.get("unwritten_records", [])
 
     def _due(self):
         """(iteration whose evaluation is due, whether it is a finished run's final one)."""
@@ -207,18 +221,28 @@ class ResumedEvalHook(hooks.EvalHook):
 
     def before_train(self):
         iteration, final = self._due()
-        if iteration is None:
-            return
-        done = (lambda line: _is_evaluation(_record(line) or {}, iteration)) if final else (
-            lambda line: _iteration(line) == iteration)
-        missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
-            map(done, _lines(self.path)))
-        if comm.all_gather(missed)[0]:  # the main process writes metrics.json
+        missed = iteration is not None and self._missed(iteration, final)
+        if comm.is_main_process() and self._unwritten and os.path.isfile(self.path):
+            lost = append_lost_records(self.path, self._unwritten)  # after the check above
+            if lost:
+                logger.warning(f"{self.path} lacked the records of iterations {lost}, written "
+                               "after the checkpoint this run resumes from (the interrupted run "
+                               "was killed before them): put back from the checkpoint")
+        if missed:
             logger.warning(f"{self.path} holds no evaluation of iteration {iteration}, where "
                            "this run resumes (the interrupted run ended during it): evaluating now")
             self.trainer.storage.iter = iteration  # recorded as the interrupted run would have
             self._do_eval()
             self.trainer.storage.iter = self.trainer.start_iter
+
+    def _missed(self, iteration, final):
+        """Whether metrics.json holds no evaluation of `iteration` (the main process's answer,
+        which writes it, on every process)."""
+        done = (lambda line: _is_evaluation(_record(line) or {}, iteration)) if final else (
+            lambda line: _iteration(line) == iteration)
+        missed = comm.is_main_process() and os.path.isfile(self.path) and not any(
+            map(done, _lines(self.path)))
+        return comm.all_gather(missed)[0]
 
     @classmethod
     def replacing(cls, hook_list, output_dir, checkpointer):
@@ -236,6 +260,39 @@ def extends_finished_run(checkpointer, start, end):
     # a start from weights elsewhere (pretrain_cls.py's model_final.pkl, another training's
     # model_final.pth) starts at 0, from a file outside the run's folder
     return os.path.dirname(os.path.abspath(loaded)) == os.path.abspath(checkpointer.save_dir)
+
+
+def unwritten_records(trainer):
+    """The records detectron2's JSONWriter writes at the end of this iteration, if it is one
+    the PeriodicWriter writes at, as JSONWriter selects them (each scalar's latest value,
+    smoothed over its window, grouped by iteration, those after its last write), taken
+    before the evaluation that follows the checkpoint adds its own and before
+    CommonMetricPrinter (the writer before it) puts this iteration's eta_seconds. [] on a
+    process without the writer (detectron2's hooks are in trainer._hooks) or outside train()
+    (no EventStorage)."""
+    periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicWriter)]
+    writers = [w for h in periodic for w in h._writers if isinstance(w, JSONWriter)]
+    storage, it = getattr(trainer, "storage", None), trainer.iter
+    if not writers or storage is None or not (
+            (it + 1) % periodic[0]._period == 0 or it == trainer.max_iter - 1):
+        return []
+    groups = defaultdict(dict)
+    for key, (value, i) in storage.latest_with_smoothing_hint(writers[0]._window_size).items():
+        if i > writers[0]._last_write:  # numpy's and torch's scalars as python's (weights_only)
+            groups[i][key] = value.item() if hasattr(value, "item") else value
+    return [{**scalars, "iteration": i} for i, scalars in groups.items()]
+
+
+def append_lost_records(path, records):
+    """Append to `path` (JSON lines, as JSONWriter writes them) each of `records` that no
+    line holds (no record of its iteration has all its keys); the iterations appended."""
+    lines = [r for r in map(_record, _lines(path)) if r]
+    lost = [r for r in records if not any(
+        line.get("iteration") == r["iteration"] and r.keys() <= line.keys() for line in lines)]
+    if lost:
+        with open(path, "ab") as f:
+            f.write(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in lost))
+    return [r["iteration"] for r in lost]
 
 
 def drop_records_after(path, start_iter, evaluations_at=None):

@@ -14,7 +14,7 @@ from resnext_det.classification.solver import build_param_scheduler
 from resnext_det.classification.checkpoint import build_cls_checkpointer
 from resnext_det.engine.amp import CPUAutocastTrainer
 from resnext_det.utils.plots import plot_training_curves, read_metrics, series
-from tests.helpers import load_tool
+from tests.helpers import load_tool, training_records
 
 from .helpers import by_hand_val_metrics, cls_args, tiny_cfg, tiny_opts, write_folder
 
@@ -326,9 +326,9 @@ def test_evaluation_with_no_readable_image_is_an_error(tmp_path):
 
 def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
     """Killed during the evaluation after the first epoch's checkpoint: the resumed run went
-    on from that checkpoint and the epoch's evaluation was never recorded. Now it is done
-    first: that checkpoint's loss and errors, by hand (by_hand_val_metrics); the final one
-    model_final.pth's."""
+    on from that checkpoint and the epoch's evaluation was never recorded, nor the training
+    record of that iteration (written after it). Now it is done first: that checkpoint's
+    loss and errors, by hand (by_hand_val_metrics); the final one model_final.pth's."""
     out = tmp_path / "run"
     extra = ("SOLVER.CHECKPOINT_PERIOD", 0, "TEST.EVAL_PERIOD", 1, "SOLVER.MAX_EPOCHS", 2,
              "SOLVER.STEPS", "()")
@@ -341,7 +341,7 @@ def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
         return [(r["iteration"], {k: r[f"val/{k}"] for k in ("loss", "top1_err", "images")})
                 for r in records if "val/top1_err" in r]
 
-    uninterrupted = evaluations()
+    uninterrupted, training = evaluations(), training_records(out)
     first = uninterrupted[0][0]  # the first epoch's evaluation, after its checkpoint
     assert len(uninterrupted) >= 2 and (out / f"model_{first:07d}.pth").is_file()
     for path in out.glob("model_*.pth"):
@@ -354,6 +354,10 @@ def test_resume_redoes_the_epoch_evaluation_a_kill_cut_short(folder, tmp_path):
     main(cls_args(opts, resume=True))
     resumed = evaluations()
     assert [i for i, _ in resumed] == [i for i, _ in uninterrupted]
+    resumed_training = training_records(out)
+    assert [r["iteration"] for r in resumed_training] == [r["iteration"] for r in training]
+    # the checkpoint's own, put back from it (later ones: medians of a history begun anew)
+    assert resumed_training[:first + 1] == training[:first + 1]
     cfg = tiny_cfg(folder, out, *extra)
     for (_, got), weights in zip((resumed[0], resumed[-1]),
                                          (f"model_{first:07d}.pth", "model_final.pth")):

@@ -2,6 +2,8 @@
 written) and before model_final.pth: --resume has no iteration left to train. It wrote no
 model_final.pth, and recorded the final evaluation one iteration later than the run that
 was not killed (detectron2's loop is empty, and its `iter += 1` after it counts one more).
+The training record of the last iteration, which detectron2 writes after its checkpoints,
+was lost.
 """
 import json
 import os
@@ -13,6 +15,7 @@ import torch
 
 from resnext_det.checkpoint import read_weights
 from tests.classification.helpers import tiny_opts, write_folder
+from tests.helpers import training_records
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLED_BEFORE = Path(__file__).with_name("killed_before.py")
@@ -49,3 +52,4 @@ def test_a_resume_after_the_last_checkpoint_writes_model_final(tmp_path):
     assert all(torch.equal(final["model"][k], expected["model"][k]) for k in expected["model"])
     assert (killed / "last_checkpoint").read_text() == "model_final.pth"
     assert _evaluations(killed) == _evaluations(whole) == [9]
+    assert training_records(killed) == training_records(whole)  # 8's: lost, before

@@ -1,18 +1,21 @@
-"""A training (tools/train_net.py with a Python config, and with a YAML one: both end on
-resume.DropRecordsAfterCheckpoint) that --resume extends to a larger max_iter, SIGKILLed
-after the extension's last checkpoint: just before its model_final.pth, or just before the
-last_checkpoint that names it. The next --resume has nothing left to train; it must end as
-the uninterrupted extension did: the same model_final.pth, last_checkpoint naming it, the
-same evaluation records in metrics.json, the final evaluation's detections, and COCO
-metrics that pycocotools gives on them.
+"""Trainings (tools/train_net.py) SIGKILLed after a checkpoint, before what detectron2 does
+after it. A run that --resume extends to a larger max_iter (Python and YAML configs: both
+end on resume.DropRecordsAfterCheckpoint), killed after the extension's last checkpoint:
+just before its model_final.pth, or just before the last_checkpoint that names it. The
+next --resume has nothing left to train; it must end as the uninterrupted extension did:
+the same model_final.pth, last_checkpoint naming it, the same records in metrics.json, the
+final evaluation's detections, and COCO metrics that pycocotools gives on them. And a first
+run killed in the evaluation after a checkpoint: its resume records what the uninterrupted
+run did up to that checkpoint.
 
 Each run is a forked child running the tool (no second start-up of torch and detectron2);
 a killed one SIGKILLs itself just before the rename its test names (atomic_write's last
 step). At a first run's other kill points (each checkpoint and pointer, metrics.json, the
 final evaluation's renames) --resume already ended with every checkpoint loading and one
-final evaluation whole; but a kill between a checkpoint and the metrics.json record of its
-iteration loses that record (detectron2's hook order). detectron2's data order restarts
-on --resume, so only a resume with no iteration left is bit-equal to the uninterrupted run.
+final evaluation whole, but a kill between a checkpoint and the metrics.json record of its
+iteration lost that record (detectron2 writes it after the checkpoint; now the checkpoint
+holds it). detectron2's data order restarts on --resume, so only a resume with no
+iteration left is bit-equal to the uninterrupted run.
 """
 import json
 import os
@@ -24,7 +27,7 @@ import torch
 
 from tests.engine.test_lazy import DIGITS, TINY_DATA, TINY_MODEL
 from tests.engine.test_train_net import CONFIG, TINY
-from tests.helpers import load_tool, pycocotools_stats
+from tests.helpers import load_tool, pycocotools_stats, training_records
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
 
@@ -43,19 +46,19 @@ def _killing_before(kill):
     return call
 
 
-def _argv(config, out, max_iter):
+def _argv(config, out, max_iter, *extra):
     """The digits config at test size, "lazy" (.py) or "yaml", checkpoints every iteration."""
     if config == "lazy":
         return ["--config-file", DIGITS, *TINY_MODEL, *TINY_DATA, f"train.output_dir={out}",
-                f"train.max_iter={max_iter}", "train.checkpointer.period=1"]
+                f"train.max_iter={max_iter}", "train.checkpointer.period=1", *extra]
     return ["--config-file", CONFIG, *map(str, TINY), "OUTPUT_DIR", str(out),
             "SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", "1"]
 
 
-def _run(tool, config, out, max_iter, *flags, kill=None):
-    """tools/train_net.py (flags first) in a forked child; its exit status, or -9 when
-    `kill` (see _killing_before) killed it."""
-    argv = [*flags, *_argv(config, out, max_iter)]
+def _run(tool, config, out, max_iter, *flags, kill=None, extra=()):
+    """tools/train_net.py (flags first, `extra` overrides last) in a forked child; its exit
+    status, or -9 when `kill` (see _killing_before) killed it."""
+    argv = [*flags, *_argv(config, out, max_iter, *extra)]
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
@@ -117,7 +120,8 @@ def test_an_extension_killed_after_its_last_checkpoint_resumes_to_its_end(
     last_checkpoint named model_0000004.pth; killed before the pointer, it stayed at
     model_0000004.pth, and the next extension, resumed from there and not from
     model_final.pth, cut the final evaluation's record from metrics.json (a run resumed
-    inside its schedule redoes the records from its checkpoint on)."""
+    inside its schedule redoes the records from its checkpoint on). Both lost the training
+    record of iteration 4, written after the checkpoints."""
     tool, base = finished(config)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -137,6 +141,7 @@ def test_an_extension_killed_after_its_last_checkpoint_resumes_to_its_end(
     assert all(torch.equal(final["model"][k], expected["model"][k]) for k in expected["model"])
     assert (killed / "last_checkpoint").read_text() == "model_final.pth"
     assert _evaluations(killed) == _evaluations(whole) == [3, 5]
+    assert training_records(killed) == training_records(whole)  # iteration 4's, the checkpoint's
 
     gt = datasets_root / "digits/annotations/instances_val.json"
     detections = [json.loads((d / "inference/digits_val/coco_instances_results.json").read_text())
@@ -149,3 +154,28 @@ def test_an_extension_killed_after_its_last_checkpoint_resumes_to_its_end(
 
     assert _run(tool, config, killed, 6, "--resume") == 0, _log(killed)  # extended once more
     assert _evaluations(killed) == [3, 5, 6]
+
+
+def test_a_run_killed_in_the_evaluation_after_a_checkpoint_keeps_its_records(
+        datasets_root, tmp_path, monkeypatch):
+    """Python config, every iteration logged, an evaluation every 2: killed inside the first
+    evaluation (before its coco_metrics.json), after the checkpoint of iteration 1. The
+    resumed run evaluated model_0000001.pth first, but iteration 1's training record, which
+    detectron2 writes after the evaluation, was lost; now the checkpoint gives it back."""
+    tool = load_tool("train_net")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    extra = ("train.log_period=1", "train.eval_period=2")
+    assert _run(tool, "lazy", whole, 4, extra=extra) == 0, _log(whole)
+    kill = lambda name, previous: name == "coco_metrics.json"  # noqa: E731
+    assert _run(tool, "lazy", killed, 4, kill=kill, extra=extra) == -signal.SIGKILL, _log(killed)
+    assert training_records(killed)[-1]["iteration"] == 0
+    assert (killed / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert _run(tool, "lazy", killed, 4, "--resume", extra=extra) == 0, _log(killed)
+
+    assert _evaluations(killed) == _evaluations(whole) == [1, 4]
+    got, expected = training_records(killed), training_records(whole)
+    assert [r["iteration"] for r in got] == [r["iteration"] for r in expected] == [0, 1, 2, 3]
+    # up to the checkpoint (after it, detectron2's data order and medians start anew)
+    assert got[:2] == expected[:2]
