@@ -194,21 +194,24 @@ class ResumedEvalHook(hooks.EvalHook):
       write a record of that iteration), or the final evaluation of a finished run that
       --resume extends (its record, at the start iteration, without "lr");
     - the records detectron2's JSONWriter was to write at the checkpoint's iteration (the
-      training record of a logged one: loss, lr, times), which each checkpoint holds in this
-      hook's state (`unwritten_records`): those metrics.json lacks are appended.
+      training record of a logged one: loss, lr, times): those metrics.json lacks are
+      appended.
+
+    Each checkpoint holds, in this hook's state (`writer_state`), those records and the
+    recent values the writer's medians are taken over, which the resumed run's storage
+    starts with: its records are the uninterrupted run's where its training is.
     """
 
     def __init__(self, eval_period, eval_function, output_dir, checkpointer):
         super().__init__(eval_period, eval_function)
         self.path, self.checkpointer = os.path.join(output_dir, "metrics.json"), checkpointer
-        self._unwritten = []  # the resumed checkpoint's
+        self._resumed = {}  # the writer_state of the checkpoint resumed from
 
     def state_dict(self):  # saved in the trainer's state with each checkpoint; {}: not at all
-        records = unwritten_records(self.trainer)
-        return {"unwritten_records": records} if records else {}
+        return writer_state(self.trainer)
 
     def load_state_dict(self, state):
-        self._unwritten = state.get("unwritten_records", [])
+        self._resumed = state
 
     def _due(self):
         """(iteration whose evaluation is due, whether it is a finished run's final one)."""
@@ -222,8 +225,12 @@ class ResumedEvalHook(hooks.EvalHook):
     def before_train(self):
         iteration, final = self._due()
         missed = iteration is not None and self._missed(iteration, final)
-        if comm.is_main_process() and self._unwritten and os.path.isfile(self.path):
-            lost = append_lost_records(self.path, self._unwritten)  # after the check above
+        for name, values in self._resumed.get("histories", {}).items():
+            for value, at in values:  # histories only: a latest value is written again
+                self.trainer.storage.histories()[name].update(value, at)
+        unwritten = self._resumed.get("unwritten_records")
+        if comm.is_main_process() and unwritten and os.path.isfile(self.path):
+            lost = append_lost_records(self.path, unwritten)  # after the check above
             if lost:
                 logger.warning(f"{self.path} lacked the records of iterations {lost}, written "
                                "after the checkpoint this run resumes from (the interrupted run "
@@ -262,25 +269,44 @@ def extends_finished_run(checkpointer, start, end):
     return os.path.dirname(os.path.abspath(loaded)) == os.path.abspath(checkpointer.save_dir)
 
 
-def unwritten_records(trainer):
-    """The records detectron2's JSONWriter writes at the end of this iteration, if it is one
+def writer_state(trainer):
+    """What detectron2's JSONWriter needs to go on after this iteration as it would have:
+    "histories", each scalar's values of the last `window` iterations (its medians take
+    those: EventStorage.count_samples), and
+    "unwritten_records", the records it writes at the end of this iteration, if it is one
     the PeriodicWriter writes at, as JSONWriter selects them (each scalar's latest value,
-    smoothed over its window, grouped by iteration, those after its last write), taken
+    smoothed over the window, grouped by iteration, those after its last write), taken
     before the evaluation that follows the checkpoint adds its own and before
-    CommonMetricPrinter (the writer before it) puts this iteration's eta_seconds. [] on a
+    CommonMetricPrinter (the writer before it) puts this iteration's eta_seconds. {} on a
     process without the writer (detectron2's hooks are in trainer._hooks) or outside train()
-    (no EventStorage)."""
+    (no EventStorage). Values are python's numbers, which torch.load(weights_only) reads."""
     periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicWriter)]
     writers = [w for h in periodic for w in h._writers if isinstance(w, JSONWriter)]
     storage, it = getattr(trainer, "storage", None), trainer.iter
-    if not writers or storage is None or not (
-            (it + 1) % periodic[0]._period == 0 or it == trainer.max_iter - 1):
-        return []
-    groups = defaultdict(dict)
-    for key, (value, i) in storage.latest_with_smoothing_hint(writers[0]._window_size).items():
-        if i > writers[0]._last_write:  # numpy's and torch's scalars as python's (weights_only)
-            groups[i][key] = value.item() if hasattr(value, "item") else value
-    return [{**scalars, "iteration": i} for i, scalars in groups.items()]
+    if not writers or storage is None:
+        return {}
+    window = writers[0]._window_size
+    state = {"histories": {name: _values_after(history, it - window)
+                           for name, history in storage.histories().items()}}
+    if (it + 1) % periodic[0]._period == 0 or it == trainer.max_iter - 1:
+        groups = defaultdict(dict)
+        for key, (value, i) in storage.latest_with_smoothing_hint(window).items():
+            if i > writers[0]._last_write:
+                groups[i][key] = _number(value)
+        state["unwritten_records"] = [{**values, "iteration": i} for i, values in groups.items()]
+    return state
+
+
+def _values_after(history, iteration):
+    """A HistoryBuffer's (value, iteration) of iterations after `iteration`, oldest first
+    (read from its end: a run's history holds every iteration's)."""
+    recent = itertools.takewhile(lambda pair: pair[1] > iteration, reversed(history.values()))
+    return [(_number(value), i) for value, i in reversed(list(recent))]
+
+
+def _number(value):
+    """numpy's and torch's scalars as python's."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def append_lost_records(path, records):

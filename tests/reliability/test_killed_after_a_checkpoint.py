@@ -177,5 +177,5 @@ def test_a_run_killed_in_the_evaluation_after_a_checkpoint_keeps_its_records(
     assert _evaluations(killed) == _evaluations(whole) == [1, 4]
     got, expected = training_records(killed), training_records(whole)
     assert [r["iteration"] for r in got] == [r["iteration"] for r in expected] == [0, 1, 2, 3]
-    # up to the checkpoint (after it, detectron2's data order and medians start anew)
+    # up to the checkpoint (after it, detectron2's data order starts anew)
     assert got[:2] == expected[:2]
