@@ -25,6 +25,7 @@ from ..config.checks import (ConfigFileError, check_folder_can_be_made, check_ou
 from ..config.defaults import add_resnext_config
 from ..config.errors import ConfigError, check_bool, check_whole
 from ..errors import UserError
+from ..modeling.config_args import check_fpn_dilation
 from ..modeling.lazy import ResNeXt, arg_names, check_resnext_args, renamed
 from .checks import bad_data_policies
 
@@ -366,6 +367,17 @@ def check_evaluated_set(evaluator):
                       "e.g. dataloader.test.dataset.names=digits_val.")
 
 
+def check_fpn_bottom_ups(model):
+    """Each L(ResNeXt) that is an FPN's bottom_up fits it (check_fpn_dilation), before the
+    model is built."""
+    for path, node in resnext_nodes(model):
+        keys = path.split(".")
+        parent = _node(model, *keys[:-1])
+        if keys[-1] == "bottom_up" and "in_features" in parent:
+            check_fpn_dilation(f"model.{path}.res5_dilation", node.get("res5_dilation", 1),
+                               list(parent.in_features))
+
+
 def check_lazy_config(cfg):
     """Everything that can be checked before a model or dataset is built; returns yacs_view's
     (view, names). Errors name the lazy key (e.g. model.backbone.bottom_up.norm)."""
@@ -380,6 +392,7 @@ def check_lazy_config(cfg):
     if train_set.get("check_consistency") is not None:
         check_bool(CHECK_CONSISTENCY, train_set.check_consistency)
     view, names = yacs_view(cfg)
+    check_fpn_bottom_ups(_node(cfg, "model"))
     check_evaluated_set(_node(cfg, "dataloader", "evaluator"))
     evaluations = _node(cfg, "dataloader", "evaluator").get("output_dir")
     if isinstance(evaluations, str) and evaluations:  # was: a traceback after the training

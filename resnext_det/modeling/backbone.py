@@ -13,7 +13,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
 from ..config.errors import ConfigError
-from .config_args import check_features_produced, resnext_backbone_args
+from .config_args import check_features_produced, check_fpn_dilation, resnext_backbone_args
 from .resnext import STAGE_NAMES, build_resnext
 
 # Levels each FPN builder adds above its last input: P6 (max pool); P6 and P7 (convs).
@@ -62,8 +62,15 @@ def build_resnext_backbone(cfg, input_shape):
 
 def _fpn(cfg, bottom_up, top_block):
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
+    produced = list(bottom_up.output_shape())
+    if not in_features:  # detectron2's get_cfg() (its C4 setup): FPN stopped on a bare assert
+        raise ConfigError("MODEL.FPN.IN_FEATURES", in_features, "one or more of the features "
+                          f"MODEL.RESNETS.OUT_FEATURES produces: {produced}",
+                          "An FPN config sets both, e.g. configs/Base-RCNN-FPN-ResNeXt.yaml "
+                          "(res2..res5) or detectron2's COCO-Detection/*_FPN_*.yaml.")
     check_features_produced("MODEL.FPN.IN_FEATURES", in_features,
-                            list(bottom_up.output_shape()), "MODEL.RESNETS.OUT_FEATURES")
+                            produced, "MODEL.RESNETS.OUT_FEATURES")
+    check_fpn_dilation("MODEL.RESNETS.RES5_DILATION", cfg.MODEL.RESNETS.RES5_DILATION, in_features)
     return FPN(bottom_up=bottom_up, in_features=in_features,
                out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=cfg.MODEL.FPN.NORM,
                top_block=top_block, fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
@@ -75,7 +82,9 @@ def build_resnext_fpn_backbone(cfg, input_shape):
 
     Args:
         cfg: as build_resnext_backbone, plus MODEL.FPN.{IN_FEATURES, OUT_CHANNELS, NORM,
-            FUSE_TYPE}; IN_FEATURES must be among MODEL.RESNETS.OUT_FEATURES.
+            FUSE_TYPE}; IN_FEATURES must be among MODEL.RESNETS.OUT_FEATURES (not empty),
+            and RES5_DILATION 1 when they include res5 (each FPN level is at twice the
+            stride of the one below).
         input_shape (ShapeSpec): the input.
 
     Returns:

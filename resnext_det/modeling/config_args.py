@@ -136,3 +136,14 @@ def check_features_produced(key, wanted, produced, producer,
     if missing:
         raise ConfigError(key, list(wanted), f"features that {producer} produces: {list(produced)}",
                           f"{missing} not produced; {fix}.")
+
+
+def check_fpn_dilation(key, dilation, in_features):
+    """An FPN on res5 needs res5 at stride 32: detectron2's FPN asserts that each level's
+    stride is twice the last one's (a bare "AssertionError: Strides 16 16 are not log2
+    contiguous" for a dilated res5, DC5)."""
+    if dilation != 1 and "res5" in in_features:
+        raise ConfigError(key, dilation, f"1 with an FPN on res5 (its inputs {list(in_features)})",
+                          "A dilated res5 stays at stride 16, where FPN needs each level at "
+                          "twice the stride of the last; DC5 is a backbone without FPN, "
+                          "with res5 its one output feature.")

@@ -30,6 +30,12 @@ FPN_FEATURES = ["res2", "res3", "res4", "res5"]
     (["MODEL.RESNETS.OUT_FEATURES", ["res6"]], None, r"MODEL.RESNETS.OUT_FEATURES=\['res6'\]"),
     (["MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4"], "MODEL.FPN.IN_FEATURES", FPN_FEATURES],
      "build_resnext_fpn_backbone", r"MODEL.FPN.IN_FEATURES=.*\['res5'\] not produced"),
+    # get_cfg()'s C4 setup with only the FPN backbone's name: detectron2's FPN asserted
+    ([], "build_resnext_fpn_backbone", r"MODEL.FPN.IN_FEATURES=\[\] .*produces: \['res4'\]"),
+    # DC5 under an FPN: detectron2's FPN asserted "Strides 16 16 are not log2 contiguous"
+    (["MODEL.RESNETS.RES5_DILATION", 2, "MODEL.RESNETS.OUT_FEATURES", FPN_FEATURES,
+      "MODEL.FPN.IN_FEATURES", FPN_FEATURES], "build_resnext_fpn_backbone",
+     r"MODEL.RESNETS.RES5_DILATION=2 .*expected 1 with an FPN on res5"),
     (["MODEL.RESNETS.OUT_FEATURES", ["res3", "res4"], "MODEL.FPN.IN_FEATURES", ["res3", "res4"]],
      "build_retinanet_resnext_fpn_backbone", r"OUT_FEATURES=\['res3', 'res4'\] .*'res5'"),
     (["MODEL.RESNEXT.TEMPLATE", "X50_32x4d", "MODEL.RESNETS.DEPTH", 101], None,

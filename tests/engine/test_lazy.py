@@ -474,6 +474,10 @@ def _digits(tmp_path, *overrides):
     (f"{BOTTOM_UP}norm=GN", f"{BOTTOM_UP}norm='GN' is not valid: expected a norm that fits width"),
     (f"{BOTTOM_UP}template=X34_32x4d", f"{BOTTOM_UP}template='X34_32x4d' is not valid"),
     (f"{BOTTOM_UP}out_features=[res6]", f"{BOTTOM_UP}out_features=['res6'] is not valid"),
+    # a dilated res5 under an FPN: detectron2's FPN asserted "Strides 16 16 are not log2
+    # contiguous" while the model was built
+    (f"{BOTTOM_UP}res5_dilation=2", f"{BOTTOM_UP}res5_dilation=2 is not valid: expected 1 with "
+                                    "an FPN on res5"),
     ("train.fast_inference=bogus", "train.fast_inference='bogus' is not valid"),
     ("+train.weights.allow_partal=True", "train.weights.allow_partal=True is not valid"),
     ("dataloader.on_bad_box=drop", "dataloader.on_bad_box='drop' is not valid"),
