@@ -121,12 +121,12 @@ def main(args):
         register_digits_named_in(cfg)
         # a `kill` still writes the results of what was done (ExitOnUserError: SIGTERM as Ctrl-C)
         summary = predict(cfg, paths, args.output, batch_size=args.batch_size, scale=args.scale)
-    except BaseException:  # refused before its first result (a key, the weights)
+        return report(summary, missing)
+    except BaseException:  # refused before its first result (a key, the weights, no input read)
         put_back_earlier_prediction(args.output, kept)
         raise
     finally:
         release_folder(args.output)  # the lock claim_output_dir took
-    return report(summary, missing)
 
 
 def _reasons(skipped):

@@ -304,10 +304,15 @@ class PredictionWriter:
         self.results.extend(results)  # one call: an interrupt comes before or after it
 
     def close(self):
-        """Finish the videos; write the results and images json files; returns their paths."""
+        """Finish the videos; write the results and images json files; returns their paths.
+        With no picture predicted it writes none ([]): a run that read no input, or was
+        stopped before its first picture, leaves no empty results in place of an earlier
+        prediction's (tools/predict.py puts that one back)."""
         for writer, _ in self.videos.values():
             if writer is not None:
                 writer.release()
+        if not self.images:
+            return []
         if self.ids.resized:
             logger.warning(f"{len(self.ids.resized)} pictures are listed in the dataset's json at "
                            f"another size (e.g. {self.ids.resized[0]!r}): their results have new "

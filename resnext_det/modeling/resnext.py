@@ -7,6 +7,7 @@ from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
 from .blocks import BLOCK_FORMS
 from .deform import DeformGroupedBottleneck
+from .templates import parse_template
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -75,8 +76,8 @@ def build_resnext(template, *, in_channels=3, out_features=None, freeze_at=0, nu
     backbone with out_features=["res4"] has no res5.
 
     Args:
-        template (Template): depth, cardinality C and bottleneck width d
-            (parse_template("X101_32x8d")).
+        template (Template or str): depth, cardinality C and bottleneck width d
+            ("X101_32x8d" or parse_template("X101_32x8d")).
         in_channels (int): input channels (3 for images).
         out_features (list[str] or None): of "stem", "res2".."res5", "linear"; None: the
             last one built ("linear" with num_classes, else "res5").
@@ -92,6 +93,8 @@ def build_resnext(template, *, in_channels=3, out_features=None, freeze_at=0, nu
     Returns:
         `net_class`: the network; `template` holds the Template it was built from.
     """
+    if isinstance(template, str):  # as resnext_classifier takes it
+        template = parse_template(template)
     stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
     stages = make_resnext_stages(template, stem_out_channels=stem_out_channels, norm=norm,
                                  **stage_kwargs)

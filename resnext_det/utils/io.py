@@ -326,6 +326,7 @@ def mark_written(folder, mark, name):
 def aside_name(path):
     """A free `<path>.before-<time>` name (then -2, -3, ... within one second), for what a
     new run keeps of an earlier one instead of replacing it."""
+    path = os.path.normpath(path)  # "out/": beside it, out.before-..., not out/.before-...
     stamp = name = f"{path}.before-{time.strftime('%Y%m%d-%H%M%S')}"
     n = 1
     while os.path.exists(name):

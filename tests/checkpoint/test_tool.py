@@ -126,3 +126,30 @@ def test_ctrl_c_is_one_line_and_130(tiny_state, tmp_path, capsys, monkeypatch):
         tool.run([str(tmp_path / "tiny.pth"), str(tmp_path / "out.pkl")])
     assert exit_.value.code == 130 and "interrupted (Ctrl-C)" in capsys.readouterr().err
     assert not (tmp_path / "out.pkl").exists()
+
+
+def test_a_train_net_checkpoint_converts_with_the_input_it_was_trained_on(datasets_root,
+                                                                           tmp_path, capsys):
+    """README: our detectron2 checkpoints convert "as trained". A train_net.py checkpoint
+    stores its INPUT.FORMAT and pixel statistics, yet its .pkl said "conventions unknown"
+    (all None): a detector started from it was then neither warned nor set
+    (CONFIG_FROM_WEIGHTS) when its config fed other input. The values are the config's."""
+    import subprocess
+    import sys
+
+    from tests.engine.test_train_net import CONFIG, TINY as TINY_DETECTOR
+
+    given = {"INPUT.FORMAT": "BGR", "MODEL.PIXEL_MEAN": [103.5, 116.5, 123.5],
+             "MODEL.PIXEL_STD": [57.5, 57.0, 58.5]}
+    overrides = [str(v) for key, value in given.items() for v in (key, value)]
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(TOOL.parent / "train_net.py"), "--config-file",
+                           CONFIG, *map(str, TINY_DETECTOR), *overrides, "SOLVER.MAX_ITER", "1",
+                           "OUTPUT_DIR", str(run)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tool().main([str(run / "model_final.pth"), str(tmp_path / "det.pkl")]) == 0
+    meta = load_pkl(tmp_path / "det.pkl")["resnext_det"]
+    assert meta["input_format"] == given["INPUT.FORMAT"]
+    assert meta["pixel_mean"] == pytest.approx(given["MODEL.PIXEL_MEAN"])
+    assert meta["pixel_std"] == pytest.approx(given["MODEL.PIXEL_STD"])

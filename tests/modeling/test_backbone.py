@@ -118,3 +118,27 @@ def test_zero_init_residual_from_config():
 def test_classifier_logits(image):
     model = resnext_det.resnext_classifier("X50_2x4d", num_classes=7).eval()
     assert model(image).shape == (2, 7)
+
+
+def test_build_resnext_takes_a_template_name_as_the_readme_calls_it(image):
+    """README "The model": build_resnext(template, out_features=[...]) beside
+    resnext_classifier("X50_32x4d"): a name raised AttributeError ('str' object has no
+    attribute 'stage_blocks'). Its features are those of detectron2's own ResNeXt with the
+    same weights (NUM_GROUPS 32, WIDTH_PER_GROUP 4, stride in the 3x3)."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling.backbone import build_resnet_backbone
+
+    from resnext_det.modeling import build_resnext
+
+    ours = build_resnext("X50_32x4d", out_features=["res4", "res5"], stride_in_1x1=False)
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.merge_from_list(["NUM_GROUPS", 32, "WIDTH_PER_GROUP", 4, "STRIDE_IN_1X1",
+                                       False, "OUT_FEATURES", ["res4", "res5"], "NORM", "BN"])
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    theirs = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    theirs.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        got, want = ours.eval()(image), theirs(image)
+    assert sorted(got) == ["res4", "res5"]
+    for name in got:
+        assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-5), name

@@ -442,6 +442,20 @@ def test_an_output_folder_of_other_files_is_refused_and_its_own_is_reused(
     assert f"'{a_file / 'sub'}' cannot be made as a folder (Not a directory)" in error
 
 
+def test_an_output_given_with_a_trailing_slash_is_kept_beside_it(tmp_path, capsys):
+    """README's `--output out/`, run twice: the earlier prediction was to move to
+    `out/.before-<time>`, inside itself, and the second run stopped with "cannot be kept
+    (Invalid argument)". Now it moves beside the folder, as without the slash."""
+    paths = _pictures(tmp_path / "in", [(64, 64)])
+    argv = _tiny_args(save_model(tmp_path / "t.pth", 10), paths, f"{tmp_path / 'out'}/")
+    load_tool("predict").run(list(map(str, argv)))
+    first = (tmp_path / "out" / "images.json").read_bytes()
+    load_tool("predict").run(list(map(str, argv)))
+    (kept,) = tmp_path.glob("out.before-*")
+    assert (kept / "images.json").read_bytes() == first
+    assert (tmp_path / "out" / "images.json").is_file()
+
+
 def test_test_time_augmentation_is_named_as_not_applied(datasets_root, digits_model, tmp_path,
                                                         capsys, monkeypatch):
     """TEST.AUG.ENABLED (which tools/train_net.py's evaluation applies) in a config given to
@@ -474,6 +488,21 @@ def test_a_refused_prediction_leaves_the_earlier_one_in_place(datasets_root, dig
                     ["MODEL.WEIGHTS", digits_model, "MODEL.ROI_HEADS.NUM_CLASSES", 3]):
         _user_error(capsys, argv + refused)
         assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"} == first
+    assert not list(tmp_path.glob("out.before-*"))
+
+
+def test_a_prediction_that_reads_no_input_leaves_the_earlier_one_in_place(tmp_path, capsys):
+    """A re-run whose inputs all fail to decode ("no input could be read", exit 2) moved the
+    earlier prediction to out.before-<time> and left in out/ empty json files, which read as
+    a prediction that found nothing. Now out/ stays as it was, as for the other refusals."""
+    weights, out = save_model(tmp_path / "t.pth", 10), tmp_path / "out"
+    load_tool("predict").run(list(map(str, _tiny_args(weights, _pictures(tmp_path / "in",
+                                                                          [(64, 64)]), out))))
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"}
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    error = _user_error(capsys, _tiny_args(weights, [tmp_path / "bad.png"], out))
+    assert error.startswith("error: no input could be read")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "log.txt"} == first
     assert not list(tmp_path.glob("out.before-*"))
 
 

@@ -10,7 +10,8 @@ trained with the detector: the file is the plain ResNeXt, which a deformable mod
 with its offsets at their zero start, as from ImageNet weights (learned offsets are kept
 by loading the detector's checkpoint itself, unconverted). Forms (a)/(b) are regrouped
 into form (c). A file converted earlier carries its metadata under "resnext_det"; files
-without it (detectron2's own R-50.pkl, say) have unknown stride/pixel conventions.
+without it (detectron2's own R-50.pkl, say) have unknown stride/pixel conventions, but for
+the input a train_net.py checkpoint stores ("input": INPUT.FORMAT, MODEL.PIXEL_MEAN / STD).
 """
 import re
 
@@ -53,6 +54,13 @@ def defaults(wrapper, template):
         keys = ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1", "norm")
         return dict({k: meta[k] for k in keys if k in meta},
                     notes=f"metadata of an earlier conversion from {meta.get('source_format')}")
+    trained = wrapper.get("input") if isinstance(wrapper, dict) else None
+    if isinstance(trained, dict):  # a train_net.py checkpoint: the input it was trained on
+        return dict(input_format=trained.get("INPUT.FORMAT"),
+                    pixel_mean=trained.get("MODEL.PIXEL_MEAN"),
+                    pixel_std=trained.get("MODEL.PIXEL_STD"), stride_in_1x1=None, norm=None,
+                    notes="input of the training that wrote the checkpoint; stride and norm "
+                          "unknown")
     return dict(input_format=None, pixel_mean=None, pixel_std=None, stride_in_1x1=None,
                 norm=None, notes="our naming without metadata: conventions unknown")
 
