@@ -35,7 +35,8 @@ def resnext_defaults():
     # "" -> the model as trained; "fold" -> frozen norms folded into the convolutions;
     # "fold+nhwc" -> folded and channels_last (fastest on CPUs from batch ~2 and on GPUs).
     # Both pool the ROIs with the sparse ROIAlign on CPUs (ROI_ALIGN "sparse", below;
-    # FPN X50 inference ~1.4x faster with it). Outputs are equal up to float rounding
+    # at 800x1216 the FPN X50 copy 1.17x faster with it, at the digits' 128 px 0.89x:
+    # benchmarks/roi_align.py --model). Outputs are equal up to float rounding
     # (tests/modeling/test_inference.py).
     node.FAST_INFERENCE = "fold+nhwc"
     # The number type of evaluation and prediction (tools/train_net.py, the EvalHook,

@@ -111,9 +111,10 @@ def optimize_for_inference(model, *, channels_last=True, roi_align="sparse"):
         roi_align (str): the ROIPoolers' ROIAlign (roi_align.use_roi_align): "sparse"
             pools all FPN levels in one sparse product on CPUs (torchvision's values
             within 1e-5; detectron2's pooler elsewhere and while tracing or scripting):
-            FPN X50 inference at 800x1333 ~1.4x faster than with torchvision's CPU
-            kernel, which runs on one thread and copies NHWC features to NCHW first
-            (benchmarks/README.md); "torchvision": detectron2's ROIPooler.
+            the pooler 1.4x faster than torchvision's CPU kernel at COCO FPN's sizes,
+            which runs on one thread and copies NHWC features to NCHW first, and the FPN
+            X50 copy at 800x1216 1.17x (benchmarks/roi_align.py); "torchvision":
+            detectron2's ROIPooler.
 
     Returns:
         nn.Module: the copy, in eval mode, with `folded_norms` (int) set to the number
