@@ -138,7 +138,8 @@ def warn_frozen_from_scratch(weights, freeze_at, key="MODEL.BACKBONE.FREEZE_AT")
     logging.getLogger(__name__).warning(
         f"{key}={freeze_at} with no weights to load: {frozen} would stay at their random "
         f"initialization for the whole run (with ZERO_INIT_RESIDUAL, residual paths off). "
-        f"Set {key} 0 to train from scratch, or give weights to start from.")
+        f"Set {key}{'=' if key.islower() else ' '}0 to train from scratch, or give weights "
+        "to start from.")  # a .py config's keys (lowercase) are set with key=value
 
 
 def dataset_classes(names):

@@ -9,6 +9,8 @@ checks and one builder, and give the same module tree, hence the same checkpoint
 (tests/engine/test_lazy.py builds both). A bad argument is the yacs check's ConfigError
 with the argument's name in place of the key.
 """
+import re
+
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from omegaconf import ListConfig
@@ -37,8 +39,11 @@ ARG_KEYS = {
 
 
 def rename_keys(text, names):
-    """`text` with each key of `names` replaced by its value, longer keys first."""
+    """`text` with each key of `names` replaced by its value, longer keys first; an override
+    it asks for in the yacs command line's form ("Set MODEL.X 3") in a .py config's
+    ("Set model.x=3": LazyConfig's overrides are key=value)."""
     for old in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"\bSet {re.escape(old)} (?=[-\d\[('\"])", f"Set {names[old]}=", text)
         text = text.replace(old, names[old])
     return text
 

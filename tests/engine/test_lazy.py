@@ -631,6 +631,8 @@ def test_eval_only_of_another_class_count_than_the_test_set_is_named(capsys, tmp
                         f"train.output_dir={tmp_path}", "model.roi_heads.num_classes=11")
     assert error.startswith("error: model.roi_heads.num_classes=11 does not match "
                             "dataloader.test.dataset.names: dataset 'digits_val' has 10 classes")
+    # the override it asks for in a .py config's form (it read "num_classes 10")
+    assert "Set model.roi_heads.num_classes=10 if " in error
 
 
 def test_a_sampler_built_from_the_dataset_gets_the_checked_images(datasets_root, tmp_path):

@@ -490,6 +490,17 @@ def test_frozen_stages_without_weights_are_warned(caplog, freeze_at, weights, fr
         assert not caplog.records
     else:
         assert f"MODEL.BACKBONE.FREEZE_AT={freeze_at} with no weights to load: {frozen}" in caplog.text
+        assert "Set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch" in caplog.text
+
+
+def test_frozen_stages_of_a_python_config_are_warned_in_its_syntax(caplog):
+    """The lazy path's warning named its key but asked for "freeze_at 0", the YAML form."""
+    from resnext_det.engine.checks import warn_frozen_from_scratch
+
+    key = "model.backbone.bottom_up.freeze_at"
+    with caplog.at_level("WARNING"):
+        warn_frozen_from_scratch("", 2, key)
+    assert f"Set {key}=0 to train from scratch" in caplog.text
 
 
 def test_a_new_training_never_overwrites_an_earlier_runs_checkpoints(datasets_root, tmp_path,
