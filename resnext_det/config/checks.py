@@ -7,6 +7,7 @@ keys again where they read them. OUTPUT_DIR must be a folder we can write.
 import logging
 import math
 import os
+import re
 
 import torch
 import yaml
@@ -69,14 +70,32 @@ def merge_config(cfg, config_file, opts):
                 where = "the file" if found[0] == config_file else f"its _BASE_ {found[0]!r}"
                 what = f"{where} is {found[1]}"
             hint = " A config file is a YAML mapping of KEY: value (e.g. MODEL: ...)." if not_mapping else ""
+            fix = _int_for_float_fix(str(e))
+            hint = f" {fix}" if fix else hint
             raise ConfigFileError(f"--config-file {config_file!r}: {what}.{hint}") from None
     try:
         cfg.merge_from_list(list(opts))
     except _MERGE_ERRORS as e:
         options = [o for o in opts if str(o).startswith("--")]
         hint = (f" Options ({', '.join(options)}) go before them." if options else "")
-        raise ConfigFileError(f"command-line overrides: {_one_line(e)}. They are KEY VALUE "
-                              f"pairs of existing keys, e.g. SOLVER.MAX_ITER 1000.{hint}") from None
+        fix = _int_for_float_fix(str(e)) or ("They are KEY VALUE pairs of existing keys, "
+                                             "e.g. SOLVER.MAX_ITER 1000.")
+        raise ConfigFileError(f"command-line overrides: {_one_line(e)}. {fix}{hint}") from None
+
+
+# yacs' message for a value of another type than the key's default: it turns no int into a
+# float, so `SOLVER.MOMENTUM 0` (or `MOMENTUM: 0` in a file) is refused, `0.0` taken
+_TYPE_MISMATCH = re.compile(r"Type mismatch \(<class 'float'> vs\. <class 'int'>\) with values "
+                            r"\(.* vs\. (-?\d+)\) for config key: (\S+)")
+
+
+def _int_for_float_fix(message):
+    """How to give a whole number to a key that holds a float, or None for other errors."""
+    found = _TYPE_MISMATCH.search(message)
+    if not found:
+        return None
+    value, key = found.groups()
+    return f"{key} holds a decimal number: write {value} as {value}.0."
 
 
 def _first_not_a_mapping(path, seen=()):
@@ -192,6 +211,7 @@ def check_resnext_keys(cfg):
         check_test_sizes(cfg.INPUT)
     _check_registered_names(cfg.MODEL)
     _check_head_features(cfg.MODEL)
+    _check_head_widths(cfg.MODEL)
     _check_anchors(cfg)
     backbone, heads = cfg.MODEL.get("BACKBONE"), cfg.MODEL.get("ROI_HEADS")
     if (backbone and "resnext" in backbone.NAME) or (heads and "ResNeXt" in heads.NAME):
@@ -261,6 +281,42 @@ def _check_anchors(cfg):
             raise ConfigError(f"MODEL.ANCHOR_GENERATOR.{name}", value, f"one list for all "
                               f"features, or one per feature of {key} "
                               f"({len(head.IN_FEATURES)}: {list(head.IN_FEATURES)})")
+
+
+# detectron2's C4 ROI head and ours: res5 runs on the one feature map its pooler reads
+RES5_ROI_HEADS = ("Res5ROIHeads", "ResNeXtRes5ROIHeads")
+
+
+def _check_head_widths(model):
+    """The layers detectron2 builds for the heads: an FPN of 0 channels stopped the first
+    iteration on torch's RuntimeError; a box head of FC_DIM 0 trained a predictor of biases
+    only, without a word; a box head of no layer, or a res5 ROI head on several features
+    (FPN's), stopped the model's build on detectron2's bare assert."""
+    if "fpn" in str(model.get("BACKBONE", {}).get("NAME", "")).lower() and "OUT_CHANNELS" in \
+            model.get("FPN", {}):
+        check_whole("MODEL.FPN.OUT_CHANNELS", model.FPN.OUT_CHANNELS, 1)
+    heads = model.get("ROI_HEADS")
+    if model.get("META_ARCHITECTURE") not in ("GeneralizedRCNN", "PanopticFPN") or not heads:
+        return
+    if heads.get("NAME") in RES5_ROI_HEADS:
+        if "IN_FEATURES" in heads and len(heads.IN_FEATURES) != 1:
+            raise ConfigError("MODEL.ROI_HEADS.IN_FEATURES", list(heads.IN_FEATURES), "one "
+                              f"feature with MODEL.ROI_HEADS.NAME {heads.NAME!r} (res5 runs on "
+                              "it, as in the C4 configs: ['res4'])", "For an FPN backbone use "
+                              "StandardROIHeads, as configs/Base-RCNN-FPN-ResNeXt.yaml does.")
+        return  # res5 is its box head: ROI_BOX_HEAD is not built
+    box = model.get("ROI_BOX_HEAD")
+    if not box or box.get("NAME") != "FastRCNNConvFCHead" or not all(
+            key in box for key in ("NUM_CONV", "NUM_FC", "CONV_DIM", "FC_DIM")):
+        return
+    num_conv = check_whole("MODEL.ROI_BOX_HEAD.NUM_CONV", box.NUM_CONV, 0)
+    num_fc = check_whole("MODEL.ROI_BOX_HEAD.NUM_FC", box.NUM_FC, 0)
+    if num_conv + num_fc == 0:
+        raise ConfigError("MODEL.ROI_BOX_HEAD.NUM_FC", num_fc, "at least 1 with "
+                          "MODEL.ROI_BOX_HEAD.NUM_CONV 0 (the box head needs a layer)")
+    for key, count in (("CONV_DIM", num_conv), ("FC_DIM", num_fc)):
+        if count:
+            check_whole(f"MODEL.ROI_BOX_HEAD.{key}", box[key], 1, " (channels)")
 
 
 def _check_head_features(model):

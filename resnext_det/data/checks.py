@@ -300,10 +300,13 @@ class BadImageGuard:
             self._shallow.add(path)
         if mode is not None:  # detectron2's read_image would give the model a white picture
             role = "Evaluation" if self.evaluating else "Training"
+            # as_rgb: only integers have one 8-bit scale (their top 8 bits, as OpenCV's)
+            note = "" if mode == "F" else (" (tools/predict.py reads such files by their top "
+                                           "8 bits, as OpenCV)")
             raise DatasetError(
                 f"{role} image {path!r} is a picture of more than 8 bits (PIL mode {mode!r}), "
                 "which detectron2's reader turns white above 255. Convert the set to 8 bits "
-                "per channel (tools/predict.py reads such files by their top 8 bits, as OpenCV).")
+                f"per channel{note}.")
         try:
             mapped = self.mapper(dataset_dict)
             self._in_a_row = 0

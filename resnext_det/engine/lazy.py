@@ -246,7 +246,6 @@ def do_train(setup, resume=False, starts=lambda: None):
     require(cfg, REQUIRED_TO_TRAIN)
     if "evaluator" in cfg.dataloader:
         setup.checked(check_datasets, fields=("TEST",))
-        setup.checked(check_test_classes)  # its keys renamed to the lazy ones
         setup.checked(check_test_images)
     if not resume:  # before anything is built; with resume, once it is known there is no checkpoint
         setup.checked(check_weights)
@@ -254,6 +253,8 @@ def do_train(setup, resume=False, starts=lambda: None):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     loader = build_train_loader(setup)
+    if "evaluator" in cfg.dataloader:  # after both loads: sets get thing_classes as they load
+        setup.checked(check_test_classes)  # its keys renamed to the lazy ones
     model = _ddp(setup, model)
     # SimpleTrainer; with train.amp.enabled AMPTrainer on CUDA, bfloat16 autocast on CPUs
     trainer = build_step_trainer(setup.view, model, loader, optimizer)

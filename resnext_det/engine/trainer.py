@@ -124,13 +124,14 @@ class Trainer(DefaultTrainer):
         """
         TrainerBase.__init__(self)
         check_datasets(cfg)
-        check_test_classes(cfg)
         check_test_images(cfg)
         check_test_evaluators(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        # after both loads: a set registered without thing_classes gets them as it loads
+        check_test_classes(cfg)
         on_cpu = cfg.MODEL.DEVICE == "cpu"
         model = create_ddp_model(model, broadcast_buffers=False,
                                  **({"device_ids": None} if on_cpu else {}))

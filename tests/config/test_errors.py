@@ -122,6 +122,7 @@ def test_head_features_are_checked_against_what_the_backbone_outputs(backbone, o
     produced = list(build_backbone(cfg, ShapeSpec(channels=3)).output_shape())
     retina = "retinanet" in backbone
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet" if retina else "GeneralizedRCNN"
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"  # a head of several features (res5's: one)
     heads = ["RETINANET"] if retina else ["RPN", "ROI_HEADS"]
     for head in heads:
         cfg.MODEL[head].IN_FEATURES = produced

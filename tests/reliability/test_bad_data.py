@@ -489,3 +489,36 @@ def test_images_left_with_too_few_keypoints_are_dropped_as_detectron2_drops_them
         dicts = checked_train_dicts(cfg)
     assert [d["file_name"] for d in dicts] == [d["file_name"] for d in expected]
     assert [Path(d["file_name"]).name for d in dicts] == ["img1.jpg"]
+
+
+def test_a_test_set_of_other_classes_is_named_when_both_sets_load_their_names(tmp_path):
+    """Sets registered as detectron2 documents it, register_coco_instances(name, {}, ...),
+    have thing_classes only once loaded: the check ran before, found none, and every
+    evaluation of the run scored each class as another."""
+    from detectron2.data import MetadataCatalog
+
+    train = write_coco(tmp_path / "train", {"img0.jpg": [GOOD]})
+    test = write_coco(tmp_path / "test", {"img0.jpg": [GOOD]}, classes=("b", "a"))
+    assert MetadataCatalog.get(train).get("thing_classes", None) is None
+    with pytest.raises(DatasetError, match=r"the classes are in another order \(class 0 is 'a' "
+                       rf"in DATASETS.TRAIN, 'b' in DATASETS.TEST '{test}'\)"):
+        Trainer(make_cfg(train, "DATASETS.TEST", f"('{test}',)", output_dir=tmp_path / "out"))
+
+
+def test_a_floating_point_picture_is_named_without_the_16_bit_reading(tmp_path):
+    """tools/predict.py reads a 16-bit picture by its top 8 bits, and skips a floating-point
+    one (as_rgb): the training error said predict read both."""
+    from detectron2.data import DatasetMapper
+
+    from resnext_det.data.checks import BadImageGuard
+
+    guard = BadImageGuard(DatasetMapper(is_train=False, augmentations=[], image_format="RGB"))
+    ramp = np.arange(SIZE * SIZE).reshape(SIZE, SIZE)
+    for name, pixels in (("deep.png", (ramp * 16).astype(np.uint16)),
+                         ("float.tif", ramp.astype(np.float32) / ramp.max())):
+        Image.fromarray(pixels).save(tmp_path / name)
+        with pytest.raises(DatasetError) as error:
+            guard({"file_name": str(tmp_path / name), "image_id": 1, "width": SIZE,
+                   "height": SIZE})
+        assert "is a picture of more than 8 bits" in str(error.value)
+        assert ("tools/predict.py reads such files" in str(error.value)) == name.endswith("png")

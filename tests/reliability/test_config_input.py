@@ -46,6 +46,22 @@ def _error(capsys, *argv):
      "MODEL.ROI_MASK_HEAD.NAME='Mask' is not valid: expected one of ['MaskRCNNConvUpsampleHead'"),
     (["--config-file", CONFIG, "SEED", "5000000000"],
      "SEED=5000000000 is not valid: expected a whole number <= 4294967295"),
+    # detectron2's asserts while the model is built (a C4 head on FPN's features, a box head
+    # of no layer), torch's RuntimeError at the first iteration (FPN), or a box predictor of
+    # biases only, trained without a word (FC_DIM 0)
+    (["--config-file", CONFIG, "MODEL.ROI_HEADS.NAME", "Res5ROIHeads"],
+     "MODEL.ROI_HEADS.IN_FEATURES=['p2', 'p3', 'p4', 'p5'] is not valid: expected one feature "
+     "with MODEL.ROI_HEADS.NAME 'Res5ROIHeads'"),
+    (["--config-file", CONFIG, "MODEL.FPN.OUT_CHANNELS", "0"],
+     "MODEL.FPN.OUT_CHANNELS=0 is not valid: expected a whole number >= 1"),
+    (["--config-file", CONFIG, "MODEL.ROI_BOX_HEAD.FC_DIM", "0"],
+     "MODEL.ROI_BOX_HEAD.FC_DIM=0 is not valid: expected a whole number >= 1"),
+    (["--config-file", CONFIG, "MODEL.ROI_BOX_HEAD.NUM_FC", "0"],
+     "MODEL.ROI_BOX_HEAD.NUM_FC=0 is not valid: expected at least 1 with "
+     "MODEL.ROI_BOX_HEAD.NUM_CONV 0"),
+    # yacs turns no int into a float: its message named the key, the fix said "existing keys"
+    (["--config-file", CONFIG, "SOLVER.MOMENTUM", "0"],
+     "SOLVER.MOMENTUM holds a decimal number: write 0 as 0.0."),
     # detectron2's evaluator: an AssertionError at the first evaluation, after the training
     (["--config-file", CONFIG, "MODEL.KEYPOINT_ON", "True", "TEST.KEYPOINT_OKS_SIGMAS",
       "[0.1, 0.2]"], "TEST.KEYPOINT_OKS_SIGMAS=[0.1, 0.2] is not valid: expected 17 "
@@ -96,6 +112,14 @@ def test_bad_config_files_are_one_line(capsys, tmp_path):
     (tmp_path / "b.yaml").write_text('_BASE_: "a.yaml"\n')
     for name in ("self.yaml", "a.yaml"):
         assert "its _BASE_ chain loops" in _error(capsys, "--config-file", str(tmp_path / name))
+
+
+def test_a_whole_number_for_a_decimal_key_in_a_file_says_how_to_write_it(capsys, tmp_path):
+    """yacs refuses `MOMENTUM: 0` where the key holds 0.9 (it turns no int into a float)."""
+    (tmp_path / "leaf.yaml").write_text(f'_BASE_: "{CONFIG}"\nSOLVER:\n  MOMENTUM: 0\n')
+    error = _error(capsys, "--config-file", str(tmp_path / "leaf.yaml"))
+    assert "leaf.yaml': Type mismatch" in error, error
+    assert error.endswith("SOLVER.MOMENTUM holds a decimal number: write 0 as 0.0."), error
 
 
 def test_options_after_the_overrides_are_named(capsys, tmp_path):
