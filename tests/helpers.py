@@ -170,10 +170,12 @@ def load_tool(name):
 
 
 @contextmanager
-def captured(name):
-    """The messages logged to `name` (INFO and up), whatever handlers earlier tests set up."""
+def captured(name, tracebacks=False):
+    """The messages logged to `name` (INFO and up), whatever handlers earlier tests set up;
+    with `tracebacks`, each with the traceback of its exception, as a handler prints it."""
     records, handler = [], logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
+    handler.emit = lambda record: records.append(
+        handler.format(record) if tracebacks else record.getMessage())
     log = logging.getLogger(name)
     level = log.level
     log.addHandler(handler)

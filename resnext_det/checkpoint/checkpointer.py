@@ -345,9 +345,11 @@ class ResNeXtCheckpointer(DetectionCheckpointer):
                 bad.append(candidate)
             finally:
                 self._resuming = False
+        # not "start without --resume": a new training refuses a folder with checkpoints
         raise UnreadableFileError(self.save_dir, f"no readable checkpoint to resume from (tried "
-                                  f"{', '.join(bad) or 'none'})", "Start without --resume, or "
-                                  "remove the damaged files")
+                                  f"{', '.join(bad) or 'none'})", "Put back a readable copy of "
+                                  f"one, or move them and {LAST} out of the folder to train "
+                                  "anew there, or train into another output folder")
 
 
 def _iteration_of(path):

@@ -76,12 +76,16 @@ def _check_keypoint_metadata(cfg, name, meta):
 
 
 def check_weights(cfg, *, training=True):
-    """MODEL.WEIGHTS is empty (from scratch), a URL detectron2 resolves, or an existing file.
+    """MODEL.WEIGHTS is empty (from scratch), a URL detectron2 resolves, or an existing file;
+    a folder (a run's OUTPUT_DIR) is named so, with the weights files it holds.
     `training` False (evaluate, predict, export: weights are required there) leaves the
     "train from scratch" way out of the message."""
     path = cfg.MODEL.WEIGHTS
     if not path or "://" in path or os.path.isfile(path):
         return
+    if os.path.isdir(path):  # a run's OUTPUT_DIR, say: "expected an existing file" misled
+        raise ConfigError("MODEL.WEIGHTS", path, "a weights file, not a folder",
+                          f"Point MODEL.WEIGHTS at a file inside it{_weights_in(path)}.")
     if not training:
         raise ConfigError("MODEL.WEIGHTS", path, "an existing file of trained weights",
                           "Point MODEL.WEIGHTS at a train_net.py checkpoint (such as "
@@ -90,6 +94,20 @@ def check_weights(cfg, *, training=True):
                       "Download the weights the config names in its first lines (see the "
                       "README's weights table), point MODEL.WEIGHTS at them, or pass "
                       "MODEL.WEIGHTS '' to train from scratch.")
+
+
+_WEIGHTS_SUFFIXES = (".pth", ".pkl", ".pyth", ".safetensors", ".t7")
+
+
+def _weights_in(folder):
+    """' (it holds model_final.pth, model_0000999.pth, ...)': the weights files of `folder`,
+    final ones first, then the latest iterations; "" when it holds none."""
+    names = [n for n in os.listdir(folder) if n.endswith(_WEIGHTS_SUFFIXES)
+             and os.path.isfile(os.path.join(folder, n))]
+    if not names:
+        return ""
+    names = sorted(sorted(names, reverse=True), key=lambda n: not n.startswith("model_final"))
+    return f" (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
 
 
 def check_no_earlier_run(checkpointer, key="OUTPUT_DIR", outputs=()):

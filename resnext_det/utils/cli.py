@@ -4,7 +4,7 @@ A UserError (resnext_det.errors) raised anywhere in a tool, in this process or i
 that detectron2's `launch` spawned, is printed as `error: <message>` and the tool exits
 with 2; `RESNEXT_DET_DEBUG=1` adds the traceback. detectron2's training loop logs any
 exception with its traceback before re-raising it; `quiet_user_errors` keeps that log
-record to the message for a UserError.
+record to the message for a UserError, a diverged training and a full disk.
 """
 import contextlib
 import ctypes
@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from ..errors import UserError
@@ -46,16 +47,29 @@ def report(error):
     print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
 
 
+def _one_line(error):
+    """The message of an error ExitOnUserError ends a tool on with one line (a UserError, a
+    diverged training, a full disk), else None."""
+    if isinstance(error, UserError):
+        return user_message(error)
+    if isinstance(error, FloatingPointError) or (isinstance(error, OSError)
+                                                  and error.errno in WRITE_ERRNOS):
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 class _UserErrorFilter(logging.Filter):
     def filter(self, record):
-        if record.exc_info and isinstance(record.exc_info[1], UserError) and not debugging():
-            record.msg = f"{record.msg} {user_message(record.exc_info[1])}"
+        message = _one_line(record.exc_info[1]) if record.exc_info else None
+        if message is not None and not debugging():
+            record.msg = f"{record.msg} {message}"
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
 
 def quiet_user_errors():
-    """detectron2's 'Exception during training:' log record without a UserError's traceback."""
+    """detectron2's training loop log records ('Exception during training:', 'Exception in
+    writing metrics:') without the traceback of an error the tool ends on with one line."""
     logger = logging.getLogger("detectron2.engine.train_loop")
     if not any(isinstance(f, _UserErrorFilter) for f in logger.filters):
         logger.addFilter(_UserErrorFilter())
@@ -136,7 +150,8 @@ class ExitOnUserError:
         except FloatingPointError as e:  # detectron2: "Loss became infinite or NaN at ..."
             if debugging():
                 raise
-            print(f"error: the training diverged ({e}). Lower SOLVER.BASE_LR or raise "
+            found = str(e).replace("\n", "; ")  # the loss dict on a line of its own
+            print(f"error: the training diverged ({found}). Lower SOLVER.BASE_LR or raise "
                   "SOLVER.WARMUP_ITERS, and check the boxes of the data; the checkpoints "
                   "written before stay whole.", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
@@ -150,10 +165,16 @@ class ExitOnUserError:
         except KeyboardInterrupt as e:  # Ctrl-C: what was written is whole (atomic writes)
             if debugging():
                 raise
-            stopped = isinstance(e, Terminated)
-            print("terminated (SIGTERM)" if stopped else "interrupted (Ctrl-C)", file=sys.stderr,
-                  flush=True)
-            sys.exit(EXIT_TERMINATED if stopped else EXIT_INTERRUPTED)
+            if not alone:  # the tool's process says it once for all (run_tool)
+                sys.exit(EXIT_INTERRUPTED)
+            _say_stopped(isinstance(e, Terminated))
+
+
+def _say_stopped(terminated):
+    """End a tool stopped by SIGTERM (`terminated`) or Ctrl-C: one line, exit 143 or 130."""
+    print("terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)", file=sys.stderr,
+          flush=True)
+    sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def parse_launch_args(parser, argv=None):
@@ -187,14 +208,43 @@ def check_dist_url(parser, url, world_size, num_machines):
                  + ("" if num_machines > 1 else ", or auto (a free port on this machine)"))
 
 
-def run_tool(launch_fn):
-    """Call `launch_fn()`; a spawned process that exited with 2 makes this one exit with 2."""
+def _end_workers(grace):
+    """Wait up to `grace` seconds for the processes `launch` spawned (a terminal's Ctrl-C
+    reached them too: they finish what they write), then SIGTERM those still running (a
+    Ctrl-C or `kill -INT` of this process alone: they trained on, and this one waited on
+    them at its exit for good)."""
+    workers = multiprocessing.active_children()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+
+
+def run_tool(launch_fn, grace=10.0):
+    """Call `launch_fn()`; a spawned process that exited with 2 makes this one exit with 2.
+
+    With --num-gpus N this process waits on its workers: a Ctrl-C or SIGTERM to it, or one
+    that ended a worker, ends the tool as a single process does (one line, exit 130 or
+    143; it was a KeyboardInterrupt traceback, or a silent death by signal)."""
     import torch.multiprocessing as mp
 
     interrupts_raise()
     try:
-        return launch_fn()
-    except mp.ProcessExitedException as e:
+        with sigterm_as_interrupt():
+            return launch_fn()
+    except mp.ProcessExitedException as e:  # torch has ended the other workers
         if e.exit_code == EXIT_USER_ERROR:
             sys.exit(EXIT_USER_ERROR)
+        if e.exit_code in (EXIT_INTERRUPTED, EXIT_TERMINATED) or e.signal_name in (
+                "SIGINT", "SIGTERM"):
+            _say_stopped(e.exit_code == EXIT_TERMINATED or e.signal_name == "SIGTERM")
         raise
+    except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback here
+        _end_workers(0.0 if isinstance(e, Terminated) else grace)
+        if debugging():
+            raise
+        _say_stopped(isinstance(e, Terminated))

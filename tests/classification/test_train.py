@@ -14,7 +14,7 @@ from resnext_det.classification.solver import build_param_scheduler
 from resnext_det.classification.checkpoint import build_cls_checkpointer
 from resnext_det.engine.amp import CPUAutocastTrainer
 from resnext_det.utils.plots import plot_training_curves, read_metrics, series
-from tests.helpers import load_tool, training_records
+from tests.helpers import captured, load_tool, training_records
 
 from .helpers import by_hand_val_metrics, cls_args, tiny_cfg, tiny_opts, write_folder
 
@@ -307,6 +307,20 @@ def test_resume_past_the_end_is_an_error(folder, tmp_path):
                        r"or after iteration 4, where .*model_final.pth resumes"):
         main(cls_args(tiny_opts(folder, tmp_path, "SOLVER.MAX_ITER", 2, "TEST.EVAL_PERIOD", 0),
                       resume=True))
+
+
+def test_a_pretraining_that_diverges_is_one_error_line(folder, tmp_path, capsys):
+    """detectron2's "Loss became infinite or NaN" holds the loss dict on a second line, and
+    its training loop logged the error's traceback twice (a record's write, the loop)."""
+    with captured("detectron2.engine.train_loop", tracebacks=True) as logged:
+        with pytest.raises(SystemExit) as exit_:
+            load_tool("pretrain_cls").run(tiny_opts(folder, tmp_path, "SOLVER.BASE_LR", 1e30))
+    assert exit_.value.code == 2
+    assert any("FloatingPointError" in message for message in logged)
+    assert not any("Traceback" in message for message in logged)
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: the training diverged (Loss became infinite or NaN at ")
+    assert "; loss_dict = {'loss_cls': " in error and "Lower SOLVER.BASE_LR" in error
 
 
 def test_evaluation_with_no_readable_image_is_an_error(tmp_path):

@@ -23,7 +23,7 @@ from resnext_det.checkpoint import read_weights
 from resnext_det.data import DigitsSpec, build_digits_dataset, register_digits
 from resnext_det.engine import Trainer
 from resnext_det.utils.testing import max_rel_error
-from tests.helpers import (assert_same_detections, detectron2_detections, load_tool,
+from tests.helpers import (assert_same_detections, captured, detectron2_detections, load_tool,
                            pycocotools_stats, register_coco_file, weight_changes)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -731,9 +731,30 @@ def test_pictures_deeper_than_8_bits_are_named_not_trained_white(datasets_root, 
 
 
 def test_a_training_that_diverges_is_one_error_line(datasets_root, tmp_path, capsys):
-    """detectron2's FloatingPointError (an infinite loss, or Inf/NaN boxes) was a traceback."""
+    """detectron2's FloatingPointError (an infinite loss, or Inf/NaN boxes) was a traceback;
+    then one error line, after the traceback detectron2's training loop logged of it."""
     register_digits(datasets_root / "digits")
-    error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.BASE_LR",
-                                 "1e30", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(tmp_path)])
+    with captured("detectron2.engine.train_loop", tracebacks=True) as logged:
+        error = _user_error(capsys, ["--config-file", CONFIG, *map(str, TINY), "SOLVER.BASE_LR",
+                                     "1e30", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", str(tmp_path)])
     assert error.startswith("error: the training diverged (")  # Inf or NaN, as detectron2 found
     assert "Lower SOLVER.BASE_LR" in error
+    assert any("FloatingPointError" in message for message in logged)
+    assert not any("Traceback" in message for message in logged)
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_a_run_folder_as_weights_names_the_files_it_holds(datasets_root, tmp_path, capsys,
+                                                          eval_only):
+    """MODEL.WEIGHTS set to a run's OUTPUT_DIR, not its model_final.pth: the error said
+    "expected an existing file" (it exists) and, for a training, to download the weights."""
+    register_digits(datasets_root / "digits")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model_0000001.pth", "model_final.pth", "metrics.json"):
+        (run / name).write_bytes(b"")
+    error = _user_error(capsys, ["--config-file", CONFIG, *(["--eval-only"] * eval_only),
+                                 *map(str, TINY), "MODEL.WEIGHTS", str(run),
+                                 "OUTPUT_DIR", str(tmp_path / "out")])
+    assert f"MODEL.WEIGHTS='{run}' is not valid: expected a weights file, not a folder" in error
+    assert "(it holds model_final.pth, model_0000001.pth)" in error

@@ -21,6 +21,8 @@ from resnext_det.checkpoint import ResNeXtCheckpointer, UnreadableFileError, rea
 from resnext_det.checkpoint.convert import AUTHOR
 from resnext_det.classification import build_cls_model
 from resnext_det.classification.checkpoint import build_cls_checkpointer
+from resnext_det.config.errors import ConfigError
+from resnext_det.engine.checks import check_no_earlier_run
 from resnext_det.utils.io import atomic_write, lock_folder, release_folder
 from tests.classification.helpers import tiny_cfg, tiny_opts, write_folder
 from tests.engine.test_train_net import CONFIG, TINY
@@ -112,38 +114,55 @@ def _children(pid):
     return found
 
 
+def _alive(pids):
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
-def test_workers_end_with_a_tool_killed_by_sigterm(datasets_root, tmp_path):
+@pytest.mark.parametrize("sig, sigint, rc, said", [
+    (signal.SIGTERM, signal.SIG_IGN, 143, "terminated (SIGTERM)"),
+    (signal.SIGINT, signal.SIG_DFL, 130, "interrupted (Ctrl-C)")])
+def test_workers_end_with_a_tool_killed_by_sigterm(datasets_root, tmp_path, sig, sigint, rc,
+                                                   said):
     """`train_net.py --num-gpus 2 ... &` (a shell's background job ignores SIGINT, the signal
     torch's workers get when the tool ends), then SIGTERM to the tool: its two workers end too
-    and the folder's lock is free; they went on training, orphaned, before."""
+    and the folder's lock is free; they went on training, orphaned, before. And the tool
+    ends as one process does, one line and 143 (it died of the signal without a word); a
+    SIGINT to its process alone (`kill -INT`), with 130: it printed a KeyboardInterrupt
+    traceback, then waited at its exit for the workers, which trained on."""
     out = tmp_path / "run"
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets_root), OMP_NUM_THREADS="1")
+    env.pop("RESNEXT_DET_DEBUG", None)
     cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", CONFIG,
            "--num-gpus", "2", *map(str, TINY), "SOLVER.MAX_ITER", "100000", "OUTPUT_DIR", str(out)]
-    tool = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    workers = []
-    try:
-        deadline = time.monotonic() + 300
-        while not _checkpoints(out) and tool.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _checkpoints(out), "the two-process training wrote no checkpoint"
-        workers += _children(tool.pid)
-        tool.send_signal(signal.SIGTERM)
-        tool.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while any(os.path.exists(f"/proc/{w}") for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(workers) >= 2 and not [w for w in workers if os.path.exists(f"/proc/{w}")]
-        assert lock_folder(out) is None  # no worker holds it
-    finally:
-        release_folder(out)
-        tool.kill()
-        tool.wait()
-        for worker in workers:  # orphans of a failed check
-            if os.path.exists(f"/proc/{worker}"):
-                os.kill(worker, signal.SIGKILL)
+    with open(tmp_path / "stderr", "w+") as err:
+        tool = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        workers = []
+        try:
+            deadline = time.monotonic() + 300
+            while not _checkpoints(out) and tool.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _checkpoints(out), "the two-process training wrote no checkpoint"
+            workers += _children(tool.pid)
+            tool.send_signal(sig)
+            assert tool.wait(timeout=60) == rc
+            deadline = time.monotonic() + 30
+            while _alive(workers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(workers) >= 2 and not _alive(workers)
+            assert lock_folder(out) is None  # no worker holds it
+            err.seek(0)
+            said_all = err.read()
+            assert said_all.rstrip().endswith(said) and said_all.count(said) == 1, said_all[-3000:]
+            assert "Traceback" not in said_all, said_all[-3000:]
+        finally:
+            release_folder(out)
+            tool.kill()
+            tool.wait()
+            for worker in workers:  # orphans of a failed check
+                if os.path.exists(f"/proc/{worker}"):
+                    os.kill(worker, signal.SIGKILL)
 
 
 class _Counter:
@@ -173,6 +192,30 @@ def test_detection_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
         checkpointer.resume_or_load("", resume=True)
     assert counter.value == 1
     assert f"Cannot resume from {newest}" in caplog.text and "truncated" in caplog.text
+
+
+def test_no_readable_checkpoint_says_what_lets_a_training_start_there(tmp_path):
+    """Every checkpoint damaged: the error said "Start without --resume", which a new
+    training refuses while the checkpoints are there (check_no_earlier_run). What it says
+    now, moving them and the pointer out, lets one start."""
+    model, counter = torch.nn.Conv2d(3, 4, 1), _Counter()
+    (tmp_path / "run").mkdir()
+    checkpointer = ResNeXtCheckpointer(model, str(tmp_path / "run"), counter=counter)
+    for name in ("model_0000001", "model_0000002"):
+        checkpointer.save(name)
+        path = tmp_path / "run" / f"{name}.pth"
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UnreadableFileError, match="no readable checkpoint") as err:
+        checkpointer.resume_or_load("", resume=True)
+    assert "without --resume" not in str(err.value)
+    with pytest.raises(ConfigError, match="without an earlier run's checkpoints"):
+        check_no_earlier_run(checkpointer)
+    tried = re.search(r"\(tried (.*)\)", str(err.value)).group(1).split(", ")
+    assert "move them and last_checkpoint out of the folder" in str(err.value)
+    (tmp_path / "aside").mkdir()
+    for path in [*tried, str(tmp_path / "run/last_checkpoint")]:
+        os.replace(path, tmp_path / "aside" / os.path.basename(path))
+    check_no_earlier_run(checkpointer)
 
 
 @pytest.mark.parametrize("pointer", [b"\xff\xfe\x00model", b"../elsewhere/model_0000001.pth",
