@@ -37,16 +37,22 @@ print(json.dumps({k: sorted(set(after[k]) - set(before[k])) for k in after}))
 
 @pytest.fixture
 def no_digits():
-    """digits_train / digits_val unregistered before and after the test."""
+    """digits_train / digits_val unregistered during the test, and as they were after it (the
+    session's datasets_root registered them for the worker's later tests, which failed)."""
     def clear():
         for name in DEFAULT_NAMES:
             if name in DatasetCatalog.list():
                 DatasetCatalog.remove(name)
             if name in MetadataCatalog.list():
                 MetadataCatalog.remove(name)
+    before = {name: (DatasetCatalog[name], MetadataCatalog.get(name).as_dict())
+              for name in DEFAULT_NAMES if name in DatasetCatalog.list()}
     clear()
     yield
     clear()
+    for name, (load, metadata) in before.items():
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(**{k: v for k, v in metadata.items() if k != "name"})
 
 
 def test_import_registers_the_models_and_no_dataset():

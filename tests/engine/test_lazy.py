@@ -34,7 +34,7 @@ from detectron2.utils.env import seed_all_rng
 
 import resnext_det
 from resnext_det.config.errors import ConfigError
-from resnext_det.data import DIGIT_CLASSES
+from resnext_det.data import DIGIT_CLASSES, register_digits
 from resnext_det.data.checks import DatasetError
 from resnext_det.data.coco_json import register_dataset_args
 from resnext_det.engine.lazy import LazySetup, build_checkpointer, build_train_loader, do_train
@@ -582,6 +582,7 @@ def test_init_checkpoint_of_torchvision_is_converted_and_checked(tmp_path):
 
 
 def test_bad_training_boxes_are_named_with_the_lazy_key(datasets_root, tmp_path):
+    register_digits(datasets_root / "digits")  # not left to an earlier test of the worker
     name = "digits_train_bad_box_lazy"
     dicts = copy.deepcopy(DatasetCatalog.get("digits_train"))
     dicts[0]["annotations"][0]["bbox"] = [30, 21, -10, 12]  # XYWH: no positive width
@@ -601,6 +602,7 @@ def test_dataset_argument_registers_a_json_for_a_python_config(datasets_root, tm
     """--dataset NAME=JSON:IMAGES (tools/train_net.py registers it first) works with a .py
     config too: the class count is not copied into it but checked, naming the lazy key."""
     digits = datasets_root / "digits"
+    register_digits(digits)  # digits_val, compared below: not left to an earlier test
     json_file = next((digits / "annotations").glob("*val*.json"))
     image_dir = next(p for p in (digits / "images").iterdir() if "val" in p.name)
     args = SimpleNamespace(dataset=[f"mine_lazy={json_file}:{image_dir}"], config_file=DIGITS,
